@@ -1,0 +1,71 @@
+import Foundation
+
+/// Times the engine the way `bonetriage bench` reports it.
+public struct EngineBenchmark: Sendable {
+    public let inputSize: Int
+    public let threads: Int
+    public let msPerImageBatch1: Double
+    public let msPerImageBatch16: Double
+    public let gflopsBatch16: Double
+    public let peakRSSMegabytes: Double
+    public let multiplyAddsPerImage: Int
+
+    public static func run(weights: InceptionV3Weights, inputSize: Int, threads: Int, iterations: Int) throws -> EngineBenchmark {
+        let network = InceptionV3Network(weights: weights)
+        let engine = try InceptionV3Engine(network: network, inputSize: inputSize, threads: threads)
+        func median(batch: Int, repeats: Int) throws -> Double {
+            let image = SyntheticWeights.testImage(size: inputSize, seed: 1).flatMap { v in Array(repeating: Float(v) / 127.5 - 1, count: 3) }
+            let input = Array((0..<batch).map { _ in image }.joined())
+            _ = try engine.pooledFeatures(input, batch: batch)  // warm-up: allocates buffers, faults pages in
+            var times: [Double] = []
+            for _ in 0..<max(1, repeats) {
+                let start = DispatchTime.now().uptimeNanoseconds
+                _ = try engine.pooledFeatures(input, batch: batch)
+                times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 / Double(batch))
+            }
+            return times.sorted()[times.count / 2]
+        }
+        let b1 = try median(batch: 1, repeats: iterations)
+        let b16 = try median(batch: 16, repeats: max(3, iterations / 4))
+        let macs = network.architecture.multiplyAdds(inputSize: inputSize)
+        return EngineBenchmark(inputSize: inputSize, threads: threads, msPerImageBatch1: b1, msPerImageBatch16: b16,
+                               gflopsBatch16: 2 * Double(macs) / (b16 / 1000) / 1e9,
+                               peakRSSMegabytes: ProcessMemory.peakResidentMegabytes(), multiplyAddsPerImage: macs)
+    }
+
+    public var json: String {
+        let object: [String: Any] = [
+            "ms_per_image_batch1": (msPerImageBatch1 * 100).rounded() / 100,
+            "ms_per_image_batch16": (msPerImageBatch16 * 100).rounded() / 100,
+            "gflops_batch16": (gflopsBatch16 * 10).rounded() / 10,
+            "peak_rss_mb": (peakRSSMegabytes * 10).rounded() / 10,
+            "input_size": inputSize,
+            "threads": threads,
+            "multiply_adds_per_image": multiplyAddsPerImage,
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    public var text: String {
+        """
+        Inception V3 at \(inputSize)x\(inputSize), \(threads) thread(s), \(String(format: "%.2f", Double(multiplyAddsPerImage) / 1e9)) G multiply-adds per image
+          batch 1:  \(String(format: "%7.2f", msPerImageBatch1)) ms/image  (\(String(format: "%.1f", 1000 / msPerImageBatch1)) images/s)
+          batch 16: \(String(format: "%7.2f", msPerImageBatch16)) ms/image  (\(String(format: "%.1f", 1000 / msPerImageBatch16)) images/s, \(String(format: "%.1f", gflopsBatch16)) GFLOP/s)
+          peak RSS: \(String(format: "%.1f", peakRSSMegabytes)) MB
+        """
+    }
+}
+
+/// The process's own memory figures from /proc (Linux).
+public enum ProcessMemory {
+    /// VmHWM: the peak resident set size so far, in MB (0 where /proc is unavailable).
+    public static func peakResidentMegabytes() -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let kb = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
+            return kb / 1024
+        }
+        return 0
+    }
+}

@@ -1,0 +1,419 @@
+import COpenBLAS
+import Foundation
+
+/// Where the engine can hand out intermediate activations (for parity checks and inspection).
+public enum InceptionStage: String, CaseIterable, Sendable {
+    /// End of the stem (after the second max pool).
+    case stem
+    /// Output of mixed2, the last 35x35 (at 299 input) block.
+    case mixed2
+    /// Output of mixed7, the last 17x17 block.
+    case mixed7
+    /// Output of mixed10, the last block, before global pooling.
+    case mixed10
+}
+
+/// A copy of one activation, NHWC.
+public struct ActivationSnapshot: Sendable {
+    public let batch: Int
+    public let height: Int
+    public let width: Int
+    public let channels: Int
+    public let values: [Float]
+
+    /// The same values in NCHW order for one image, as PyTorch lays them out.
+    public func nchw(image n: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: channels * height * width)
+        let hw = height * width
+        for p in 0..<hw {
+            for c in 0..<channels {
+                out[c * hw + p] = values[(n * hw + p) * channels + c]
+            }
+        }
+        return out
+    }
+}
+
+public enum EngineError: Error, CustomStringConvertible, Equatable {
+    case inputSizeTooSmall(Int)
+    case wrongInputCount(expected: Int, found: Int)
+    case emptyBatch
+
+    public var description: String {
+        switch self {
+        case let .inputSizeTooSmall(s):
+            return "input size \(s) is below Inception V3's minimum of \(InceptionV3Architecture.minimumInputSize) pixels"
+        case let .wrongInputCount(expected, found):
+            return "the input holds \(found) values where batch x size x size x 3 = \(expected) were expected"
+        case .emptyBatch:
+            return "a batch must hold at least one image"
+        }
+    }
+}
+
+/// Inception V3 with batch norm folded in, ready to run. Immutable: share one between engines.
+public final class InceptionV3Network: Sendable {
+    public let description: BackboneDescription
+    public let architecture: InceptionV3Architecture
+    let convolutions: [String: FoldedConvolution]
+
+    public init(weights: InceptionV3Weights) {
+        description = weights.description
+        architecture = weights.architecture
+        var folded: [String: FoldedConvolution] = [:]
+        for spec in architecture.convolutions {
+            guard let p = weights.layers[spec.name] else { preconditionFailure("checked weights lack \(spec.name)") }
+            folded[spec.name] = FoldedConvolution(spec: spec, parameters: p, epsilon: InceptionV3Architecture.batchNormEpsilon)
+        }
+        convolutions = folded
+    }
+
+    /// Bytes held by the folded parameters.
+    public var parameterBytes: Int { convolutions.values.reduce(0) { $0 + ($1.kernel.count + $1.bias.count) * 4 } }
+}
+
+/// Runs the network on batches of NHWC images. Not thread-safe: it owns its buffers, reused
+/// from one call to the next; give each worker its own engine over a shared network.
+///
+/// Every layer is split across `threads` threads (by output pixels when there are many, else by output
+/// channels), with OpenBLAS itself kept single-threaded: the small late-stage GEMMs then still use
+/// both cores, and no thread pool fights another.
+public final class InceptionV3Engine {
+    public let network: InceptionV3Network
+    public let inputSize: Int
+    public let threads: Int
+    private var buffers: EngineBuffers?
+
+    /// Cap on the im2col workspace (floats); larger layers are processed in row chunks.
+    static let workspaceCapacity = 4 << 20
+    /// Below this many output pixels a layer is split by output channels instead.
+    static let minimumRowsForRowSplit = 512
+
+    public init(network: InceptionV3Network, inputSize: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+        guard inputSize >= InceptionV3Architecture.minimumInputSize else { throw EngineError.inputSizeTooSmall(inputSize) }
+        self.network = network
+        self.inputSize = inputSize
+        self.threads = max(1, threads)
+        openblas_set_num_threads(1)
+    }
+
+    /// The 2048 pooled features of each image: `input` is [batch, size, size, 3] NHWC in the model's range.
+    public func pooledFeatures(_ input: [Float], batch: Int,
+                               tap: ((InceptionStage, ActivationSnapshot) -> Void)? = nil) throws -> [Float] {
+        guard batch >= 1 else { throw EngineError.emptyBatch }
+        let expected = batch * inputSize * inputSize * 3
+        guard input.count == expected else { throw EngineError.wrongInputCount(expected: expected, found: input.count) }
+        let buffers = self.buffers(for: batch)
+        buffers.input.update(from: input, count: expected)
+        var output = [Float](repeating: 0, count: batch * InceptionV3Architecture.featureCount)
+        output.withUnsafeMutableBufferPointer { out in
+            guard let base = out.baseAddress else { return }
+            forward(buffers, batch: batch, into: base, tap: tap)
+        }
+        return output
+    }
+
+    private func buffers(for batch: Int) -> EngineBuffers {
+        if let b = buffers, b.batch == batch { return b }
+        buffers = nil  // release the old set before allocating the new one
+        let b = EngineBuffers(architecture: network.architecture, inputSize: inputSize, batch: batch)
+        buffers = b
+        return b
+    }
+
+    private func forward(_ b: EngineBuffers, batch n: Int, into features: UnsafeMutablePointer<Float>,
+                         tap: ((InceptionStage, ActivationSnapshot) -> Void)?) {
+        let s = inputSize
+        var current = FeatureMap.dense(b.input, batch: n, height: s, width: s, channels: 3)
+        var spare = b.ping, other = b.pong
+        func emit(_ stage: InceptionStage, _ map: FeatureMap) {
+            guard let tap else { return }
+            tap(stage, ActivationSnapshot(batch: map.batch, height: map.height, width: map.width,
+                                          channels: map.channels, values: map.denseValues()))
+        }
+        for block in network.architecture.blocks {
+            let geometry = InceptionGeometry(inputSize: current.height, block: block)
+            let output = FeatureMap.dense(spare, batch: n, height: geometry.outputSize, width: geometry.outputSize,
+                                          channels: block.outputChannels)
+            switch block {
+            case .stem: stem(current, output, b)
+            case .a: blockA(block, current, output, b)
+            case .b: blockB(block, current, output, b)
+            case .c: blockC(block, current, output, b)
+            case .d: blockD(block, current, output, b)
+            case let .e(_, _, maxPool): blockE(block, current, output, b, maxPoolBranch: maxPool)
+            }
+            current = output
+            swap(&spare, &other)
+            switch block.name {
+            case "stem": emit(.stem, current)
+            case "mixed2": emit(.mixed2, current)
+            case "mixed7": emit(.mixed7, current)
+            case "mixed10": emit(.mixed10, current)
+            default: break
+            }
+        }
+        let final = current
+        parallel(min(threads, n)) { t in
+            FeatureMapKernels.globalAveragePool(final, into: features, images: partition(n, parts: min(self.threads, n), index: t))
+        }
+    }
+
+    // MARK: Blocks
+
+    private func conv(_ name: String) -> FoldedConvolution {
+        guard let c = network.convolutions[name] else { preconditionFailure("network lacks \(name)") }
+        return c
+    }
+
+    private func temp(_ buffer: UnsafeMutablePointer<Float>, like input: FeatureMap, channels: Int, size: Int? = nil) -> FeatureMap {
+        FeatureMap.dense(buffer, batch: input.batch, height: size ?? input.height, width: size ?? input.width, channels: channels)
+    }
+
+    private func stem(_ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers) {
+        let g = InceptionGeometry(inputSize: x.height, block: .stem)
+        let sizes = g.convolutionOutputSizes
+        // The stem alternates between the two scratch regions that are not `out`: stemA and stemB.
+        let c0 = temp(b.stemA, like: x, channels: 32, size: sizes[0].0)
+        convolve(conv("stem/0"), x, c0, b)
+        let c1 = temp(b.stemB, like: x, channels: 32, size: sizes[1].0)
+        convolve(conv("stem/1"), c0, c1, b)
+        let c2 = temp(b.stemA, like: x, channels: 64, size: sizes[2].0)
+        convolve(conv("stem/2"), c1, c2, b)
+        let p1 = temp(b.stemB, like: x, channels: 64, size: InceptionGeometry.reduce(sizes[2].0))
+        maxPool(c2, stride: 2, pad: 0, into: p1)
+        let c3 = temp(b.stemA, like: x, channels: 80, size: sizes[3].0)
+        convolve(conv("stem/3"), p1, c3, b)
+        let c4 = temp(b.stemB, like: x, channels: 192, size: sizes[4].0)
+        convolve(conv("stem/4"), c3, c4, b)
+        maxPool(c4, stride: 2, pad: 0, into: out)
+    }
+
+    private func blockA(_ block: InceptionBlock, _ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers) {
+        let n = block.name
+        convolve(conv("\(n)/branch1x1/0"), x, out.slice(channelOffset: 0, count: 64), b)
+        let t5 = temp(b.t0, like: x, channels: 48)
+        convolve(conv("\(n)/branch5x5/0"), x, t5, b)
+        convolve(conv("\(n)/branch5x5/1"), t5, out.slice(channelOffset: 64, count: 64), b)
+        let d0 = temp(b.t0, like: x, channels: 64), d1 = temp(b.t1, like: x, channels: 96)
+        convolve(conv("\(n)/branch3x3dbl/0"), x, d0, b)
+        convolve(conv("\(n)/branch3x3dbl/1"), d0, d1, b)
+        convolve(conv("\(n)/branch3x3dbl/2"), d1, out.slice(channelOffset: 128, count: 96), b)
+        poolBranch(block, x, out, channelOffset: 224, maxPool: false, b)
+    }
+
+    private func blockB(_ block: InceptionBlock, _ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers) {
+        let n = block.name
+        convolve(conv("\(n)/branch3x3/0"), x, out.slice(channelOffset: 0, count: 384), b)
+        let d0 = temp(b.t0, like: x, channels: 64), d1 = temp(b.t1, like: x, channels: 96)
+        convolve(conv("\(n)/branch3x3dbl/0"), x, d0, b)
+        convolve(conv("\(n)/branch3x3dbl/1"), d0, d1, b)
+        convolve(conv("\(n)/branch3x3dbl/2"), d1, out.slice(channelOffset: 384, count: 96), b)
+        maxPool(x, stride: 2, pad: 0, into: out.slice(channelOffset: 480, count: x.channels))
+    }
+
+    private func blockC(_ block: InceptionBlock, _ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers) {
+        guard case let .c(_, c7) = block else { return }
+        let n = block.name
+        convolve(conv("\(n)/branch1x1/0"), x, out.slice(channelOffset: 0, count: 192), b)
+        let u = temp(b.t0, like: x, channels: c7), v = temp(b.t1, like: x, channels: c7)
+        convolve(conv("\(n)/branch7x7/0"), x, u, b)
+        convolve(conv("\(n)/branch7x7/1"), u, v, b)
+        convolve(conv("\(n)/branch7x7/2"), v, out.slice(channelOffset: 192, count: 192), b)
+        convolve(conv("\(n)/branch7x7dbl/0"), x, u, b)
+        convolve(conv("\(n)/branch7x7dbl/1"), u, v, b)
+        convolve(conv("\(n)/branch7x7dbl/2"), v, u, b)
+        convolve(conv("\(n)/branch7x7dbl/3"), u, v, b)
+        convolve(conv("\(n)/branch7x7dbl/4"), v, out.slice(channelOffset: 384, count: 192), b)
+        poolBranch(block, x, out, channelOffset: 576, maxPool: false, b)
+    }
+
+    private func blockD(_ block: InceptionBlock, _ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers) {
+        let n = block.name
+        let u = temp(b.t0, like: x, channels: 192), v = temp(b.t1, like: x, channels: 192)
+        convolve(conv("\(n)/branch3x3/0"), x, u, b)
+        convolve(conv("\(n)/branch3x3/1"), u, out.slice(channelOffset: 0, count: 320), b)
+        convolve(conv("\(n)/branch7x7x3/0"), x, u, b)
+        convolve(conv("\(n)/branch7x7x3/1"), u, v, b)
+        convolve(conv("\(n)/branch7x7x3/2"), v, u, b)
+        convolve(conv("\(n)/branch7x7x3/3"), u, out.slice(channelOffset: 320, count: 192), b)
+        maxPool(x, stride: 2, pad: 0, into: out.slice(channelOffset: 512, count: x.channels))
+    }
+
+    private func blockE(_ block: InceptionBlock, _ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers, maxPoolBranch: Bool) {
+        let n = block.name
+        convolve(conv("\(n)/branch1x1/0"), x, out.slice(channelOffset: 0, count: 320), b)
+        let a = temp(b.t2, like: x, channels: 384)
+        convolve(conv("\(n)/branch3x3/0"), x, a, b)
+        convolve(conv("\(n)/branch3x3/1"), a, out.slice(channelOffset: 320, count: 384), b)
+        convolve(conv("\(n)/branch3x3/2"), a, out.slice(channelOffset: 704, count: 384), b)
+        let d0 = temp(b.t0, like: x, channels: 448), d1 = temp(b.t1, like: x, channels: 384)
+        convolve(conv("\(n)/branch3x3dbl/0"), x, d0, b)
+        convolve(conv("\(n)/branch3x3dbl/1"), d0, d1, b)
+        convolve(conv("\(n)/branch3x3dbl/2"), d1, out.slice(channelOffset: 1088, count: 384), b)
+        convolve(conv("\(n)/branch3x3dbl/3"), d1, out.slice(channelOffset: 1472, count: 384), b)
+        poolBranch(block, x, out, channelOffset: 1856, maxPool: maxPoolBranch, b)
+    }
+
+    /// 3x3 stride-1 pool (average excluding padding, or max) then the branch's 1x1 convolution.
+    private func poolBranch(_ block: InceptionBlock, _ x: FeatureMap, _ out: FeatureMap, channelOffset: Int,
+                            maxPool: Bool, _ b: EngineBuffers) {
+        let pooled = temp(b.t0, like: x, channels: x.channels)
+        let rows = x.batch * x.height
+        let parts = min(threads, rows)
+        parallel(parts) { t in
+            let r = partition(rows, parts: parts, index: t)
+            if maxPool {
+                FeatureMapKernels.maxPool3x3(x, stride: 1, pad: 1, output: pooled, outRows: r)
+            } else {
+                FeatureMapKernels.averagePool3x3(x, output: pooled, outRows: r)
+            }
+        }
+        let c = conv("\(block.name)/branch_pool/0")
+        convolve(c, pooled, out.slice(channelOffset: channelOffset, count: c.spec.outputChannels), b)
+    }
+
+    private func maxPool(_ x: FeatureMap, stride: Int, pad: Int, into out: FeatureMap) {
+        let rows = out.batch * out.height
+        let parts = min(threads, rows)
+        parallel(parts) { t in
+            FeatureMapKernels.maxPool3x3(x, stride: stride, pad: pad, output: out, outRows: partition(rows, parts: parts, index: t))
+        }
+    }
+
+    // MARK: Convolution
+
+    private func convolve(_ c: FoldedConvolution, _ input: FeatureMap, _ output: FeatureMap, _ b: EngineBuffers) {
+        let spec = c.spec
+        let outHeight = (input.height + 2 * spec.padHeight - spec.kernelHeight) / spec.stride + 1
+        let outWidth = (input.width + 2 * spec.padWidth - spec.kernelWidth) / spec.stride + 1
+        precondition(outHeight == output.height && outWidth == output.width && output.channels == spec.outputChannels
+                     && input.channels == spec.inputChannels, "shape mismatch at \(spec.name)")
+        let m = input.batch * outHeight * outWidth
+        let k = spec.kernelHeight * spec.kernelWidth * spec.inputChannels
+        let nCols = spec.outputChannels
+        let threads = self.threads
+        c.kernel.withUnsafeBufferPointer { kernel in
+            c.bias.withUnsafeBufferPointer { bias in
+                guard let kb = kernel.baseAddress, let bb = bias.baseAddress else { return }
+                let pointwise = spec.kernelHeight == 1 && spec.kernelWidth == 1 && spec.stride == 1
+                if pointwise {
+                    gemm(a: input.data, lda: input.pixelStride, rows: m, k: k, b: kb, n: nCols, bias: bb,
+                         c: output.data, ldc: output.pixelStride, threads: threads)
+                    return
+                }
+                let chunk = max(1, min(m, Self.workspaceCapacity / k))
+                var start = 0
+                while start < m {
+                    let count = min(chunk, m - start)
+                    let cOut = output.data + start * output.pixelStride
+                    let ws = b.workspace
+                    if count >= Self.minimumRowsForRowSplit && threads > 1 {
+                        // Each thread builds its own rows' patches and multiplies them: one hand-off.
+                        parallel(threads) { t in
+                            let r = partition(count, parts: threads, index: t)
+                            FeatureMapKernels.im2col(input, spec, outHeight: outHeight, outWidth: outWidth,
+                                                     rows: (start + r.lowerBound)..<(start + r.upperBound), into: ws + r.lowerBound * k)
+                            FeatureMapKernels.gemmBiasReLU(a: ws, lda: k, b: kb, ldb: nCols, c: cOut, ldc: output.pixelStride,
+                                                           bias: bb, rows: r, cols: 0..<nCols, k: k)
+                        }
+                    } else {
+                        let parts = min(threads, count)
+                        parallel(parts) { t in
+                            let r = partition(count, parts: parts, index: t)
+                            FeatureMapKernels.im2col(input, spec, outHeight: outHeight, outWidth: outWidth,
+                                                     rows: (start + r.lowerBound)..<(start + r.upperBound), into: ws + r.lowerBound * k)
+                        }
+                        gemm(a: ws, lda: k, rows: count, k: k, b: kb, n: nCols, bias: bb, c: cOut, ldc: output.pixelStride, threads: threads)
+                    }
+                    start += count
+                }
+            }
+        }
+    }
+
+    /// Splits one GEMM across threads: by rows when there are enough, else by columns in multiples of 16.
+    private func gemm(a: UnsafePointer<Float>, lda: Int, rows m: Int, k: Int, b: UnsafePointer<Float>, n: Int,
+                      bias: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int) {
+        if threads == 1 {
+            FeatureMapKernels.gemmBiasReLU(a: a, lda: lda, b: b, ldb: n, c: c, ldc: ldc, bias: bias, rows: 0..<m, cols: 0..<n, k: k)
+        } else if m >= Self.minimumRowsForRowSplit {
+            parallel(threads) { t in
+                FeatureMapKernels.gemmBiasReLU(a: a, lda: lda, b: b, ldb: n, c: c, ldc: ldc, bias: bias,
+                                               rows: partition(m, parts: threads, index: t), cols: 0..<n, k: k)
+            }
+        } else {
+            let blocks = (n + 15) / 16
+            let parts = min(threads, blocks)
+            parallel(parts) { t in
+                let r = partition(blocks, parts: parts, index: t)
+                FeatureMapKernels.gemmBiasReLU(a: a, lda: lda, b: b, ldb: n, c: c, ldc: ldc, bias: bias,
+                                               rows: 0..<m, cols: (r.lowerBound * 16)..<min(n, r.upperBound * 16), k: k)
+            }
+        }
+    }
+}
+
+/// Every buffer one forward pass needs, sized once per batch size and input size.
+final class EngineBuffers {
+    let batch: Int
+    let input: UnsafeMutablePointer<Float>
+    /// Block outputs alternate between ping and pong.
+    let ping: UnsafeMutablePointer<Float>
+    let pong: UnsafeMutablePointer<Float>
+    /// Stem intermediates (the stem's maps are the largest of the network).
+    let stemA: UnsafeMutablePointer<Float>
+    let stemB: UnsafeMutablePointer<Float>
+    /// Branch intermediates and the pooled copy of a block's input.
+    let t0: UnsafeMutablePointer<Float>
+    let t1: UnsafeMutablePointer<Float>
+    let t2: UnsafeMutablePointer<Float>
+    let workspace: UnsafeMutablePointer<Float>
+
+    init(architecture: InceptionV3Architecture, inputSize: Int, batch: Int) {
+        self.batch = batch
+        var blockOutput = 0, stemScratch = 0, branchScratch = 0, workspaceNeed = 0
+        var size = inputSize
+        for block in architecture.blocks {
+            let g = InceptionGeometry(inputSize: size, block: block)
+            blockOutput = max(blockOutput, g.outputSize * g.outputSize * block.outputChannels)
+            for (spec, out) in zip(block.convolutions, g.convolutionOutputSizes) {
+                let pixels = out.0 * out.1
+                if case .stem = block {
+                    stemScratch = max(stemScratch, pixels * spec.outputChannels)
+                    // The first stem pool's output also lives in stem scratch.
+                    stemScratch = max(stemScratch, InceptionGeometry.reduce(out.0) * InceptionGeometry.reduce(out.1) * spec.outputChannels)
+                } else {
+                    branchScratch = max(branchScratch, pixels * spec.outputChannels)
+                }
+                if !(spec.kernelHeight == 1 && spec.kernelWidth == 1 && spec.stride == 1) {
+                    workspaceNeed = max(workspaceNeed, batch * pixels * spec.kernelHeight * spec.kernelWidth * spec.inputChannels)
+                }
+            }
+            if case .stem = block {} else {
+                branchScratch = max(branchScratch, size * size * block.inputChannels)
+            }
+            size = g.outputSize
+        }
+        let maxK = architecture.convolutions.map { $0.kernelHeight * $0.kernelWidth * $0.inputChannels }.max() ?? 1
+        let workspaceFloats = max(min(workspaceNeed, InceptionV3Engine.workspaceCapacity), maxK)
+        func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+            p.initialize(repeating: 0, count: max(count, 1))
+            return p
+        }
+        input = allocate(batch * inputSize * inputSize * 3)
+        ping = allocate(batch * blockOutput)
+        pong = allocate(batch * blockOutput)
+        stemA = allocate(batch * stemScratch)
+        stemB = allocate(batch * stemScratch)
+        t0 = allocate(batch * branchScratch)
+        t1 = allocate(batch * branchScratch)
+        t2 = allocate(batch * branchScratch)
+        workspace = allocate(workspaceFloats)
+    }
+
+    deinit {
+        for p in [input, ping, pong, stemA, stemB, t0, t1, t2, workspace] { p.deallocate() }
+    }
+}
