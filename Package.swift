@@ -32,7 +32,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BoneTriageTests",
-            dependencies: ["BoneTriage"],
+            dependencies: ["BoneTriage", .product(name: "ZIPFoundation", package: "ZIPFoundation")],
             path: "Tests/BoneTriageTests"
         ),
     ],

@@ -1,6 +1,6 @@
 import Foundation
 
-/// A float32 tensor held in memory: its shape and its values in row-major order.
+/// A tensor held in memory as float32 (files may store F32, F64 or U8): its shape and its values in row-major order.
 public struct Tensor: Sendable, Equatable {
     public var shape: [Int]
     public var values: [Float]
@@ -33,7 +33,7 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
         case let .wrongShape(path, name, expected, found):
             return "\(path): tensor '\(name)' has shape \(found), expected \(expected); the file does not match this architecture"
         case let .unsupportedDType(path, name, dtype):
-            return "\(path): tensor '\(name)' has dtype \(dtype); only F32 is supported"
+            return "\(path): tensor '\(name)' has dtype \(dtype); only F32, F64 and U8 are read"
         }
     }
 }
@@ -90,22 +90,31 @@ public struct SafeTensorsFile: Sendable {
                   let shape = info["shape"] as? [Int],
                   let offsets = info["data_offsets"] as? [Int], offsets.count == 2
             else { throw SafeTensorsError.malformed(path: path, reason: "entry '\(name)' lacks dtype, shape or data_offsets") }
-            guard dtype == "F32" else { throw SafeTensorsError.unsupportedDType(path: path, name: name, dtype: dtype) }
+            guard let width = ["F32": 4, "F64": 8, "U8": 1][dtype] else {
+                throw SafeTensorsError.unsupportedDType(path: path, name: name, dtype: dtype)
+            }
             guard shape.allSatisfy({ $0 >= 0 }) else { throw SafeTensorsError.malformed(path: path, reason: "entry '\(name)' has a negative dimension") }
             let (count, overflow) = shape.reduce((1, false)) { acc, d in
                 let r = acc.0.multipliedReportingOverflow(by: d); return (r.partialValue, acc.1 || r.overflow)
             }
             let begin = offsets[0], end = offsets[1]
-            guard !overflow, begin >= 0, end >= begin, end <= payloadCount, end - begin == count * 4 else {
+            guard !overflow, begin >= 0, end >= begin, end <= payloadCount, end - begin == count * width else {
                 throw SafeTensorsError.malformed(path: path, reason: "entry '\(name)' byte range \(begin)..<\(end) does not fit shape \(shape) inside \(payloadCount) data bytes")
             }
+            let bytes = data[(dataStart + begin)..<(dataStart + end)]
             var values = [Float](repeating: 0, count: count)
-            _ = values.withUnsafeMutableBytes { dst in
-                data.copyBytes(to: dst, from: (dataStart + begin)..<(dataStart + end))
+            switch dtype {
+            case "U8":
+                for (i, b) in bytes.enumerated() { values[i] = Float(b) }
+            case "F64":
+                var wide = [UInt64](repeating: 0, count: count)
+                _ = wide.withUnsafeMutableBytes { bytes.copyBytes(to: $0) }
+                for i in 0..<count { values[i] = Float(Double(bitPattern: UInt64(littleEndian: wide[i]))) }
+            default:
+                var bits = [UInt32](repeating: 0, count: count)
+                _ = bits.withUnsafeMutableBytes { bytes.copyBytes(to: $0) }
+                for i in 0..<count { values[i] = Float(bitPattern: UInt32(littleEndian: bits[i])) }
             }
-            #if _endian(big)
-            values = values.map { Float(bitPattern: UInt32(littleEndian: $0.bitPattern)) }
-            #endif
             file.tensors[name] = Tensor(shape: shape, values: values)
         }
         return file
