@@ -20,8 +20,9 @@ struct BenchCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let backbone = try weights.map { try InceptionV3Weights.load(path: $0) } ?? SyntheticWeights.backbone(variant: .keras, inputSize: inputSize)
-        let report = try EngineBenchmark.run(weights: backbone, inputSize: inputSize, threads: threads, iterations: iterations)
+        let network = InceptionV3Network(weights: try weights.map { try InceptionV3Weights.load(path: $0) }
+                                          ?? SyntheticWeights.backbone(variant: .keras, inputSize: inputSize))
+        let report = try EngineBenchmark.run(network: network, inputSize: inputSize, threads: threads, iterations: iterations)
         if json {
             print(report.json)
         } else {

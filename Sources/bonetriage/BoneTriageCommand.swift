@@ -6,6 +6,6 @@ struct BoneTriageCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bonetriage",
         abstract: "Bone X-ray triage: Inception V3 abnormality classifier beside a PACS.",
-        subcommands: [BenchCommand.self]
+        subcommands: [ModelCommand.self, BenchCommand.self]
     )
 }

@@ -10,8 +10,7 @@ public struct EngineBenchmark: Sendable {
     public let peakRSSMegabytes: Double
     public let multiplyAddsPerImage: Int
 
-    public static func run(weights: InceptionV3Weights, inputSize: Int, threads: Int, iterations: Int) throws -> EngineBenchmark {
-        let network = InceptionV3Network(weights: weights)
+    public static func run(network: InceptionV3Network, inputSize: Int, threads: Int, iterations: Int) throws -> EngineBenchmark {
         let engine = try InceptionV3Engine(network: network, inputSize: inputSize, threads: threads)
         func median(batch: Int, repeats: Int) throws -> Double {
             let image = SyntheticWeights.testImage(size: inputSize, seed: 1).flatMap { v in Array(repeating: Float(v) / 127.5 - 1, count: 3) }

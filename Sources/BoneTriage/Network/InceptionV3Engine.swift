@@ -57,12 +57,16 @@ public final class InceptionV3Network: Sendable {
     public let architecture: InceptionV3Architecture
     let convolutions: [String: FoldedConvolution]
 
-    public init(weights: InceptionV3Weights) {
+    /// Takes the weights over: each layer is folded in place and dropped, so loading never holds
+    /// two copies of the 87 MB of parameters.
+    public init(weights: consuming InceptionV3Weights) {
         description = weights.description
         architecture = weights.architecture
+        var layers = weights.layers
+        weights.layers = [:]
         var folded: [String: FoldedConvolution] = [:]
         for spec in architecture.convolutions {
-            guard let p = weights.layers[spec.name] else { preconditionFailure("checked weights lack \(spec.name)") }
+            guard let p = layers.removeValue(forKey: spec.name) else { preconditionFailure("checked weights lack \(spec.name)") }
             folded[spec.name] = FoldedConvolution(spec: spec, parameters: p, epsilon: InceptionV3Architecture.batchNormEpsilon)
         }
         convolutions = folded

@@ -86,7 +86,7 @@ struct FoldedConvolution: Sendable {
     let kernel: [Float]
     let bias: [Float]
 
-    init(spec: ConvolutionSpec, parameters p: ConvolutionParameters, epsilon: Float) {
+    init(spec: ConvolutionSpec, parameters p: consuming ConvolutionParameters, epsilon: Float) {
         self.spec = spec
         let oc = spec.outputChannels
         var scale = [Double](repeating: 1, count: oc)
@@ -97,6 +97,7 @@ struct FoldedConvolution: Sendable {
             bias[o] = Float(Double(p.beta[o]) - Double(p.mean[o]) * scale[o])
         }
         var kernel = p.kernel.values
+        p.kernel.values = []  // leaves `kernel` the only reference, so scaling it copies nothing
         for i in 0..<kernel.count {
             kernel[i] = Float(Double(kernel[i]) * scale[i % oc])
         }

@@ -53,14 +53,39 @@ public struct SafeTensorsFile: Sendable {
     /// Largest header accepted: real headers for this project are well under 1 MB.
     static let maximumHeaderBytes = 64 << 20
 
+    /// Reads a file tensor by tensor, so peak memory is the tensors themselves, not the file twice.
     public static func read(path: String) throws -> SafeTensorsFile {
-        let data: Data
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            let reason = FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file"
+            throw SafeTensorsError.unreadable(path: path, reason: reason)
+        }
+        defer { try? handle.close() }
         do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+            let prefix = try handle.read(upToCount: 8) ?? Data()
+            guard prefix.count == 8 else {
+                throw SafeTensorsError.malformed(path: path, reason: "file is \(prefix.count) bytes, shorter than the 8-byte header length")
+            }
+            let headerLength = prefix.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+            guard headerLength <= UInt64(maximumHeaderBytes) else {
+                throw SafeTensorsError.malformed(path: path, reason: "header length \(headerLength) is larger than any weight file's")
+            }
+            let header = try handle.read(upToCount: Int(headerLength)) ?? Data()
+            let fileSize = try handle.seekToEnd()
+            let payload = Int(fileSize) - 8 - header.count
+            guard header.count == Int(headerLength), payload >= 0 else {
+                throw SafeTensorsError.malformed(path: path, reason: "header length \(headerLength) exceeds the file size \(fileSize)")
+            }
+            return try decode(header: header, payloadCount: payload, path: path) { begin, end in
+                try handle.seek(toOffset: UInt64(8 + header.count + begin))
+                let bytes = try handle.read(upToCount: end - begin) ?? Data()
+                guard bytes.count == end - begin else { throw SafeTensorsError.malformed(path: path, reason: "file ends inside a tensor") }
+                return bytes
+            }
+        } catch let error as SafeTensorsError {
+            throw error
         } catch {
             throw SafeTensorsError.unreadable(path: path, reason: (error as NSError).localizedDescription)
         }
-        return try decode(data, path: path)
     }
 
     public static func decode(_ data: Data, path: String = "<memory>") throws -> SafeTensorsFile {
@@ -69,13 +94,18 @@ public struct SafeTensorsFile: Sendable {
         guard headerLength <= UInt64(maximumHeaderBytes), Int(headerLength) <= data.count - 8 else {
             throw SafeTensorsError.malformed(path: path, reason: "header length \(headerLength) exceeds the file size \(data.count)")
         }
-        let headerStart = data.startIndex + 8
-        let dataStart = headerStart + Int(headerLength)
-        let headerData = data[headerStart..<dataStart]
+        let dataStart = data.startIndex + 8 + Int(headerLength)
+        return try decode(header: data[(data.startIndex + 8)..<dataStart], payloadCount: data.count - 8 - Int(headerLength), path: path) { begin, end in
+            data[(dataStart + begin)..<(dataStart + end)]
+        }
+    }
+
+    /// Parses the JSON header and fetches each tensor's bytes (offsets relative to the payload).
+    private static func decode(header headerData: Data, payloadCount: Int, path: String,
+                               bytes fetch: (Int, Int) throws -> Data) throws -> SafeTensorsFile {
         guard let header = (try? JSONSerialization.jsonObject(with: headerData)) as? [String: Any] else {
             throw SafeTensorsError.malformed(path: path, reason: "header is not a JSON object")
         }
-        let payloadCount = data.count - 8 - Int(headerLength)
         var file = SafeTensorsFile()
         for (name, entry) in header {
             if name == "__metadata__" {
@@ -101,7 +131,7 @@ public struct SafeTensorsFile: Sendable {
             guard !overflow, begin >= 0, end >= begin, end <= payloadCount, end - begin == count * width else {
                 throw SafeTensorsError.malformed(path: path, reason: "entry '\(name)' byte range \(begin)..<\(end) does not fit shape \(shape) inside \(payloadCount) data bytes")
             }
-            let bytes = data[(dataStart + begin)..<(dataStart + end)]
+            let bytes = try fetch(begin, end)
             var values = [Float](repeating: 0, count: count)
             switch dtype {
             case "U8":

