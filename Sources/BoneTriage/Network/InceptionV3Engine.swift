@@ -91,7 +91,7 @@ public final class InceptionV3Engine {
     /// Cap on the im2col workspace (floats); larger layers are processed in row chunks.
     static let workspaceCapacity = 4 << 20
     /// Below this many output pixels a layer is split by output channels instead.
-    static let minimumRowsForRowSplit = 512
+    static let minimumRowsForRowSplit = 200
 
     public init(network: InceptionV3Network, inputSize: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
         guard inputSize >= InceptionV3Architecture.minimumInputSize else { throw EngineError.inputSizeTooSmall(inputSize) }
