@@ -87,6 +87,19 @@ public enum InceptionBlock: Sendable, Equatable {
         }
     }
 
+    /// The 1x1 convolutions that read the block's input directly, in output-channel order of the
+    /// fused map the engine computes them into with one GEMM.
+    public var pointwiseHeads: [String] {
+        let n = name
+        switch self {
+        case .stem, .b: return []
+        case .a: return ["\(n)/branch1x1/0", "\(n)/branch5x5/0", "\(n)/branch3x3dbl/0"]
+        case .c: return ["\(n)/branch1x1/0", "\(n)/branch7x7/0", "\(n)/branch7x7dbl/0"]
+        case .d: return ["\(n)/branch3x3/0", "\(n)/branch7x7x3/0"]
+        case .e: return ["\(n)/branch1x1/0", "\(n)/branch3x3/0", "\(n)/branch3x3dbl/0"]
+        }
+    }
+
     /// The block's convolutions, in Keras creation order.
     public var convolutions: [ConvolutionSpec] {
         let n = name

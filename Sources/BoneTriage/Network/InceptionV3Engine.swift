@@ -69,6 +69,12 @@ public final class InceptionV3Network: Sendable {
             guard let p = layers.removeValue(forKey: spec.name) else { preconditionFailure("checked weights lack \(spec.name)") }
             folded[spec.name] = FoldedConvolution(spec: spec, parameters: p, epsilon: InceptionV3Architecture.batchNormEpsilon)
         }
+        // A block's 1x1 convolutions of its input become one wider GEMM: the input is packed once
+        // and the late-stage GEMMs get enough columns to split over the cores.
+        for block in architecture.blocks where !block.pointwiseHeads.isEmpty {
+            let parts = block.pointwiseHeads.compactMap { folded.removeValue(forKey: $0) }
+            folded["\(block.name)/heads"] = FoldedConvolution(fusing: parts, name: "\(block.name)/heads")
+        }
         convolutions = folded
     }
 
@@ -91,7 +97,7 @@ public final class InceptionV3Engine {
     /// Cap on the im2col workspace (floats); larger layers are processed in row chunks.
     static let workspaceCapacity = 4 << 20
     /// Below this many output pixels a layer is split by output channels instead.
-    static let minimumRowsForRowSplit = 200
+    static let minimumRowsForRowSplit = 96
 
     public init(network: InceptionV3Network, inputSize: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
         guard inputSize >= InceptionV3Architecture.minimumInputSize else { throw EngineError.inputSizeTooSmall(inputSize) }
@@ -195,13 +201,11 @@ public final class InceptionV3Engine {
 
     private func blockA(_ block: InceptionBlock, _ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers) {
         let n = block.name
-        convolve(conv("\(n)/branch1x1/0"), x, out.slice(channelOffset: 0, count: 64), b)
-        let t5 = temp(b.t0, like: x, channels: 48)
-        convolve(conv("\(n)/branch5x5/0"), x, t5, b)
-        convolve(conv("\(n)/branch5x5/1"), t5, out.slice(channelOffset: 64, count: 64), b)
-        let d0 = temp(b.t0, like: x, channels: 64), d1 = temp(b.t1, like: x, channels: 96)
-        convolve(conv("\(n)/branch3x3dbl/0"), x, d0, b)
-        convolve(conv("\(n)/branch3x3dbl/1"), d0, d1, b)
+        let heads = pointwiseHeads(block, x, b)  // 64 | 48 | 64
+        copy(heads.slice(channelOffset: 0, count: 64), into: out.slice(channelOffset: 0, count: 64))
+        convolve(conv("\(n)/branch5x5/1"), heads.slice(channelOffset: 64, count: 48), out.slice(channelOffset: 64, count: 64), b)
+        let d1 = temp(b.t1, like: x, channels: 96)
+        convolve(conv("\(n)/branch3x3dbl/1"), heads.slice(channelOffset: 112, count: 64), d1, b)
         convolve(conv("\(n)/branch3x3dbl/2"), d1, out.slice(channelOffset: 128, count: 96), b)
         poolBranch(block, x, out, channelOffset: 224, maxPool: false, b)
     }
@@ -219,13 +223,12 @@ public final class InceptionV3Engine {
     private func blockC(_ block: InceptionBlock, _ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers) {
         guard case let .c(_, c7) = block else { return }
         let n = block.name
-        convolve(conv("\(n)/branch1x1/0"), x, out.slice(channelOffset: 0, count: 192), b)
+        let heads = pointwiseHeads(block, x, b)  // 192 | c7 | c7
+        copy(heads.slice(channelOffset: 0, count: 192), into: out.slice(channelOffset: 0, count: 192))
         let u = temp(b.t0, like: x, channels: c7), v = temp(b.t1, like: x, channels: c7)
-        convolve(conv("\(n)/branch7x7/0"), x, u, b)
-        convolve(conv("\(n)/branch7x7/1"), u, v, b)
+        convolve(conv("\(n)/branch7x7/1"), heads.slice(channelOffset: 192, count: c7), v, b)
         convolve(conv("\(n)/branch7x7/2"), v, out.slice(channelOffset: 192, count: 192), b)
-        convolve(conv("\(n)/branch7x7dbl/0"), x, u, b)
-        convolve(conv("\(n)/branch7x7dbl/1"), u, v, b)
+        convolve(conv("\(n)/branch7x7dbl/1"), heads.slice(channelOffset: 192 + c7, count: c7), v, b)
         convolve(conv("\(n)/branch7x7dbl/2"), v, u, b)
         convolve(conv("\(n)/branch7x7dbl/3"), u, v, b)
         convolve(conv("\(n)/branch7x7dbl/4"), v, out.slice(channelOffset: 384, count: 192), b)
@@ -234,11 +237,10 @@ public final class InceptionV3Engine {
 
     private func blockD(_ block: InceptionBlock, _ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers) {
         let n = block.name
+        let heads = pointwiseHeads(block, x, b)  // 192 | 192
         let u = temp(b.t0, like: x, channels: 192), v = temp(b.t1, like: x, channels: 192)
-        convolve(conv("\(n)/branch3x3/0"), x, u, b)
-        convolve(conv("\(n)/branch3x3/1"), u, out.slice(channelOffset: 0, count: 320), b)
-        convolve(conv("\(n)/branch7x7x3/0"), x, u, b)
-        convolve(conv("\(n)/branch7x7x3/1"), u, v, b)
+        convolve(conv("\(n)/branch3x3/1"), heads.slice(channelOffset: 0, count: 192), out.slice(channelOffset: 0, count: 320), b)
+        convolve(conv("\(n)/branch7x7x3/1"), heads.slice(channelOffset: 192, count: 192), v, b)
         convolve(conv("\(n)/branch7x7x3/2"), v, u, b)
         convolve(conv("\(n)/branch7x7x3/3"), u, out.slice(channelOffset: 320, count: 192), b)
         maxPool(x, stride: 2, pad: 0, into: out.slice(channelOffset: 512, count: x.channels))
@@ -246,17 +248,34 @@ public final class InceptionV3Engine {
 
     private func blockE(_ block: InceptionBlock, _ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers, maxPoolBranch: Bool) {
         let n = block.name
-        convolve(conv("\(n)/branch1x1/0"), x, out.slice(channelOffset: 0, count: 320), b)
-        let a = temp(b.t2, like: x, channels: 384)
-        convolve(conv("\(n)/branch3x3/0"), x, a, b)
+        let heads = pointwiseHeads(block, x, b)  // 320 | 384 | 448
+        copy(heads.slice(channelOffset: 0, count: 320), into: out.slice(channelOffset: 0, count: 320))
+        let a = heads.slice(channelOffset: 320, count: 384)
         convolve(conv("\(n)/branch3x3/1"), a, out.slice(channelOffset: 320, count: 384), b)
         convolve(conv("\(n)/branch3x3/2"), a, out.slice(channelOffset: 704, count: 384), b)
-        let d0 = temp(b.t0, like: x, channels: 448), d1 = temp(b.t1, like: x, channels: 384)
-        convolve(conv("\(n)/branch3x3dbl/0"), x, d0, b)
-        convolve(conv("\(n)/branch3x3dbl/1"), d0, d1, b)
+        let d1 = temp(b.t1, like: x, channels: 384)
+        convolve(conv("\(n)/branch3x3dbl/1"), heads.slice(channelOffset: 704, count: 448), d1, b)
         convolve(conv("\(n)/branch3x3dbl/2"), d1, out.slice(channelOffset: 1088, count: 384), b)
         convolve(conv("\(n)/branch3x3dbl/3"), d1, out.slice(channelOffset: 1472, count: 384), b)
         poolBranch(block, x, out, channelOffset: 1856, maxPool: maxPoolBranch, b)
+    }
+
+    /// The block's 1x1 convolutions of its input, computed as one GEMM into the `heads` buffer.
+    private func pointwiseHeads(_ block: InceptionBlock, _ x: FeatureMap, _ b: EngineBuffers) -> FeatureMap {
+        let fused = conv("\(block.name)/heads")
+        let heads = temp(b.heads, like: x, channels: fused.spec.outputChannels)
+        convolve(fused, x, heads, b)
+        return heads
+    }
+
+    private func copy(_ source: FeatureMap, into destination: FeatureMap) {
+        let pixels = source.pixels
+        let parts = min(threads, max(1, pixels / 64))
+        parallel(parts) { t in
+            for p in partition(pixels, parts: parts, index: t) {
+                (destination.data + p * destination.pixelStride).update(from: source.data + p * source.pixelStride, count: source.channels)
+            }
+        }
     }
 
     /// 3x3 stride-1 pool (average excluding padding, or max) then the branch's 1x1 convolution.
@@ -371,12 +390,13 @@ final class EngineBuffers {
     /// Branch intermediates and the pooled copy of a block's input.
     let t0: UnsafeMutablePointer<Float>
     let t1: UnsafeMutablePointer<Float>
-    let t2: UnsafeMutablePointer<Float>
+    /// The fused output of a block's 1x1 convolutions of its input.
+    let heads: UnsafeMutablePointer<Float>
     let workspace: UnsafeMutablePointer<Float>
 
     init(architecture: InceptionV3Architecture, inputSize: Int, batch: Int) {
         self.batch = batch
-        var blockOutput = 0, stemScratch = 0, branchScratch = 0, workspaceNeed = 0
+        var blockOutput = 0, stemScratch = 0, branchScratch = 0, headScratch = 0, workspaceNeed = 0
         var size = inputSize
         for block in architecture.blocks {
             let g = InceptionGeometry(inputSize: size, block: block)
@@ -396,6 +416,8 @@ final class EngineBuffers {
             }
             if case .stem = block {} else {
                 branchScratch = max(branchScratch, size * size * block.inputChannels)
+                let headChannels = block.convolutions.filter { block.pointwiseHeads.contains($0.name) }.reduce(0) { $0 + $1.outputChannels }
+                headScratch = max(headScratch, size * size * headChannels)
             }
             size = g.outputSize
         }
@@ -413,11 +435,11 @@ final class EngineBuffers {
         stemB = allocate(batch * stemScratch)
         t0 = allocate(batch * branchScratch)
         t1 = allocate(batch * branchScratch)
-        t2 = allocate(batch * branchScratch)
+        heads = allocate(batch * headScratch)
         workspace = allocate(workspaceFloats)
     }
 
     deinit {
-        for p in [input, ping, pong, stemA, stemB, t0, t1, t2, workspace] { p.deallocate() }
+        for p in [input, ping, pong, stemA, stemB, t0, t1, heads, workspace] { p.deallocate() }
     }
 }

@@ -104,6 +104,24 @@ struct FoldedConvolution: Sendable {
         self.kernel = kernel
         self.bias = bias
     }
+
+    /// Several 1x1 convolutions of the same input side by side as one: their output channels are
+    /// concatenated in the given order.
+    init(fusing parts: [FoldedConvolution], name: String) {
+        let first = parts[0].spec
+        let widths = parts.map(\.spec.outputChannels)
+        let total = widths.reduce(0, +)
+        spec = ConvolutionSpec(name, first.inputChannels, total, 1, 1)
+        var kernel = [Float]()
+        kernel.reserveCapacity(first.inputChannels * total)
+        for row in 0..<first.inputChannels {
+            for (part, width) in zip(parts, widths) {
+                kernel.append(contentsOf: part.kernel[(row * width)..<((row + 1) * width)])
+            }
+        }
+        self.kernel = kernel
+        bias = parts.flatMap(\.bias)
+    }
 }
 
 /// A whole Inception V3 backbone: its description and every layer's parameters.
