@@ -18,6 +18,8 @@ struct BenchCommand: ParsableCommand {
     var iterations: Int = 40
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
+    @Flag(help: "Also print the median time of each block (stem, mixed0 ... mixed10).")
+    var profile = false
 
     func run() throws {
         let network = InceptionV3Network(weights: try weights.map { try InceptionV3Weights.load(path: $0) }
@@ -27,6 +29,7 @@ struct BenchCommand: ParsableCommand {
             print(report.json)
         } else {
             print(report.text)
+            if profile { print(report.profileText) }
         }
     }
 }

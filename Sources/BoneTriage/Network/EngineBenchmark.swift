@@ -9,9 +9,12 @@ public struct EngineBenchmark: Sendable {
     public let gflopsBatch16: Double
     public let peakRSSMegabytes: Double
     public let multiplyAddsPerImage: Int
+    /// Median ms per block (whole batch) at batch 1 and batch 16, in network order.
+    public let blockProfile: [(block: String, batch1: Double, batch16: Double)]
 
     public static func run(network: InceptionV3Network, inputSize: Int, threads: Int, iterations: Int) throws -> EngineBenchmark {
         let engine = try InceptionV3Engine(network: network, inputSize: inputSize, threads: threads)
+        var blockTimes: [Int: [String: [Double]]] = [1: [:], 16: [:]]
         func median(batch: Int, repeats: Int) throws -> Double {
             let image = SyntheticWeights.testImage(size: inputSize, seed: 1).flatMap { v in Array(repeating: Float(v) / 127.5 - 1, count: 3) }
             let input = Array((0..<batch).map { _ in image }.joined())
@@ -19,7 +22,7 @@ public struct EngineBenchmark: Sendable {
             var times: [Double] = []
             for _ in 0..<max(1, repeats) {
                 let start = DispatchTime.now().uptimeNanoseconds
-                _ = try engine.pooledFeatures(input, batch: batch)
+                _ = try engine.pooledFeatures(input, batch: batch, blockTime: { blockTimes[batch]?[$0, default: []].append($1) })
                 times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 / Double(batch))
             }
             return times.sorted()[times.count / 2]
@@ -27,9 +30,14 @@ public struct EngineBenchmark: Sendable {
         let b1 = try median(batch: 1, repeats: iterations)
         let b16 = try median(batch: 16, repeats: max(3, iterations / 4))
         let macs = network.architecture.multiplyAdds(inputSize: inputSize)
+        func med(_ v: [Double]?) -> Double { guard let v, !v.isEmpty else { return 0 }; return v.sorted()[v.count / 2] }
+        let profile = network.architecture.blocks.map { block in
+            (block: block.name, batch1: med(blockTimes[1]?[block.name]), batch16: med(blockTimes[16]?[block.name]))
+        }
         return EngineBenchmark(inputSize: inputSize, threads: threads, msPerImageBatch1: b1, msPerImageBatch16: b16,
                                gflopsBatch16: 2 * Double(macs) / (b16 / 1000) / 1e9,
-                               peakRSSMegabytes: ProcessMemory.peakResidentMegabytes(), multiplyAddsPerImage: macs)
+                               peakRSSMegabytes: ProcessMemory.peakResidentMegabytes(), multiplyAddsPerImage: macs,
+                               blockProfile: profile)
     }
 
     public var json: String {
@@ -44,6 +52,13 @@ public struct EngineBenchmark: Sendable {
         ]
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
+    }
+
+    /// One line per block: median ms at batch 1 and per image at batch 16.
+    public var profileText: String {
+        (["block      ms (batch 1)  ms/image (batch 16)"] + blockProfile.map {
+            $0.block.padding(toLength: 10, withPad: " ", startingAt: 0) + String(format: " %12.2f %20.2f", $0.batch1, $0.batch16 / 16)
+        }).joined(separator: "\n")
     }
 
     public var text: String {

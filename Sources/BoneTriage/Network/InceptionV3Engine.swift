@@ -108,8 +108,10 @@ public final class InceptionV3Engine {
     }
 
     /// The 2048 pooled features of each image: `input` is [batch, size, size, 3] NHWC in the model's range.
+    /// `blockTime`, when given, receives each block's name and wall time in milliseconds (for profiling).
     public func pooledFeatures(_ input: [Float], batch: Int,
-                               tap: ((InceptionStage, ActivationSnapshot) -> Void)? = nil) throws -> [Float] {
+                               tap: ((InceptionStage, ActivationSnapshot) -> Void)? = nil,
+                               blockTime: ((String, Double) -> Void)? = nil) throws -> [Float] {
         guard batch >= 1 else { throw EngineError.emptyBatch }
         let expected = batch * inputSize * inputSize * 3
         guard input.count == expected else { throw EngineError.wrongInputCount(expected: expected, found: input.count) }
@@ -118,7 +120,7 @@ public final class InceptionV3Engine {
         var output = [Float](repeating: 0, count: batch * InceptionV3Architecture.featureCount)
         output.withUnsafeMutableBufferPointer { out in
             guard let base = out.baseAddress else { return }
-            forward(buffers, batch: batch, into: base, tap: tap)
+            forward(buffers, batch: batch, into: base, tap: tap, blockTime: blockTime)
         }
         return output
     }
@@ -132,7 +134,7 @@ public final class InceptionV3Engine {
     }
 
     private func forward(_ b: EngineBuffers, batch n: Int, into features: UnsafeMutablePointer<Float>,
-                         tap: ((InceptionStage, ActivationSnapshot) -> Void)?) {
+                         tap: ((InceptionStage, ActivationSnapshot) -> Void)?, blockTime: ((String, Double) -> Void)?) {
         let s = inputSize
         var current = FeatureMap.dense(b.input, batch: n, height: s, width: s, channels: 3)
         var spare = b.ping, other = b.pong
@@ -145,6 +147,7 @@ public final class InceptionV3Engine {
             let geometry = InceptionGeometry(inputSize: current.height, block: block)
             let output = FeatureMap.dense(spare, batch: n, height: geometry.outputSize, width: geometry.outputSize,
                                           channels: block.outputChannels)
+            let start = blockTime == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             switch block {
             case .stem: stem(current, output, b)
             case .a: blockA(block, current, output, b)
@@ -153,6 +156,7 @@ public final class InceptionV3Engine {
             case .d: blockD(block, current, output, b)
             case let .e(_, _, maxPool): blockE(block, current, output, b, maxPoolBranch: maxPool)
             }
+            if let blockTime { blockTime(block.name, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6) }
             current = output
             swap(&spare, &other)
             switch block.name {

@@ -17,6 +17,19 @@ struct EngineCommandTests {
         #expect(object["multiply_adds_per_image"] as? Int == InceptionV3Architecture(variant: .keras).multiplyAdds(inputSize: 150))
     }
 
+    @Test("bench --profile lists every block with its time")
+    func benchProfile() throws {
+        let r = try Executable.run(["bench", "--profile", "--iterations", "1"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let blocks = InceptionV3Architecture(variant: .keras).blocks.map(\.name)
+        let lines = r.stdout.split(separator: "\n").filter { line in blocks.contains { line.hasPrefix($0 + " ") } }
+        #expect(lines.count == blocks.count, "\(r.stdout)")
+        for line in lines {
+            let times = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+            #expect(times.count == 2 && times.allSatisfy { $0 > 0 }, "\(line)")
+        }
+    }
+
     @Test("model show describes a backbone file; a broken file exits non-zero with the reason on stderr")
     func modelShow() throws {
         let dir = try TemporaryDirectory()
