@@ -1,159 +1,511 @@
 #!/usr/bin/env python3
-"""Inception V3 at 150x150: BoneTriage's engine beside TensorFlow-CPU and ONNX Runtime, in one run.
+"""Inception V3 speed and memory: BoneTriage beside TensorFlow-CPU and ONNX Runtime, in one run.
 
-Each framework runs in its own child process (so peak RSS is its own), on the same machine, one after
-the other, with 2 threads. TensorFlow runs keras.applications.InceptionV3 (random weights; speed does
-not depend on them) through a tf.function; ONNX Runtime runs the same Keras model exported to ONNX;
-BoneTriage runs `bonetriage bench --json`. Prints ms/image at batch 1 and 16, images/s, GFLOP/s, peak
-RSS, and the ratios (> 1 means BoneTriage is faster or smaller).
+What it measures (all in the same run, one framework after the other, so the ratios are fair):
 
-    python3 Benchmarks/compare_frameworks.py [--bonetriage .build/release/bonetriage] [--json]
+  * TensorFlow-CPU: ``keras.applications.InceptionV3(weights=None, include_top=False, pooling='avg',
+    input_shape=(S, S, 3))`` called through a ``tf.function`` (no XLA), 2 intra-op / 1 inter-op threads.
+  * ONNX Runtime: the same Keras model (same seed, so the same weights) converted with tf2onnx, run on
+    the CPU execution provider with ``intra_op_num_threads=2`` and ``ORT_ENABLE_ALL``. Its output is
+    checked against Keras on a fixed input before timing.
+  * BoneTriage: ``BIN bench --json --input-size S``, which prints one JSON object with
+    ``ms_per_image_batch1``, ``ms_per_image_batch16``, ``gflops_batch16`` and ``peak_rss_mb``.
 
-TensorFlow, ONNX Runtime and tf2onnx are installed into a throwaway venv (default .cache/bench-venv)
-on first use; they are benchmark tooling only, never used by BoneTriage itself.
+For each: median milliseconds per image at batch 1 and batch 16 (after warm-up), images/s, GFLOP/s
+(2 x multiply-adds x images/s; Inception V3 at 150x150 is 1.07 G multiply-adds per image) and the
+peak RSS of the process that ran it. Every framework runs in its own child process (this script
+re-invoked with ``--worker tf`` / ``--worker ort``, or the BoneTriage binary), and the peak RSS is that
+child's own ``ru_maxrss`` collected with ``os.wait4``, so the numbers are not mixed. The ONNX export
+runs in a separate, untimed child so TensorFlow's memory is not counted against ONNX Runtime.
+Random weights are used throughout: speed does not depend on their values.
+
+Run from the repository root (a fresh machine needs only python3 with the venv module, and PyPI):
+
+    python3 Benchmarks/compare_frameworks.py                       # table
+    python3 Benchmarks/compare_frameworks.py --json                # one JSON object on stdout
+    python3 Benchmarks/compare_frameworks.py --bonetriage PATH --input-size 150 --iterations 30
+
+On first use it creates a venv (``--venv``, default ``.cache/bench-venv`` under the repository root)
+with ``python3 -m venv``, pip-installs ``tensorflow-cpu onnxruntime tf2onnx numpy`` into it, and
+re-executes itself inside it. These packages are benchmark tooling only; BoneTriage never uses them.
+A framework that fails to install, convert or run is reported in its own row; the others still run.
+The exit status is 0 when every selected framework produced figures, 1 otherwise.
+
+Environment variables that affect performance (OPENBLAS_*, OMP_*, TF_ENABLE_ONEDNN_OPTS, ...) are
+passed through untouched. Do not run other heavy jobs while this is timing.
 """
+
 import argparse
 import json
 import os
+import platform
+import shlex
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MACS_PER_IMAGE = 1.0666e9  # Inception V3 at 150x150 (bonetriage bench reports the exact figure)
-PACKAGES = ["tensorflow-cpu", "onnxruntime", "tf2onnx", "onnx", "numpy"]
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.abspath(__file__)
+
+PACKAGES = ["tensorflow-cpu", "onnxruntime", "tf2onnx", "numpy"]
+MODULE_OF_PACKAGE = {"tensorflow-cpu": "tensorflow", "onnxruntime": "onnxruntime", "tf2onnx": "tf2onnx", "numpy": "numpy"}
+FALLBACK_PACKAGE = {"tensorflow-cpu": "tensorflow"}  # e.g. platforms without a tensorflow-cpu wheel
+
+INTRA_OP_THREADS = 2
+INTER_OP_THREADS = 1
+MACS_PER_IMAGE_150 = 1.07e9  # Inception V3 without top at 150x150 (the export worker counts it exactly)
+ONNX_OPSET = 17
+SEED = 0
+RESULT_MARKER = "BENCH_RESULT "  # workers print their result on one stdout line after this marker
+REEXEC_GUARD = "BONETRIAGE_BENCH_REEXECED"
+
+TF, ORT, BT = "tf", "ort", "bonetriage"
+ROW_NAMES = {TF: "TensorFlow (tf.function)", ORT: "ONNX Runtime", BT: "BoneTriage"}
+BONETRIAGE_KEYS = ("ms_per_image_batch1", "ms_per_image_batch16", "gflops_batch16", "peak_rss_mb")
 
 
-def peak_rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+def log(message):
+    print(f"[compare_frameworks] {message}", file=sys.stderr, flush=True)
 
 
-def time_per_image(run, batch, repeats):
-    run(batch)  # warm-up (graph building, allocation)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(batch)
-        times.append((time.perf_counter() - start) * 1000 / batch)
-    return statistics.median(times)
+# --------------------------------------------------------------------------------------------------
+# Workers: run inside the venv, one per child process, and print one RESULT_MARKER line.
+# --------------------------------------------------------------------------------------------------
+
+def emit(result):
+    print(RESULT_MARKER + json.dumps(result), flush=True)
 
 
-def worker(kind, size, iterations):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def vm_hwm_mb():
+    """This process's peak resident set size from /proc (None where /proc is not available)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def worker_environment():
+    # Logging only, and only if the user has not chosen; performance variables are left alone.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ["KERAS_BACKEND"] = "tensorflow"  # the TensorFlow row must run on TensorFlow
+
+
+def make_input(batch, size):
     import numpy as np
-    inputs = {b: np.random.default_rng(0).uniform(-1, 1, (b, size, size, 3)).astype("float32") for b in (1, 16)}
-    onnx_path = os.path.join(ROOT, ".cache", f"inception-v3-{size}.onnx")
-    if kind == "export":  # its own process, so TensorFlow's memory is not counted against ONNX Runtime
-        import keras
-        model = keras.applications.InceptionV3(weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3))
-        model(inputs[1])
-        os.makedirs(os.path.dirname(onnx_path), exist_ok=True)
-        model.export(onnx_path, format="onnx")
-        print(json.dumps({"exported": onnx_path}))
-        return
-    if kind == "tf":
-        import tensorflow as tf
-        tf.config.threading.set_intra_op_parallelism_threads(2)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-        import keras
-        model = keras.applications.InceptionV3(weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3))
-        fn = tf.function(lambda x: model(x, training=False))
-        run = lambda b: fn(tf.constant(inputs[b])).numpy()
-    else:
-        import onnxruntime as ort
-        path = onnx_path
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 2
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        run = lambda b: session.run(None, {name: inputs[b]})
-    b1 = time_per_image(run, 1, iterations)
-    b16 = time_per_image(run, 16, max(3, iterations // 4))
-    print(json.dumps({"ms_per_image_batch1": b1, "ms_per_image_batch16": b16, "peak_rss_mb": peak_rss_mb()}))
+    return np.random.default_rng(SEED).uniform(-1.0, 1.0, (batch, size, size, 3)).astype(np.float32)
+
+
+def build_keras_model(size):
+    import keras
+    keras.utils.set_random_seed(SEED)  # same weights in the export worker and the TensorFlow worker
+    return keras.applications.InceptionV3(weights=None, include_top=False, pooling="avg",
+                                          input_shape=(size, size, 3))
+
+
+def count_macs(model):
+    """Multiply-adds per image of all Conv2D layers (batch norm, pooling and the bias are not counted)."""
+    import keras
+    macs = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kh, kw, cin, cout = layer.kernel.shape
+            _, oh, ow, _ = layer.output.shape
+            macs += int(oh) * int(ow) * int(kh) * int(kw) * int(cin) * int(cout)
+    return macs
+
+
+def time_batches(run, size, iterations, prepare=lambda x: x):
+    """Warm up, then time `iterations[batch]` calls per batch size; milliseconds per image.
+
+    `prepare` turns the numpy input into the framework's own tensor once, outside the timed region."""
+    inputs = {batch: prepare(make_input(batch, size)) for batch in iterations}
+    out = {}
+    for batch, count in iterations.items():
+        for _ in range(3 if batch == 1 else 2):  # warm-up: tracing, allocation, caches
+            run(inputs[batch])
+        samples = []
+        for _ in range(count):
+            start = time.perf_counter()
+            run(inputs[batch])
+            samples.append((time.perf_counter() - start) * 1000.0 / batch)
+        out[f"ms_per_image_batch{batch}"] = statistics.median(samples)
+        out[f"batch{batch}_samples_ms_per_image"] = {"min": min(samples), "max": max(samples), "runs": count}
+    return out
+
+
+def worker_export(args):
+    """Build the Keras model, count its multiply-adds, convert it to ONNX, save a reference output."""
+    worker_environment()
+    import numpy as np
+    import tensorflow as tf
+    import tf2onnx
+    model = build_keras_model(args.input_size)
+    spec = (tf.TensorSpec((None, args.input_size, args.input_size, 3), tf.float32, name="input"),)
+    result = {"macs_per_image": count_macs(model), "tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}
+    try:
+        tf2onnx.convert.from_keras(model, input_signature=spec, opset=ONNX_OPSET, output_path=args.onnx)
+        result["converter"] = "tf2onnx.convert.from_keras"
+    except Exception as e:  # Keras 3 / tf2onnx combinations where from_keras does not work
+        print(f"from_keras failed ({type(e).__name__}: {e}); trying from_function", file=sys.stderr)
+        function = tf.function(lambda x: model(x, training=False), input_signature=spec)
+        tf2onnx.convert.from_function(function, input_signature=spec, opset=ONNX_OPSET, output_path=args.onnx)
+        result["converter"] = "tf2onnx.convert.from_function"
+    x = make_input(2, args.input_size)
+    np.savez(args.reference, x=x, y=model(x, training=False).numpy())
+    result["onnx_mb"] = os.path.getsize(args.onnx) / 1e6
+    emit(result)
+
+
+def worker_tf(args):
+    worker_environment()
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(INTRA_OP_THREADS)  # before any op runs
+    tf.config.threading.set_inter_op_parallelism_threads(INTER_OP_THREADS)
+    import keras
+    model = build_keras_model(args.input_size)
+    infer = tf.function(lambda x: model(x, training=False), jit_compile=False)
+    result = time_batches(lambda x: infer(x).numpy(), args.input_size,
+                          {1: args.iterations, 16: args.iterations_batch16}, prepare=tf.constant)
+    result.update(vm_hwm_mb=vm_hwm_mb(), tensorflow=tf.__version__, keras=keras.__version__,
+                  threads={"intra_op": INTRA_OP_THREADS, "inter_op": INTER_OP_THREADS})
+    emit(result)
+
+
+def worker_ort(args):
+    worker_environment()
+    import numpy as np
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = INTRA_OP_THREADS
+    options.inter_op_num_threads = INTER_OP_THREADS
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(args.onnx, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    reference = np.load(args.reference)
+    got = session.run(None, {name: reference["x"]})[0]
+    diff = float(np.max(np.abs(got - reference["y"]))) if got.shape == reference["y"].shape else float("inf")
+    scale = float(np.max(np.abs(reference["y"])))
+    if not diff <= 1e-3 * scale + 1e-6:  # relative: random-weight outputs are small (about 0.01)
+        raise SystemExit(f"ONNX output differs from Keras: max |diff| {diff:.3g} (output scale {scale:.3g})")
+    result = time_batches(lambda x: session.run(None, {name: x}), args.input_size,
+                          {1: args.iterations, 16: args.iterations_batch16})
+    result.update(vm_hwm_mb=vm_hwm_mb(), onnxruntime=ort.__version__, max_abs_diff_vs_keras=diff,
+                  threads={"intra_op": INTRA_OP_THREADS, "inter_op": INTER_OP_THREADS})
+    emit(result)
+
+
+# --------------------------------------------------------------------------------------------------
+# Orchestration: venv, child processes, table.
+# --------------------------------------------------------------------------------------------------
+
+def missing_modules(python, modules):
+    """Modules `python` cannot find (found without importing them, so this is quick)."""
+    code = "import importlib.util, sys; print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
+    out = subprocess.run([python, "-c", code, *modules], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def pip_install(python, packages):
+    log(f"pip install {' '.join(packages)} (into {os.path.dirname(os.path.dirname(python))})")
+    # pip's output goes to stderr so that --json keeps stdout to one JSON object.
+    return subprocess.run([python, "-m", "pip", "install", *packages], stdout=sys.stderr).returncode == 0
 
 
 def ensure_venv(venv):
+    """Create `venv` if needed and install whatever of PACKAGES is missing. Returns its python."""
     python = os.path.join(venv, "bin", "python")
     if not os.path.exists(python):
-        print(f"creating {venv} with {' '.join(PACKAGES)} (benchmark tooling only)", file=sys.stderr)
-        subprocess.check_call([sys.executable, "-m", "venv", venv])
-        subprocess.check_call([python, "-m", "pip", "install", "--quiet"] + PACKAGES)
+        log(f"creating venv {venv}")
+        made = subprocess.run([sys.executable, "-m", "venv", venv], capture_output=True, text=True)
+        if made.returncode != 0:
+            hint = " (on Debian/Ubuntu: apt-get install python3-venv)" if "ensurepip" in made.stdout + made.stderr else ""
+            raise RuntimeError(f"`{sys.executable} -m venv {venv}` failed: "
+                               f"{last_error_line(made.stdout + made.stderr, made.returncode)}{hint}")
+    missing_mods = set(missing_modules(python, MODULE_OF_PACKAGE.values()))
+    missing = [p for p in PACKAGES if MODULE_OF_PACKAGE[p] in missing_mods]
+    if missing and not pip_install(python, missing):
+        failed = missing
+        if len(missing) > 1:
+            log("installing them together failed; trying one at a time so the others can still run")
+            failed = [package for package in missing if not pip_install(python, [package])]
+        for package in failed:
+            if package in FALLBACK_PACKAGE:
+                log(f"{package} failed to install; trying {FALLBACK_PACKAGE[package]}")
+                pip_install(python, [FALLBACK_PACKAGE[package]])
     return python
 
 
-def child(cmd):
+def in_venv(venv):
+    return os.path.realpath(sys.prefix) == os.path.realpath(venv)
+
+
+def run_child(cmd, timeout):
+    """Run `cmd`; returns (returncode, stdout, stderr, peak RSS MB of that child alone, seconds)."""
+    start = time.monotonic()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        timed_out = False
+        while True:  # wait4 rather than wait: it returns this child's own rusage
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - start > timeout:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                timed_out = True
+                break
+            time.sleep(0.1)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+    if timed_out:
+        stderr += f"\ntimed out after {timeout:.0f} s"
+    # ru_maxrss is in KiB on Linux, bytes on macOS.
+    rss_mb = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    return proc.returncode, stdout, stderr, rss_mb, time.monotonic() - start
+
+
+def last_error_line(stderr, returncode):
+    """The most telling line of a failed child's stderr (skipping TensorFlow/absl log noise)."""
+    noise = ("I0000", "W0000", "E0000", "WARNING: All log messages", "To enable the following instructions")
+    lines = [l.strip() for l in stderr.splitlines() if l.strip() and not l.lstrip().startswith(noise)]
+    return lines[-1] if lines else f"exit status {returncode}"
+
+
+def run_worker(python, kind, args, extra):
+    cmd = [python, SCRIPT, "--worker", kind, "--input-size", str(args.input_size),
+           "--iterations", str(args.iterations), "--iterations-batch16", str(args.iterations_batch16), *extra]
+    code, stdout, stderr, rss_mb, seconds = run_child(cmd, args.timeout)
+    lines = [l[len(RESULT_MARKER):] for l in stdout.splitlines() if l.startswith(RESULT_MARKER)]
+    if code != 0 or not lines:
+        tail = "\n".join(stderr.strip().splitlines()[-15:])
+        log(f"worker {kind} failed (exit {code}); last lines of its stderr:\n{tail}")
+        return {"error": last_error_line(stderr, code)}
+    result = json.loads(lines[-1])
+    result["peak_rss_mb"] = rss_mb
+    result["wall_s"] = seconds
+    return result
+
+
+def bonetriage_command(spec):
+    """`--bonetriage` may be a path or a command line (e.g. 'swift run -c release bonetriage')."""
+    cmd = shlex.split(spec)
+    if not cmd:
+        return None, "empty --bonetriage command"
+    exe = cmd[0]
+    found = (os.path.isfile(exe) and os.access(exe, os.X_OK)) if os.sep in exe else shutil.which(exe)
+    if not found:
+        return None, f"{exe} not found: build it first (`make build`, i.e. swift build -c release) or pass --bonetriage"
+    return cmd, None
+
+
+def run_bonetriage(args):
+    cmd, error = bonetriage_command(args.bonetriage)
+    if error:
+        return {"error": error}
+    cmd += ["bench", "--json", "--input-size", str(args.input_size)]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return {"error": str(e)}
-    lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
-    if out.returncode != 0 or not lines:
-        return {"error": (out.stderr.strip().splitlines() or ["exit %d" % out.returncode])[-1]}
-    return json.loads(lines[-1])
+        code, stdout, stderr, rss_mb, seconds = run_child(cmd, args.timeout)
+    except OSError as e:
+        return {"error": f"cannot run {shlex.join(cmd)}: {e}"}
+    if code != 0:
+        return {"error": f"{shlex.join(cmd)} failed: {last_error_line(stderr, code)}"}
+    report = None
+    try:
+        report = json.loads(stdout)
+    except ValueError:  # tolerate stray lines around the JSON object
+        for line in reversed(stdout.splitlines()):
+            try:
+                report = json.loads(line)
+                break
+            except ValueError:
+                continue
+    if not isinstance(report, dict):
+        return {"error": f"{shlex.join(cmd)} printed no JSON object: {stdout.strip()[:200]!r}"}
+    bad = [k for k in BONETRIAGE_KEYS if not isinstance(report.get(k), (int, float)) or isinstance(report.get(k), bool)]
+    if bad:
+        return {"error": f"bench --json output lacks numeric {', '.join(bad)}: {json.dumps(report)[:200]}"}
+    if not (report["ms_per_image_batch1"] > 0 and report["ms_per_image_batch16"] > 0):
+        return {"error": f"bench --json reported non-positive times: {json.dumps(report)[:200]}"}
+    result = {k: report[k] for k in ("ms_per_image_batch1", "ms_per_image_batch16")}
+    result.update(peak_rss_mb=rss_mb, peak_rss_mb_reported=report["peak_rss_mb"],
+                  gflops_batch16_reported=report["gflops_batch16"], wall_s=seconds,
+                  command=shlex.join(cmd), report=report)
+    return result
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bonetriage", default=os.path.join(ROOT, ".build", "release", "bonetriage"))
-    ap.add_argument("--venv", default=os.path.join(ROOT, ".cache", "bench-venv"))
-    ap.add_argument("--input-size", type=int, default=150)
-    ap.add_argument("--iterations", type=int, default=40)
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--worker", choices=["tf", "ort", "export"], help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.worker:
-        return worker(args.worker, args.input_size, args.iterations)
-
-    python = ensure_venv(args.venv)
-    me = os.path.abspath(__file__)
-    common = ["--input-size", str(args.input_size), "--iterations", str(args.iterations)]
-    exported = child([python, me, "--worker", "export"] + common)
-    rows = {
-        "BoneTriage": child([args.bonetriage, "bench", "--json"] + common) if os.path.exists(args.bonetriage)
-        else {"error": f"{args.bonetriage} not found: run `make build` first"},
-        "ONNX Runtime": child([python, me, "--worker", "ort"] + common) if "error" not in exported
-        else {"error": f"export to ONNX failed: {exported['error']}"},
-        "TensorFlow (tf.function)": child([python, me, "--worker", "tf"] + common),
-    }
-    macs = MACS_PER_IMAGE * (args.input_size / 150) ** 2
-    for r in rows.values():
-        if "error" not in r:
-            r["images_per_s_batch1"] = 1000 / r["ms_per_image_batch1"]
-            r["images_per_s_batch16"] = 1000 / r["ms_per_image_batch16"]
-            r["gflops_batch16"] = 2 * macs * r["images_per_s_batch16"] / 1e9
-    ratios = {}
-    bt = rows["BoneTriage"]
-    for peer in ("ONNX Runtime", "TensorFlow (tf.function)"):
-        p = rows[peer]
-        if "error" in bt or "error" in p:
+def measure(args, python, setup_error):
+    """Run the selected frameworks one after the other; returns (rows, macs per image, its source)."""
+    rows = {}
+    macs, macs_source = MACS_PER_IMAGE_150 * (args.input_size / 150) ** 2, "1.07e9 at 150x150, scaled by area"
+    need = {TF: ["tensorflow", "keras", "numpy"], ORT: ["tensorflow", "tf2onnx", "onnxruntime", "numpy"]}
+    for kind in (TF, ORT):
+        if kind not in args.frameworks:
             continue
-        ratios[peer] = {
-            "speed_batch1": p["ms_per_image_batch1"] / bt["ms_per_image_batch1"],
-            "speed_batch16": p["ms_per_image_batch16"] / bt["ms_per_image_batch16"],
-            "rss": p["peak_rss_mb"] / bt["peak_rss_mb"],
+        if setup_error:
+            rows[kind] = {"error": f"not run: could not set up the venv {args.venv}: {setup_error}"}
+            continue
+        missing = missing_modules(python, need[kind])
+        if missing:
+            rows[kind] = {"error": f"not installed in {sys.prefix}: {', '.join(missing)} "
+                                   "(pip install failed? see the messages above)"}
+    with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
+        onnx_path, reference = os.path.join(tmp, "inception_v3.onnx"), os.path.join(tmp, "reference.npz")
+        exported = None
+        for kind in (TF, ORT):
+            if kind not in args.frameworks or kind in rows:  # not selected, or cannot run
+                continue
+            if exported is None and ORT in args.frameworks and ORT not in rows:
+                # The export feeds the ONNX row and the exact multiply-add count, so it comes first.
+                log("exporting the Keras model to ONNX (separate, untimed process)")
+                exported = run_worker(python, "export", args, ["--onnx", onnx_path, "--reference", reference])
+                if "error" not in exported:
+                    macs, macs_source = exported["macs_per_image"], "counted from the Keras model's Conv2D layers"
+            if kind == ORT and "error" in exported:
+                rows[kind] = {"error": f"conversion to ONNX failed: {exported['error']}"}
+                continue
+            log(f"timing {ROW_NAMES[kind]}")
+            extra = ["--onnx", onnx_path, "--reference", reference] if kind == ORT else []
+            rows[kind] = run_worker(python, kind, args, extra)
+            if kind == ORT and "error" not in rows[kind]:
+                rows[kind]["converter"] = exported.get("converter")
+    if BT in args.frameworks:
+        log(f"timing {ROW_NAMES[BT]}")
+        rows[BT] = run_bonetriage(args)
+    for row in rows.values():
+        if "error" not in row:
+            for batch in (1, 16):
+                row[f"images_per_s_batch{batch}"] = 1000.0 / row[f"ms_per_image_batch{batch}"]
+                row[f"gflops_batch{batch}"] = 2.0 * macs * row[f"images_per_s_batch{batch}"] / 1e9
+    return rows, macs, macs_source
+
+
+def ratios(rows):
+    """BoneTriage against each peer: images/s ratio (> 1: BoneTriage faster), peak RSS both ways."""
+    out = {}
+    bt = rows.get(BT)
+    for kind in (ORT, TF):
+        peer = rows.get(kind)
+        if not bt or not peer or "error" in bt or "error" in peer:
+            continue
+        out[f"BoneTriage vs {ROW_NAMES[kind]}"] = {
+            "images_per_s_batch1": bt["images_per_s_batch1"] / peer["images_per_s_batch1"],
+            "images_per_s_batch16": bt["images_per_s_batch16"] / peer["images_per_s_batch16"],
+            "peer_rss_over_bonetriage_rss": peer["peak_rss_mb"] / bt["peak_rss_mb"],
+            "bonetriage_rss_over_peer_rss": bt["peak_rss_mb"] / peer["peak_rss_mb"],
         }
-    if args.json:
-        print(json.dumps({"input_size": args.input_size, "frameworks": rows, "ratios_vs_peer": ratios}, indent=1))
-        return
-    print(f"Inception V3 at {args.input_size}x{args.input_size}, 2 threads, medians\n")
-    print(f"{'':26} {'ms/img b1':>10} {'ms/img b16':>11} {'img/s b16':>10} {'GFLOP/s':>8} {'peak RSS MB':>12}")
-    for name, r in rows.items():
+    return out
+
+
+def print_table(report):
+    rows, size = report["frameworks"], report["input_size"]
+    print(f"Inception V3 (no top, average pool), {size}x{size} input, {report['macs_per_image'] / 1e9:.3g} G "
+          f"multiply-adds per image; TF/ORT with {INTRA_OP_THREADS} intra-op threads; median of "
+          f"{report['iterations']['batch1']} (batch 1) / {report['iterations']['batch16']} (batch 16) timed runs")
+    print(f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.system()}; peak RSS = that framework's own process\n")
+    head = ("ms/img b1", "ms/img b16", "img/s b16", "GFLOP/s b1", "GFLOP/s b16", "peak RSS MB")
+    print(f"{'':26}" + "".join(f"{h:>13}" for h in head))
+    for kind in (TF, ORT, BT):
+        if kind not in rows:
+            continue
+        r = rows[kind]
         if "error" in r:
-            print(f"{name:26} failed: {r['error']}")
+            print(f"{ROW_NAMES[kind]:26}   {r['error']}")
+            continue
+        values = (f"{r['ms_per_image_batch1']:.2f}", f"{r['ms_per_image_batch16']:.2f}",
+                  f"{r['images_per_s_batch16']:.1f}", f"{r['gflops_batch1']:.1f}", f"{r['gflops_batch16']:.1f}",
+                  f"{r['peak_rss_mb']:.0f}")
+        print(f"{ROW_NAMES[kind]:26}" + "".join(f"{v:>13}" for v in values))
+    if report["ratios"]:
+        print("\nBoneTriage images/s relative to the others (> 1: BoneTriage faster), and peak RSS:")
+        for name, r in report["ratios"].items():
+            peer = name.replace("BoneTriage vs ", "")
+            print(f"  {name:38} x{r['images_per_s_batch1']:.2f} at batch 1, x{r['images_per_s_batch16']:.2f} at batch 16; "
+                  f"{peer} peak RSS is {r['peer_rss_over_bonetriage_rss']:.2f}x BoneTriage's")
+    elif BT in rows:
+        print("\nNo ratios: BoneTriage or both peers did not run.")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bonetriage", default=os.path.join(REPO_ROOT, ".build", "release", "bonetriage"),
+                    help="BoneTriage binary or command line, run as `BIN bench --json --input-size S` "
+                         "(default: %(default)s)")
+    ap.add_argument("--venv", default=os.path.join(REPO_ROOT, ".cache", "bench-venv"),
+                    help="venv for TensorFlow/ONNX Runtime, created on first use (default: %(default)s)")
+    ap.add_argument("--input-size", type=int, default=150, help="square input size S (default: %(default)s)")
+    ap.add_argument("--iterations", type=int, default=30, help="timed runs at batch 1 (default: %(default)s)")
+    ap.add_argument("--iterations-batch16", type=int, default=5, help="timed runs at batch 16 (default: %(default)s)")
+    ap.add_argument("--frameworks", default=f"{TF},{ORT},{BT}",
+                    help="comma-separated subset of tf, ort, bonetriage (default: %(default)s)")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per child process (default: %(default)s)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--worker", choices=["export", TF, ORT], help=argparse.SUPPRESS)
+    ap.add_argument("--onnx", help=argparse.SUPPRESS)
+    ap.add_argument("--reference", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    args.frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
+    unknown = set(args.frameworks) - {TF, ORT, BT}
+    if unknown or not args.frameworks:
+        ap.error(f"--frameworks: unknown {', '.join(sorted(unknown))}" if unknown else "--frameworks: empty")
+    if args.input_size < 75:
+        ap.error("--input-size: Keras InceptionV3 needs at least 75")
+    if args.iterations < 1 or args.iterations_batch16 < 1:
+        ap.error("--iterations and --iterations-batch16 must be at least 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        {"export": worker_export, TF: worker_tf, ORT: worker_ort}[args.worker](args)
+        return 0
+
+    setup_error = None
+    if {TF, ORT} & set(args.frameworks) and not in_venv(args.venv):
+        if os.environ.get(REEXEC_GUARD):
+            setup_error = f"re-executed with {sys.executable} but sys.prefix {sys.prefix} is not {args.venv}"
         else:
-            print(f"{name:26} {r['ms_per_image_batch1']:10.2f} {r['ms_per_image_batch16']:11.2f} "
-                  f"{r['images_per_s_batch16']:10.1f} {r['gflops_batch16']:8.1f} {r['peak_rss_mb']:12.0f}")
-    print()
-    for peer, r in ratios.items():
-        print(f"BoneTriage vs {peer}: speed x{r['speed_batch1']:.2f} at batch 1, x{r['speed_batch16']:.2f} at batch 16; "
-              f"{r['rss']:.2f}x less memory")
+            try:
+                python = ensure_venv(args.venv)
+            except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+                setup_error = str(e)
+            else:
+                os.environ[REEXEC_GUARD] = "1"
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.execv(python, [python, SCRIPT, *(sys.argv[1:] if argv is None else argv)])
+        if setup_error:
+            log(f"venv setup failed: {setup_error}")
+
+    rows, macs, macs_source = measure(args, sys.executable, setup_error)
+    report = {
+        "model": "keras.applications.InceptionV3(weights=None, include_top=False, pooling='avg')",
+        "input_size": args.input_size,
+        "macs_per_image": macs,
+        "macs_source": macs_source,
+        "iterations": {"batch1": args.iterations, "batch16": args.iterations_batch16},
+        "threads": {"intra_op": INTRA_OP_THREADS, "inter_op": INTER_OP_THREADS},
+        "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "system": platform.system(),
+                 "python": platform.python_version(), "venv": sys.prefix},
+        "frameworks": {ROW_NAMES[k]: rows[k] for k in (TF, ORT, BT) if k in rows},
+        "ratios": ratios(rows),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_table({**report, "frameworks": rows})
+    return 0 if all("error" not in r for r in rows.values()) else 1
 
 
 if __name__ == "__main__":
