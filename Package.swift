@@ -11,6 +11,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
@@ -19,6 +21,8 @@ let package = Package(
             dependencies: [
                 "COpenBLAS",
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             path: "Sources/BoneTriage"
         ),
@@ -32,7 +36,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BoneTriageTests",
-            dependencies: ["BoneTriage", .product(name: "ZIPFoundation", package: "ZIPFoundation")],
+            dependencies: ["BoneTriage", .product(name: "ZIPFoundation", package: "ZIPFoundation"), .product(name: "GRDB", package: "GRDB.swift")],
             path: "Tests/BoneTriageTests"
         ),
     ],

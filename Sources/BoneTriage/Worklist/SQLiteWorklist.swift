@@ -1,0 +1,232 @@
+import Foundation
+import GRDB
+
+/// The worklist in one SQLite file (WAL mode, so the daemon writes while radiologists read and review).
+public final class SQLiteWorklist: WorklistStore {
+    public let path: String
+    private let pool: DatabasePool
+
+    /// `Study.isFlagged` as SQL.
+    static let flaggedSQL = "(verdict = 'abnormal' AND (reviewState = 'unreviewed' OR changedAfterReview))"
+
+    /// How long a writer waits for another process's transaction before giving up.
+    public static let busyTimeout: TimeInterval = 10
+
+    /// Opens (and with `create`, creates with mode 0640) the database, and upgrades its schema in place.
+    /// A database written by a newer BoneTriage is refused rather than touched.
+    public init(path: String, create: Bool) throws {
+        self.path = path
+        let exists = FileManager.default.fileExists(atPath: path)
+        if !exists {
+            guard create else { throw WorklistError.databaseNotFound(path: path) }
+            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o640)
+            if fd < 0 && errno != EEXIST {
+                throw WorklistError.databaseUnusable(path: path, reason: String(cString: strerror(errno)) + "; check that the folder exists and is writable")
+            }
+            if fd >= 0 { close(fd) }
+        }
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(Self.busyTimeout)
+        configuration.foreignKeysEnabled = true
+        do {
+            pool = try DatabasePool(path: path, configuration: configuration)
+            let migrator = WorklistSchema.migrator
+            let (applied, superseded) = try pool.read { db in (try migrator.appliedIdentifiers(db), try migrator.hasBeenSuperseded(db)) }
+            if superseded {
+                let known = Set(migrator.migrations)
+                throw WorklistError.newerSchema(path: path, unknownMigrations: applied.filter { !known.contains($0) }.sorted())
+            }
+            try migrator.migrate(pool)
+        } catch let error as WorklistError {
+            throw error
+        } catch let error as DatabaseError {
+            throw WorklistError.databaseUnusable(path: path, reason: error.message ?? error.description)
+        }
+    }
+
+    private func write<T>(_ body: (Database) throws -> T) throws -> T {
+        do { return try pool.write(body) } catch let error as DatabaseError {
+            throw WorklistError.databaseUnusable(path: path, reason: error.message ?? error.description)
+        }
+    }
+
+    private func read<T>(_ body: (Database) throws -> T) throws -> T {
+        do { return try pool.read(body) } catch let error as DatabaseError {
+            throw WorklistError.databaseUnusable(path: path, reason: error.message ?? error.description)
+        }
+    }
+
+    private static func studyRow(_ db: Database, uid: String) throws -> Study {
+        guard let s = try Study.filter(Column("studyInstanceUID") == uid).fetchOne(db) else { throw WorklistError.studyNotFound(handle: uid) }
+        return s
+    }
+
+    // MARK: Written by the daemon
+
+    public func recordArrival(_ a: InstanceArrival) throws -> ArrivalOutcome {
+        try write { db in
+            if try StudyImage.filter(Column("sopInstanceUID") == a.sopInstanceUID).fetchCount(db) > 0 { return .duplicate }
+            var outcome = ArrivalOutcome.addedToStudy
+            var study: Study
+            if let existing = try Study.filter(Column("studyInstanceUID") == a.studyInstanceUID).fetchOne(db) {
+                study = existing
+            } else {
+                study = Study(studyInstanceUID: a.studyInstanceUID, source: a.source, receivedAt: a.receivedAt)
+                outcome = .newStudy
+            }
+            // Metadata: the first non-empty value wins, so a late instance never blanks a field.
+            study.patientID = study.patientID ?? a.patientID
+            study.patientName = study.patientName ?? a.patientName
+            study.accessionNumber = study.accessionNumber ?? a.accessionNumber
+            study.studyDate = study.studyDate ?? a.studyDate
+            study.modality = study.modality ?? a.modality
+            study.bodyPart = study.bodyPart ?? a.bodyPart
+            study.studyDescription = study.studyDescription ?? a.studyDescription
+            study.callingAETitle = study.callingAETitle ?? a.callingAETitle
+            study.peerAddress = study.peerAddress ?? a.peerAddress
+            study.firstReceivedAt = min(study.firstReceivedAt, a.receivedAt)
+            study.lastReceivedAt = max(study.lastReceivedAt, a.receivedAt)
+            study.imageCount += 1
+            study.eligibleImageCount += a.eligible ? 1 : 0
+            if study.state != .receiving { study.state = .receiving; study.stateReason = nil }
+            study = try study.saved(db)
+            guard let studyID = study.id else { throw WorklistError.studyNotFound(handle: a.studyInstanceUID) }
+            let image = StudyImage(studyID: studyID, sopInstanceUID: a.sopInstanceUID, seriesInstanceUID: a.seriesInstanceUID,
+                                   filePath: a.filePath, receivedAt: a.receivedAt, eligible: a.eligible, eligibilityReason: a.eligibilityReason)
+            try image.insert(db)
+            return outcome
+        }
+    }
+
+    public func markPending(studyInstanceUID: String) throws {
+        try setState(studyInstanceUID, .pending, reason: nil)
+    }
+
+    public func markNotApplicable(studyInstanceUID: String, reason: String) throws {
+        try setState(studyInstanceUID, .notApplicable, reason: reason)
+    }
+
+    public func markFailed(studyInstanceUID: String, reason: String) throws {
+        try setState(studyInstanceUID, .failed, reason: reason)
+    }
+
+    private func setState(_ uid: String, _ state: StudyState, reason: String?) throws {
+        try write { db in
+            var study = try Self.studyRow(db, uid: uid)
+            study.state = state
+            study.stateReason = reason
+            try study.update(db)
+        }
+    }
+
+    /// Per-image probabilities, their mean as the study probability, the verdict at the threshold, all
+    /// in one transaction. A study that was already reviewed keeps its history and is marked changed.
+    @discardableResult
+    public func recordTriage(_ r: TriageResult) throws -> Study {
+        try write { db in
+            var study = try Self.studyRow(db, uid: r.studyInstanceUID)
+            guard let studyID = study.id else { throw WorklistError.studyNotFound(handle: r.studyInstanceUID) }
+            var images = try StudyImage.filter(Column("studyID") == studyID).fetchAll(db)
+            for i in images.indices {
+                images[i].probability = images[i].eligible ? r.imageProbabilities[images[i].sopInstanceUID] : nil
+                try images[i].update(db)
+            }
+            let probabilities = images.compactMap(\.probability)
+            guard !probabilities.isEmpty else {
+                study.state = .notApplicable
+                study.stateReason = "no eligible image was classified"
+                try study.update(db)
+                return study
+            }
+            let mean = probabilities.reduce(0, +) / Double(probabilities.count)
+            study.probability = mean
+            study.verdict = mean >= r.threshold ? .abnormal : .normal
+            study.threshold = r.threshold
+            study.modelID = r.modelID
+            study.modelHash = r.modelHash
+            study.triagedAt = r.triagedAt
+            study.state = .triaged
+            study.stateReason = nil
+            study.priority = Int((mean * 1000).rounded())
+            if study.reviewState != .unreviewed { study.changedAfterReview = true }
+            try study.update(db)
+            return study
+        }
+    }
+
+    // MARK: Read and reviewed by radiologists
+
+    public func studies(matching f: WorklistFilter) throws -> [Study] {
+        try read { db in
+            var request = Study.all()
+            if f.flaggedOnly {
+                request = request.filter(sql: Self.flaggedSQL)
+            }
+            if !f.states.isEmpty { request = request.filter(f.states.map(\.rawValue).contains(Column("state"))) }
+            if let review = f.review { request = request.filter(Column("reviewState") == review.rawValue) }
+            if let since = f.since { request = request.filter(Column("firstReceivedAt") >= since) }
+            if let until = f.until { request = request.filter(Column("firstReceivedAt") < until) }
+            if let part = f.bodyPart { request = request.filter(sql: "bodyPart = ? COLLATE NOCASE", arguments: [part]) }
+            request = request.order(sql: "\(Self.flaggedSQL) DESC, priority DESC, firstReceivedAt ASC, id ASC")
+            if let limit = f.limit { request = request.limit(limit) }
+            return try request.fetchAll(db)
+        }
+    }
+
+    /// A study by a prefix of its short ID or of its Study Instance UID (at least 4 characters).
+    public func study(handle: String) throws -> Study {
+        try read { db in try Self.resolve(db, handle: handle) }
+    }
+
+    private static func resolve(_ db: Database, handle raw: String) throws -> Study {
+        let handle = raw.trimmingCharacters(in: .whitespaces)
+        guard handle.count >= 4, handle.allSatisfy({ $0.isASCII && ($0.isHexDigit || $0.isNumber || $0 == ".") }) else {
+            throw WorklistError.invalidHandle(raw)
+        }
+        if let exact = try Study.filter(Column("studyInstanceUID") == handle).fetchOne(db) { return exact }
+        let pattern = handle.lowercased() + "%"
+        let matches = try Study.filter(sql: "shortID LIKE ? OR studyInstanceUID LIKE ?", arguments: [pattern, handle + "%"]).limit(50).fetchAll(db)
+        switch matches.count {
+        case 0: throw WorklistError.studyNotFound(handle: handle)
+        case 1: return matches[0]
+        default: throw WorklistError.ambiguousStudy(handle: handle, candidates: matches.map(\.shortID))
+        }
+    }
+
+    public func images(ofStudy id: Int64) throws -> [StudyImage] {
+        try read { db in try StudyImage.filter(Column("studyID") == id).order(Column("receivedAt"), Column("id")).fetchAll(db) }
+    }
+
+    public func reviews(ofStudy id: Int64) throws -> [Review] {
+        try read { db in try Review.filter(Column("studyID") == id).order(Column("id")).fetchAll(db) }
+    }
+
+    /// Appends to the audit trail and updates the study's review state, in one transaction.
+    @discardableResult
+    public func recordReview(studyHandle: String, reviewer: String, action: ReviewAction, label: Finding?,
+                             note: String?, at: Date = Date()) throws -> Review {
+        try write { db in
+            var study = try Self.resolve(db, handle: studyHandle)
+            guard let studyID = study.id else { throw WorklistError.studyNotFound(handle: studyHandle) }
+            let finalLabel: Finding
+            switch action {
+            case .confirm:
+                guard let verdict = study.verdict, study.state == .triaged else {
+                    throw WorklistError.nothingToConfirm(shortID: study.shortID, state: study.state)
+                }
+                finalLabel = verdict
+            case .override:
+                guard let label else { throw WorklistError.invalidHandle("override needs a label") }
+                finalLabel = label
+            }
+            let review = try Review(studyID: studyID, reviewer: reviewer, reviewedAt: at, action: action,
+                                    fromVerdict: study.verdict, label: finalLabel, note: note).inserted(db)
+            study.reviewState = action == .confirm ? .confirmed : .overridden
+            study.reviewLabel = finalLabel
+            study.reviewedAt = at
+            study.changedAfterReview = false
+            try study.update(db)
+            return review
+        }
+    }
+}

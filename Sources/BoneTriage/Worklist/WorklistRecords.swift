@@ -1,0 +1,133 @@
+import Foundation
+import GRDB
+
+/// Where a study is in its life: arriving, waiting for triage, triaged, or set aside with a reason.
+public enum StudyState: String, Codable, Sendable, CaseIterable, DatabaseValueConvertible {
+    case receiving, pending, triaged
+    case notApplicable = "not_applicable"
+    case failed
+}
+
+/// The model's call on a study, or a radiologist's label.
+public enum Finding: String, Codable, Sendable, CaseIterable, DatabaseValueConvertible {
+    case abnormal, normal
+}
+
+public enum ReviewState: String, Codable, Sendable, CaseIterable, DatabaseValueConvertible {
+    case unreviewed, confirmed, overridden
+}
+
+public enum ReviewAction: String, Codable, Sendable, DatabaseValueConvertible {
+    case confirm, override
+}
+
+/// How a study reached BoneTriage.
+public enum StudySource: String, Codable, Sendable, DatabaseValueConvertible {
+    case cstore, dropFolder = "drop_folder"
+}
+
+/// One row of the worklist: a study with its metadata, triage result and current review.
+public struct Study: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "study"
+
+    public var id: Int64?
+    public var studyInstanceUID: String
+    /// First 12 hex digits of the UID's SHA-256: the short handle the CLI prints and accepts.
+    public var shortID: String
+    public var patientID: String?
+    public var patientName: String?
+    public var accessionNumber: String?
+    public var studyDate: String?
+    public var modality: String?
+    public var bodyPart: String?
+    public var studyDescription: String?
+    public var source: StudySource
+    public var callingAETitle: String?
+    public var peerAddress: String?
+    public var firstReceivedAt: Date
+    public var lastReceivedAt: Date
+    public var imageCount: Int
+    public var eligibleImageCount: Int
+    public var state: StudyState
+    public var stateReason: String?
+    public var probability: Double?
+    public var verdict: Finding?
+    public var threshold: Double?
+    public var modelID: String?
+    public var modelHash: String?
+    public var triagedAt: Date?
+    public var priority: Int
+    public var reviewState: ReviewState
+    /// The radiologist's label: the verdict when confirmed, their own when overridden.
+    public var reviewLabel: Finding?
+    public var reviewedAt: Date?
+    /// Set when a study is triaged again (late images, new model) after it was reviewed.
+    public var changedAfterReview: Bool
+
+    public static func shortID(for uid: String) -> String { String(SHA256Digest.hex(Data(uid.utf8)).prefix(12)) }
+
+    /// Abnormal and not yet reviewed (or triaged again since its review): what the worklist puts first.
+    /// `SQLiteWorklist.flaggedSQL` is the same rule in SQL.
+    public var isFlagged: Bool { verdict == .abnormal && (reviewState == .unreviewed || changedAfterReview) }
+
+    public init(studyInstanceUID: String, source: StudySource, receivedAt: Date) {
+        self.studyInstanceUID = studyInstanceUID
+        self.shortID = Study.shortID(for: studyInstanceUID)
+        self.source = source
+        self.firstReceivedAt = receivedAt
+        self.lastReceivedAt = receivedAt
+        self.imageCount = 0
+        self.eligibleImageCount = 0
+        self.state = .receiving
+        self.priority = 0
+        self.reviewState = .unreviewed
+        self.changedAfterReview = false
+    }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// One image (DICOM instance or PNG file) of a study.
+public struct StudyImage: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "image"
+
+    public var id: Int64?
+    public var studyID: Int64
+    public var sopInstanceUID: String
+    public var seriesInstanceUID: String?
+    public var filePath: String
+    public var receivedAt: Date
+    public var eligible: Bool
+    public var eligibilityReason: String?
+    public var probability: Double?
+
+    public init(studyID: Int64, sopInstanceUID: String, seriesInstanceUID: String?, filePath: String, receivedAt: Date,
+                eligible: Bool, eligibilityReason: String? = nil) {
+        self.studyID = studyID
+        self.sopInstanceUID = sopInstanceUID
+        self.seriesInstanceUID = seriesInstanceUID
+        self.filePath = filePath
+        self.receivedAt = receivedAt
+        self.eligible = eligible
+        self.eligibilityReason = eligibilityReason
+    }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// One entry of the append-only audit trail.
+public struct Review: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "review"
+
+    public var id: Int64?
+    public var studyID: Int64
+    public var reviewer: String
+    public var reviewedAt: Date
+    public var action: ReviewAction
+    /// The model's verdict at the time of the review (nil if the study had none).
+    public var fromVerdict: Finding?
+    public var label: Finding
+    public var note: String?
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}

@@ -1,0 +1,77 @@
+import GRDB
+
+/// The worklist's schema as named, forward-only migrations. Never edit a shipped migration: add one.
+public enum WorklistSchema {
+    public static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        // v1: studies and their images, written by the daemon.
+        migrator.registerMigration("v1-studies-and-images") { db in
+            try db.create(table: "study") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("studyInstanceUID", .text).notNull().unique()
+                t.column("shortID", .text).notNull().indexed()
+                t.column("patientID", .text)
+                t.column("patientName", .text)
+                t.column("accessionNumber", .text)
+                t.column("studyDate", .text)
+                t.column("modality", .text)
+                t.column("bodyPart", .text)
+                t.column("studyDescription", .text)
+                t.column("source", .text).notNull()
+                t.column("callingAETitle", .text)
+                t.column("peerAddress", .text)
+                t.column("firstReceivedAt", .datetime).notNull()
+                t.column("lastReceivedAt", .datetime).notNull()
+                t.column("imageCount", .integer).notNull().defaults(to: 0)
+                t.column("eligibleImageCount", .integer).notNull().defaults(to: 0)
+                t.column("state", .text).notNull()
+                t.column("stateReason", .text)
+                t.column("probability", .double)
+                t.column("verdict", .text)
+                t.column("threshold", .double)
+                t.column("modelID", .text)
+                t.column("modelHash", .text)
+                t.column("triagedAt", .datetime)
+                t.column("priority", .integer).notNull().defaults(to: 0)
+            }
+            try db.create(table: "image") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("studyID", .integer).notNull().indexed().references("study", onDelete: .cascade)
+                t.column("sopInstanceUID", .text).notNull().unique()
+                t.column("seriesInstanceUID", .text)
+                t.column("filePath", .text).notNull()
+                t.column("receivedAt", .datetime).notNull()
+                t.column("eligible", .boolean).notNull()
+                t.column("eligibilityReason", .text)
+                t.column("probability", .double)
+            }
+        }
+        // v2: radiologists' reviews, an append-only audit trail, and the review state on each study.
+        migrator.registerMigration("v2-reviews") { db in
+            try db.alter(table: "study") { t in
+                t.add(column: "reviewState", .text).notNull().defaults(to: ReviewState.unreviewed.rawValue)
+                t.add(column: "reviewLabel", .text)
+                t.add(column: "reviewedAt", .datetime)
+                t.add(column: "changedAfterReview", .boolean).notNull().defaults(to: false)
+            }
+            try db.create(table: "review") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("studyID", .integer).notNull().indexed().references("study", onDelete: .restrict)
+                t.column("reviewer", .text).notNull()
+                t.column("reviewedAt", .datetime).notNull()
+                t.column("action", .text).notNull()
+                t.column("fromVerdict", .text)
+                t.column("label", .text).notNull()
+                t.column("note", .text)
+            }
+            try db.execute(sql: """
+                CREATE TRIGGER review_is_append_only_update BEFORE UPDATE ON review
+                BEGIN SELECT RAISE(ABORT, 'the review audit trail is append-only'); END;
+                CREATE TRIGGER review_is_append_only_delete BEFORE DELETE ON review
+                BEGIN SELECT RAISE(ABORT, 'the review audit trail is append-only'); END;
+                CREATE INDEX study_worklist_order ON study(priority DESC, firstReceivedAt);
+                """)
+        }
+        return migrator
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import GRDB
+
+/// Errors of the worklist, each saying what to do next.
+public enum WorklistError: Error, CustomStringConvertible, Equatable {
+    case databaseNotFound(path: String)
+    case databaseUnusable(path: String, reason: String)
+    case newerSchema(path: String, unknownMigrations: [String])
+    case studyNotFound(handle: String)
+    case ambiguousStudy(handle: String, candidates: [String])
+    case nothingToConfirm(shortID: String, state: StudyState)
+    case invalidHandle(String)
+
+    public var description: String {
+        switch self {
+        case let .databaseNotFound(path):
+            return "no worklist database at \(path); check --db or [worklist] database in the config (the daemon creates it when it first starts)"
+        case let .databaseUnusable(path, reason):
+            return "cannot use the worklist database \(path): \(reason)"
+        case let .newerSchema(path, unknown):
+            return "the worklist database \(path) was written by a newer BoneTriage (schema \(unknown.joined(separator: ", "))); upgrade this bonetriage binary, never edit the database by hand"
+        case let .studyNotFound(handle):
+            return "no study matches '\(handle)'; run `bonetriage list` to see study IDs"
+        case let .ambiguousStudy(handle, candidates):
+            return "'\(handle)' matches \(candidates.count) studies (\(candidates.prefix(5).joined(separator: ", "))\(candidates.count > 5 ? ", ..." : "")); type more characters of the ID"
+        case let .nothingToConfirm(id, state):
+            return "study \(id) has no model verdict to confirm (state: \(state.rawValue)); record a label with `bonetriage override \(id) --label normal|abnormal`"
+        case let .invalidHandle(handle):
+            return "'\(handle)' is not a study ID: give at least 4 characters of the ID shown by `bonetriage list`, or of the Study Instance UID"
+        }
+    }
+}
+
+/// What the daemon knows about one arriving instance (DICOM or PNG).
+public struct InstanceArrival: Sendable {
+    public var studyInstanceUID: String
+    public var sopInstanceUID: String
+    public var seriesInstanceUID: String?
+    public var filePath: String
+    public var receivedAt: Date
+    public var eligible: Bool
+    public var eligibilityReason: String?
+    public var patientID: String?
+    public var patientName: String?
+    public var accessionNumber: String?
+    public var studyDate: String?
+    public var modality: String?
+    public var bodyPart: String?
+    public var studyDescription: String?
+    public var source: StudySource
+    public var callingAETitle: String?
+    public var peerAddress: String?
+
+    public init(studyInstanceUID: String, sopInstanceUID: String, seriesInstanceUID: String? = nil, filePath: String,
+                receivedAt: Date = Date(), eligible: Bool, eligibilityReason: String? = nil, source: StudySource) {
+        self.studyInstanceUID = studyInstanceUID
+        self.sopInstanceUID = sopInstanceUID
+        self.seriesInstanceUID = seriesInstanceUID
+        self.filePath = filePath
+        self.receivedAt = receivedAt
+        self.eligible = eligible
+        self.eligibilityReason = eligibilityReason
+        self.source = source
+    }
+}
+
+public enum ArrivalOutcome: Equatable, Sendable {
+    case newStudy, addedToStudy
+    /// The SOP Instance UID was already stored: nothing changed.
+    case duplicate
+}
+
+/// A triage result for one study: per-image probabilities and the model that made them.
+public struct TriageResult: Sendable {
+    public var studyInstanceUID: String
+    public var imageProbabilities: [String: Double]
+    public var threshold: Double
+    public var modelID: String
+    public var modelHash: String
+    public var triagedAt: Date
+
+    public init(studyInstanceUID: String, imageProbabilities: [String: Double], threshold: Double,
+                modelID: String, modelHash: String, triagedAt: Date = Date()) {
+        self.studyInstanceUID = studyInstanceUID
+        self.imageProbabilities = imageProbabilities
+        self.threshold = threshold
+        self.modelID = modelID
+        self.modelHash = modelHash
+        self.triagedAt = triagedAt
+    }
+}
+
+/// Which studies a listing or export shows.
+public struct WorklistFilter: Sendable, Equatable {
+    public var flaggedOnly = false
+    public var states: [StudyState] = []
+    public var review: ReviewState?
+    public var since: Date?
+    public var until: Date?
+    public var bodyPart: String?
+    public var limit: Int?
+
+    public init() {}
+}
+
+/// The one door to the worklist: nothing outside `Worklist/` writes SQL. SQLite is the first
+/// implementation; a shared PostgreSQL worklist would be another.
+public protocol WorklistStore: Sendable {
+    func recordArrival(_ arrival: InstanceArrival) throws -> ArrivalOutcome
+    func markPending(studyInstanceUID: String) throws
+    @discardableResult func recordTriage(_ result: TriageResult) throws -> Study
+    func markNotApplicable(studyInstanceUID: String, reason: String) throws
+    func markFailed(studyInstanceUID: String, reason: String) throws
+    func studies(matching filter: WorklistFilter) throws -> [Study]
+    func study(handle: String) throws -> Study
+    func images(ofStudy id: Int64) throws -> [StudyImage]
+    func reviews(ofStudy id: Int64) throws -> [Review]
+    @discardableResult func recordReview(studyHandle: String, reviewer: String, action: ReviewAction,
+                                         label: Finding?, note: String?, at: Date) throws -> Review
+}
