@@ -156,7 +156,8 @@ public enum WorklistPresentation {
         // ! ID        ARRIVED      PATIENT      PART     IMG  PROB   VERDICT   REVIEW
         let columns: [(String, Int)] = [("ID", 8), ("ARRIVED", 11), ("PATIENT", 12), ("PART", 8), ("IMG", 3),
                                         ("PROB", 5), ("VERDICT", 9), ("REVIEW", 10)]
-        func cell(_ text: String, _ w: Int, right: Bool = false) -> String {
+        func cell(_ raw: String, _ w: Int, right: Bool = false) -> String {
+            let text = printable(raw)
             let t = text.count > w ? String(text.prefix(w - 1)) + "~" : text
             let pad = String(repeating: " ", count: w - t.count)
             return right ? pad + t : t + pad
@@ -184,6 +185,12 @@ public enum WorklistPresentation {
         return lines.map { $0.count > width && !colour ? String($0.prefix(width)) : $0 }.joined(separator: "\n")
     }
 
+    /// Text from the network or a file, made safe for a terminal: control characters (newlines,
+    /// escape sequences that could repaint the screen) become "?".
+    static func printable(_ text: String) -> String {
+        String(String.UnicodeScalarView(text.unicodeScalars.map { $0.properties.generalCategory == .control ? "?" : $0 }))
+    }
+
     /// DICOM person names are `Family^Given^Middle^Prefix^Suffix`; show "Family, Given".
     static func displayName(_ pn: String?) -> String {
         guard let pn, !pn.isEmpty else { return "" }
@@ -194,7 +201,9 @@ public enum WorklistPresentation {
 
     public static func detail(_ s: Study, images: [StudyImage], reviews: [Review]) -> String {
         var out: [String] = []
-        func line(_ key: String, _ value: String?) { if let value, !value.isEmpty { out.append(key.padding(toLength: 18, withPad: " ", startingAt: 0) + value) } }
+        func line(_ key: String, _ value: String?) {
+            if let value, !value.isEmpty { out.append(key.padding(toLength: 18, withPad: " ", startingAt: 0) + printable(value)) }
+        }
         line("Study", "\(s.shortID)  \(s.studyInstanceUID)")
         line("Patient", [displayName(s.patientName), s.patientID.map { "(\($0))" }].compactMap { $0 }.joined(separator: " "))
         line("Accession", s.accessionNumber)
@@ -216,14 +225,14 @@ public enum WorklistPresentation {
         out.append("Images")
         for i in images {
             let p = i.probability.map { String(format: "%.3f", $0) } ?? (i.eligible ? "-" : "n/a")
-            out.append("  \(p.padding(toLength: 6, withPad: " ", startingAt: 0)) \(i.sopInstanceUID)" + (i.eligible ? "" : "  (\(i.eligibilityReason ?? "not eligible"))"))
+            out.append(printable("  \(p.padding(toLength: 6, withPad: " ", startingAt: 0)) \(i.sopInstanceUID)" + (i.eligible ? "" : "  (\(i.eligibilityReason ?? "not eligible"))")))
         }
         out.append("")
         out.append("Review history")
         if reviews.isEmpty { out.append("  (none)") }
         for r in reviews {
             let change = r.action == .confirm ? "confirmed \(r.label.rawValue)" : "overrode \(r.fromVerdict?.rawValue ?? "no verdict") -> \(r.label.rawValue)"
-            out.append("  \(local(r.reviewedAt, "yyyy-MM-dd HH:mm")) \(r.reviewer): \(change)" + (r.note.map { "  \"\($0)\"" } ?? ""))
+            out.append(printable("  \(local(r.reviewedAt, "yyyy-MM-dd HH:mm")) \(r.reviewer): \(change)" + (r.note.map { "  \"\($0)\"" } ?? "")))
         }
         return out.joined(separator: "\n")
     }
