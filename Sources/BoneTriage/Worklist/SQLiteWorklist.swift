@@ -211,7 +211,9 @@ public final class SQLiteWorklist: WorklistStore {
             let finalLabel: Finding
             switch action {
             case .confirm:
-                guard let verdict = study.verdict, study.state == .triaged else {
+                // A verdict from an earlier triage can be confirmed while late images arrive; the next
+                // triage then marks the study changed after review.
+                guard let verdict = study.verdict else {
                     throw WorklistError.nothingToConfirm(shortID: study.shortID, state: study.state)
                 }
                 finalLabel = verdict

@@ -162,7 +162,9 @@ public enum WorklistPresentation {
             let pad = String(repeating: " ", count: w - t.count)
             return right ? pad + t : t + pad
         }
-        var lines = ["  " + columns.map { cell($0.0, $0.1, right: $0.0 == "IMG" || $0.0 == "PROB") }.joined(separator: " ")]
+        var header = "  " + columns.map { cell($0.0, $0.1, right: $0.0 == "IMG" || $0.0 == "PROB") }.joined(separator: " ")
+        while header.hasSuffix(" ") { header.removeLast() }
+        var lines = [header]
         for s in studies {
             let flagged = s.isFlagged
             let fields = [
