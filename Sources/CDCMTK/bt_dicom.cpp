@@ -1,0 +1,322 @@
+#include "bt_dicom.h"
+
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dctk.h"
+#include "dcmtk/dcmdata/dcpixseq.h"
+#include "dcmtk/dcmdata/dcpxitem.h"
+#include "dcmtk/dcmdata/dcrledrg.h"
+#include "dcmtk/dcmimage/diregist.h"
+#include "dcmtk/dcmimgle/dcmimage.h"
+#include "dcmtk/dcmjpeg/djdecode.h"
+#include "dcmtk/dcmjpls/djdecode.h"
+#include "dcmtk/oflog/oflog.h"
+
+#include <openjpeg.h>
+
+struct bt_dicom {
+    DcmFileFormat file;
+    std::string transferSyntax;
+    bool hasMeta = false;
+    std::map<uint32_t, std::string> strings;
+};
+
+struct bt_image {
+    std::unique_ptr<DicomImage> image;
+    int width = 0, height = 0, channels = 1, frames = 1;
+};
+
+static void setError(char *error, size_t size, const std::string &text) {
+    if (error && size > 0) { snprintf(error, size, "%s", text.c_str()); }
+}
+
+static void initialiseOnce() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        OFLog::configure(OFLogger::FATAL_LOG_LEVEL);  // DCMTK must not write to our stderr
+        DJDecoderRegistration::registerCodecs();
+        DJLSDecoderRegistration::registerCodecs();
+        DcmRLEDecoderRegistration::registerCodecs();
+    });
+}
+
+extern "C" bt_dicom *bt_dicom_open(const char *path, int metadataOnly, char *error, size_t errorSize) {
+    initialiseOnce();
+    auto dicom = std::make_unique<bt_dicom>();
+    OFCondition status = dicom->file.loadFile(path, EXS_Unknown, EGL_noChange,
+                                              metadataOnly ? 4096 : DCM_MaxReadLength, ERM_autoDetect);
+    if (status.bad()) {
+        setError(error, errorSize, std::string("DCMTK could not parse it: ") + status.text());
+        return nullptr;
+    }
+    DcmMetaInfo *meta = dicom->file.getMetaInfo();
+    dicom->hasMeta = meta && meta->card() > 0 && meta->tagExists(DCM_TransferSyntaxUID);
+    DcmXfer xfer(dicom->file.getDataset()->getOriginalXfer());
+    dicom->transferSyntax = xfer.getXferID() ? xfer.getXferID() : "";
+    return dicom.release();
+}
+
+extern "C" void bt_dicom_close(bt_dicom *dicom) { delete dicom; }
+
+extern "C" const char *bt_dicom_string(bt_dicom *dicom, uint16_t group, uint16_t element) {
+    uint32_t key = (uint32_t(group) << 16) | element;
+    auto found = dicom->strings.find(key);
+    if (found != dicom->strings.end()) return found->second.c_str();
+    OFString value;
+    DcmItem *source = group == 0x0002 ? static_cast<DcmItem *>(dicom->file.getMetaInfo()) : dicom->file.getDataset();
+    if (!source || source->findAndGetOFStringArray(DcmTagKey(group, element), value, OFFalse).bad()) return nullptr;
+    auto inserted = dicom->strings.emplace(key, std::string(value.c_str()));
+    return inserted.first->second.c_str();
+}
+
+extern "C" long bt_dicom_integer(bt_dicom *dicom, uint16_t group, uint16_t element, long fallback) {
+    DcmDataset *ds = dicom->file.getDataset();
+    Uint16 us;
+    if (ds->findAndGetUint16(DcmTagKey(group, element), us, 0, OFFalse).good()) return us;
+    Sint32 is;
+    if (ds->findAndGetSint32(DcmTagKey(group, element), is, 0, OFFalse).good()) return is;
+    OFString text;
+    if (ds->findAndGetOFString(DcmTagKey(group, element), text, 0, OFFalse).good()) {
+        char *end = nullptr;
+        long v = strtol(text.c_str(), &end, 10);
+        if (end && end != text.c_str() && *end == '\0') return v;
+    }
+    return fallback;
+}
+
+extern "C" const char *bt_dicom_transfer_syntax(bt_dicom *dicom) { return dicom->transferSyntax.c_str(); }
+extern "C" int bt_dicom_has_file_meta(bt_dicom *dicom) { return dicom->hasMeta ? 1 : 0; }
+
+// MARK: JPEG 2000 through OpenJPEG
+
+namespace {
+struct MemoryStream {
+    const uint8_t *data;
+    size_t size, position;
+};
+
+OPJ_SIZE_T readStream(void *buffer, OPJ_SIZE_T bytes, void *user) {
+    auto *m = static_cast<MemoryStream *>(user);
+    if (m->position >= m->size) return (OPJ_SIZE_T)-1;
+    size_t n = std::min<size_t>(bytes, m->size - m->position);
+    memcpy(buffer, m->data + m->position, n);
+    m->position += n;
+    return n;
+}
+OPJ_OFF_T skipStream(OPJ_OFF_T bytes, void *user) {
+    auto *m = static_cast<MemoryStream *>(user);
+    if (bytes < 0) {
+        if (size_t(-bytes) > m->position) return -1;
+        m->position -= size_t(-bytes);
+    } else {
+        m->position = std::min(m->size, m->position + size_t(bytes));
+    }
+    return bytes;
+}
+OPJ_BOOL seekStream(OPJ_OFF_T to, void *user) {
+    auto *m = static_cast<MemoryStream *>(user);
+    if (to < 0 || size_t(to) > m->size) return OPJ_FALSE;
+    m->position = size_t(to);
+    return OPJ_TRUE;
+}
+void quiet(const char *, void *) {}
+
+/// Decodes one codestream into `out` (samples interleaved, as DICOM's planar configuration 0).
+bool decodeJ2K(const std::vector<uint8_t> &code, int rows, int columns, int samples, int bitsAllocated,
+               std::vector<uint8_t> &out, std::string &why) {
+    if (code.size() < 4) { why = "JPEG 2000 fragment is empty"; return false; }
+    // A JP2 file box starts with 0000000C6A502020; a raw codestream with FF4FFF51.
+    bool jp2 = code.size() >= 12 && code[4] == 0x6A && code[5] == 0x50;
+    opj_codec_t *codec = opj_create_decompress(jp2 ? OPJ_CODEC_JP2 : OPJ_CODEC_J2K);
+    opj_set_error_handler(codec, quiet, nullptr);
+    opj_set_warning_handler(codec, quiet, nullptr);
+    opj_set_info_handler(codec, quiet, nullptr);
+    opj_dparameters_t parameters;
+    opj_set_default_decoder_parameters(&parameters);
+    MemoryStream memory{code.data(), code.size(), 0};
+    opj_stream_t *stream = opj_stream_default_create(OPJ_TRUE);
+    opj_stream_set_user_data(stream, &memory, nullptr);
+    opj_stream_set_user_data_length(stream, code.size());
+    opj_stream_set_read_function(stream, readStream);
+    opj_stream_set_skip_function(stream, skipStream);
+    opj_stream_set_seek_function(stream, seekStream);
+    opj_image_t *image = nullptr;
+    bool ok = opj_setup_decoder(codec, &parameters) && opj_read_header(stream, codec, &image) &&
+              opj_decode(codec, stream, image) && opj_end_decompress(codec, stream);
+    if (!ok || !image) {
+        why = "the JPEG 2000 codestream is corrupt (OpenJPEG could not decode it)";
+    } else if (int(image->numcomps) != samples || int(image->comps[0].w) != columns || int(image->comps[0].h) != rows) {
+        why = "the JPEG 2000 image is " + std::to_string(image->comps[0].w) + "x" + std::to_string(image->comps[0].h) + "x" +
+              std::to_string(image->numcomps) + " but the header says " + std::to_string(columns) + "x" + std::to_string(rows) + "x" +
+              std::to_string(samples);
+        ok = false;
+    } else {
+        size_t pixels = size_t(rows) * size_t(columns);
+        int bytes = bitsAllocated / 8;
+        out.assign(pixels * samples * bytes, 0);
+        for (int c = 0; c < samples; ++c) {
+            if (image->comps[c].w != image->comps[0].w || image->comps[c].h != image->comps[0].h) {
+                why = "JPEG 2000 components differ in size (subsampled components are not supported)";
+                ok = false;
+                break;
+            }
+            const OPJ_INT32 *src = image->comps[c].data;
+            for (size_t p = 0; p < pixels; ++p) {
+                uint32_t v = uint32_t(src[p]);  // two's complement bits, as stored
+                size_t at = (p * samples + c) * bytes;
+                out[at] = uint8_t(v);
+                if (bytes == 2) out[at + 1] = uint8_t(v >> 8);
+            }
+        }
+    }
+    if (image) opj_image_destroy(image);
+    opj_stream_destroy(stream);
+    opj_destroy_codec(codec);
+    return ok;
+}
+
+bool isJPEG2000(const std::string &ts) {
+    return ts == "1.2.840.10008.1.2.4.90" || ts == "1.2.840.10008.1.2.4.91" || ts == "1.2.840.10008.1.2.4.201" ||
+           ts == "1.2.840.10008.1.2.4.202" || ts == "1.2.840.10008.1.2.4.203";
+}
+
+/// Replaces encapsulated JPEG 2000 pixel data with the decoded native pixels.
+bool decodeJPEG2000InPlace(DcmDataset *ds, int rows, int columns, int samples, int frames, int bitsAllocated, std::string &why) {
+    DcmElement *element = nullptr;
+    if (ds->findAndGetElement(DCM_PixelData, element).bad() || !element) { why = "there is no Pixel Data element"; return false; }
+    DcmPixelData *pixelData = OFstatic_cast(DcmPixelData *, element);
+    DcmPixelSequence *sequence = nullptr;
+    E_TransferSyntax xfer = ds->getOriginalXfer();
+    if (pixelData->getEncapsulatedRepresentation(xfer, nullptr, sequence).bad() || !sequence) {
+        why = "the JPEG 2000 pixel data is not encapsulated";
+        return false;
+    }
+    unsigned long fragments = sequence->card();
+    if (fragments < 2) { why = "the encapsulated pixel data has no fragment"; return false; }
+    if (bitsAllocated != 8 && bitsAllocated != 16) { why = "Bits Allocated " + std::to_string(bitsAllocated) + " is not supported with JPEG 2000"; return false; }
+    std::vector<std::vector<uint8_t>> codes;
+    auto fragmentBytes = [&](unsigned long i, std::vector<uint8_t> &into) -> bool {
+        DcmPixelItem *item = nullptr;
+        Uint8 *bytes = nullptr;
+        if (sequence->getItem(item, i).bad() || !item || item->getUint8Array(bytes).bad()) return false;
+        if (bytes) into.insert(into.end(), bytes, bytes + item->getLength());
+        return true;
+    };
+    if (frames == 1) {  // one frame may span several fragments
+        codes.emplace_back();
+        for (unsigned long i = 1; i < fragments; ++i) {
+            if (!fragmentBytes(i, codes.back())) { why = "fragment " + std::to_string(i) + " is unreadable"; return false; }
+        }
+    } else if (fragments - 1 == (unsigned long)frames) {
+        for (unsigned long i = 1; i < fragments; ++i) {
+            codes.emplace_back();
+            if (!fragmentBytes(i, codes.back())) { why = "fragment " + std::to_string(i) + " is unreadable"; return false; }
+        }
+    } else {
+        why = "multi-frame JPEG 2000 with frames split over several fragments is not supported";
+        return false;
+    }
+    std::vector<uint8_t> all;
+    for (auto &code : codes) {
+        std::vector<uint8_t> frame;
+        if (!decodeJ2K(code, rows, columns, samples, bitsAllocated, frame, why)) return false;
+        all.insert(all.end(), frame.begin(), frame.end());
+    }
+    ds->findAndDeleteElement(DCM_PixelData);
+    OFCondition status = bitsAllocated == 16
+        ? ds->putAndInsertUint16Array(DCM_PixelData, reinterpret_cast<const Uint16 *>(all.data()), all.size() / 2)
+        : ds->putAndInsertUint8Array(DCM_PixelData, all.data(), all.size());
+    if (status.bad()) { why = std::string("cannot store decoded pixels: ") + status.text(); return false; }
+    if (samples > 1) ds->putAndInsertUint16(DCM_PlanarConfiguration, 0);
+    return true;
+}
+}  // namespace
+
+extern "C" bt_image *bt_dicom_image(bt_dicom *dicom, uint64_t maxPixels, bt_render_info *info, char *error, size_t errorSize) {
+    initialiseOnce();
+    DcmDataset *ds = dicom->file.getDataset();
+    if (!ds->tagExists(DCM_PixelData)) { setError(error, errorSize, "it has no Pixel Data (7FE0,0010)"); return nullptr; }
+    long rows = bt_dicom_integer(dicom, 0x0028, 0x0010, 0), columns = bt_dicom_integer(dicom, 0x0028, 0x0011, 0);
+    long frames = bt_dicom_integer(dicom, 0x0028, 0x0008, 1), samples = bt_dicom_integer(dicom, 0x0028, 0x0002, 1);
+    long bitsAllocated = bt_dicom_integer(dicom, 0x0028, 0x0100, 0);
+    if (rows <= 0 || columns <= 0) { setError(error, errorSize, "Rows (0028,0010) or Columns (0028,0011) is missing or zero"); return nullptr; }
+    if (frames <= 0) { setError(error, errorSize, "Number of Frames (0028,0008) is not a positive number"); return nullptr; }
+    if (samples != 1 && samples != 3) { setError(error, errorSize, "Samples per Pixel (0028,0002) is " + std::to_string(samples) + ", expected 1 or 3"); return nullptr; }
+    if (uint64_t(rows) * uint64_t(columns) * uint64_t(frames) > maxPixels) {
+        setError(error, errorSize, "the image is " + std::to_string(columns) + "x" + std::to_string(rows) + "x" + std::to_string(frames) +
+                 " pixels, over the limit of " + std::to_string(maxPixels));
+        return nullptr;
+    }
+    bool openjpeg = false;
+    if (isJPEG2000(dicom->transferSyntax)) {
+        std::string why;
+        if (!decodeJPEG2000InPlace(ds, int(rows), int(columns), int(samples), int(frames), int(bitsAllocated), why)) {
+            setError(error, errorSize, why);
+            return nullptr;
+        }
+        openjpeg = true;
+    }
+    E_TransferSyntax xfer = openjpeg ? EXS_LittleEndianExplicit : ds->getOriginalXfer();
+    auto result = std::make_unique<bt_image>();
+    result->image.reset(new DicomImage(ds, xfer, CIF_MayDetachPixelData, 0, 0));
+    DicomImage *image = result->image.get();
+    if (image->getStatus() != EIS_Normal) {
+        setError(error, errorSize, std::string("DCMTK could not decode the pixels: ") + DicomImage::getString(image->getStatus()));
+        return nullptr;
+    }
+    memset(info, 0, sizeof(*info));
+    info->used_openjpeg = openjpeg ? 1 : 0;
+    if (image->isMonochrome()) {
+        if (image->getVoiLutCount() > 0 && image->setVoiLut(0)) {
+            info->voi_method = 2;
+        } else if (image->getWindowCount() > 0 && image->setWindow(0)) {
+            info->voi_method = 1;
+        } else {
+            image->setMinMaxWindow(0);
+            info->voi_method = 0;
+        }
+        double center = 0, width = 0;
+        double low = 0, high = 0;
+        if (info->voi_method == 1 && image->getWindow(center, width) && image->getMinMaxValues(low, high) &&
+            (high < center - width / 2 || low > center + width / 2)) {
+            image->setMinMaxWindow(0);
+            info->voi_method = 0;
+            info->file_window_ignored = 1;
+        }
+        if (image->getWindow(center, width)) { info->window_center = center; info->window_width = width; }
+        // DCMTK renders MONOCHROME1 as displayed: low values bright, so bone is bright.
+        info->inverted = image->getPhotometricInterpretation() == EPI_Monochrome1 ? 1 : 0;
+        result->channels = 1;
+    } else {
+        result->channels = 3;
+    }
+    result->width = int(image->getWidth());
+    result->height = int(image->getHeight());
+    result->frames = int(image->getFrameCount());
+    info->width = result->width;
+    info->height = result->height;
+    info->channels = result->channels;
+    info->frames = result->frames;
+    return result.release();
+}
+
+extern "C" int bt_image_render(bt_image *image, int frame, uint8_t *out, size_t outSize, char *error, size_t errorSize) {
+    size_t needed = size_t(image->width) * size_t(image->height) * size_t(image->channels);
+    if (frame < 0 || frame >= image->frames) { setError(error, errorSize, "no frame " + std::to_string(frame + 1)); return -1; }
+    if (outSize < needed) { setError(error, errorSize, "output buffer too small"); return -1; }
+    if (!image->image->getOutputData(out, needed, 8, frame, 0)) {
+        setError(error, errorSize, std::string("DCMTK could not render frame ") + std::to_string(frame + 1) + ": " +
+                 DicomImage::getString(image->image->getStatus()));
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" void bt_image_close(bt_image *image) { delete image; }
