@@ -10,7 +10,7 @@ BACKBONE    := $(CACHE)/models/backbone-fid2015.safetensors
 APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools python3-pip python3-venv
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo model fetch-backbone bench bench-compare keras-fixture clean
+.PHONY: all deps build test demo model fetch-backbone bench bench-compare keras-fixture fuzz clean
 
 all: build model
 
@@ -61,3 +61,15 @@ keras-fixture:
 
 clean:
 	rm -rf .build $(CACHE)/models
+
+# Fuzz the DICOM reader with libFuzzer + AddressSanitizer (Swift's clang ships both) for FUZZ_SECONDS.
+# The corpus starts from small self-made and shared files; crashes land in .cache/fuzz/ as crash-*.
+FUZZ_SECONDS ?= 600
+DCMTK_LIBS  := -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd -lopenjp2
+fuzz: deps
+	@mkdir -p $(CACHE)/fuzz/corpus
+	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address -ISources/CDCMTK/include -I/usr/include/openjpeg-2.5 \
+	  Sources/CDCMTK/bt_dicom.cpp tools/fuzz/dicom_fuzzer.cpp $(DCMTK_LIBS) -o $(CACHE)/fuzz/dicom_fuzzer
+	tools/fuzz/seed_corpus.sh $(CACHE)/fuzz/corpus
+	cd $(CACHE)/fuzz && ASAN_OPTIONS=detect_leaks=0 ./dicom_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	  -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 corpus

@@ -73,6 +73,30 @@ struct SelfMadeImagingTests {
         #expect(try IncomingImage.read(path: dir.path("jpeg2000.dcm")).decisions?.decodedWithOpenJPEG == true)
     }
 
+    @Test("lossy encodings (JPEG baseline, JPEG-LS near-lossless, JPEG 2000 irreversible) decode close to the original",
+          .enabled(if: DicomTools.available, "skipped: DCMTK's and OpenJPEG's command-line tools are not installed"))
+    func lossyEncodingsDecode() throws {
+        let dir = try TemporaryDirectory()
+        let image = testPattern()
+        try DicomTools.writeBMP(image, to: dir.path("p.bmp"))
+        try DicomTools.run("img2dcm", ["-i", "BMP", dir.path("p.bmp"), dir.path("native.dcm")])
+        try DicomTools.run("dcmcjpeg", ["+eb", "+q", "95", dir.path("native.dcm"), dir.path("baseline.dcm")])
+        try DicomTools.run("dcmcjpls", ["+en", dir.path("native.dcm"), dir.path("near-lossless.dcm")])
+        try DicomTools.writePGM(image, to: dir.path("p.pgm"))
+        try DicomTools.run("opj_compress", ["-i", dir.path("p.pgm"), "-o", dir.path("p.j2k"), "-I", "-r", "4"])
+        try DicomTools.encapsulateJ2K(try Data(contentsOf: URL(fileURLWithPath: dir.path("p.j2k"))), rows: image.height,
+                                      columns: image.width, lossy: true, to: dir.path("j2k-lossy.dcm"))
+        for name in ["baseline", "near-lossless", "j2k-lossy"] {
+            let decoded = try IncomingImage.read(path: dir.path("\(name).dcm"))
+            let frame = try #require(decoded.frames.first, "\(name)")
+            #expect(frame.width == image.width && frame.height == image.height)
+            // Min-max windowing of a lossy copy can stretch slightly; the mean error stays small.
+            let error = zip(frame.pixels, image.pixels).map { abs(Double($0) - Double($1)) }.reduce(0, +) / Double(image.pixels.count)
+            #expect(error < 12, "\(name): mean absolute error \(error)")
+        }
+        #expect(try DicomReader.metadata(path: dir.path("j2k-lossy.dcm")).transferSyntaxUID == "1.2.840.10008.1.2.4.91")
+    }
+
     @Test("truncating a DICOM file at every offset, or flipping bytes, never crashes the reader",
           .enabled(if: DicomTools.available, "skipped: img2dcm is not installed"))
     func generatedCorruptions() throws {
@@ -120,6 +144,33 @@ struct SelfMadeImagingTests {
                 Issue.record("an image over the pixel limit was rendered")
             } catch let ImagingError.undecodable(_, reason) {
                 #expect(reason.contains("over the limit of 1000"))
+            }
+        }
+    }
+
+    @Test("an unknown transfer syntax, a corrupt codestream, or dimensions that disagree are refused by name")
+    func unknownSyntaxAndCorruptCodestream() throws {
+        let dir = try TemporaryDirectory()
+        let garbage = Data((0..<300).map { UInt8(($0 * 37) % 256) })
+        try DicomTools.encapsulateJ2K(garbage, rows: 10, columns: 10, transferSyntax: "1.2.3.4.5.6.7", to: dir.path("unknown.dcm"))
+        try DicomTools.encapsulateJ2K(garbage, rows: 10, columns: 10, to: dir.path("corrupt.dcm"))
+        for name in ["unknown", "corrupt"] {
+            do {
+                _ = try IncomingImage.read(path: dir.path("\(name).dcm"))
+                Issue.record("\(name) was rendered")
+            } catch let error as ImagingError {
+                #expect(error.description.contains("\(name).dcm"), "\(error)")
+            }
+        }
+        if DicomTools.available {
+            try DicomTools.writePGM(testPattern(), to: dir.path("p.pgm"))
+            try DicomTools.run("opj_compress", ["-i", dir.path("p.pgm"), "-o", dir.path("p.j2k")])
+            try DicomTools.encapsulateJ2K(try Data(contentsOf: URL(fileURLWithPath: dir.path("p.j2k"))), rows: 48, columns: 61, to: dir.path("mismatch.dcm"))
+            do {
+                _ = try DicomReader.render(path: dir.path("mismatch.dcm"))
+                Issue.record("a codestream of another size was accepted")
+            } catch let ImagingError.undecodable(_, reason) {
+                #expect(reason.contains("61x47x1 but the header says 61x48x1"), "\(reason)")
             }
         }
     }

@@ -39,6 +39,24 @@ struct SharedDicomTests {
         }
     }
 
+    @Test("other formats: deflate, big endian, implicit VR, RLE RGB multi-frame, LUT sequences all read")
+    func otherFormats() throws {
+        for path in Self.files("other_formats") {
+            let name = URL(fileURLWithPath: path).lastPathComponent
+            let meta = try DicomReader.metadata(path: path)
+            #expect(!meta.transferSyntaxUID.isEmpty, "\(name)")
+            if name == "genFile.dcm" {  // a JPEG with a misplaced marker segment: refused, clearly
+                #expect(throws: ImagingError.self) { try DicomReader.render(path: path) }
+                continue
+            }
+            let rendered = try DicomReader.render(path: path)
+            #expect(rendered.frames.count == meta.numberOfFrames, "\(name)")
+            if name.hasPrefix("SC_rgb_rle_2frame") { #expect(rendered.frames.count == 2 && rendered.frames[0].channels == 3 && rendered.frames[0] != rendered.frames[1]) }
+            if name == "image_dfl.dcm" { #expect(meta.transferSyntaxUID == "1.2.840.10008.1.2.1.99") }
+            if name == "vlut_04.dcm" { #expect(rendered.decisions.voi == .voiLUT) }
+        }
+    }
+
     @Test("the file without File Meta reads as implicit VR little endian")
     func noMeta() throws {
         let path = try #require(Self.files("radiographs").first { $0.contains("nometa_implicitLE") })

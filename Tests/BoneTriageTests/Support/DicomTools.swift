@@ -59,7 +59,8 @@ enum DicomTools {
 
     /// A minimal Part 10 file (explicit VR little endian meta) holding one encapsulated JPEG 2000
     /// codestream as an 8-bit MONOCHROME2 Secondary Capture.
-    static func encapsulateJ2K(_ codestream: Data, rows: Int, columns: Int, to path: String) throws {
+    static func encapsulateJ2K(_ codestream: Data, rows: Int, columns: Int, lossy: Bool = false,
+                               transferSyntax: String? = nil, to path: String) throws {
         func element(_ group: UInt16, _ elem: UInt16, _ vr: String, _ value: Data) -> Data {
             var d = Data()
             withUnsafeBytes(of: group.littleEndian) { d.append(contentsOf: $0) }
@@ -78,7 +79,7 @@ enum DicomTools {
         }
         func text(_ s: String) -> Data { Data(s.utf8) }
         func us(_ v: Int) -> Data { withUnsafeBytes(of: UInt16(v).littleEndian) { Data($0) } }
-        let sc = "1.2.840.10008.5.1.4.1.1.7", sop = "1.2.826.0.1.3680043.8.498.777.1", j2k = "1.2.840.10008.1.2.4.90"
+        let sc = "1.2.840.10008.5.1.4.1.1.7", sop = "1.2.826.0.1.3680043.8.498.777.1", j2k = transferSyntax ?? (lossy ? "1.2.840.10008.1.2.4.91" : "1.2.840.10008.1.2.4.90")
         var metaBody = element(0x0002, 0x0001, "OB", Data([0, 1]))
         metaBody += element(0x0002, 0x0002, "UI", text(sc)) + element(0x0002, 0x0003, "UI", text(sop))
         metaBody += element(0x0002, 0x0010, "UI", text(j2k)) + element(0x0002, 0x0012, "UI", text("1.2.826.0.1.3680043.8.498.1"))
