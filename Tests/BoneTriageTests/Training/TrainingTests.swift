@@ -127,3 +127,26 @@ enum FakeMura {
         return root.appendingPathComponent("MURA").path
     }
 }
+
+@Suite("The committed default head is reproducible", .enabled(if: Fixtures.shared != nil && FileManager.default.fileExists(atPath: Fixtures.repositoryRoot.appendingPathComponent(".cache/models/backbone-fid2015.safetensors").path),
+                                                              "skipped: needs ../shared/data/MURA-v1.1 and the imported backbone (make model)"))
+struct DefaultHeadReproductionTests {
+    @Test("retraining on the shared MURA humerus training split gives the committed head's cross-validated figures")
+    func reproduce() throws {
+        let root = Fixtures.repositoryRoot
+        let backbone = try InceptionV3Weights.load(path: root.appendingPathComponent(".cache/models/backbone-fid2015.safetensors").path)
+        let committed = try HeadFile.load(path: root.appendingPathComponent("models/humerus-head.safetensors").path)
+        let data = try #require(Fixtures.shared).appendingPathComponent("data/MURA-v1.1").path
+        let images = try MuraDataset.scan(root: data, split: "train")
+        #expect(images.count == 1272)
+        let spec = ModelInputSpec(size: 150, range: backbone.description.inputRange, filter: .area)
+        let features = try FeatureExtractor(backbone: backbone, spec: spec, cacheRoot: FeatureExtractor.defaultCacheRoot).features(of: images.map(\.path))
+        let result = try HeadTrainer().train(images: images, features: features, targetSensitivity: nil)
+        let recorded = try #require(try JSONSerialization.jsonObject(with: Data(committed.description.crossValidation.utf8)) as? [String: Any])
+        #expect(result.lambda == recorded["lambda"] as? Double)
+        #expect(abs(result.studyFigures.auroc - (recorded["study_auroc"] as? Double ?? 0)) < 0.005)
+        #expect(abs(result.studyFigures.accuracy - (recorded["study_accuracy"] as? Double ?? 0)) < 0.01)
+        let maxDifference = zip(result.head.weights, committed.head.weights).map { abs($0 - $1) }.max() ?? 1
+        #expect(maxDifference < 1e-3 * (committed.head.weights.map(abs).max() ?? 1) + 1e-6)
+    }
+}
