@@ -27,6 +27,8 @@ struct TrainCommand: ParsableCommand {
     var data: String
     @Option(help: "The backbone file (from `bonetriage model import-backbone`).")
     var backbone: String
+    @Option(help: "Labels in MURA's 'folder,label' CSV form (1 = abnormal), e.g. for DICOM studies; default: the folder names.")
+    var labels: String?
     @Option(help: "Where to write the trained head.")
     var out: String
     @Option(help: "Also write the whole model (backbone + head) here.")
@@ -47,7 +49,7 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
-        let images = try MuraDataset.scan(root: data, split: "train")
+        let images = try labels.map { try MuraDataset.scan(labels: $0, split: "train") } ?? MuraDataset.scan(root: data, split: "train")
         let weights = try InceptionV3Weights.load(path: backbone)
         let fingerprint = BackboneFingerprint.of(weights)
         let spec = ModelInputSpec(size: inputSize, range: weights.description.inputRange, filter: filter)
@@ -93,6 +95,8 @@ struct EvaluateCommand: ParsableCommand {
     var data: String
     @Option(help: "The model file (default: the default model).")
     var model: String?
+    @Option(help: "Labels in MURA's 'folder,label' CSV form (1 = abnormal); default: the folder names.")
+    var labels: String?
     @Flag(help: "One JSON object (overall figures at the top level, plus per_body_part).")
     var json = false
     @Option(help: "Feature cache folder (default: $XDG_CACHE_HOME/bonetriage/features).")
@@ -101,7 +105,7 @@ struct EvaluateCommand: ParsableCommand {
     func run() throws {
         let path = model ?? DefaultModel.path()
         let loaded = try TriageModel.load(path: path)
-        let images = try MuraDataset.scan(root: data, split: "valid")
+        let images = try labels.map { try MuraDataset.scan(labels: $0, split: "valid") } ?? MuraDataset.scan(root: data, split: "valid")
         let extractor = try FeatureExtractor(backbone: loaded.backbone, spec: loaded.spec, cacheRoot: cache ?? FeatureExtractor.defaultCacheRoot)
         let progress = ProgressLine("features")
         let features = try extractor.features(of: images.map(\.path)) { progress.update($0, $1) }

@@ -44,6 +44,45 @@ public enum MuraDataset {
     }
 }
 
+extension MuraDataset {
+    /// Images labelled by a CSV in MURA's `path,label` form (a study folder and 1 = abnormal), such as
+    /// `train_labeled_studies.csv`: every PNG or DICOM file inside each listed folder. Folder paths are
+    /// resolved against the CSV's folder and its parent (MURA's own CSVs name `MURA-v1.1/...`).
+    public static func scan(labels csvPath: String, split: String?) throws -> [LabelledImage] {
+        guard let text = try? String(contentsOfFile: csvPath, encoding: .utf8) else {
+            throw TrainingError.badLayout(path: csvPath, reason: "cannot read the labels CSV")
+        }
+        let base = URL(fileURLWithPath: csvPath).deletingLastPathComponent()
+        var images: [LabelledImage] = []
+        for (number, line) in text.split(whereSeparator: \.isNewline).enumerated() {
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard fields.count == 2, let label = Int(fields[1]), label == 0 || label == 1 else {
+                if number == 0 { continue }  // a header row
+                throw TrainingError.badLayout(path: csvPath, reason: "line \(number + 1) is not 'folder,label' with label 0 or 1: \(line)")
+            }
+            let candidates = [base.appendingPathComponent(fields[0]), base.deletingLastPathComponent().appendingPathComponent(fields[0])]
+            guard let folder = candidates.first(where: { FileManager.default.fileExists(atPath: $0.path) }) else {
+                throw TrainingError.badLayout(path: csvPath, reason: "line \(number + 1): folder \(fields[0]) does not exist next to the CSV")
+            }
+            let parts = folder.standardizedFileURL.path.split(separator: "/").map(String.init)
+            let bodyPart = parts.last { $0.hasPrefix("XR_") }.map { String($0.dropFirst(3)) }
+            let splitName = parts.last { $0 == "train" || $0 == "valid" } ?? ""
+            let files = (FileManager.default.enumerator(atPath: folder.path)?.allObjects as? [String] ?? [])
+                .filter { $0.lowercased().hasSuffix(".png") || $0.lowercased().hasSuffix(".dcm") }.sorted()
+            for file in files {
+                let path = folder.appendingPathComponent(file).path
+                var part = bodyPart
+                if part == nil, file.lowercased().hasSuffix(".dcm") { part = (try? DicomReader.metadata(path: path))?.bodyPartExamined }
+                images.append(LabelledImage(path: path, split: splitName, bodyPart: part ?? "UNKNOWN",
+                                            patient: folder.deletingLastPathComponent().path, study: folder.path, label: label))
+            }
+        }
+        if let split, images.contains(where: { $0.split == split }) { images = images.filter { $0.split == split } }
+        guard !images.isEmpty else { throw TrainingError.badLayout(path: csvPath, reason: "the listed folders hold no PNG or DICOM file") }
+        return images
+    }
+}
+
 /// Study-level scores: the mean of each study's image probabilities, as in the MURA paper.
 public enum StudyScores {
     public static func aggregate(_ images: [LabelledImage], probabilities: [Double]) -> (studies: [String], scores: [Double], labels: [Int], parts: [String]) {

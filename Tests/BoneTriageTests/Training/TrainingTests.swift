@@ -84,6 +84,27 @@ struct TrainingTests {
         #expect(throws: TrainingError.self) { try MuraDataset.scan(root: dir.path("flat"), split: nil) }
     }
 
+    @Test("DICOM studies labelled by a MURA-style CSV", .enabled(if: DicomTools.available, "skipped: img2dcm is not installed"))
+    func dicomWithLabels() throws {
+        let dir = try TemporaryDirectory()
+        for (study, label) in [("patient1/studyA", 1), ("patient2/studyB", 0)] {
+            let folder = dir.url.appendingPathComponent("data/train/XR_HUMERUS/\(study)")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            try DicomTools.writeBMP(testPattern(), to: dir.path("p.bmp"))
+            for i in 1...2 { try DicomTools.run("img2dcm", ["-i", "BMP", dir.path("p.bmp"), folder.appendingPathComponent("\(i).dcm").path]) }
+            _ = label
+        }
+        let csv = "data/train/XR_HUMERUS/patient1/studyA/,1\ndata/train/XR_HUMERUS/patient2/studyB/,0\n"
+        try csv.write(toFile: dir.path("labels.csv"), atomically: true, encoding: .utf8)
+        let images = try MuraDataset.scan(labels: dir.path("labels.csv"), split: "train")
+        #expect(images.count == 4 && images.filter { $0.label == 1 }.count == 2 && Set(images.map(\.study)).count == 2)
+        #expect(images.allSatisfy { $0.bodyPart == "HUMERUS" && $0.path.hasSuffix(".dcm") })
+        try "data/train/XR_HUMERUS/patient9/none/,1\n".write(toFile: dir.path("bad.csv"), atomically: true, encoding: .utf8)
+        #expect(throws: TrainingError.self) { try MuraDataset.scan(labels: dir.path("bad.csv"), split: nil) }
+        try "data/train/XR_HUMERUS/patient1/studyA/,maybe\n".write(toFile: dir.path("bad2.csv"), atomically: true, encoding: .utf8)
+        #expect(throws: TrainingError.self) { try MuraDataset.scan(labels: dir.path("bad2.csv"), split: nil) }
+    }
+
     @Test("the default model joins the committed head with the imported backbone",
           .enabled(if: FileManager.default.fileExists(atPath: Fixtures.repositoryRoot.appendingPathComponent(".cache/models/humerus.safetensors").path),
                    "skipped: the default model was not built (make model needs the backbone wheel from PyPI)"))
