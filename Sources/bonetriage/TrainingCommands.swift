@@ -103,7 +103,7 @@ struct EvaluateCommand: ParsableCommand {
     var cache: String?
 
     func run() throws {
-        let path = model ?? DefaultModel.path()
+        let path = try DefaultModel.resolve(model)
         let loaded = try TriageModel.load(path: path)
         let images = try labels.map { try MuraDataset.scan(labels: $0, split: "valid") } ?? MuraDataset.scan(root: data, split: "valid")
         let extractor = try FeatureExtractor(backbone: loaded.backbone, spec: loaded.spec, cacheRoot: cache ?? FeatureExtractor.defaultCacheRoot)

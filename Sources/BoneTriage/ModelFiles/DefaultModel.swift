@@ -11,10 +11,23 @@ public enum DefaultModel {
     public static func path() -> String {
         if let env = ProcessInfo.processInfo.environment["BONETRIAGE_MODEL"], !env.isEmpty { return env }
         if FileManager.default.fileExists(atPath: installedPath) { return installedPath }
-        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        // <checkout>/.build/<configuration>/bonetriage
-        let checkout = executable.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let candidate = checkout.appendingPathComponent(checkoutRelativePath).path
-        return FileManager.default.fileExists(atPath: candidate) ? candidate : installedPath
+        // <checkout>/.build/[<triple>/]<configuration>/bonetriage: look a few folders up.
+        var folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<5 {
+            let candidate = folder.appendingPathComponent(checkoutRelativePath).path
+            if FileManager.default.fileExists(atPath: candidate) { return candidate }
+            folder = folder.deletingLastPathComponent()
+        }
+        return installedPath
+    }
+
+    /// The model to use: the one given, else the default one, which must exist.
+    public static func resolve(_ given: String?) throws -> String {
+        if let given { return given }
+        let path = path()
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw ModelFileError.notAModel(path: path, reason: "no model was given and no default model is installed; pass --model FILE")
+        }
+        return path
     }
 }
