@@ -1,0 +1,42 @@
+import Foundation
+
+/// Decides when a study is complete: no instance for the quiet period, or, sooner, the number of
+/// instances the study announced (Number of Study Related Instances) has arrived. A study that gets
+/// instances after it was released is released again (a re-triage), after its own quiet period.
+public struct StudyAssembler: Sendable {
+    public let quietPeriod: TimeInterval
+
+    struct Pending: Sendable {
+        var lastArrival: Date
+        var instances: Set<String>
+        var expected: Int?
+    }
+    private var pending: [String: Pending] = [:]
+
+    public init(quietPeriod: TimeInterval) {
+        self.quietPeriod = quietPeriod
+    }
+
+    /// Records an instance; repeats of the same SOP Instance UID do not count twice.
+    public mutating func arrived(study: String, instance: String, at time: Date, expectedInstances: Int? = nil) {
+        var entry = pending[study] ?? Pending(lastArrival: time, instances: [], expected: nil)
+        entry.lastArrival = max(entry.lastArrival, time)
+        entry.instances.insert(instance)
+        if let expected = expectedInstances, expected > 0 { entry.expected = expected }
+        pending[study] = entry
+    }
+
+    /// Studies complete at `now`, oldest first; they leave the assembler.
+    public mutating func release(at now: Date) -> [String] {
+        let ready = pending.filter { _, p in
+            now.timeIntervalSince(p.lastArrival) >= quietPeriod || (p.expected.map { p.instances.count >= $0 } ?? false)
+        }.sorted { ($0.value.lastArrival, $0.key) < ($1.value.lastArrival, $1.key) }.map(\.key)
+        for study in ready { pending[study] = nil }
+        return ready
+    }
+
+    /// When the next study's quiet period ends (nil when nothing is pending).
+    public var nextDeadline: Date? { pending.values.map { $0.lastArrival.addingTimeInterval(quietPeriod) }.min() }
+
+    public var pendingStudies: Int { pending.count }
+}
