@@ -12,7 +12,7 @@ MODEL       := $(CACHE)/models/humerus.safetensors
 APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools python3-pip python3-venv
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo model fetch-backbone bench bench-compare keras-fixture keras-import-check fuzz train-default clean
+.PHONY: all deps build test demo model fetch-backbone bench bench-compare keras-fixture keras-venv keras-import-check fuzz train-default clean
 
 all: build model
 
@@ -79,16 +79,15 @@ bench-compare: build
 # A seed-style Keras classifier converted by tools/import_keras_model.py, with Keras' own outputs,
 # for the Swift suite to compare (TensorFlow in a throwaway venv under .cache/).
 KERAS_VENV := $(CACHE)/keras-venv
-keras-import-check: $(CACHE)/keras-import/expected.json
-$(CACHE)/keras-import/expected.json: tools/make_keras_import_check.py tools/import_keras_model.py
+keras-venv:
 	@test -x $(KERAS_VENV)/bin/python || python3 -m venv $(KERAS_VENV)
 	@$(KERAS_VENV)/bin/python -c "import keras, safetensors" 2>/dev/null || $(KERAS_VENV)/bin/pip install --quiet tensorflow-cpu safetensors numpy
+keras-import-check: $(CACHE)/keras-import/expected.json
+$(CACHE)/keras-import/expected.json: tools/make_keras_import_check.py tools/import_keras_model.py | keras-venv
 	$(KERAS_VENV)/bin/python tools/make_keras_import_check.py $(CACHE)/keras-import
 
 # Regenerate the Keras parity fixture (TensorFlow in a throwaway venv; not needed for testing).
-keras-fixture:
-	@test -x $(KERAS_VENV)/bin/python || python3 -m venv $(KERAS_VENV)
-	@$(KERAS_VENV)/bin/python -c "import keras, safetensors" 2>/dev/null || $(KERAS_VENV)/bin/pip install --quiet tensorflow-cpu safetensors numpy
+keras-fixture: keras-venv
 	$(KERAS_VENV)/bin/python tools/make_keras_fixture.py
 
 clean:

@@ -55,7 +55,7 @@ struct TrainCommand: ParsableCommand {
         let spec = ModelInputSpec(size: inputSize, range: weights.description.inputRange, filter: filter)
         let parts = Array(Set(images.map(\.bodyPart))).sorted()
         print("training on \(images.count) images, \(Set(images.map(\.study)).count) studies, \(Set(images.map(\.patient)).count) patients (\(parts.joined(separator: ", ")))")
-        let extractor = try FeatureExtractor(backbone: weights, spec: spec, cacheRoot: cache ?? FeatureExtractor.defaultCacheRoot)
+        let extractor = try FeatureExtractor(backbone: weights, fingerprint: fingerprint, spec: spec, cacheRoot: cache ?? FeatureExtractor.defaultCacheRoot)
         let progress = ProgressLine("features")
         let features = try extractor.features(of: images.map(\.path)) { progress.update($0, $1) }
         let result = try HeadTrainer().train(images: images, features: features, targetSensitivity: targetSensitivity) { print($0) }
@@ -106,7 +106,8 @@ struct EvaluateCommand: ParsableCommand {
         let path = try DefaultModel.resolve(model)
         let loaded = try TriageModel.load(path: path)
         let images = try labels.map { try MuraDataset.scan(labels: $0, split: "valid") } ?? MuraDataset.scan(root: data, split: "valid")
-        let extractor = try FeatureExtractor(backbone: loaded.backbone, spec: loaded.spec, cacheRoot: cache ?? FeatureExtractor.defaultCacheRoot)
+        let extractor = try FeatureExtractor(backbone: loaded.backbone, fingerprint: loaded.head.description.backboneSHA256,
+                                             spec: loaded.spec, cacheRoot: cache ?? FeatureExtractor.defaultCacheRoot)
         let progress = ProgressLine("features")
         let features = try extractor.features(of: images.map(\.path)) { progress.update($0, $1) }
         let d = InceptionV3Architecture.featureCount

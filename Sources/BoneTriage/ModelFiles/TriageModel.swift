@@ -163,11 +163,11 @@ public enum BackboneFingerprint {
     public static func of(_ weights: InceptionV3Weights) -> String {
         var digest = SHA256Digest()
         digest.update(Data(weights.description.variant.rawValue.utf8))
-        let file = weights.file
+        let file = weights.file  // shares the tensors' storage, copies nothing
         for name in file.tensors.keys.sorted() {
             guard let t = file.tensors[name] else { continue }
             digest.update(Data("\(name)\(t.shape)".utf8))
-            t.values.withUnsafeBytes { digest.update(Data($0)) }
+            t.values.withUnsafeBytes { digest.update($0) }
         }
         return digest.finalHex()
     }

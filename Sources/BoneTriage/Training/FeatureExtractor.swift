@@ -8,9 +8,10 @@ public final class FeatureExtractor {
     let cacheFolder: String?
     let batchSize = 16
 
-    public init(backbone: InceptionV3Weights, spec: ModelInputSpec, cacheRoot: String?) throws {
+    /// `fingerprint` is the backbone's `BackboneFingerprint` (the caller has it already: computing it
+    /// hashes all 87 MB of weights), used to key the cache.
+    public init(backbone: InceptionV3Weights, fingerprint: String, spec: ModelInputSpec, cacheRoot: String?) throws {
         self.spec = spec
-        let fingerprint = BackboneFingerprint.of(backbone)
         engine = try InceptionV3Engine(network: InceptionV3Network(weights: backbone), inputSize: spec.size)
         if let cacheRoot {
             let key = "\(fingerprint.prefix(16))-\(spec.size)-\(spec.filter.rawValue)-\(spec.range.lowerBound)_\(spec.range.upperBound)"

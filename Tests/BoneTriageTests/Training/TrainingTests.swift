@@ -161,7 +161,7 @@ struct DefaultHeadReproductionTests {
         let images = try MuraDataset.scan(root: data, split: "train")
         #expect(images.count == 1272)
         let spec = ModelInputSpec(size: 150, range: backbone.description.inputRange, filter: .area)
-        let features = try FeatureExtractor(backbone: backbone, spec: spec, cacheRoot: FeatureExtractor.defaultCacheRoot).features(of: images.map(\.path))
+        let features = try FeatureExtractor(backbone: backbone, fingerprint: BackboneFingerprint.of(backbone), spec: spec, cacheRoot: FeatureExtractor.defaultCacheRoot).features(of: images.map(\.path))
         let result = try HeadTrainer().train(images: images, features: features, targetSensitivity: nil)
         let recorded = try #require(try JSONSerialization.jsonObject(with: Data(committed.description.crossValidation.utf8)) as? [String: Any])
         #expect(result.lambda == recorded["lambda"] as? Double)
