@@ -29,6 +29,11 @@ public final class DropFolderWatcher: @unchecked Sendable {
         fd = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
         guard fd >= 0 else { throw WatchError.cannotWatch(path: root, reason: String(cString: strerror(errno))) }
         try addWatch(self.root)
+        // Sub-folders that already exist (a study folder still being filled when the daemon started).
+        for entry in FileManager.default.enumerator(atPath: self.root)?.allObjects.compactMap({ $0 as? String }) ?? [] {
+            let path = (self.root as NSString).appendingPathComponent(entry)
+            if !Self.isRegularFile(path) { try? addWatch(path) }
+        }
     }
 
     deinit { close(fd) }

@@ -11,14 +11,106 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
     }
 }
 
+/// A peer allowed to send: its calling AE title, and the addresses it may call from (none: any address).
+public struct AllowedCaller: Sendable, Equatable {
+    public var aeTitle: String
+    public var hosts: [IPv4Range]
+
+    public init(aeTitle: String, hosts: [IPv4Range] = []) {
+        self.aeTitle = aeTitle
+        self.hosts = hosts
+    }
+
+    public func admits(aeTitle title: String, from address: String) -> Bool {
+        guard title == aeTitle else { return false }
+        guard !hosts.isEmpty else { return true }
+        guard let ip = IPv4Range.parseAddress(address) else { return false }
+        return hosts.contains { $0.contains(ip) }
+    }
+}
+
+/// An IPv4 address or CIDR block ("10.1.2.3", "10.1.0.0/16").
+public struct IPv4Range: Sendable, Equatable, CustomStringConvertible {
+    public let network: UInt32
+    public let prefix: Int
+
+    public init?(_ text: String) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let address = Self.parseAddress(String(parts[0])) else { return nil }
+        let prefix = parts.count == 2 ? Int(parts[1]) : 32
+        guard let prefix, (0...32).contains(prefix) else { return nil }
+        self.prefix = prefix
+        network = address & Self.mask(prefix)
+    }
+
+    static func mask(_ prefix: Int) -> UInt32 { prefix == 0 ? 0 : ~UInt32(0) << (32 - prefix) }
+
+    public static func parseAddress(_ text: String) -> UInt32? {
+        let octets = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard octets.count == 4 else { return nil }
+        var value: UInt32 = 0
+        for octet in octets {
+            guard !octet.isEmpty, octet.count <= 3, octet.allSatisfy(\.isASCII), let n = UInt32(octet), n <= 255 else { return nil }
+            value = value << 8 | n
+        }
+        return value
+    }
+
+    public func contains(_ address: UInt32) -> Bool { address & Self.mask(prefix) == network }
+
+    public var description: String {
+        let octets = [24, 16, 8, 0].map { String((network >> UInt32($0)) & 0xFF) }.joined(separator: ".")
+        return prefix == 32 ? octets : "\(octets)/\(prefix)"
+    }
+}
+
+/// What happens to a study's files once its triage is recorded.
+public enum PostTriageAction: String, Sendable, CaseIterable {
+    /// Leave them in the spool.
+    case keep
+    /// Move them under the archive folder (the worklist follows them).
+    case archive
+    /// Delete them; a later instance of the same study re-uses the recorded per-image probabilities.
+    case delete
+}
+
 /// BoneTriage's settings, read from one TOML file (`etc/bonetriage.toml` is the commented example).
 /// Every key has a documented default, so an empty file is a valid configuration.
 public struct BoneTriageConfiguration: Sendable, Equatable {
     public static let defaultPath = "/etc/bonetriage/bonetriage.toml"
-    public static let defaultDatabasePath = "/var/lib/bonetriage/worklist.sqlite"
+    public static let stateDirectory = "/var/lib/bonetriage"
+    public static let defaultDatabasePath = stateDirectory + "/worklist.sqlite"
 
-    /// `[worklist] database`: the SQLite worklist the daemon writes and the CLI reads.
+    // [dicom]
+    public var aeTitle = "BONETRIAGE"
+    public var bindAddress = "0.0.0.0"
+    public var port = 11112
+    public var allowedCallers: [AllowedCaller] = []
+    public var maxAssociations = 8
+    public var acseTimeout = 10
+    public var dimseTimeout = 60
+    public var maxPDU = 65536
+    // [drop_folder]
+    public var dropFolder: String? = stateDirectory + "/drop"
+    // [storage]
+    public var spoolFolder = stateDirectory + "/spool"
+    public var archiveFolder = stateDirectory + "/archive"
+    public var quarantineFolder = stateDirectory + "/quarantine"
+    public var afterTriage = PostTriageAction.keep
+    public var minimumFreeSpaceMB = 512
+    // [worklist]
     public var databasePath: String = defaultDatabasePath
+    // [model]
+    /// Nil: the default model's search path (`$BONETRIAGE_MODEL`, then the state directory, then the checkout).
+    public var modelPath: String?
+    // [triage]
+    public var quietPeriod: Double = 30
+    public var workers = 1
+    /// Threads per worker's engine; 0 means every core.
+    public var engineThreads = 0
+    public var coveredBodyParts: [String] = ["HUMERUS", "ARM"]
+    public var triageUnknownBodyPart = false
+    public var maximumMegapixels = 256
 
     public init() {}
 
@@ -40,25 +132,182 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
         } catch let error as TOMLParseError {
             throw ConfigurationError(path: path, problems: ["TOML syntax error at line \(error.source.begin.line), column \(error.source.begin.column): \(error.description)"])
         }
-        var config = BoneTriageConfiguration()
-        var problems: [String] = []
-        if let worklist = table["worklist"] {
-            if let section = worklist.table {
-                for key in section.keys where key != "database" {
-                    problems.append("[worklist] \(key): unknown key (known: database)")
-                }
-                if let value = section["database"] {
-                    if let path = value.string, !path.isEmpty, path.hasPrefix("/") {
-                        config.databasePath = path
-                    } else {
-                        problems.append("[worklist] database = \(value): must be an absolute path in quotes, e.g. \"\(defaultDatabasePath)\"")
-                    }
-                }
-            } else {
-                problems.append("worklist = \(worklist): must be a table ([worklist])")
+        var reader = ConfigurationReader(root: table)
+        var c = BoneTriageConfiguration()
+        reader.knownSections(["dicom", "drop_folder", "storage", "worklist", "model", "triage"])
+
+        reader.section("dicom", keys: ["ae_title", "bind_address", "port", "allowed_callers", "max_associations",
+                                       "acse_timeout_seconds", "dimse_timeout_seconds", "max_pdu"]) { r in
+            r.string("ae_title", into: &c.aeTitle, rule: "1 to 16 characters of printable ASCII without backslash, e.g. \"BONETRIAGE\"") { Self.isAETitle($0) }
+            r.string("bind_address", into: &c.bindAddress, rule: "an IPv4 address: \"0.0.0.0\" for every interface, \"127.0.0.1\" for this machine only") {
+                IPv4Range.parseAddress($0) != nil
+            }
+            r.integer("port", into: &c.port, range: 0...65535, rule: "a TCP port (104 needs CAP_NET_BIND_SERVICE; 11112 does not; 0 picks a free one, for tests)")
+            r.integer("max_associations", into: &c.maxAssociations, range: 1...256)
+            r.integer("acse_timeout_seconds", into: &c.acseTimeout, range: 1...600)
+            r.integer("dimse_timeout_seconds", into: &c.dimseTimeout, range: 1...3600)
+            r.integer("max_pdu", into: &c.maxPDU, range: 4096...131_072, rule: "bytes, between 4096 and 131072")
+            c.allowedCallers = r.callers("allowed_callers")
+        }
+        reader.section("drop_folder", keys: ["path"]) { r in
+            var path = c.dropFolder ?? ""
+            r.string("path", into: &path, rule: "an absolute path, or \"\" to turn the drop folder off") { $0.isEmpty || $0.hasPrefix("/") }
+            c.dropFolder = path.isEmpty ? nil : path
+        }
+        reader.section("storage", keys: ["spool", "archive", "quarantine", "after_triage", "minimum_free_space_mb"]) { r in
+            r.absolutePath("spool", into: &c.spoolFolder)
+            r.absolutePath("archive", into: &c.archiveFolder)
+            r.absolutePath("quarantine", into: &c.quarantineFolder)
+            var action = c.afterTriage.rawValue
+            r.string("after_triage", into: &action, rule: "one of \"keep\", \"archive\", \"delete\"") { PostTriageAction(rawValue: $0) != nil }
+            c.afterTriage = PostTriageAction(rawValue: action) ?? c.afterTriage
+            r.integer("minimum_free_space_mb", into: &c.minimumFreeSpaceMB, range: 0...1_000_000)
+        }
+        reader.section("worklist", keys: ["database"]) { r in
+            r.absolutePath("database", into: &c.databasePath, example: defaultDatabasePath)
+        }
+        reader.section("model", keys: ["path"]) { r in
+            var path = c.modelPath ?? ""
+            r.string("path", into: &path, rule: "an absolute path to a model file made by `bonetriage model join`") { $0.hasPrefix("/") }
+            c.modelPath = path.isEmpty ? nil : path
+        }
+        reader.section("triage", keys: ["quiet_period_seconds", "workers", "engine_threads", "covered_body_parts",
+                                        "triage_unknown_body_part", "maximum_megapixels"]) { r in
+            r.number("quiet_period_seconds", into: &c.quietPeriod, range: 0...86_400)
+            r.integer("workers", into: &c.workers, range: 1...64)
+            r.integer("engine_threads", into: &c.engineThreads, range: 0...256, rule: "0 (every core) or a thread count")
+            r.strings("covered_body_parts", into: &c.coveredBodyParts, rule: "a list of Body Part Examined values, e.g. [\"HUMERUS\", \"ARM\"]")
+            c.coveredBodyParts = c.coveredBodyParts.map { $0.uppercased() }
+            r.bool("triage_unknown_body_part", into: &c.triageUnknownBodyPart)
+            r.integer("maximum_megapixels", into: &c.maximumMegapixels, range: 1...4096)
+        }
+        let folders = [("storage.spool", c.spoolFolder), ("storage.archive", c.archiveFolder), ("storage.quarantine", c.quarantineFolder)]
+            + (c.dropFolder.map { [("drop_folder.path", $0)] } ?? [])
+        for (i, a) in folders.enumerated() {
+            for b in folders[(i + 1)...] where Self.overlaps(a.1, b.1) {
+                reader.problems.append("\(a.0) = \"\(a.1)\" and \(b.0) = \"\(b.1)\": must be separate folders, neither inside the other")
             }
         }
-        guard problems.isEmpty else { throw ConfigurationError(path: path, problems: problems) }
-        return config
+        guard reader.problems.isEmpty else { throw ConfigurationError(path: path, problems: reader.problems) }
+        return c
+    }
+
+    static func isAETitle(_ s: String) -> Bool {
+        let t = s.trimmingCharacters(in: .whitespaces)
+        return !t.isEmpty && s.count <= 16 && s.allSatisfy { $0.isASCII && $0 != "\\" && ($0.asciiValue ?? 0) >= 0x20 && ($0.asciiValue ?? 0) < 0x7F }
+    }
+
+    static func overlaps(_ a: String, _ b: String) -> Bool {
+        let x = a.hasSuffix("/") ? a : a + "/", y = b.hasSuffix("/") ? b : b + "/"
+        return x.hasPrefix(y) || y.hasPrefix(x)
+    }
+}
+
+/// Reads typed values out of a TOML table and collects every problem instead of stopping at the first.
+struct ConfigurationReader {
+    let root: TOMLTable
+    var problems: [String] = []
+    private var sectionName = ""
+    private var table = TOMLTable()
+
+    init(root: TOMLTable) { self.root = root }
+
+    mutating func knownSections(_ names: [String]) {
+        for key in root.keys.sorted() where !names.contains(key) {
+            problems.append("[\(key)]: unknown section (known: \(names.joined(separator: ", ")))")
+        }
+    }
+
+    mutating func section(_ name: String, keys: [String], _ body: (inout ConfigurationReader) -> Void) {
+        guard let value = root[name] else { return }
+        guard let t = value.table else {
+            problems.append("\(name) = \(value): must be a table ([\(name)])")
+            return
+        }
+        sectionName = name
+        table = t
+        for key in t.keys.sorted() where !keys.contains(key) {
+            problems.append("[\(name)] \(key): unknown key (known: \(keys.joined(separator: ", ")))")
+        }
+        body(&self)
+    }
+
+    private mutating func complain(_ key: String, _ value: TOMLValueConvertible, _ rule: String) {
+        problems.append("[\(sectionName)] \(key) = \(value): must be \(rule)")
+    }
+
+    mutating func string(_ key: String, into target: inout String, rule: String, valid: (String) -> Bool) {
+        guard let value = table[key] else { return }
+        if let s = value.string, valid(s) { target = s } else { complain(key, value, rule) }
+    }
+
+    mutating func absolutePath(_ key: String, into target: inout String, example: String? = nil) {
+        string(key, into: &target, rule: "an absolute path in quotes, e.g. \"\(example ?? target)\"") { $0.hasPrefix("/") && $0.count > 1 }
+    }
+
+    mutating func integer(_ key: String, into target: inout Int, range: ClosedRange<Int>, rule: String? = nil) {
+        guard let value = table[key] else { return }
+        if let n = value.int, range.contains(n) { target = n } else {
+            complain(key, value, rule ?? "a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+    }
+
+    mutating func number(_ key: String, into target: inout Double, range: ClosedRange<Double>) {
+        guard let value = table[key] else { return }
+        if let n = value.double ?? value.int.map(Double.init), range.contains(n) { target = n } else {
+            complain(key, value, "a number of seconds from \(Int(range.lowerBound)) to \(Int(range.upperBound))")
+        }
+    }
+
+    mutating func bool(_ key: String, into target: inout Bool) {
+        guard let value = table[key] else { return }
+        if let b = value.bool { target = b } else { complain(key, value, "true or false") }
+    }
+
+    mutating func strings(_ key: String, into target: inout [String], rule: String) {
+        guard let value = table[key] else { return }
+        guard let array = value.array else { return complain(key, value, rule) }
+        let items = array.map { $0.string?.trimmingCharacters(in: .whitespaces) }
+        guard items.allSatisfy({ $0.map { !$0.isEmpty } ?? false }) else { return complain(key, value, rule) }
+        target = items.compactMap { $0 }
+    }
+
+    /// `allowed_callers = [{ ae_title = "PACS", hosts = ["10.0.0.5", "10.1.0.0/16"] }, ...]`
+    mutating func callers(_ key: String) -> [AllowedCaller] {
+        guard let value = table[key] else { return [] }
+        let rule = "a list of tables like { ae_title = \"PACS\", hosts = [\"10.0.0.5\"] } (hosts optional: any address)"
+        guard let array = value.array else {
+            complain(key, value, rule)
+            return []
+        }
+        var callers: [AllowedCaller] = []
+        for (i, item) in array.enumerated() {
+            let place = "[\(sectionName)] \(key)[\(i)]"
+            guard let entry = item.table else {
+                problems.append("\(place) = \(item): must be \(rule)")
+                continue
+            }
+            for k in entry.keys.sorted() where !["ae_title", "hosts"].contains(k) {
+                problems.append("\(place) \(k): unknown key (known: ae_title, hosts)")
+            }
+            guard let title = entry["ae_title"]?.string, BoneTriageConfiguration.isAETitle(title) else {
+                problems.append("\(place) ae_title: must be the caller's AE title, 1 to 16 printable ASCII characters")
+                continue
+            }
+            var hosts: [IPv4Range] = []
+            if let list = entry["hosts"] {
+                guard let items = list.array else {
+                    problems.append("\(place) hosts = \(list): must be a list of IPv4 addresses or CIDR blocks")
+                    continue
+                }
+                for host in items {
+                    if let text = host.string, let range = IPv4Range(text) { hosts.append(range) } else {
+                        problems.append("\(place) hosts: \(host) is not an IPv4 address or CIDR block (e.g. \"10.0.0.5\" or \"10.1.0.0/16\")")
+                    }
+                }
+            }
+            callers.append(AllowedCaller(aeTitle: title.trimmingCharacters(in: .whitespaces), hosts: hosts))
+        }
+        return callers
     }
 }

@@ -27,33 +27,66 @@ public final class StudyClassifier {
         engine = try InceptionV3Engine(network: InceptionV3Network(weights: model.backbone), inputSize: model.spec.size, threads: threads)
     }
 
-    /// Reads, renders and classifies every file; a file that cannot be read is an error (the caller
-    /// decides whether to quarantine it), an ineligible one is reported with its reason.
-    public func classify(paths: [String]) throws -> StudyResult {
-        var results: [ImageResult] = []
+    /// What became of one file: its probability, why it is not applicable, or why it could not be read.
+    public enum ImageOutcome: Sendable {
+        case probability(Double)
+        case notApplicable(reason: String)
+        case unreadable(any Error)
+    }
+
+    /// Reads, renders and classifies every file (all frames, batched); one outcome per file, in order.
+    /// A file that cannot be read does not stop the others.
+    public func outcomes(paths: [String]) -> [ImageOutcome] {
+        var outcomes: [ImageOutcome] = []
         var inputs: [(image: Int, input: [Float])] = []
         for path in paths {
-            let image = try IncomingImage.read(path: path)
-            if case let .notApplicable(reason) = image.eligibility {
-                results.append(ImageResult(path: path, probability: nil, notApplicableReason: reason))
-                continue
+            do {
+                let image = try IncomingImage.read(path: path)
+                if case let .notApplicable(reason) = image.eligibility {
+                    outcomes.append(.notApplicable(reason: reason))
+                    continue
+                }
+                outcomes.append(.probability(.nan))
+                for frame in image.frames { inputs.append((outcomes.count - 1, ModelInput.make(frame, spec: model.spec))) }
+            } catch {
+                outcomes.append(.unreadable(error))
             }
-            results.append(ImageResult(path: path, probability: nil, notApplicableReason: nil))
-            for frame in image.frames { inputs.append((results.count - 1, ModelInput.make(frame, spec: model.spec))) }
         }
-        var sums = [Double](repeating: 0, count: results.count), counts = [Int](repeating: 0, count: results.count)
+        var sums = [Double](repeating: 0, count: outcomes.count), counts = [Int](repeating: 0, count: outcomes.count)
         var start = 0
         let d = InceptionV3Architecture.featureCount
         while start < inputs.count {
             let batch = Array(inputs[start..<min(inputs.count, start + batchSize)])
-            let features = try engine.pooledFeatures(Array(batch.map(\.input).joined()), batch: batch.count)
-            for (k, item) in batch.enumerated() {
-                sums[item.image] += model.head.head.probability(features[(k * d)..<((k + 1) * d)])
-                counts[item.image] += 1
-            }
             start += batch.count
+            do {
+                let features = try engine.pooledFeatures(Array(batch.map(\.input).joined()), batch: batch.count)
+                for (k, item) in batch.enumerated() {
+                    sums[item.image] += model.head.head.probability(features[(k * d)..<((k + 1) * d)])
+                    counts[item.image] += 1
+                }
+            } catch {
+                for item in batch { outcomes[item.image] = .unreadable(error) }
+            }
         }
-        for i in results.indices where counts[i] > 0 { results[i].probability = sums[i] / Double(counts[i]) }
+        for i in outcomes.indices {
+            guard case .probability = outcomes[i] else { continue }
+            outcomes[i] = counts[i] > 0 ? .probability(sums[i] / Double(counts[i]))
+                : .unreadable(ImagingError.undecodable(path: paths[i], reason: "the image has no frame"))
+        }
+        return outcomes
+    }
+
+    /// Classifies a study's files; a file that cannot be read is an error (the caller decides whether to
+    /// quarantine it), an ineligible one is reported with its reason.
+    public func classify(paths: [String]) throws -> StudyResult {
+        var results: [ImageResult] = []
+        for (path, outcome) in zip(paths, outcomes(paths: paths)) {
+            switch outcome {
+            case let .probability(p): results.append(ImageResult(path: path, probability: p, notApplicableReason: nil))
+            case let .notApplicable(reason): results.append(ImageResult(path: path, probability: nil, notApplicableReason: reason))
+            case let .unreadable(error): throw error
+            }
+        }
         let probabilities = results.compactMap(\.probability)
         let threshold = model.head.description.threshold
         let mean = probabilities.isEmpty ? nil : probabilities.reduce(0, +) / Double(probabilities.count)

@@ -126,6 +126,9 @@ public final class SQLiteWorklist: WorklistStore {
         try write { db in
             var study = try Self.studyRow(db, uid: r.studyInstanceUID)
             guard let studyID = study.id else { throw WorklistError.studyNotFound(handle: r.studyInstanceUID) }
+            if let count = r.imageCount, count != study.imageCount {
+                throw WorklistError.triageSuperseded(shortID: study.shortID, classified: count, now: study.imageCount)
+            }
             var images = try StudyImage.filter(Column("studyID") == studyID).fetchAll(db)
             for i in images.indices {
                 images[i].probability = images[i].eligible ? r.imageProbabilities[images[i].sopInstanceUID] : nil
@@ -151,6 +154,14 @@ public final class SQLiteWorklist: WorklistStore {
             if study.reviewState != .unreviewed { study.changedAfterReview = true }
             try study.update(db)
             return study
+        }
+    }
+
+    public func updateImagePaths(_ paths: [String: String]) throws {
+        try write { db in
+            for (sop, path) in paths {
+                try db.execute(sql: "UPDATE image SET filePath = ? WHERE sopInstanceUID = ?", arguments: [path, sop])
+            }
         }
     }
 

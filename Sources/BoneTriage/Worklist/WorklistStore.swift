@@ -10,6 +10,9 @@ public enum WorklistError: Error, CustomStringConvertible, Equatable {
     case ambiguousStudy(handle: String, candidates: [String])
     case nothingToConfirm(shortID: String, state: StudyState)
     case invalidHandle(String)
+    /// Instances arrived while the study was being triaged: the result was not recorded, and the study
+    /// is triaged again with them.
+    case triageSuperseded(shortID: String, classified: Int, now: Int)
 
     public var description: String {
         switch self {
@@ -25,6 +28,8 @@ public enum WorklistError: Error, CustomStringConvertible, Equatable {
             return "'\(handle)' matches \(candidates.count) studies (\(candidates.prefix(5).joined(separator: ", "))\(candidates.count > 5 ? ", ..." : "")); type more characters of the ID"
         case let .nothingToConfirm(id, state):
             return "study \(id) has no model verdict to confirm (state: \(state.rawValue)); record a label with `bonetriage override \(id) --label normal|abnormal`"
+        case let .triageSuperseded(id, classified, now):
+            return "study \(id) now has \(now) images, \(classified) when its triage started; it is triaged again"
         case let .invalidHandle(handle):
             return "'\(handle)' is not a study ID: give at least 4 characters of the ID shown by `bonetriage list`, or of the Study Instance UID"
         }
@@ -78,9 +83,13 @@ public struct TriageResult: Sendable {
     public var modelID: String
     public var modelHash: String
     public var triagedAt: Date
+    /// The study's image count when the triage read it; when set and the study has more images by the
+    /// time the result is recorded, the result is refused as superseded.
+    public var imageCount: Int?
 
     public init(studyInstanceUID: String, imageProbabilities: [String: Double], threshold: Double,
-                modelID: String, modelHash: String, triagedAt: Date = Date()) {
+                modelID: String, modelHash: String, triagedAt: Date = Date(), imageCount: Int? = nil) {
+        self.imageCount = imageCount
         self.studyInstanceUID = studyInstanceUID
         self.imageProbabilities = imageProbabilities
         self.threshold = threshold
@@ -111,6 +120,8 @@ public protocol WorklistStore: Sendable {
     @discardableResult func recordTriage(_ result: TriageResult) throws -> Study
     func markNotApplicable(studyInstanceUID: String, reason: String) throws
     func markFailed(studyInstanceUID: String, reason: String) throws
+    /// Where a study's files are now (after the post-triage move to the archive), by SOP Instance UID.
+    func updateImagePaths(_ paths: [String: String]) throws
     func studies(matching filter: WorklistFilter) throws -> [Study]
     func study(handle: String) throws -> Study
     func images(ofStudy id: Int64) throws -> [StudyImage]

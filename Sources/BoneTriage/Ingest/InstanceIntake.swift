@@ -1,0 +1,246 @@
+import Foundation
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The C-STORE status BoneTriage answers (the README's conformance table lists them).
+public enum StoreStatus: UInt16, Sendable {
+    case success = 0x0000
+    /// The spool could not take the file (disk full, folder not writable): the sender should retry later.
+    case outOfResources = 0xA700
+    /// The file is in the spool but the worklist could not record it (database locked or unwritable).
+    case worklistUnavailable = 0xA701
+    /// The dataset's SOP Instance UID is not the one the C-STORE request announced.
+    case datasetDoesNotMatch = 0xA900
+    /// Not a DICOM dataset DCMTK can parse, or one without a Study or SOP Instance UID.
+    case cannotUnderstand = 0xC000
+}
+
+/// One dataset received over C-STORE, already fsync'd in the spool's incoming folder.
+public struct ReceivedInstance: Sendable {
+    public var temporaryPath: String
+    public var sopClassUID: String
+    public var sopInstanceUID: String
+    public var callingAETitle: String
+    public var peerAddress: String
+
+    public init(temporaryPath: String, sopClassUID: String, sopInstanceUID: String, callingAETitle: String, peerAddress: String) {
+        self.temporaryPath = temporaryPath
+        self.sopClassUID = sopClassUID
+        self.sopInstanceUID = sopInstanceUID
+        self.callingAETitle = callingAETitle
+        self.peerAddress = peerAddress
+    }
+}
+
+/// An instance now durable in the spool and recorded in the worklist: what the study assembler needs.
+public struct ArrivalNotice: Sendable, Equatable {
+    public var studyInstanceUID: String
+    public var sopInstanceUID: String
+    public var receivedAt: Date
+    public var expectedInstances: Int?
+}
+
+/// What became of a file dropped into the drop folder.
+public enum DropOutcome: Equatable, Sendable {
+    case recorded(ArrivalNotice)
+    case duplicate
+    case quarantined(path: String, reason: String)
+    /// The file vanished or could not be moved; it stays where it is and is tried again at the next start.
+    case leftInPlace(reason: String)
+}
+
+/// Takes every arriving file (C-STORE or drop folder) through the same steps: read its header, put it
+/// durably in the spool, record it in the worklist, then tell the study assembler. Unreadable files go
+/// to quarantine with their reason. Thread-safe: called from association threads and the watcher.
+public final class InstanceIntake: Sendable {
+    public let spool: Spool
+    public let quarantine: Quarantine
+    let worklist: any WorklistStore
+    let logger: Logger
+    let notify: @Sendable (ArrivalNotice) -> Void
+
+    public init(spool: Spool, quarantine: Quarantine, worklist: any WorklistStore, logger: Logger,
+                notify: @escaping @Sendable (ArrivalNotice) -> Void) {
+        self.spool = spool
+        self.quarantine = quarantine
+        self.worklist = worklist
+        self.logger = logger
+        self.notify = notify
+    }
+
+    // MARK: C-STORE
+
+    public func store(_ received: ReceivedInstance) -> StoreStatus {
+        let metadata: DicomMetadata
+        do {
+            metadata = try DicomReader.metadata(path: received.temporaryPath)
+        } catch {
+            return refuse(received, .cannotUnderstand, reason: "not a readable DICOM dataset: \(error)")
+        }
+        guard let study = metadata.studyInstanceUID, !study.isEmpty else {
+            return refuse(received, .cannotUnderstand, reason: "the dataset has no Study Instance UID (0020,000D)")
+        }
+        let sop = metadata.sopInstanceUID ?? ""
+        guard sop == received.sopInstanceUID else {
+            return refuse(received, .datasetDoesNotMatch,
+                          reason: "the dataset's SOP Instance UID '\(sop)' differs from the request's '\(received.sopInstanceUID)'")
+        }
+        let placement: Spool.Placement
+        do {
+            placement = try spool.place(temporary: received.temporaryPath, study: study, instance: sop, fileExtension: "dcm")
+        } catch {
+            unlink(received.temporaryPath)
+            logger.error("C-STORE answered 0xA700 (out of resources): \(error)")
+            return .outOfResources
+        }
+        var arrival = Self.arrival(metadata, study: study, sop: sop, path: placement.path, source: .cstore)
+        arrival.callingAETitle = received.callingAETitle
+        arrival.peerAddress = received.peerAddress
+        do {
+            if try worklist.recordArrival(arrival) == .duplicate {
+                logger.info("repeated instance acknowledged and stored once", metadata: ["study": "\(Study.shortID(for: study))"])
+                return .success
+            }
+        } catch {
+            // The file stays in the spool under its final name: the sender's retry finds it there.
+            logger.error("C-STORE answered 0xA701: the worklist could not record the instance: \(error)")
+            return .worklistUnavailable
+        }
+        logger.debug("instance stored", metadata: ["study": "\(Study.shortID(for: study))", "path": "\(placement.path)"])
+        notify(ArrivalNotice(studyInstanceUID: study, sopInstanceUID: sop, receivedAt: arrival.receivedAt,
+                             expectedInstances: metadata.numberOfStudyRelatedInstances))
+        return .success
+    }
+
+    private func refuse(_ received: ReceivedInstance, _ status: StoreStatus, reason: String) -> StoreStatus {
+        let name = Spool.component(received.sopInstanceUID) + ".dcm"
+        do {
+            let kept = try quarantine.admit(received.temporaryPath, originalName: name,
+                                            reason: "C-STORE from '\(received.callingAETitle)' at \(received.peerAddress) answered 0x"
+                                                + String(status.rawValue, radix: 16, uppercase: true) + ": " + reason)
+            logger.warning("C-STORE answered 0x\(String(status.rawValue, radix: 16, uppercase: true)): \(reason); kept in \(kept)")
+        } catch {
+            unlink(received.temporaryPath)
+            logger.error("C-STORE answered 0x\(String(status.rawValue, radix: 16, uppercase: true)): \(reason); could not quarantine: \(error)")
+        }
+        return status
+    }
+
+    // MARK: Drop folder
+
+    /// Reads a complete file from the drop folder, puts it in the spool and the worklist, and removes it
+    /// from the drop folder only then. PNG files are grouped into studies by folder (MURA-style).
+    public func ingest(dropped path: String, dropRoot: String) -> DropOutcome {
+        guard FileManager.default.fileExists(atPath: path) else { return .leftInPlace(reason: "the file is gone") }
+        let relative = Self.relativePath(path, root: dropRoot)
+        let arrival: InstanceArrival, expected: Int?, ext: String
+        do {
+            if Self.isPNG(path) {
+                _ = try PNGReader.read(path: path, maximumPixels: DicomReader.defaultMaximumPixels)
+                arrival = try Self.pngArrival(path: path, relative: relative)
+                expected = nil
+                ext = "png"
+            } else {
+                let metadata = try DicomReader.metadata(path: path)
+                guard let study = metadata.studyInstanceUID, !study.isEmpty else {
+                    throw ImagingError.notDICOM(path: path, reason: "it has no Study Instance UID (0020,000D)")
+                }
+                let sop = metadata.sopInstanceUID.flatMap { $0.isEmpty ? nil : $0 } ?? Self.contentUID(path: path)
+                arrival = Self.arrival(metadata, study: study, sop: sop, path: path, source: .dropFolder)
+                expected = metadata.numberOfStudyRelatedInstances
+                ext = "dcm"
+            }
+        } catch {
+            let reason = "\(error)"
+            do {
+                let kept = try quarantine.admit(path, originalName: relative, reason: reason)
+                logger.warning("dropped file quarantined: \(relative): \(reason)")
+                return .quarantined(path: kept, reason: reason)
+            } catch {
+                logger.error("dropped file \(relative) is unreadable and could not be quarantined (\(error)); left in place")
+                return .leftInPlace(reason: "\(error)")
+            }
+        }
+        do {
+            let temporary = spool.temporaryPath(tag: "drop")
+            try FileSystem.copyDurably(path, to: temporary)
+            let placement = try spool.place(temporary: temporary, study: arrival.studyInstanceUID, instance: arrival.sopInstanceUID, fileExtension: ext)
+            var recorded = arrival
+            recorded.filePath = placement.path
+            let outcome = try worklist.recordArrival(recorded)
+            unlink(path)
+            if outcome == .duplicate {
+                logger.info("dropped file was already received; stored once", metadata: ["study": "\(Study.shortID(for: arrival.studyInstanceUID))"])
+                return .duplicate
+            }
+            let notice = ArrivalNotice(studyInstanceUID: arrival.studyInstanceUID, sopInstanceUID: arrival.sopInstanceUID,
+                                       receivedAt: recorded.receivedAt, expectedInstances: expected)
+            notify(notice)
+            return .recorded(notice)
+        } catch {
+            logger.error("dropped file \(relative) left in the drop folder: \(error); it is tried again at the next start")
+            return .leftInPlace(reason: "\(error)")
+        }
+    }
+
+    // MARK: Helpers
+
+    static func arrival(_ m: DicomMetadata, study: String, sop: String, path: String, source: StudySource) -> InstanceArrival {
+        let eligibility = Eligibility.decide(m)
+        var a = InstanceArrival(studyInstanceUID: study, sopInstanceUID: sop, seriesInstanceUID: m.seriesInstanceUID, filePath: path,
+                                eligible: eligibility.isEligible, source: source)
+        if case let .notApplicable(reason) = eligibility { a.eligibilityReason = reason }
+        a.patientID = m.patientID
+        a.patientName = m.patientName
+        a.accessionNumber = m.accessionNumber
+        a.studyDate = m.studyDate
+        a.modality = m.modality
+        a.bodyPart = m.bodyPartExamined.flatMap { $0.isEmpty ? nil : $0.uppercased() }
+        a.studyDescription = m.studyDescription
+        return a
+    }
+
+    /// A PNG study is its folder: the Study UID is derived from the folder's path under the drop folder,
+    /// the SOP UID from the file's content (so the same image dropped twice is stored once), and the body
+    /// part from a MURA-style `XR_<PART>` folder name when there is one.
+    static func pngArrival(path: String, relative: String) throws -> InstanceArrival {
+        let folder = (relative as NSString).deletingLastPathComponent
+        let components = folder.split(separator: "/").map(String.init)
+        var a = InstanceArrival(studyInstanceUID: uid(from: Data("bonetriage-drop-folder:\(folder)".utf8)),
+                                sopInstanceUID: contentUID(path: path), filePath: path, eligible: true, source: .dropFolder)
+        a.bodyPart = components.first { $0.uppercased().hasPrefix("XR_") }.map { String($0.dropFirst(3)).uppercased() }
+        a.patientID = components.first { $0.lowercased().hasPrefix("patient") }
+        a.studyDescription = folder.isEmpty ? nil : folder
+        a.modality = "OT"
+        return a
+    }
+
+    /// A DICOM UID under the 2.25 root (ISO/IEC 9834-8): the first 128 bits of a SHA-256, in decimal.
+    static func uid(from data: Data) -> String {
+        let hex = SHA256Digest.hex(data).prefix(32)
+        let value = UInt128(hex, radix: 16) ?? 1
+        return "2.25.\(value)"
+    }
+
+    static func contentUID(path: String) -> String {
+        var digest = SHA256Digest()
+        if let handle = FileHandle(forReadingAtPath: path) {
+            while let chunk = try? handle.read(upToCount: 1 << 20), !chunk.isEmpty { digest.update(chunk) }
+            try? handle.close()
+        }
+        let value = UInt128(digest.finalHex().prefix(32), radix: 16) ?? 1
+        return "2.25.\(value)"
+    }
+
+    static func isPNG(_ path: String) -> Bool {
+        let head = (FileHandle(forReadingAtPath: path).flatMap { try? $0.read(upToCount: 8) }) ?? Data()
+        return Array(head) == IncomingImage.pngSignature || path.lowercased().hasSuffix(".png")
+    }
+
+    static func relativePath(_ path: String, root: String) -> String {
+        let prefix = root.hasSuffix("/") ? root : root + "/"
+        return path.hasPrefix(prefix) ? String(path.dropFirst(prefix.count)) : (path as NSString).lastPathComponent
+    }
+}

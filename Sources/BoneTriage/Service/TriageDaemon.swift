@@ -1,0 +1,207 @@
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `bonetriage serve`: the one place that wires the receiver, the drop-folder watcher, the study
+/// assembler and the triage workers together, and runs them until SIGTERM.
+///
+/// Each part runs on its own thread because each blocks in C (DCMTK's accept loop, inotify's poll,
+/// BLAS): nothing here parks Swift's cooperative pool. Signals arrive on a dispatch queue: SIGTERM and
+/// SIGINT stop (associations and the study being triaged finish; queued studies stay in the worklist
+/// and resume at the next start), SIGHUP reloads the model and the allowed callers.
+public final class TriageDaemon: @unchecked Sendable {
+    public let configurationPath: String?
+    let configuration: BoneTriageConfiguration
+    let logger: Logger
+    let notifier = SystemdNotifier()
+
+    private let stopRequested = Mutex(false)
+    private let stopSignal = DispatchSemaphore(value: 0)
+    private let received = Atomic<Int>(0)
+    private let triaged = Atomic<Int>(0)
+    private let failed = Atomic<Int>(0)
+
+    public init(configuration: BoneTriageConfiguration, configurationPath: String?, logger: Logger) {
+        self.configuration = configuration
+        self.configurationPath = configurationPath
+        self.logger = logger
+    }
+
+    /// Runs until stopped; throws only when the daemon cannot start at all (the message says what to fix).
+    public func run() throws {
+        signal(SIGPIPE, SIG_IGN)
+        let c = configuration
+        let spool = Spool(root: c.spoolFolder)
+        let quarantine = Quarantine(root: c.quarantineFolder)
+        let cleared = try spool.prepare()
+        if cleared > 0 { logger.info("cleared \(cleared) partly received file(s) left by the previous run (never acknowledged)") }
+        try quarantine.prepare()
+        if c.afterTriage == .archive { try FileSystem.makeFolder(c.archiveFolder) }
+        if let drop = c.dropFolder { try FileSystem.makeFolder(drop) }
+        try FileSystem.makeFolder((c.databasePath as NSString).deletingLastPathComponent)
+        let worklist = try SQLiteWorklist(path: c.databasePath, create: true)
+
+        let models = ModelSlot(loadModel())
+        let scheduler = TriageScheduler(quietPeriod: c.quietPeriod)
+        var restored = 0
+        for study in try worklist.studies(matching: { var f = WorklistFilter(); f.states = [.receiving, .pending]; return f }()) {
+            guard let id = study.id else { continue }
+            scheduler.restore(study: study.studyInstanceUID, instances: try worklist.images(ofStudy: id).map(\.sopInstanceUID),
+                              lastArrival: study.lastReceivedAt)
+            restored += 1
+        }
+        if restored > 0 { logger.info("\(restored) study(ies) from the previous run resume where they were") }
+
+        let intake = InstanceIntake(spool: spool, quarantine: quarantine, worklist: worklist, logger: logger) { [self] notice in
+            received.add(1, ordering: .relaxed)
+            scheduler.arrived(notice)
+        }
+        if c.allowedCallers.isEmpty {
+            logger.warning("no [dicom] allowed_callers: every association will be refused; add the PACS's AE title and address")
+        }
+        let receiver = try StorageReceiver(configuration: c, intake: intake, logger: logger)
+        let watcher = try c.dropFolder.map { try DropFolderWatcher(root: $0) }
+
+        let threads = DispatchGroup()
+        Self.spawn("dicom-receiver", group: threads) { receiver.run() }
+        if let watcher {
+            Self.spawn("drop-folder", group: threads) { [self] in watch(watcher, intake: intake) }
+        }
+        let policy = TriagePolicy(configuration: c)
+        for n in 0..<c.workers {
+            let worker = StudyTriage(worklist: worklist, models: models, policy: policy, logger: logger)
+            Self.spawn("triage-\(n)", group: threads) { [self] in
+                while let (study, queued) = scheduler.next() {
+                    for other in queued where other != study { try? worklist.markPending(studyInstanceUID: other) }
+                    switch worker.triage(studyInstanceUID: study) {
+                    case .triaged, .notApplicable: triaged.add(1, ordering: .relaxed)
+                    case .failed: failed.add(1, ordering: .relaxed)
+                    case .superseded, .waitingForModel: break
+                    }
+                    scheduler.finished(study)
+                }
+            }
+        }
+
+        let signals = installSignalHandlers(receiver: receiver, models: models)
+        logger.info("listening", metadata: ["ae_title": "\(c.aeTitle)", "address": "\(c.bindAddress):\(receiver.port)",
+                                            "drop_folder": "\(c.dropFolder ?? "off")", "workers": "\(c.workers)",
+                                            "model": "\(models.current.model?.path ?? "none")"])
+        notifier.notify("READY=1\nSTATUS=" + status(receiver, scheduler, models))
+
+        let watchdogInterval = ProcessInfo.processInfo.environment["WATCHDOG_USEC"].flatMap(Double.init).map { $0 / 2_000_000 }
+        let tick = min(watchdogInterval ?? 5, 5)
+        while stopSignal.wait(timeout: .now() + tick) == .timedOut {
+            if watchdogInterval != nil { notifier.notify("WATCHDOG=1") }
+            notifier.notify("STATUS=" + status(receiver, scheduler, models))
+        }
+
+        logger.info("stopping: no new associations or dropped files; running associations and triages finish")
+        notifier.notify("STOPPING=1")
+        receiver.stop()
+        scheduler.stop()
+        threads.wait()
+        signals.forEach { $0.cancel() }
+        logger.info("stopped", metadata: ["received": "\(received.load(ordering: .relaxed))", "triaged": "\(triaged.load(ordering: .relaxed))"])
+    }
+
+    /// Stops the daemon as SIGTERM does (for tests and embedding).
+    public func stop() {
+        let first = stopRequested.withLock { stopping in
+            defer { stopping = true }
+            return !stopping
+        }
+        if first { stopSignal.signal() }
+    }
+
+    private var isStopping: Bool { stopRequested.withLock { $0 } }
+
+    private func watch(_ watcher: DropFolderWatcher, intake: InstanceIntake) {
+        let existing = watcher.existingFiles()
+        if !existing.isEmpty { logger.info("\(existing.count) file(s) were dropped while the daemon was down") }
+        for path in existing where !isStopping { _ = intake.ingest(dropped: path, dropRoot: watcher.root) }
+        while !isStopping {
+            for path in watcher.nextFiles(timeout: 0.5) where !isStopping {
+                _ = intake.ingest(dropped: path, dropRoot: watcher.root)
+            }
+        }
+    }
+
+    private func loadModel() -> LoadedModel? {
+        do {
+            let path = try DefaultModel.resolve(configuration.modelPath)
+            let model = try LoadedModel.load(path: path)
+            logger.info("model loaded", metadata: ["model": "\(model.model.head.description.modelID)", "path": "\(path)"])
+            return model
+        } catch {
+            logger.error("no model loaded: \(error). Studies are received and kept, and wait for triage; fix [model] path and send SIGHUP")
+            return nil
+        }
+    }
+
+    private func installSignalHandlers(receiver: StorageReceiver, models: ModelSlot) -> [DispatchSourceSignal] {
+        let queue = DispatchQueue(label: "bonetriage.signals")
+        var sources: [DispatchSourceSignal] = []
+        for number in [SIGTERM, SIGINT, SIGHUP] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            source.setEventHandler { [self] in
+                if number == SIGHUP { reload(receiver: receiver, models: models) } else { stop() }
+            }
+            source.resume()
+            sources.append(source)
+        }
+        return sources
+    }
+
+    /// SIGHUP: the model and the allowed callers. Other settings need a restart (said in the log).
+    private func reload(receiver: StorageReceiver, models: ModelSlot) {
+        notifier.notify("RELOADING=1")
+        defer { notifier.notify("READY=1") }
+        var fresh = configuration
+        if let path = configurationPath {
+            do {
+                fresh = try BoneTriageConfiguration.load(path: path)
+            } catch {
+                logger.error("reload refused, the running settings stay: \(error)")
+                return
+            }
+        }
+        receiver.updateAllowedCallers(fresh.allowedCallers)
+        var changed = fresh
+        changed.allowedCallers = configuration.allowedCallers
+        changed.modelPath = configuration.modelPath
+        if changed != configuration { logger.warning("settings other than [model] path and [dicom] allowed_callers take effect at the next restart") }
+        do {
+            let path = try DefaultModel.resolve(fresh.modelPath)
+            let model = try LoadedModel.load(path: path)
+            models.replace(with: model)
+            logger.info("reloaded", metadata: ["model": "\(model.model.head.description.modelID)", "path": "\(path)",
+                                               "allowed_callers": "\(fresh.allowedCallers.count)"])
+        } catch {
+            logger.error("model reload failed, the running model stays: \(error)")
+        }
+    }
+
+    private func status(_ receiver: StorageReceiver, _ scheduler: TriageScheduler, _ models: ModelSlot) -> String {
+        let counts = scheduler.counts
+        return "associations \(receiver.activeAssociations) · received \(received.load(ordering: .relaxed)) · assembling \(counts.receiving)"
+            + " · queued \(counts.queued) · triaging \(counts.triaging) · done \(triaged.load(ordering: .relaxed))"
+            + " · failed \(failed.load(ordering: .relaxed))" + (models.current.model == nil ? " · NO MODEL" : "")
+    }
+
+    private static func spawn(_ name: String, group: DispatchGroup, _ body: @escaping @Sendable () -> Void) {
+        group.enter()
+        let thread = Thread {
+            body()
+            group.leave()
+        }
+        thread.name = name
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+}

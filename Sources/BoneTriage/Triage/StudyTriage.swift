@@ -1,0 +1,223 @@
+import Foundation
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The model the workers use, replaced as a whole on reload (SIGHUP); each worker notices the new
+/// generation before its next study and builds its engine again.
+public final class LoadedModel: Sendable {
+    public let model: TriageModel
+    public let path: String
+    /// SHA-256 over the head's tensors and metadata, which name the backbone's own fingerprint: the
+    /// identity recorded with every triage.
+    public let identity: String
+
+    public init(model: TriageModel, path: String) {
+        self.model = model
+        self.path = path
+        var digest = SHA256Digest()
+        let head = model.head.file
+        for key in head.metadata.keys.sorted() { digest.update(Data("\(key)=\(head.metadata[key] ?? "")\n".utf8)) }
+        for name in head.tensors.keys.sorted() {
+            guard let t = head.tensors[name] else { continue }
+            digest.update(Data("\(name)\(t.shape)".utf8))
+            t.values.withUnsafeBytes { digest.update($0) }
+        }
+        identity = digest.finalHex()
+    }
+
+    public static func load(path: String) throws -> LoadedModel { LoadedModel(model: try TriageModel.load(path: path), path: path) }
+}
+
+public final class ModelSlot: Sendable {
+    private let state = Mutex<(model: LoadedModel?, generation: Int)>((nil, 0))
+
+    public init(_ model: LoadedModel?) { state.withLock { $0 = (model, model == nil ? 0 : 1) } }
+
+    public func replace(with model: LoadedModel) { state.withLock { $0 = (model, $0.generation + 1) } }
+    public var current: (model: LoadedModel?, generation: Int) { state.withLock { $0 } }
+}
+
+/// Triage policy from the configuration: which body parts the model may see and what to do with the files.
+public struct TriagePolicy: Sendable {
+    public var coveredBodyParts: Set<String>
+    public var triageUnknownBodyPart: Bool
+    public var afterTriage: PostTriageAction
+    public var spool: Spool
+    public var archiveFolder: String
+    public var engineThreads: Int
+
+    public init(configuration c: BoneTriageConfiguration) {
+        coveredBodyParts = Set(c.coveredBodyParts.map { $0.uppercased() })
+        triageUnknownBodyPart = c.triageUnknownBodyPart
+        afterTriage = c.afterTriage
+        spool = Spool(root: c.spoolFolder)
+        archiveFolder = c.archiveFolder
+        engineThreads = c.engineThreads > 0 ? c.engineThreads : ProcessInfo.processInfo.activeProcessorCount
+    }
+}
+
+/// What one worker did with one study.
+public enum TriageOutcome: Equatable, Sendable {
+    case triaged(probability: Double, verdict: Finding)
+    case notApplicable(reason: String)
+    case failed(reason: String)
+    /// Late instances arrived during the triage; the study is queued again.
+    case superseded
+    /// No model is loaded: the study waits (in the worklist) for a model (SIGHUP) or a restart.
+    case waitingForModel
+}
+
+/// One worker: owns an engine (not thread-safe) and triages one study at a time from the worklist.
+/// Sendable only so that it can be handed to its thread; it is used by that one thread alone.
+public final class StudyTriage: @unchecked Sendable {
+    let worklist: any WorklistStore
+    let models: ModelSlot
+    let policy: TriagePolicy
+    let logger: Logger
+    private var classifier: StudyClassifier?
+    private var generation = 0
+
+    public init(worklist: any WorklistStore, models: ModelSlot, policy: TriagePolicy, logger: Logger) {
+        self.worklist = worklist
+        self.models = models
+        self.policy = policy
+        self.logger = logger
+    }
+
+    public func triage(studyInstanceUID uid: String) -> TriageOutcome {
+        let shortID = Study.shortID(for: uid)
+        let started = Date()
+        do {
+            let outcome = try run(uid)
+            let ms = Int(Date().timeIntervalSince(started) * 1000)
+            switch outcome {
+            case let .triaged(p, verdict):
+                logger.info("study triaged", metadata: ["study": "\(shortID)", "probability": "\(String(format: "%.3f", p))",
+                                                        "verdict": "\(verdict.rawValue)", "ms": "\(ms)"])
+            case let .notApplicable(reason):
+                logger.info("study not applicable: \(reason)", metadata: ["study": "\(shortID)"])
+            case let .failed(reason):
+                logger.error("study triage failed: \(reason)", metadata: ["study": "\(shortID)"])
+            case .superseded:
+                logger.info("late instances arrived during triage; the study is triaged again", metadata: ["study": "\(shortID)"])
+            case .waitingForModel:
+                logger.warning("no model is loaded; the study waits (fix [model] path and send SIGHUP)", metadata: ["study": "\(shortID)"])
+            }
+            return outcome
+        } catch {
+            logger.error("study triage could not be recorded: \(error); it is retried at the next start", metadata: ["study": "\(shortID)"])
+            return .failed(reason: "\(error)")
+        }
+    }
+
+    private func run(_ uid: String) throws -> TriageOutcome {
+        let study = try worklist.study(handle: uid)
+        guard let studyID = study.id else { throw WorklistError.studyNotFound(handle: uid) }
+        let images = try worklist.images(ofStudy: studyID)
+        let eligible = images.filter(\.eligible)
+        guard !eligible.isEmpty else {
+            let reasons = Set(images.compactMap(\.eligibilityReason)).sorted()
+            let reason = "no eligible image" + (reasons.isEmpty ? "" : ": " + reasons.prefix(3).joined(separator: "; "))
+            try worklist.markNotApplicable(studyInstanceUID: uid, reason: reason)
+            return .notApplicable(reason: reason)
+        }
+        let current = models.current
+        guard let loaded = current.model else { return .waitingForModel }
+        let covered = policy.coveredBodyParts.union(loaded.model.head.description.bodyParts.map { $0.uppercased() })
+        if let part = study.bodyPart?.uppercased(), !part.isEmpty {
+            guard covered.contains(part) else {
+                let reason = "body part \(part) is not covered by the model (covers \(covered.sorted().joined(separator: ", ")); see [triage] covered_body_parts)"
+                try worklist.markNotApplicable(studyInstanceUID: uid, reason: reason)
+                return .notApplicable(reason: reason)
+            }
+        } else if !policy.triageUnknownBodyPart {
+            let reason = "Body Part Examined (0018,0015) is empty; set [triage] triage_unknown_body_part = true to triage such studies"
+            try worklist.markNotApplicable(studyInstanceUID: uid, reason: reason)
+            return .notApplicable(reason: reason)
+        }
+
+        // Probabilities already recorded by this very model are kept (their files may be archived or deleted).
+        let sameModel = study.modelHash == loaded.identity
+        var probabilities: [String: Double] = [:]
+        var toClassify: [StudyImage] = []
+        for image in eligible {
+            if sameModel, let p = image.probability {
+                probabilities[image.sopInstanceUID] = p
+            } else if FileManager.default.fileExists(atPath: image.filePath) {
+                toClassify.append(image)
+            } else if let p = image.probability {
+                probabilities[image.sopInstanceUID] = p
+                logger.warning("image file is gone; its earlier probability is kept", metadata: ["path": "\(image.filePath)"])
+            } else {
+                logger.warning("image file is gone and was never classified; it is left out", metadata: ["path": "\(image.filePath)"])
+            }
+        }
+        var problems: [String] = []
+        if !toClassify.isEmpty {
+            let classifier = try classifier(for: loaded, generation: current.generation)
+            for (image, outcome) in zip(toClassify, classifier.outcomes(paths: toClassify.map(\.filePath))) {
+                switch outcome {
+                case let .probability(p): probabilities[image.sopInstanceUID] = p
+                case let .notApplicable(reason): logger.info("image not applicable after decoding: \(reason)", metadata: ["path": "\(image.filePath)"])
+                case let .unreadable(error):
+                    problems.append("\(error)")
+                    logger.warning("image could not be decoded: \(error)", metadata: ["path": "\(image.filePath)"])
+                }
+            }
+        }
+        guard !probabilities.isEmpty else {
+            let reason = problems.first.map { "no image could be classified: \($0)" } ?? "no eligible image could be classified"
+            try worklist.markFailed(studyInstanceUID: uid, reason: reason)
+            return .failed(reason: reason)
+        }
+        let description = loaded.model.head.description
+        let recorded: Study
+        do {
+            recorded = try worklist.recordTriage(TriageResult(studyInstanceUID: uid, imageProbabilities: probabilities, threshold: description.threshold,
+                                                              modelID: description.modelID, modelHash: loaded.identity, imageCount: images.count))
+        } catch WorklistError.triageSuperseded {
+            return .superseded
+        }
+        try afterTriage(images)
+        guard let probability = recorded.probability, let verdict = recorded.verdict else {
+            return .notApplicable(reason: recorded.stateReason ?? "no eligible image was classified")
+        }
+        return .triaged(probability: probability, verdict: verdict)
+    }
+
+    private func classifier(for loaded: LoadedModel, generation: Int) throws -> StudyClassifier {
+        if let classifier, self.generation == generation { return classifier }
+        let built = try StudyClassifier(model: loaded.model, threads: policy.engineThreads)
+        classifier = built
+        self.generation = generation
+        return built
+    }
+
+    /// Keep, archive or delete the study's files that are still in the spool.
+    private func afterTriage(_ images: [StudyImage]) throws {
+        let inSpool = images.filter { $0.filePath.hasPrefix(policy.spool.root + "/") }
+        switch policy.afterTriage {
+        case .keep:
+            return
+        case .delete:
+            for image in inSpool { unlink(image.filePath) }
+        case .archive:
+            var moved: [String: String] = [:]
+            for image in inSpool {
+                let relative = String(image.filePath.dropFirst(policy.spool.root.count + 1))
+                let target = policy.archiveFolder + "/" + relative
+                do {
+                    try FileSystem.makeFolder((target as NSString).deletingLastPathComponent)
+                    try FileSystem.moveDurably(image.filePath, to: target)
+                    moved[image.sopInstanceUID] = target
+                } catch {
+                    logger.error("could not archive \(image.filePath): \(error); it stays in the spool")
+                }
+            }
+            try worklist.updateImagePaths(moved)
+        }
+    }
+}

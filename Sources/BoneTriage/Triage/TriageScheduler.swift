@@ -1,0 +1,87 @@
+import Foundation
+
+/// Between the intake and the triage workers: the study assembler decides when a study is complete;
+/// complete studies wait in a queue, and one study is never triaged by two workers at once (a study
+/// that gets late instances while it is being triaged is queued again and waits for the first triage
+/// to end). Thread-safe; workers block in `next()`.
+public final class TriageScheduler: @unchecked Sendable {
+    public struct Counts: Sendable, Equatable {
+        public var receiving = 0
+        public var queued = 0
+        public var triaging = 0
+    }
+
+    private let condition = NSCondition()
+    private var assembler: StudyAssembler
+    private var queue: [String] = []
+    private var inFlight: Set<String> = []
+    private var stopping = false
+    private let clock: @Sendable () -> Date
+
+    public init(quietPeriod: TimeInterval, clock: @escaping @Sendable () -> Date = Date.init) {
+        assembler = StudyAssembler(quietPeriod: quietPeriod)
+        self.clock = clock
+    }
+
+    public func arrived(_ notice: ArrivalNotice) {
+        condition.withLock {
+            assembler.arrived(study: notice.studyInstanceUID, instance: notice.sopInstanceUID, at: notice.receivedAt,
+                              expectedInstances: notice.expectedInstances)
+            condition.broadcast()
+        }
+    }
+
+    /// Studies left receiving or queued by a previous run: each is complete once its quiet period has
+    /// passed since its last instance (usually at once).
+    public func restore(study: String, instances: [String], lastArrival: Date) {
+        condition.withLock {
+            for instance in instances { assembler.arrived(study: study, instance: instance, at: lastArrival) }
+            condition.broadcast()
+        }
+    }
+
+    /// The next complete study for a worker, and the studies that became complete meanwhile (for the
+    /// worker to mark as queued); nil once stopping.
+    public func next() -> (study: String, newlyQueued: [String])? {
+        condition.lock()
+        defer { condition.unlock() }
+        var released: [String] = []
+        while !stopping {
+            for study in assembler.release(at: clock()) where !queue.contains(study) {
+                queue.append(study)
+                released.append(study)
+            }
+            if let index = queue.firstIndex(where: { !inFlight.contains($0) }) {
+                let study = queue.remove(at: index)
+                inFlight.insert(study)
+                return (study, released)
+            }
+            if let deadline = assembler.nextDeadline {
+                _ = condition.wait(until: min(deadline, clock().addingTimeInterval(1)))
+            } else {
+                _ = condition.wait(until: clock().addingTimeInterval(1))
+            }
+        }
+        return nil
+    }
+
+    public func finished(_ study: String) {
+        condition.withLock {
+            inFlight.remove(study)
+            condition.broadcast()
+        }
+    }
+
+    /// Wakes the workers and makes `next()` return nil; queued studies stay in the worklist as they are
+    /// and are restored at the next start.
+    public func stop() {
+        condition.withLock {
+            stopping = true
+            condition.broadcast()
+        }
+    }
+
+    public var counts: Counts {
+        condition.withLock { Counts(receiving: assembler.pendingStudies, queued: queue.count, triaging: inFlight.count) }
+    }
+}
