@@ -24,6 +24,8 @@ public final class TriageDaemon: @unchecked Sendable {
     private let received = Atomic<Int>(0)
     private let triaged = Atomic<Int>(0)
     private let failed = Atomic<Int>(0)
+    /// Studies that found no model loaded; queued again when a reload brings one.
+    private let waitingForModel = Mutex<Set<String>>([])
 
     public init(configuration: BoneTriageConfiguration, configurationPath: String?, logger: Logger) {
         self.configuration = configuration
@@ -80,14 +82,15 @@ public final class TriageDaemon: @unchecked Sendable {
                     switch worker.triage(studyInstanceUID: study) {
                     case .triaged, .notApplicable: triaged.add(1, ordering: .relaxed)
                     case .failed: failed.add(1, ordering: .relaxed)
-                    case .superseded, .waitingForModel: break
+                    case .waitingForModel: waitingForModel.withLock { _ = $0.insert(study) }
+                    case .superseded: break
                     }
                     scheduler.finished(study)
                 }
             }
         }
 
-        let signals = installSignalHandlers(receiver: receiver, models: models)
+        let signals = installSignalHandlers(receiver: receiver, models: models, scheduler: scheduler)
         logger.info("listening", metadata: ["ae_title": "\(c.aeTitle)", "address": "\(c.bindAddress):\(receiver.port)",
                                             "drop_folder": "\(c.dropFolder ?? "off")", "workers": "\(c.workers)",
                                             "model": "\(models.current.model?.path ?? "none")"])
@@ -143,14 +146,14 @@ public final class TriageDaemon: @unchecked Sendable {
         }
     }
 
-    private func installSignalHandlers(receiver: StorageReceiver, models: ModelSlot) -> [DispatchSourceSignal] {
+    private func installSignalHandlers(receiver: StorageReceiver, models: ModelSlot, scheduler: TriageScheduler) -> [DispatchSourceSignal] {
         let queue = DispatchQueue(label: "bonetriage.signals")
         var sources: [DispatchSourceSignal] = []
         for number in [SIGTERM, SIGINT, SIGHUP] {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
             source.setEventHandler { [self] in
-                if number == SIGHUP { reload(receiver: receiver, models: models) } else { stop() }
+                if number == SIGHUP { reload(receiver: receiver, models: models, scheduler: scheduler) } else { stop() }
             }
             source.resume()
             sources.append(source)
@@ -159,7 +162,7 @@ public final class TriageDaemon: @unchecked Sendable {
     }
 
     /// SIGHUP: the model and the allowed callers. Other settings need a restart (said in the log).
-    private func reload(receiver: StorageReceiver, models: ModelSlot) {
+    private func reload(receiver: StorageReceiver, models: ModelSlot, scheduler: TriageScheduler) {
         notifier.notify("RELOADING=1")
         defer { notifier.notify("READY=1") }
         var fresh = configuration
@@ -180,6 +183,7 @@ public final class TriageDaemon: @unchecked Sendable {
             let path = try DefaultModel.resolve(fresh.modelPath)
             let model = try LoadedModel.load(path: path)
             models.replace(with: model)
+            for study in waitingForModel.withLock({ waiting in defer { waiting = [] }; return waiting }) { scheduler.requeue(study) }
             logger.info("reloaded", metadata: ["model": "\(model.model.head.description.modelID)", "path": "\(path)",
                                                "allowed_callers": "\(fresh.allowedCallers.count)"])
         } catch {

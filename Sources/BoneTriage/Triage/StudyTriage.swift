@@ -90,6 +90,7 @@ public final class StudyTriage: @unchecked Sendable {
     public func triage(studyInstanceUID uid: String) -> TriageOutcome {
         let shortID = Study.shortID(for: uid)
         let started = Date()
+        logger.debug("triage started", metadata: ["study": "\(shortID)"])
         do {
             let outcome = try run(uid)
             let ms = Int(Date().timeIntervalSince(started) * 1000)

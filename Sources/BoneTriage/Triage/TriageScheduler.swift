@@ -65,6 +65,14 @@ public final class TriageScheduler: @unchecked Sendable {
         return nil
     }
 
+    /// Queues a study at once (one that waited for a model, after the model was reloaded).
+    public func requeue(_ study: String) {
+        condition.withLock {
+            if !queue.contains(study) { queue.append(study) }
+            condition.broadcast()
+        }
+    }
+
     public func finished(_ study: String) {
         condition.withLock {
             inFlight.remove(study)
