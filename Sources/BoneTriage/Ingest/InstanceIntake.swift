@@ -60,9 +60,11 @@ public final class InstanceIntake: Sendable {
     let worklist: any WorklistStore
     let logger: Logger
     let notify: @Sendable (ArrivalNotice) -> Void
+    let maximumPixels: UInt64
 
     public init(spool: Spool, quarantine: Quarantine, worklist: any WorklistStore, logger: Logger,
-                notify: @escaping @Sendable (ArrivalNotice) -> Void) {
+                maximumPixels: UInt64 = DicomReader.defaultMaximumPixels, notify: @escaping @Sendable (ArrivalNotice) -> Void) {
+        self.maximumPixels = maximumPixels
         self.spool = spool
         self.quarantine = quarantine
         self.worklist = worklist
@@ -138,7 +140,7 @@ public final class InstanceIntake: Sendable {
         let arrival: InstanceArrival, expected: Int?, ext: String
         do {
             if Self.isPNG(path) {
-                _ = try PNGReader.read(path: path, maximumPixels: DicomReader.defaultMaximumPixels)
+                _ = try PNGReader.read(path: path, maximumPixels: maximumPixels)
                 arrival = try Self.pngArrival(path: path, relative: relative)
                 expected = nil
                 ext = "png"

@@ -58,7 +58,8 @@ public final class TriageDaemon: @unchecked Sendable {
         }
         if restored > 0 { logger.info("\(restored) study(ies) from the previous run resume where they were") }
 
-        let intake = InstanceIntake(spool: spool, quarantine: quarantine, worklist: worklist, logger: logger) { [self] notice in
+        let intake = InstanceIntake(spool: spool, quarantine: quarantine, worklist: worklist, logger: logger,
+                                    maximumPixels: UInt64(c.maximumMegapixels) << 20) { [self] notice in
             received.add(1, ordering: .relaxed)
             scheduler.arrived(notice)
         }
@@ -77,6 +78,7 @@ public final class TriageDaemon: @unchecked Sendable {
         for n in 0..<c.workers {
             let worker = StudyTriage(worklist: worklist, models: models, policy: policy, logger: logger)
             Self.spawn("triage-\(n)", group: threads) { [self] in
+                worker.prepare()
                 while let (study, queued) = scheduler.next() {
                     for other in queued where other != study { try? worklist.markPending(studyInstanceUID: other) }
                     switch worker.triage(studyInstanceUID: study) {

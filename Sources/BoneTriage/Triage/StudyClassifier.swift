@@ -21,6 +21,8 @@ public final class StudyClassifier {
     public let model: TriageModel
     let engine: InceptionV3Engine
     public var batchSize = 16
+    /// Images over this many pixels (rows x columns x frames) are refused before decoding.
+    public var maximumPixels = DicomReader.defaultMaximumPixels
 
     public init(model: TriageModel, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
         self.model = model
@@ -41,7 +43,7 @@ public final class StudyClassifier {
         var inputs: [(image: Int, input: [Float])] = []
         for path in paths {
             do {
-                let image = try IncomingImage.read(path: path)
+                let image = try IncomingImage.read(path: path, maximumPixels: maximumPixels)
                 if case let .notApplicable(reason) = image.eligibility {
                     outcomes.append(.notApplicable(reason: reason))
                     continue

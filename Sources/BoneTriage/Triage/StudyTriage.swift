@@ -48,6 +48,7 @@ public struct TriagePolicy: Sendable {
     public var spool: Spool
     public var archiveFolder: String
     public var engineThreads: Int
+    public var maximumPixels: UInt64
 
     public init(configuration c: BoneTriageConfiguration) {
         coveredBodyParts = Set(c.coveredBodyParts.map { $0.uppercased() })
@@ -56,6 +57,7 @@ public struct TriagePolicy: Sendable {
         spool = Spool(root: c.spoolFolder)
         archiveFolder = c.archiveFolder
         engineThreads = c.engineThreads > 0 ? c.engineThreads : ProcessInfo.processInfo.activeProcessorCount
+        maximumPixels = UInt64(c.maximumMegapixels) << 20
     }
 }
 
@@ -189,9 +191,19 @@ public final class StudyTriage: @unchecked Sendable {
         return .triaged(probability: probability, verdict: verdict)
     }
 
+    /// Builds the engine before the first study arrives, so the first triage is as fast as the others.
+    public func prepare() {
+        let current = models.current
+        guard let loaded = current.model else { return }
+        do { _ = try classifier(for: loaded, generation: current.generation) } catch {
+            logger.error("the triage engine could not be built: \(error)")
+        }
+    }
+
     private func classifier(for loaded: LoadedModel, generation: Int) throws -> StudyClassifier {
         if let classifier, self.generation == generation { return classifier }
         let built = try StudyClassifier(model: loaded.model, threads: policy.engineThreads)
+        built.maximumPixels = policy.maximumPixels
         classifier = built
         self.generation = generation
         return built

@@ -16,7 +16,11 @@ public final class SQLiteWorklist: WorklistStore {
     /// A database written by a newer BoneTriage is refused rather than touched.
     public init(path: String, create: Bool) throws {
         self.path = path
-        let exists = FileManager.default.fileExists(atPath: path)
+        var info = stat()
+        let exists = stat(path, &info) == 0
+        if !exists && errno == EACCES {
+            throw WorklistError.databaseUnusable(path: path, reason: "permission denied; ask the administrator to add your account to group bonetriage")
+        }
         if !exists {
             guard create else { throw WorklistError.databaseNotFound(path: path) }
             let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o640)

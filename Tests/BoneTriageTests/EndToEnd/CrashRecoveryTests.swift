@@ -1,0 +1,128 @@
+import BoneTriage
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// kill -9 at the worst moments, then a restart: nothing acknowledged is lost, and each study ends with
+/// one row, one row per instance, and one triage.
+@Suite("daemon crash recovery", .serialized,
+       .enabled(if: Executable.url != nil && DaemonHarness.toolsAvailable,
+                "skipped: needs the built bonetriage and DCMTK's storescu and img2dcm (Debian package dcmtk; `make test` installs it)"))
+struct CrashRecoveryTests {
+    func show(_ daemon: DaemonHarness, _ uid: String) throws -> (study: [String: Any], images: [[String: Any]]) {
+        let r = try Executable.run(["show", uid, "--db", daemon.database, "--format", "json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        return (try #require(object["study"] as? [String: Any]), try #require(object["images"] as? [[String: Any]]))
+    }
+
+    /// The SOP Instance UIDs storescu was told were stored (its verbose log pairs each file with a response).
+    func acknowledged(_ output: String, uids: [String: String]) -> Set<String> {
+        var result = Set<String>(), current: String?
+        for line in output.split(separator: "\n") {
+            if let range = line.range(of: "Sending file: ") { current = String(line[range.upperBound...]) }
+            if line.contains("Received Store Response (Success)"), let file = current, let uid = uids[file] { result.insert(uid) }
+        }
+        return result
+    }
+
+    @Test("kill -9 during transfers: every acknowledged instance survives, and the sender's retry completes the study once")
+    func killDuringTransfer() throws {
+        let daemon = try DaemonHarness(quietPeriod: 1)
+        try daemon.start()
+        let files = try TemporaryDirectory()
+        let study = "1.2.826.0.1.3680043.10.6.1"
+        var uids: [String: String] = [:]
+        let paths = try (0..<16).map { i -> String in
+            let path = files.path("k\(i).dcm")
+            try RadiographFactory.make(at: path, study: study, seed: i, size: 512)
+            uids[path] = try RadiographFactory.sopInstanceUID(path)
+            return path
+        }
+        var ackedPerRound: [Int] = []
+        for round in 0..<3 {
+            let port = "\(daemon.port)"
+            let sender = Process()
+            sender.executableURL = URL(fileURLWithPath: try #require(DicomTools.find("storescu")))
+            sender.arguments = ["-v", "-aet", "STORESCU", "-aec", "BONETRIAGE", "127.0.0.1", port] + paths
+            let pipe = Pipe()
+            sender.standardOutput = pipe
+            sender.standardError = pipe
+            try sender.run()
+            usleep(UInt32(60_000 + round * 70_000))
+            daemon.kill9()
+            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            sender.waitUntilExit()
+            let acked = acknowledged(output, uids: uids)
+            ackedPerRound.append(acked.count)
+            try daemon.start()
+            if !acked.isEmpty {
+                let stored = Set(try show(daemon, study).images.compactMap { $0["sop_instance_uid"] as? String })
+                #expect(acked.isSubset(of: stored), "round \(round): acknowledged but lost: \(acked.subtracting(stored))")
+            }
+        }
+        print("kill -9 during transfer: instances acknowledged before each kill: \(ackedPerRound) of \(paths.count)")
+        #expect(ackedPerRound.contains { $0 > 0 }, "no kill landed after an acknowledgement: \(ackedPerRound)")
+        // The sender retries everything, as a PACS does after a failed transfer.
+        let retry = try daemon.storescu(paths)
+        #expect(retry.status == 0, "\(retry.output)")
+        _ = try daemon.waitForTriage([study], timeout: 60)
+        let (row, images) = try show(daemon, study)
+        #expect(row["state"] as? String == "triaged", "\(row)\n\(daemon.allLogs)")
+        #expect(images.count == 16 && Set(images.compactMap { $0["sop_instance_uid"] as? String }).count == 16)
+        #expect(images.allSatisfy { $0["probability"] as? Double != nil })
+        let spooled = try FileManager.default.subpathsOfDirectory(atPath: daemon.spool).filter { $0.hasSuffix(".dcm") }
+        #expect(spooled.count == 16)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: daemon.spool + "/.incoming").isEmpty)
+        #expect(try daemon.stop() == 0)
+    }
+
+    @Test("kill -9 during a triage: after the restart the study is triaged once, with every image")
+    func killDuringTriage() throws {
+        // A full-size synthetic network on one thread makes a 24-image triage take seconds.
+        let daemon = try DaemonHarness(quietPeriod: 0.5, inputSize: 299)
+        try daemon.start(logLevel: "debug")
+        let files = try TemporaryDirectory()
+        let study = "1.2.826.0.1.3680043.10.7.1"
+        let paths = try (0..<24).map { i -> String in
+            let path = files.path("t\(i).dcm")
+            try RadiographFactory.make(at: path, study: study, seed: i)
+            return path
+        }
+        #expect(try daemon.storescu(paths).status == 0)
+        try daemon.waitFor("the triage to start", timeout: 30) { daemon.log.contains("triage started") }
+        usleep(300_000)
+        daemon.kill9()
+        let before = try show(daemon, study).study
+        #expect(before["state"] as? String != "triaged", "the triage finished before the kill; the test needs a slower triage")
+
+        try daemon.start()
+        _ = try daemon.waitForTriage([study], timeout: 120)
+        let (row, images) = try show(daemon, study)
+        #expect(row["state"] as? String == "triaged", "\(row)")
+        #expect(images.count == 24 && images.allSatisfy { $0["probability"] as? Double != nil })
+        #expect(try daemon.studies().count == 1)
+        #expect(daemon.log.components(separatedBy: "study triaged").count - 1 == 1, "\(daemon.log)")
+        #expect(try daemon.stop() == 0)
+    }
+
+    @Test("SIGTERM while a study is being triaged: that triage finishes, the daemon exits 0")
+    func gracefulStop() throws {
+        let daemon = try DaemonHarness(quietPeriod: 0.5, inputSize: 299)
+        try daemon.start(logLevel: "debug")
+        let files = try TemporaryDirectory()
+        let study = "1.2.826.0.1.3680043.10.8.1"
+        let paths = try (0..<8).map { i -> String in
+            let path = files.path("g\(i).dcm")
+            try RadiographFactory.make(at: path, study: study, seed: i)
+            return path
+        }
+        #expect(try daemon.storescu(paths).status == 0)
+        try daemon.waitFor("the triage to start", timeout: 30) { daemon.log.contains("triage started") }
+        #expect(try daemon.stop(timeout: 60) == 0)
+        #expect(daemon.log.contains("study triaged") && daemon.log.contains("stopped"), "\(daemon.log)")
+        #expect(try show(daemon, study).study["state"] as? String == "triaged")
+    }
+}
