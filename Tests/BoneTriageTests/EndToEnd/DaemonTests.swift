@@ -1,5 +1,6 @@
 import BoneTriage
 import Foundation
+import GRDB
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -205,6 +206,31 @@ struct DaemonTests {
         try daemon.waitFor("reload", timeout: 20) { daemon.log.contains("reloaded") }
         let studies = try daemon.waitForTriage([study], timeout: 30)
         #expect(studies[study]?["state"] as? String == "triaged")
+    }
+
+    @Test("a worklist locked past its busy timeout answers 0xA701, keeps the file, and the retry is recorded")
+    func lockedWorklist() throws {
+        let daemon = try DaemonHarness()
+        try daemon.start()
+        defer { _ = try? daemon.stop() }
+        let files = try TemporaryDirectory()
+        let study = "1.2.826.0.1.3680043.10.10.1"
+        try RadiographFactory.make(at: files.path("l.dcm"), study: study)
+        // Another process's write transaction holds the database longer than the daemon waits (10 s).
+        let holder = try DatabaseQueue(path: daemon.database)
+        let locked = try holder.writeWithoutTransaction { db -> DaemonHarness.Run in
+            try db.execute(sql: "BEGIN EXCLUSIVE")
+            defer { try? db.execute(sql: "ROLLBACK") }
+            return try daemon.storescu([files.path("l.dcm")], extra: ["-v"])
+        }
+        #expect(locked.output.contains("Refused: OutOfResources"), "\(locked.output)")
+        #expect(daemon.log.contains("0xA701"), "\(daemon.log)")
+        let sop = try RadiographFactory.sopInstanceUID(files.path("l.dcm"))
+        #expect(FileManager.default.fileExists(atPath: daemon.spool + "/" + study + "/" + sop + ".dcm"))
+        #expect(daemon.isRunning)
+        #expect(try daemon.storescu([files.path("l.dcm")]).status == 0)
+        let studies = try daemon.waitForTriage([study])
+        #expect(studies[study]?["images"] as? Int == 1)
     }
 }
 
