@@ -40,6 +40,13 @@ public struct ArrivalNotice: Sendable, Equatable {
     public var sopInstanceUID: String
     public var receivedAt: Date
     public var expectedInstances: Int?
+
+    public init(studyInstanceUID: String, sopInstanceUID: String, receivedAt: Date, expectedInstances: Int?) {
+        self.studyInstanceUID = studyInstanceUID
+        self.sopInstanceUID = sopInstanceUID
+        self.receivedAt = receivedAt
+        self.expectedInstances = expectedInstances
+    }
 }
 
 /// What became of a file dropped into the drop folder.

@@ -27,4 +27,72 @@ struct ConfigurationTests {
         #expect(throws: ConfigurationError.self) { try BoneTriageConfiguration.parse("worklist = 3\n", path: "c.toml") }
         #expect(throws: ConfigurationError.self) { try BoneTriageConfiguration.load(path: "/nonexistent/bt.toml") }
     }
+
+    @Test("every section and key is read; a file full of mistakes lists each one")
+    func allKeys() throws {
+        let good = try BoneTriageConfiguration.parse("""
+            [dicom]
+            ae_title = "TRIAGE1"
+            bind_address = "127.0.0.1"
+            port = 4242
+            allowed_callers = [{ ae_title = "PACS", hosts = ["10.0.0.5", "10.1.0.0/16"] }, { ae_title = "MODALITY" }]
+            max_associations = 3
+            [drop_folder]
+            path = ""
+            [storage]
+            spool = "/srv/bt/spool"
+            archive = "/srv/bt/archive"
+            quarantine = "/srv/bt/quarantine"
+            after_triage = "delete"
+            [model]
+            path = "/srv/bt/model.safetensors"
+            [triage]
+            quiet_period_seconds = 12.5
+            workers = 2
+            covered_body_parts = ["humerus", "SHOULDER"]
+            triage_unknown_body_part = true
+            """, path: "good.toml")
+        #expect(good.aeTitle == "TRIAGE1" && good.bindAddress == "127.0.0.1" && good.port == 4242 && good.maxAssociations == 3)
+        #expect(good.dropFolder == nil && good.afterTriage == .delete && good.modelPath == "/srv/bt/model.safetensors")
+        #expect(good.quietPeriod == 12.5 && good.workers == 2 && good.triageUnknownBodyPart)
+        #expect(good.coveredBodyParts == ["HUMERUS", "SHOULDER"])
+        #expect(good.allowedCallers.count == 2)
+        let pacs = try #require(good.allowedCallers.first)
+        #expect(pacs.admits(aeTitle: "PACS", from: "10.0.0.5") && pacs.admits(aeTitle: "PACS", from: "10.1.200.3"))
+        #expect(!pacs.admits(aeTitle: "PACS", from: "10.0.0.6") && !pacs.admits(aeTitle: "OTHER", from: "10.0.0.5"))
+        #expect(good.allowedCallers[1].admits(aeTitle: "MODALITY", from: "192.168.1.1"))
+
+        do {
+            _ = try BoneTriageConfiguration.parse("""
+                [dicom]
+                ae_title = "A TITLE THAT IS FAR TOO LONG"
+                bind_address = "localhost"
+                port = 70000
+                allowed_callers = [{ ae_title = "PACS", hosts = ["10.0.0.300"] }, { host = "x" }]
+                [storage]
+                spool = "/srv/bt"
+                archive = "/srv/bt/archive"
+                after_triage = "shred"
+                [triage]
+                quiet_period_seconds = -1
+                workers = 0
+                [printer]
+                """, path: "bad.toml")
+            Issue.record("a bad config was accepted")
+        } catch let error as ConfigurationError {
+            let text = error.description
+            for needle in ["ae_title", "bind_address", "port = 70000", "10.0.0.300", "allowed_callers[1] host: unknown key", "after_triage",
+                           "quiet_period_seconds", "workers = 0", "[printer]: unknown section", "must be separate folders"] {
+                #expect(text.contains(needle), "missing \(needle) in:\n\(text)")
+            }
+        }
+    }
+
+    @Test("IPv4 addresses and CIDR blocks")
+    func addresses() {
+        #expect(IPv4Range("10.0.0.0/8")?.contains(IPv4Range.parseAddress("10.200.3.4") ?? 0) == true)
+        #expect(IPv4Range("0.0.0.0/0")?.contains(IPv4Range.parseAddress("8.8.8.8") ?? 0) == true)
+        #expect(IPv4Range("192.168.1.7")?.description == "192.168.1.7")
+        for bad in ["10.0.0", "10.0.0.1/33", "a.b.c.d", "1.2.3.4/", "256.1.1.1", "01234.1.1.1"] { #expect(IPv4Range(bad) == nil, "\(bad)") }
+    }
 }

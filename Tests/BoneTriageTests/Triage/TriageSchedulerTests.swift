@@ -1,0 +1,68 @@
+import BoneTriage
+import Foundation
+import Testing
+
+@Suite("Triage scheduler")
+struct TriageSchedulerTests {
+    @Test("a complete study goes to one worker at a time; late instances queue it again for after that triage")
+    func oneWorkerPerStudy() throws {
+        let scheduler = TriageScheduler(quietPeriod: 0)
+        let t = Date()
+        scheduler.arrived(ArrivalNotice(studyInstanceUID: "1.1", sopInstanceUID: "1.1.1", receivedAt: t, expectedInstances: nil))
+        let first = try #require(scheduler.next())
+        #expect(first.study == "1.1" && first.newlyQueued == ["1.1"])
+        // A late instance while "1.1" is being triaged: it is queued but not handed out until finished.
+        scheduler.arrived(ArrivalNotice(studyInstanceUID: "1.1", sopInstanceUID: "1.1.2", receivedAt: t, expectedInstances: nil))
+        scheduler.arrived(ArrivalNotice(studyInstanceUID: "2.2", sopInstanceUID: "2.2.1", receivedAt: t, expectedInstances: nil))
+        let second = try #require(scheduler.next())
+        #expect(second.study == "2.2")
+        #expect(scheduler.counts.queued == 1 && scheduler.counts.triaging == 2)
+        scheduler.finished("1.1")
+        #expect(scheduler.next()?.study == "1.1")
+        scheduler.finished("1.1")
+        scheduler.finished("2.2")
+        // A study that waited for a model comes back at once.
+        scheduler.requeue("3.3")
+        #expect(scheduler.next()?.study == "3.3")
+        scheduler.stop()
+        #expect(scheduler.next() == nil)
+    }
+
+    @Test("workers wait for the quiet period, and stop() wakes them")
+    func waitsAndStops() throws {
+        let scheduler = TriageScheduler(quietPeriod: 0.3)
+        scheduler.arrived(ArrivalNotice(studyInstanceUID: "1.1", sopInstanceUID: "1.1.1", receivedAt: Date(), expectedInstances: nil))
+        let start = Date()
+        #expect(scheduler.next()?.study == "1.1")
+        #expect(Date().timeIntervalSince(start) >= 0.25)
+        DispatchQueue.global().asyncAfter(deadline: .now() + 0.2) { scheduler.stop() }
+        #expect(scheduler.next() == nil)
+    }
+}
+
+@Suite("Spool")
+struct SpoolTests {
+    @Test("a file enters under its final name once; a second copy of the same instance is dropped")
+    func placement() throws {
+        let dir = try TemporaryDirectory()
+        let spool = Spool(root: dir.path("spool"))
+        #expect(try spool.prepare() == 0)
+        let first = spool.temporaryPath(tag: "t"), second = spool.temporaryPath(tag: "t")
+        try Data("one".utf8).write(to: URL(fileURLWithPath: first))
+        try Data("two".utf8).write(to: URL(fileURLWithPath: second))
+        let a = try spool.place(temporary: first, study: "1.2.3", instance: "1.2.3.4", fileExtension: "dcm")
+        let b = try spool.place(temporary: second, study: "1.2.3", instance: "1.2.3.4", fileExtension: "dcm")
+        #expect(a == .stored(path: dir.path("spool") + "/1.2.3/1.2.3.4.dcm"))
+        #expect(b == .alreadyPresent(path: a.path))
+        #expect(try String(contentsOfFile: a.path, encoding: .utf8) == "one")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: spool.incoming).isEmpty)
+        // Names that are not plain UIDs never become paths.
+        let odd = spool.temporaryPath(tag: "t")
+        try Data("x".utf8).write(to: URL(fileURLWithPath: odd))
+        let placed = try spool.place(temporary: odd, study: "../../etc", instance: "a/b", fileExtension: "dcm")
+        #expect(placed.path.hasPrefix(dir.path("spool") + "/h") && !placed.path.contains(".."))
+        // Leftovers of a crash are cleared at the next start.
+        try Data("partial".utf8).write(to: URL(fileURLWithPath: spool.temporaryPath(tag: "t")))
+        #expect(try spool.prepare() == 1)
+    }
+}
