@@ -51,7 +51,8 @@ let package = Package(
         ),
         .testTarget(
             name: "BoneTriageTests",
-            dependencies: ["BoneTriage", .product(name: "ZIPFoundation", package: "ZIPFoundation"), .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["BoneTriage", .product(name: "ZIPFoundation", package: "ZIPFoundation"), .product(name: "GRDB", package: "GRDB.swift"),
+                           .product(name: "Logging", package: "swift-log")],
             path: "Tests/BoneTriageTests"
         ),
     ],

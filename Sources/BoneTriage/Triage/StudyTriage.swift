@@ -89,11 +89,23 @@ public final class StudyTriage: @unchecked Sendable {
         self.logger = logger
     }
 
+    /// Triages that may be cut short (kill -9, a crash in a decoder) before a study is set aside.
+    public static let maximumInterruptedAttempts = 3
+
     public func triage(studyInstanceUID uid: String) -> TriageOutcome {
         let shortID = Study.shortID(for: uid)
         let started = Date()
         logger.debug("triage started", metadata: ["study": "\(shortID)"])
         do {
+            let attempts = try worklist.beginTriage(studyInstanceUID: uid)
+            defer { try? worklist.endTriage(studyInstanceUID: uid) }
+            guard attempts <= Self.maximumInterruptedAttempts else {
+                let reason = "the daemon died \(attempts - 1) times while triaging this study (a file may crash the decoder); "
+                    + "its files stay in the spool for inspection (see the log for the last file read)"
+                try worklist.markFailed(studyInstanceUID: uid, reason: reason)
+                logger.error("study set aside: \(reason)", metadata: ["study": "\(shortID)"])
+                return .failed(reason: reason)
+            }
             let outcome = try run(uid)
             let ms = Int(Date().timeIntervalSince(started) * 1000)
             switch outcome {

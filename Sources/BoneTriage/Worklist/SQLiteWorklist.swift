@@ -161,6 +161,23 @@ public final class SQLiteWorklist: WorklistStore {
         }
     }
 
+    public func beginTriage(studyInstanceUID uid: String) throws -> Int {
+        try write { db in
+            let study = try Self.studyRow(db, uid: uid)
+            try db.execute(sql: """
+                INSERT INTO triageAttempt (studyID, attempts, startedAt) VALUES (?, 1, ?)
+                ON CONFLICT(studyID) DO UPDATE SET attempts = attempts + 1, startedAt = excluded.startedAt
+                """, arguments: [study.id, Date()])
+            return try Int.fetchOne(db, sql: "SELECT attempts FROM triageAttempt WHERE studyID = ?", arguments: [study.id]) ?? 1
+        }
+    }
+
+    public func endTriage(studyInstanceUID uid: String) throws {
+        try write { db in
+            try db.execute(sql: "DELETE FROM triageAttempt WHERE studyID = (SELECT id FROM study WHERE studyInstanceUID = ?)", arguments: [uid])
+        }
+    }
+
     public func updateImagePaths(_ paths: [String: String]) throws {
         try write { db in
             for (sop, path) in paths {

@@ -72,6 +72,15 @@ public enum WorklistSchema {
                 CREATE INDEX study_worklist_order ON study(priority DESC, firstReceivedAt);
                 """)
         }
+        // v3: triages started and not finished. A row left behind means the process died during that
+        // study's triage; a study that keeps killing the process is set aside instead of looping.
+        migrator.registerMigration("v3-triage-attempts") { db in
+            try db.create(table: "triageAttempt") { t in
+                t.column("studyID", .integer).primaryKey().references("study", onDelete: .cascade)
+                t.column("attempts", .integer).notNull()
+                t.column("startedAt", .datetime).notNull()
+            }
+        }
         return migrator
     }
 }

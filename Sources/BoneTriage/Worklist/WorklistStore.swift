@@ -120,6 +120,10 @@ public protocol WorklistStore: Sendable {
     @discardableResult func recordTriage(_ result: TriageResult) throws -> Study
     func markNotApplicable(studyInstanceUID: String, reason: String) throws
     func markFailed(studyInstanceUID: String, reason: String) throws
+    /// Notes that a triage starts and returns how many started without finishing, this one included.
+    func beginTriage(studyInstanceUID: String) throws -> Int
+    /// The triage ended (with any outcome): the process did not die during it.
+    func endTriage(studyInstanceUID: String) throws
     /// Where a study's files are now (after the post-triage move to the archive), by SOP Instance UID.
     func updateImagePaths(_ paths: [String: String]) throws
     func studies(matching filter: WorklistFilter) throws -> [Study]

@@ -1,5 +1,6 @@
 import BoneTriage
 import Foundation
+import Logging
 import Testing
 
 @Suite("Triage scheduler")
@@ -64,5 +65,29 @@ struct SpoolTests {
         // Leftovers of a crash are cleared at the next start.
         try Data("partial".utf8).write(to: URL(fileURLWithPath: spool.temporaryPath(tag: "t")))
         #expect(try spool.prepare() == 1)
+    }
+}
+
+@Suite("Study triage")
+struct StudyTriageTests {
+    @Test("a study whose triage was cut short three times is set aside as failed instead of looping")
+    func poisonStudy() throws {
+        let dir = try TemporaryDirectory()
+        let store = try SQLiteWorklist(path: dir.path("w.sqlite"), create: true)
+        let uid = "1.2.826.0.1.3680043.10.11.1"
+        _ = try store.recordArrival(InstanceArrival(studyInstanceUID: uid, sopInstanceUID: uid + ".1", filePath: dir.path("x.dcm"),
+                                                    eligible: true, source: .cstore))
+        let worker = StudyTriage(worklist: store, models: ModelSlot(nil), policy: TriagePolicy(configuration: BoneTriageConfiguration()),
+                                 logger: Logger(label: "test"))
+        // A triage that ends normally leaves no mark: here, no model is loaded, so the study waits.
+        #expect(worker.triage(studyInstanceUID: uid) == .waitingForModel)
+        #expect(try store.beginTriage(studyInstanceUID: uid) == 1)
+        // Three triages that never ended (the process died during each).
+        _ = try store.beginTriage(studyInstanceUID: uid)
+        _ = try store.beginTriage(studyInstanceUID: uid)
+        guard case .failed = worker.triage(studyInstanceUID: uid) else { Issue.record("the study was not set aside"); return }
+        let study = try store.study(handle: uid)
+        #expect(study.state == .failed && study.stateReason?.contains("died 3 times") == true, "\(study)")
+        #expect(try store.beginTriage(studyInstanceUID: uid) == 1)
     }
 }
