@@ -21,7 +21,7 @@ public struct JournalLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    static func priority(_ level: Logger.Level) -> Int {
+    public static func priority(_ level: Logger.Level) -> Int {
         switch level {
         case .trace, .debug: return 7
         case .info: return 6
@@ -33,22 +33,25 @@ public struct JournalLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
+        FileHandle.standardError.write(Data(line(level: event.level, message: "\(event.message)", metadata: event.metadata).utf8))
+    }
+
+    /// The line written for one event, newline included.
+    public func line(level: Logger.Level, message: String, metadata extra: Logger.Metadata?, at date: Date = Date()) -> String {
         var merged = metadata
-        if let extra = event.metadata { merged.merge(extra) { _, new in new } }
+        if let extra { merged.merge(extra) { _, new in new } }
         let fields = merged.keys.sorted().map { key -> String in
-            let value = "\(merged[key].map { "\($0)" } ?? "")"
+            let value = Self.oneLine("\(merged[key].map { "\($0)" } ?? "")")
             return value.contains(" ") ? "\(key)=\"\(value)\"" : "\(key)=\(value)"
         }
-        // Control characters from peers or files must not forge log lines.
-        let text = "\(event.message)".map { $0.isNewline || ($0.asciiValue.map { $0 < 0x20 } ?? false) ? " " : String($0) }.joined()
-        let body = "\(label): \(text)" + (fields.isEmpty ? "" : " " + fields.joined(separator: " "))
-        let line: String
-        if journald {
-            line = "<\(Self.priority(event.level))>\(body)\n"
-        } else {
-            let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: .current, formatOptions: [.withInternetDateTime])
-            line = "\(stamp) \(event.level.rawValue.uppercased()) \(body)\n"
-        }
-        FileHandle.standardError.write(Data(line.utf8))
+        let body = "\(label): \(Self.oneLine(message))" + (fields.isEmpty ? "" : " " + fields.joined(separator: " "))
+        if journald { return "<\(Self.priority(level))>\(body)\n" }
+        let stamp = ISO8601DateFormatter.string(from: date, timeZone: .current, formatOptions: [.withInternetDateTime])
+        return "\(stamp) \(level.rawValue.uppercased()) \(body)\n"
+    }
+
+    /// Control characters from peers or files must not forge log lines.
+    static func oneLine(_ text: String) -> String {
+        String(text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : Character($0) })
     }
 }

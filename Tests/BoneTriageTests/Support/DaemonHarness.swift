@@ -75,7 +75,7 @@ final class DaemonHarness {
     }
 
     /// Starts the daemon (writing the configuration first unless `keepConfig`) and waits until it listens.
-    func start(keepConfig: Bool = false, logLevel: String = "info") throws {
+    func start(keepConfig: Bool = false, logLevel: String = "info", environment: [String: String] = [:]) throws {
         if !keepConfig { try writeConfig(port: port) }
         runs += 1
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
@@ -84,6 +84,7 @@ final class DaemonHarness {
         guard let executable = Executable.url else { throw HarnessError.didNotStart("no bonetriage executable") }
         p.executableURL = executable
         p.arguments = ["serve", "--config", configPath, "--log-level", logLevel]
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new } }
         p.standardError = handle
         p.standardOutput = handle
         try p.run()
