@@ -56,16 +56,6 @@ static void setError(char *error, size_t size, const std::string &text) {
     if (error && size > 0) snprintf(error, size, "%s", text.c_str());
 }
 
-/// fsync through a read-only descriptor: on Linux this flushes the file's data and metadata.
-static bool syncFile(const std::string &path, std::string &why) {
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) { why = strerror(errno); return false; }
-    bool ok = fsync(fd) == 0;
-    if (!ok) why = strerror(errno);
-    close(fd);
-    return ok;
-}
-
 /// One association, on its own thread: C-ECHO through DCMTK, C-STORE here.
 class StorageAssociation : public DcmThreadSCP {
 public:
@@ -115,10 +105,20 @@ protected:
         return DcmThreadSCP::handleIncomingCommand(message, info);
     }
 
+    /// Starts the write-back of what has arrived so far (every 4 MB), so that the fsync before the
+    /// answer waits for the tail of the file only.
+    void notifyRECEIVEProgress(const unsigned long byteCount) override {
+        if (receiving < 0 || byteCount < flushedUpTo + (4u << 20)) return;
+        sync_file_range(receiving, 0, 0, SYNC_FILE_RANGE_WRITE);
+        flushedUpTo = byteCount;
+    }
+
 private:
     bt_scp *owner;
     int verdict = -1;
     uint64_t stored = 0;
+    int receiving = -1;
+    unsigned long flushedUpTo = 0;
 
     int callerVerdict() {
         if (verdict < 0) {
@@ -154,22 +154,30 @@ private:
                 return discardDataset(request, info, 0xA700);
             }
         }
-        int probe = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-        if (probe < 0) {
+        // Created here (so an unwritable folder is found before any data is read), kept open to start
+        // the write-back while the dataset streams in, and to fsync it at the end.
+        receiving = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+        if (receiving < 0) {
             owner->log(BT_LOG_ERROR, "C-STORE refused (0xA700 out of resources): cannot create a file in " + owner->incoming + ": " +
                                          strerror(errno) + "; check the folder's owner and permissions");
             return discardDataset(request, info, 0xA700);
         }
-        close(probe);
+        flushedUpTo = 0;
         OFCondition cond = receiveSTORERequest(request, info.presentationContextID, OFString(path.c_str()));
+        int fd = receiving;
+        receiving = -1;
         if (cond.bad()) {
+            close(fd);
             unlink(path.c_str());
             owner->log(BT_LOG_WARNING, "C-STORE dataset not received from " + describePeer() + ": " + cond.text() + " (nothing was acknowledged)");
             return cond;
         }
         Uint16 status;
         std::string why;
-        if (!syncFile(path, why)) {
+        bool synced = fsync(fd) == 0;
+        if (!synced) why = strerror(errno);
+        close(fd);
+        if (!synced) {
             unlink(path.c_str());
             owner->log(BT_LOG_ERROR, "C-STORE refused (0xA700 out of resources): cannot fsync " + path + ": " + why);
             status = 0xA700;
@@ -238,6 +246,7 @@ extern "C" bt_scp *bt_scp_open(const bt_scp_settings *settings, bt_scp_callbacks
     config.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
     config.setDIMSETimeout(settings->dimse_timeout);
     config.setHostLookupEnabled(OFFalse);
+    config.setProgressNotificationMode(OFTrue);
     OFList<OFString> echoSyntaxes;
     echoSyntaxes.push_back(UID_LittleEndianExplicitTransferSyntax);
     echoSyntaxes.push_back(UID_BigEndianExplicitTransferSyntax);

@@ -208,6 +208,35 @@ struct DaemonTests {
         #expect(studies[study]?["state"] as? String == "triaged")
     }
 
+    @Test("late instances re-triage a study and keep its review history")
+    func lateInstances() throws {
+        let daemon = try DaemonHarness(quietPeriod: 0.5)
+        try daemon.start()
+        defer { _ = try? daemon.stop() }
+        let files = try TemporaryDirectory()
+        let study = "1.2.826.0.1.3680043.10.13.1"
+        for i in 0..<3 { try RadiographFactory.make(at: files.path("l\(i).dcm"), study: study, seed: 60 + i) }
+        #expect(try daemon.storescu([files.path("l0.dcm"), files.path("l1.dcm")]).status == 0)
+        let first = try #require(try daemon.waitForTriage([study])[study])
+        #expect(first["images"] as? Int == 2 && first["state"] as? String == "triaged")
+        let override = try Executable.run(["override", study, "--label", "abnormal", "--db", daemon.database, "--reviewer", "dr.test", "--note", "fracture"])
+        #expect(override.status == 0, "\(override.stderr)")
+
+        #expect(try daemon.storescu([files.path("l2.dcm")]).status == 0)
+        var latest: [String: Any] = [:]
+        try daemon.waitFor("the re-triage", timeout: 30) {
+            latest = try daemon.study(uid: study) ?? [:]
+            return latest["images"] as? Int == 3 && latest["state"] as? String == "triaged"
+        }
+        #expect(latest["changed_after_review"] as? Bool == true, "\(latest)")
+        #expect(latest["review_state"] as? String == "overridden" && latest["review_label"] as? String == "abnormal")
+        let show = try Executable.run(["show", study, "--db", daemon.database, "--format", "json"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(show.stdout.utf8)) as? [String: Any])
+        let reviews = try #require(object["reviews"] as? [[String: Any]])
+        #expect(reviews.count == 1 && reviews.first?["reviewer"] as? String == "dr.test")
+        #expect((object["images"] as? [[String: Any]])?.allSatisfy { $0["probability"] as? Double != nil } == true)
+    }
+
     @Test("a worklist locked past its busy timeout answers 0xA701, keeps the file, and the retry is recorded")
     func lockedWorklist() throws {
         let daemon = try DaemonHarness()
