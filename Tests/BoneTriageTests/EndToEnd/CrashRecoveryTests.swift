@@ -79,20 +79,21 @@ struct CrashRecoveryTests {
         #expect(try daemon.stop() == 0)
     }
 
-    @Test("kill -9 during a triage: after the restart the study is triaged once, with every image")
-    func killDuringTriage() throws {
-        // A full-size synthetic network on one thread makes a 24-image triage take seconds.
+    /// A daemon triaging a study right now: a full-size synthetic network on one thread makes each
+    /// image take a while.
+    func slowTriageUnderWay(images: Int, study: String) throws -> (DaemonHarness, String) {
         let daemon = try DaemonHarness(quietPeriod: 0.5, inputSize: 299)
         try daemon.start(logLevel: "debug")
         let files = try TemporaryDirectory()
-        let study = "1.2.826.0.1.3680043.10.7.1"
-        let paths = try (0..<24).map { i -> String in
-            let path = files.path("t\(i).dcm")
-            try RadiographFactory.make(at: path, study: study, seed: i)
-            return path
-        }
+        let paths = try RadiographFactory.makeStudy(in: files, prefix: "s", study: study, count: images)
         #expect(try daemon.storescu(paths).status == 0)
         try daemon.waitFor("the triage to start", timeout: 30) { daemon.log.contains("triage started") }
+        return (daemon, study)
+    }
+
+    @Test("kill -9 during a triage: after the restart the study is triaged once, with every image")
+    func killDuringTriage() throws {
+        let (daemon, study) = try slowTriageUnderWay(images: 24, study: "1.2.826.0.1.3680043.10.7.1")
         usleep(300_000)
         daemon.kill9()
         let before = try show(daemon, study).study
@@ -110,17 +111,7 @@ struct CrashRecoveryTests {
 
     @Test("SIGTERM while a study is being triaged: that triage finishes, the daemon exits 0")
     func gracefulStop() throws {
-        let daemon = try DaemonHarness(quietPeriod: 0.5, inputSize: 299)
-        try daemon.start(logLevel: "debug")
-        let files = try TemporaryDirectory()
-        let study = "1.2.826.0.1.3680043.10.8.1"
-        let paths = try (0..<8).map { i -> String in
-            let path = files.path("g\(i).dcm")
-            try RadiographFactory.make(at: path, study: study, seed: i)
-            return path
-        }
-        #expect(try daemon.storescu(paths).status == 0)
-        try daemon.waitFor("the triage to start", timeout: 30) { daemon.log.contains("triage started") }
+        let (daemon, study) = try slowTriageUnderWay(images: 8, study: "1.2.826.0.1.3680043.10.8.1")
         #expect(try daemon.stop(timeout: 60) == 0)
         #expect(daemon.log.contains("study triaged") && daemon.log.contains("stopped"), "\(daemon.log)")
         #expect(try show(daemon, study).study["state"] as? String == "triaged")

@@ -11,23 +11,9 @@ struct SystemdUnitTests {
     static let script = Fixtures.repositoryRoot.appendingPathComponent("tools/check_systemd_unit.sh").path
     static var systemdAnalyze: Bool { DicomTools.find("systemd-analyze") != nil }
 
-    struct Run {
-        let status: Int32
-        let output: String
-    }
-
     /// The check script, stdout and stderr together.
-    static func check(_ arguments: [String] = []) throws -> Run {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = [script] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+    static func check(_ arguments: [String] = []) throws -> DaemonHarness.Run {
+        try DaemonHarness.run("/bin/sh", [script] + arguments)
     }
 
     @Test("systemd-analyze verify accepts the unit without a single warning",

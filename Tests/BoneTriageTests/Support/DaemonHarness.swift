@@ -177,9 +177,10 @@ final class DaemonHarness {
         let output: String
     }
 
+    /// Runs a tool found on PATH (or given by its path), stdout and stderr together.
     static func run(_ tool: String, _ arguments: [String]) throws -> Run {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: try #require(DicomTools.find(tool)))
+        p.executableURL = URL(fileURLWithPath: tool.hasPrefix("/") ? tool : try #require(DicomTools.find(tool)))
         p.arguments = arguments
         let pipe = Pipe()
         p.standardOutput = pipe
@@ -216,6 +217,15 @@ enum RadiographFactory {
         if let expectedInstances { keys += ["-k", "0020,1208=\(expectedInstances)"] }
         try DicomTools.run("img2dcm", ["-i", "BMP"] + keys + [bmp, path])
         unlink(bmp)
+    }
+
+    /// `count` images of one study in `folder`, named `<prefix><n>.dcm`.
+    static func makeStudy(in folder: TemporaryDirectory, prefix: String, study: String, count: Int, size: Int = 96) throws -> [String] {
+        try (0..<count).map { i in
+            let path = folder.path("\(prefix)\(i).dcm")
+            try make(at: path, study: study, seed: i, size: size)
+            return path
+        }
     }
 
     /// The SOP Instance UID img2dcm gave a file.
