@@ -129,10 +129,14 @@ INST_ROOTGRP := $(if $(DESTDIR),,-o root -g $(SERVICE))
 
 .PHONY: install uninstall
 
+# The installed binary links Swift's runtime and Foundation statically (its own build folder), so the
+# daemon does not depend on the toolchain in /opt/swift; the system libraries stay shared (Debian's).
+INSTALL_BIN := .build-install/release/bonetriage
 install: build model
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path .build-install --product bonetriage
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" != 0 ]; then \
 	  echo "make install writes /usr/local/bin, /etc and /var/lib: run it as root (sudo make install), or stage it with DESTDIR=DIR" >&2; exit 1; fi
-	@test -x $(BIN) && test -f $(MODEL) || { echo "$(BIN) or $(MODEL) is missing (make build model)" >&2; exit 1; }
+	@test -x $(INSTALL_BIN) && test -f $(MODEL) || { echo "$(INSTALL_BIN) or $(MODEL) is missing (make build model)" >&2; exit 1; }
 	@if [ -z "$(DESTDIR)" ]; then \
 	  if ! getent group $(SERVICE) >/dev/null; then \
 	    echo "creating system group $(SERVICE)"; groupadd --system $(SERVICE) || exit 1; fi; \
@@ -141,7 +145,7 @@ install: build model
 	    useradd --system --gid $(SERVICE) --home-dir $(INST_STATE) --no-create-home --shell /usr/sbin/nologin \
 	      --comment "BoneTriage daemon" $(SERVICE) || exit 1; fi; \
 	fi
-	install -C -D -m 0755 $(BIN) $(DESTDIR)$(INST_BIN)
+	install -C -D -m 0755 $(INSTALL_BIN) $(DESTDIR)$(INST_BIN)
 	install -C -D -m 0644 systemd/bonetriage.service $(DESTDIR)$(INST_UNIT)
 	install -d -m 0755 $(DESTDIR)$(INST_CONF)
 	@conf=$(DESTDIR)$(INST_CONF)/bonetriage.toml; \
