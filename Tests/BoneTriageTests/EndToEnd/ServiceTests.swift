@@ -75,6 +75,15 @@ struct ServiceTests {
         let bad = try Executable.run(["serve", "--config", second.configPath])
         #expect(bad.status == 1)
         #expect(bad.stderr.contains("[dicom] port") && bad.stderr.contains("[storage] after_triage"), "\(bad.stderr)")
+        // A spool that cannot be a folder (a file is in the way): the start stops and names the folder.
+        try second.writeConfig()
+        try Data().write(to: URL(fileURLWithPath: second.dir.path("blocker")))
+        var text = try String(contentsOfFile: second.configPath, encoding: .utf8)
+        text = text.replacingOccurrences(of: "spool = \"\(second.spool)\"", with: "spool = \"\(second.dir.path("blocker"))/spool\"")
+        try text.write(toFile: second.configPath, atomically: true, encoding: .utf8)
+        let blocked = try Executable.run(["serve", "--config", second.configPath])
+        #expect(blocked.status == 1 && blocked.stderr.contains("blocker/spool") && blocked.stderr.contains("write access"), "\(blocked.stderr)")
+
         let check = try Executable.run(["serve", "--config", ConfigurationTests.shipped, "--check-config"])
         #expect(check.status == 0 && check.stdout.contains("is usable"), "\(check.stderr)")
     }
