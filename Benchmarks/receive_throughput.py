@@ -17,7 +17,7 @@ What it does (all receivers on this machine, in the same run, interleaved round 
   * Throughput: images acknowledged with Success / (last storescu exit - first storescu start), per
     round; BoneTriage / storescp is taken per round (same minute, same noise), and the median of
     those ratios is reported. The target (>= 0.90) is checked against the first --storescp-modes
-    entry (`storescp +xa` by default); the ratio against the other is printed too.
+    entry (`storescp +xa --fork`, the concurrent one, by default); the ratio against the other is printed too.
   * Latency (BoneTriage only): from a study's last image being acknowledged (storescu's
     "Received Store Response (Success)" line, read as it is printed) to the study appearing as
     triaged in `bonetriage list --db DB --format json`, polled every --poll-interval seconds.
@@ -618,7 +618,7 @@ def parse_args():
     parser.add_argument("--parallel", "-p", type=int, default=4, help="associations (storescu processes) at once (default: %(default)s)")
     parser.add_argument("--quiet-period", type=float, default=2.0, help="BoneTriage's quiet period, seconds (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds; every receiver runs once per round, in alternating order (default: %(default)s)")
-    parser.add_argument("--storescp-modes", default="serial,fork",
+    parser.add_argument("--storescp-modes", default="fork,serial",
                         help="storescp variants, comma-separated: serial (storescp +xa), fork (storescp +xa --fork); "
                              "the first is the one the target ratio is checked against (default: %(default)s)")
     parser.add_argument("--no-announced", action="store_true", help="skip the (0020,1208)=M latency variant")
