@@ -126,12 +126,24 @@ public final class TriageDaemon: @unchecked Sendable {
     private var isStopping: Bool { stopRequested.withLock { $0 } }
 
     private func watch(_ watcher: DropFolderWatcher, intake: InstanceIntake) {
+        var leftInPlace = Set<String>()
+        func ingest(_ path: String) {
+            if case .leftInPlace = intake.ingest(dropped: path, dropRoot: watcher.root) {
+                if FileManager.default.fileExists(atPath: path) { leftInPlace.insert(path) }
+            } else {
+                leftInPlace.remove(path)
+            }
+        }
         let existing = watcher.existingFiles()
         if !existing.isEmpty { logger.info("\(existing.count) file(s) were dropped while the daemon was down") }
-        for path in existing where !isStopping { _ = intake.ingest(dropped: path, dropRoot: watcher.root) }
+        for path in existing where !isStopping { ingest(path) }
+        var lastRetry = Date()
         while !isStopping {
-            for path in watcher.nextFiles(timeout: 0.5) where !isStopping {
-                _ = intake.ingest(dropped: path, dropRoot: watcher.root)
+            for path in watcher.nextFiles(timeout: 0.5) where !isStopping { ingest(path) }
+            // Files the spool or the worklist could not take: inotify will not announce them again.
+            if !leftInPlace.isEmpty, Date().timeIntervalSince(lastRetry) >= configuration.dropRetryInterval {
+                lastRetry = Date()
+                for path in leftInPlace.sorted() where !isStopping { ingest(path) }
             }
         }
     }

@@ -208,6 +208,31 @@ struct DaemonTests {
         #expect(studies[study]?["state"] as? String == "triaged")
     }
 
+    @Test("a dropped file the locked worklist could not take stays in the drop folder and is retried")
+    func dropRetry() throws {
+        let daemon = try DaemonHarness(extraConfig: "")
+        try daemon.writeConfig()
+        var text = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        text = text.replacingOccurrences(of: "[drop_folder]\n", with: "[drop_folder]\nretry_seconds = 1\n")
+        try text.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        try daemon.start(keepConfig: true)
+        defer { _ = try? daemon.stop() }
+        let files = try TemporaryDirectory()
+        let study = "1.2.826.0.1.3680043.10.14.1"
+        try RadiographFactory.make(at: files.path("d.dcm"), study: study)
+        let holder = try DatabaseQueue(path: daemon.database)
+        try holder.writeWithoutTransaction { db in
+            try db.execute(sql: "BEGIN EXCLUSIVE")
+            defer { try? db.execute(sql: "ROLLBACK") }
+            try FileManager.default.moveItem(atPath: files.path("d.dcm"), toPath: daemon.dropFolder + "/d.dcm")
+            try daemon.waitFor("the worklist to give up", timeout: 30) { daemon.log.contains("left in the drop folder") }
+        }
+        #expect(FileManager.default.fileExists(atPath: daemon.dropFolder + "/d.dcm"))
+        let studies = try daemon.waitForTriage([study], timeout: 30)
+        #expect(studies[study]?["state"] as? String == "triaged")
+        #expect(!FileManager.default.fileExists(atPath: daemon.dropFolder + "/d.dcm"))
+    }
+
     @Test("late instances re-triage a study and keep its review history")
     func lateInstances() throws {
         let daemon = try DaemonHarness(quietPeriod: 0.5)
