@@ -16,6 +16,8 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+        // Plain C so the AVX2 micro-kernel can be compiled for a target chosen at run time.
+        .target(name: "CKernels", path: "Sources/CKernels"),
         .target(name: "CPNG", path: "Sources/CPNG", linkerSettings: [.linkedLibrary("png16")]),
         .target(
             name: "CDCMTK",
@@ -30,6 +32,7 @@ let package = Package(
             name: "BoneTriage",
             dependencies: [
                 "COpenBLAS",
+                "CKernels",
                 "CDCMTK",
                 "CPNG",
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),

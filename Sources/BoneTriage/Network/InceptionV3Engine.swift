@@ -55,7 +55,7 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
 public final class InceptionV3Network: Sendable {
     public let description: BackboneDescription
     public let architecture: InceptionV3Architecture
-    let convolutions: [String: FoldedConvolution]
+    let convolutions: [String: PackedConvolution]
 
     /// Takes the weights over: each layer is folded in place and dropped, so loading never holds
     /// two copies of the 87 MB of parameters.
@@ -75,35 +75,39 @@ public final class InceptionV3Network: Sendable {
             let parts = block.pointwiseHeads.compactMap { folded.removeValue(forKey: $0) }
             folded["\(block.name)/heads"] = FoldedConvolution(fusing: parts, name: "\(block.name)/heads")
         }
-        convolutions = folded
+        // One layer at a time, so the folded and packed copies never coexist for the whole network.
+        var packed: [String: PackedConvolution] = [:]
+        for name in Array(folded.keys) {
+            guard let layer = folded.removeValue(forKey: name) else { continue }
+            packed[name] = PackedConvolution(layer)
+        }
+        convolutions = packed
     }
 
-    /// Bytes held by the folded parameters.
-    public var parameterBytes: Int { convolutions.values.reduce(0) { $0 + ($1.kernel.count + $1.bias.count) * 4 } }
+    /// Bytes held by the packed parameters (biases included).
+    public var parameterBytes: Int { convolutions.values.reduce(0) { $0 + $1.weights.count * 4 } }
 }
 
 /// Runs the network on batches of NHWC images. Not thread-safe: it owns its buffers, reused
 /// from one call to the next; give each worker its own engine over a shared network.
 ///
 /// Every layer is split across `threads` threads (by output pixels when there are many, else by output
-/// channels), with OpenBLAS itself kept single-threaded: the small late-stage GEMMs then still use
-/// both cores, and no thread pool fights another.
+/// channels); see `PackedConvolution.run`.
 public final class InceptionV3Engine {
     public let network: InceptionV3Network
     public let inputSize: Int
     public let threads: Int
+    private let pool: WorkerPool
     private var buffers: EngineBuffers?
-
-    /// Cap on the im2col workspace (floats); larger layers are processed in row chunks.
-    static let workspaceCapacity = 4 << 20
-    /// Below this many output pixels a layer is split by output channels instead.
-    static let minimumRowsForRowSplit = 96
 
     public init(network: InceptionV3Network, inputSize: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
         guard inputSize >= InceptionV3Architecture.minimumInputSize else { throw EngineError.inputSizeTooSmall(inputSize) }
         self.network = network
         self.inputSize = inputSize
         self.threads = max(1, threads)
+        pool = WorkerPool(threads: self.threads)
+        // The engine no longer calls BLAS, but the training code does, from threads the engine also
+        // uses: keep OpenBLAS's own pool out of the way.
         openblas_set_num_threads(1)
     }
 
@@ -168,14 +172,14 @@ public final class InceptionV3Engine {
             }
         }
         let final = current
-        parallel(min(threads, n)) { t in
+        pool.run(min(threads, n)) { t in
             FeatureMapKernels.globalAveragePool(final, into: features, images: partition(n, parts: min(self.threads, n), index: t))
         }
     }
 
     // MARK: Blocks
 
-    private func conv(_ name: String) -> FoldedConvolution {
+    private func conv(_ name: String) -> PackedConvolution {
         guard let c = network.convolutions[name] else { preconditionFailure("network lacks \(name)") }
         return c
     }
@@ -275,7 +279,7 @@ public final class InceptionV3Engine {
     private func copy(_ source: FeatureMap, into destination: FeatureMap) {
         let pixels = source.pixels
         let parts = min(threads, max(1, pixels / 64))
-        parallel(parts) { t in
+        pool.run(parts) { t in
             for p in partition(pixels, parts: parts, index: t) {
                 (destination.data + p * destination.pixelStride).update(from: source.data + p * source.pixelStride, count: source.channels)
             }
@@ -288,7 +292,7 @@ public final class InceptionV3Engine {
         let pooled = temp(b.t0, like: x, channels: x.channels)
         let rows = x.batch * x.height
         let parts = min(threads, rows)
-        parallel(parts) { t in
+        pool.run(parts) { t in
             let r = partition(rows, parts: parts, index: t)
             if maxPool {
                 FeatureMapKernels.maxPool3x3(x, stride: 1, pad: 1, output: pooled, outRows: r)
@@ -303,81 +307,15 @@ public final class InceptionV3Engine {
     private func maxPool(_ x: FeatureMap, stride: Int, pad: Int, into out: FeatureMap) {
         let rows = out.batch * out.height
         let parts = min(threads, rows)
-        parallel(parts) { t in
+        pool.run(parts) { t in
             FeatureMapKernels.maxPool3x3(x, stride: stride, pad: pad, output: out, outRows: partition(rows, parts: parts, index: t))
         }
     }
 
     // MARK: Convolution
 
-    private func convolve(_ c: FoldedConvolution, _ input: FeatureMap, _ output: FeatureMap, _ b: EngineBuffers) {
-        let spec = c.spec
-        let outHeight = (input.height + 2 * spec.padHeight - spec.kernelHeight) / spec.stride + 1
-        let outWidth = (input.width + 2 * spec.padWidth - spec.kernelWidth) / spec.stride + 1
-        precondition(outHeight == output.height && outWidth == output.width && output.channels == spec.outputChannels
-                     && input.channels == spec.inputChannels, "shape mismatch at \(spec.name)")
-        let m = input.batch * outHeight * outWidth
-        let k = spec.kernelHeight * spec.kernelWidth * spec.inputChannels
-        let nCols = spec.outputChannels
-        let threads = self.threads
-        c.kernel.withUnsafeBufferPointer { kernel in
-            c.bias.withUnsafeBufferPointer { bias in
-                guard let kb = kernel.baseAddress, let bb = bias.baseAddress else { return }
-                let pointwise = spec.kernelHeight == 1 && spec.kernelWidth == 1 && spec.stride == 1
-                if pointwise {
-                    gemm(a: input.data, lda: input.pixelStride, rows: m, k: k, b: kb, n: nCols, bias: bb,
-                         c: output.data, ldc: output.pixelStride, threads: threads)
-                    return
-                }
-                let chunk = max(1, min(m, Self.workspaceCapacity / k))
-                var start = 0
-                while start < m {
-                    let count = min(chunk, m - start)
-                    let cOut = output.data + start * output.pixelStride
-                    let ws = b.workspace
-                    if count >= Self.minimumRowsForRowSplit && threads > 1 {
-                        // Each thread builds its own rows' patches and multiplies them: one hand-off.
-                        parallel(threads) { t in
-                            let r = partition(count, parts: threads, index: t)
-                            FeatureMapKernels.im2col(input, spec, outHeight: outHeight, outWidth: outWidth,
-                                                     rows: (start + r.lowerBound)..<(start + r.upperBound), into: ws + r.lowerBound * k)
-                            FeatureMapKernels.gemmBiasReLU(a: ws, lda: k, b: kb, ldb: nCols, c: cOut, ldc: output.pixelStride,
-                                                           bias: bb, rows: r, cols: 0..<nCols, k: k)
-                        }
-                    } else {
-                        let parts = min(threads, count)
-                        parallel(parts) { t in
-                            let r = partition(count, parts: parts, index: t)
-                            FeatureMapKernels.im2col(input, spec, outHeight: outHeight, outWidth: outWidth,
-                                                     rows: (start + r.lowerBound)..<(start + r.upperBound), into: ws + r.lowerBound * k)
-                        }
-                        gemm(a: ws, lda: k, rows: count, k: k, b: kb, n: nCols, bias: bb, c: cOut, ldc: output.pixelStride, threads: threads)
-                    }
-                    start += count
-                }
-            }
-        }
-    }
-
-    /// Splits one GEMM across threads: by rows when there are enough, else by columns in multiples of 16.
-    private func gemm(a: UnsafePointer<Float>, lda: Int, rows m: Int, k: Int, b: UnsafePointer<Float>, n: Int,
-                      bias: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int) {
-        if threads == 1 {
-            FeatureMapKernels.gemmBiasReLU(a: a, lda: lda, b: b, ldb: n, c: c, ldc: ldc, bias: bias, rows: 0..<m, cols: 0..<n, k: k)
-        } else if m >= Self.minimumRowsForRowSplit {
-            parallel(threads) { t in
-                FeatureMapKernels.gemmBiasReLU(a: a, lda: lda, b: b, ldb: n, c: c, ldc: ldc, bias: bias,
-                                               rows: partition(m, parts: threads, index: t), cols: 0..<n, k: k)
-            }
-        } else {
-            let blocks = (n + 15) / 16
-            let parts = min(threads, blocks)
-            parallel(parts) { t in
-                let r = partition(blocks, parts: parts, index: t)
-                FeatureMapKernels.gemmBiasReLU(a: a, lda: lda, b: b, ldb: n, c: c, ldc: ldc, bias: bias,
-                                               rows: 0..<m, cols: (r.lowerBound * 16)..<min(n, r.upperBound * 16), k: k)
-            }
-        }
+    private func convolve(_ c: PackedConvolution, _ input: FeatureMap, _ output: FeatureMap, _ b: EngineBuffers) {
+        c.run(input, output, pool: pool)
     }
 }
 
@@ -396,11 +334,10 @@ final class EngineBuffers {
     let t1: UnsafeMutablePointer<Float>
     /// The fused output of a block's 1x1 convolutions of its input.
     let heads: UnsafeMutablePointer<Float>
-    let workspace: UnsafeMutablePointer<Float>
 
     init(architecture: InceptionV3Architecture, inputSize: Int, batch: Int) {
         self.batch = batch
-        var blockOutput = 0, stemScratch = 0, branchScratch = 0, headScratch = 0, workspaceNeed = 0
+        var blockOutput = 0, stemScratch = 0, branchScratch = 0, headScratch = 0
         var size = inputSize
         for block in architecture.blocks {
             let g = InceptionGeometry(inputSize: size, block: block)
@@ -414,9 +351,6 @@ final class EngineBuffers {
                 } else {
                     branchScratch = max(branchScratch, pixels * spec.outputChannels)
                 }
-                if !(spec.kernelHeight == 1 && spec.kernelWidth == 1 && spec.stride == 1) {
-                    workspaceNeed = max(workspaceNeed, batch * pixels * spec.kernelHeight * spec.kernelWidth * spec.inputChannels)
-                }
             }
             if case .stem = block {} else {
                 branchScratch = max(branchScratch, size * size * block.inputChannels)
@@ -425,8 +359,6 @@ final class EngineBuffers {
             }
             size = g.outputSize
         }
-        let maxK = architecture.convolutions.map { $0.kernelHeight * $0.kernelWidth * $0.inputChannels }.max() ?? 1
-        let workspaceFloats = max(min(workspaceNeed, InceptionV3Engine.workspaceCapacity), maxK)
         func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
             p.initialize(repeating: 0, count: max(count, 1))
@@ -440,10 +372,9 @@ final class EngineBuffers {
         t0 = allocate(batch * branchScratch)
         t1 = allocate(batch * branchScratch)
         heads = allocate(batch * headScratch)
-        workspace = allocate(workspaceFloats)
     }
 
     deinit {
-        for p in [input, ping, pong, stemA, stemB, t0, t1, heads, workspace] { p.deallocate() }
+        for p in [input, ping, pong, stemA, stemB, t0, t1, heads] { p.deallocate() }
     }
 }

@@ -1,0 +1,75 @@
+import CKernels
+
+/// A folded convolution with its weights in the micro-kernel's panel layout (Sources/CKernels):
+/// packed once at load, so no forward pass re-packs the 87 MB of weights.
+struct PackedConvolution: Sendable {
+    let spec: ConvolutionSpec
+    /// Panels of 16 output channels: each is 16 biases then kh*kw*inputChannels rows of 16 weights.
+    let weights: [Float]
+
+    init(_ folded: consuming FoldedConvolution) {
+        let spec = folded.spec
+        let k = spec.kernelHeight * spec.kernelWidth * spec.inputChannels
+        let n = spec.outputChannels
+        let count = bt_packed_weights_count(Int32(k), Int32(n))
+        let kernel = folded.kernel, bias = folded.bias
+        self.spec = spec
+        weights = [Float](unsafeUninitializedCapacity: count) { packed, initialized in
+            kernel.withUnsafeBufferPointer { kb in
+                bias.withUnsafeBufferPointer { bb in
+                    guard let base = packed.baseAddress, let kp = kb.baseAddress, let bp = bb.baseAddress else { return }
+                    bt_pack_weights(kp, bp, Int32(k), Int32(n), base)
+                    initialized = count
+                }
+            }
+        }
+        precondition(weights.count == count, "packing \(spec.name) failed")
+    }
+
+    var panelCount: Int { Int(bt_panel_count(Int32(spec.outputChannels))) }
+
+    /// output = relu(conv(input) + bias), split over the pool's threads: by output pixels in whole 6-pixel
+    /// strips when each thread gets several strips (the weights are then small next to the
+    /// activations), else by 16-channel panels, so that each core streams only its half of the
+    /// large late-stage weights.
+    func run(_ input: FeatureMap, _ output: FeatureMap, pool: WorkerPool) {
+        let threads = pool.threads
+        let outHeight = (input.height + 2 * spec.padHeight - spec.kernelHeight) / spec.stride + 1
+        let outWidth = (input.width + 2 * spec.padWidth - spec.kernelWidth) / spec.stride + 1
+        precondition(outHeight == output.height && outWidth == output.width && output.channels == spec.outputChannels
+                     && input.channels == spec.inputChannels && input.batch == output.batch, "shape mismatch at \(spec.name)")
+        precondition(spec.inputChannels <= Int(BT_MAX_INPUT_CHANNELS) && spec.kernelHeight * spec.kernelWidth <= Int(BT_MAX_TAPS),
+                     "\(spec.name) exceeds the convolution kernel's limits")
+        var desc = bt_conv_desc(
+            input: UnsafePointer(input.data), batch: Int32(input.batch), in_h: Int32(input.height), in_w: Int32(input.width),
+            in_c: Int32(input.channels), in_stride: Int32(input.pixelStride),
+            kernel_h: Int32(spec.kernelHeight), kernel_w: Int32(spec.kernelWidth), stride: Int32(spec.stride),
+            pad_h: Int32(spec.padHeight), pad_w: Int32(spec.padWidth),
+            output: output.data, out_h: Int32(outHeight), out_w: Int32(outWidth),
+            out_c: Int32(output.channels), out_stride: Int32(output.pixelStride))
+        let rows = output.pixels, panels = panelCount
+        let strips = (rows + Self.stripHeight - 1) / Self.stripHeight
+        weights.withUnsafeBufferPointer { w in
+            guard let packed = w.baseAddress else { return }
+            withUnsafePointer(to: &desc) { d in
+                if threads > 1 && strips >= Self.minimumStripsPerThread * threads {
+                    pool.run(threads) { t in
+                        let s = partition(strips, parts: threads, index: t)
+                        bt_conv_relu(d, packed, Int32(s.lowerBound * Self.stripHeight), Int32(min(rows, s.upperBound * Self.stripHeight)),
+                                     0, Int32(panels))
+                    }
+                } else {
+                    let parts = min(threads, panels)
+                    pool.run(parts) { t in
+                        let p = partition(panels, parts: parts, index: t)
+                        bt_conv_relu(d, packed, 0, Int32(rows), Int32(p.lowerBound), Int32(p.upperBound))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Output pixels per micro-kernel call (MR in conv.c).
+    static let stripHeight = 6
+    static let minimumStripsPerThread = 8
+}

@@ -1,0 +1,171 @@
+// Convolution as an implicit GEMM over pre-packed weights, in the style of XNNPACK's igemm: each
+// group of 6 output pixels gets a table of pointers to its input pixels (one per kernel tap, or to a
+// zero row for padding), and the micro-kernel walks the channels behind those pointers. No im2col
+// copy is made, and the weights are packed once at load, so nothing is re-packed per call.
+#include "CKernels.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define BT_X86 1
+#endif
+
+#define MR 6
+#define NR BT_PANEL_WIDTH
+
+/// Weight bytes of the panels one pass over a row strip visits: sized to stay in the (512 KB) L2,
+/// so weights larger than that are streamed from memory once per group of panels, not once per strip.
+#define PANEL_BLOCK_BYTES (192 * 1024)
+
+static const float zero_row[BT_MAX_INPUT_CHANNELS] __attribute__((aligned(64)));
+
+int bt_panel_count(int n) { return (n + NR - 1) / NR; }
+
+size_t bt_packed_weights_count(int k, int n) {
+    return (size_t)bt_panel_count(n) * (size_t)(NR + (size_t)k * NR);
+}
+
+void bt_pack_weights(const float *weights, const float *bias, int k, int n, float *packed) {
+    for (int p = 0; p < bt_panel_count(n); p++) {
+        float *dst = packed + (size_t)p * (NR + (size_t)k * NR);
+        int j0 = p * NR;
+        for (int j = 0; j < NR; j++) dst[j] = j0 + j < n ? bias[j0 + j] : 0.0f;
+        dst += NR;
+        for (int r = 0; r < k; r++) {
+            for (int j = 0; j < NR; j++) dst[j] = j0 + j < n ? weights[(size_t)r * n + j0 + j] : 0.0f;
+            dst += NR;
+        }
+    }
+}
+
+typedef void (*micro_kernel)(int mr, int nc, int taps, int cin, const float *const *ptrs,
+                             const float *w, float *c, int ldc);
+
+// Rows beyond `mr` alias row mr-1 (see strip_pointers) and are computed but not stored.
+static void kernel_portable(int mr, int nc, int taps, int cin, const float *const *ptrs,
+                            const float *w, float *c, int ldc) {
+    float acc[MR][NR];
+    for (int i = 0; i < MR; i++) memcpy(acc[i], w, sizeof acc[i]);
+    w += NR;
+    for (int t = 0; t < taps; t++) {
+        const float *const *a = ptrs + t * MR;
+        for (int k = 0; k < cin; k++) {
+            for (int i = 0; i < MR; i++) {
+                float v = a[i][k];
+                for (int j = 0; j < NR; j++) acc[i][j] += v * w[j];
+            }
+            w += NR;
+        }
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nc; j++) c[(size_t)i * ldc + j] = acc[i][j] > 0 ? acc[i][j] : 0;
+}
+
+#ifdef BT_X86
+__attribute__((target("avx2,fma")))
+static void kernel_avx2(int mr, int nc, int taps, int cin, const float *const *ptrs,
+                        const float *w, float *c, int ldc) {
+    __m256 c00 = _mm256_loadu_ps(w), c01 = _mm256_loadu_ps(w + 8);
+    __m256 c10 = c00, c11 = c01, c20 = c00, c21 = c01, c30 = c00, c31 = c01, c40 = c00, c41 = c01, c50 = c00, c51 = c01;
+    w += NR;
+    for (int t = 0; t < taps; t++) {
+        const float *a0 = ptrs[t * MR + 0], *a1 = ptrs[t * MR + 1], *a2 = ptrs[t * MR + 2];
+        const float *a3 = ptrs[t * MR + 3], *a4 = ptrs[t * MR + 4], *a5 = ptrs[t * MR + 5];
+        for (int k = 0; k < cin; k++) {
+            const __m256 b0 = _mm256_loadu_ps(w), b1 = _mm256_loadu_ps(w + 8);
+            w += NR;
+            __m256 a;
+            a = _mm256_broadcast_ss(a0 + k); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
+            a = _mm256_broadcast_ss(a1 + k); c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
+            a = _mm256_broadcast_ss(a2 + k); c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21);
+            a = _mm256_broadcast_ss(a3 + k); c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31);
+            a = _mm256_broadcast_ss(a4 + k); c40 = _mm256_fmadd_ps(a, b0, c40); c41 = _mm256_fmadd_ps(a, b1, c41);
+            a = _mm256_broadcast_ss(a5 + k); c50 = _mm256_fmadd_ps(a, b0, c50); c51 = _mm256_fmadd_ps(a, b1, c51);
+        }
+    }
+    const __m256 z = _mm256_setzero_ps();
+    __m256 rows[MR][2] = {
+        {_mm256_max_ps(c00, z), _mm256_max_ps(c01, z)}, {_mm256_max_ps(c10, z), _mm256_max_ps(c11, z)},
+        {_mm256_max_ps(c20, z), _mm256_max_ps(c21, z)}, {_mm256_max_ps(c30, z), _mm256_max_ps(c31, z)},
+        {_mm256_max_ps(c40, z), _mm256_max_ps(c41, z)}, {_mm256_max_ps(c50, z), _mm256_max_ps(c51, z)},
+    };
+    for (int i = 0; i < mr; i++) {
+        float *dst = c + (size_t)i * ldc;
+        if (nc == NR) {
+            _mm256_storeu_ps(dst, rows[i][0]);
+            _mm256_storeu_ps(dst + 8, rows[i][1]);
+        } else {
+            float tmp[NR];
+            _mm256_storeu_ps(tmp, rows[i][0]);
+            _mm256_storeu_ps(tmp + 8, rows[i][1]);
+            memcpy(dst, tmp, (size_t)nc * sizeof(float));
+        }
+    }
+}
+#endif
+
+static micro_kernel selected_kernel(void) {
+#ifdef BT_X86
+    // The answer never changes, so a racy first use stores the same value from every thread.
+    static int avx2 = -1;
+    if (avx2 < 0) {
+        __builtin_cpu_init();
+        avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    if (avx2) return kernel_avx2;
+#endif
+    return kernel_portable;
+}
+
+int bt_kernels_use_avx2(void) {
+#ifdef BT_X86
+    return selected_kernel() == kernel_avx2;
+#else
+    return 0;
+#endif
+}
+
+/// Input pointers of output pixels r0 ..< r0+mr for every tap, laid out [tap][MR]; rows past mr repeat
+/// the last one so the micro-kernel needs no row tail.
+static void strip_pointers(const bt_conv_desc *d, int r0, int mr, const float **ptrs) {
+    const int per_image = d->out_h * d->out_w;
+    for (int i = 0; i < MR; i++) {
+        const int r = r0 + (i < mr ? i : mr - 1);
+        const int n = r / per_image, rem = r - n * per_image;
+        const int oy = rem / d->out_w, ox = rem - oy * d->out_w;
+        const int y0 = oy * d->stride - d->pad_h, x0 = ox * d->stride - d->pad_w;
+        for (int ky = 0; ky < d->kernel_h; ky++) {
+            const int iy = y0 + ky;
+            for (int kx = 0; kx < d->kernel_w; kx++) {
+                const int ix = x0 + kx;
+                const int inside = iy >= 0 && iy < d->in_h && ix >= 0 && ix < d->in_w;
+                ptrs[(ky * d->kernel_w + kx) * MR + i] =
+                    inside ? d->input + ((size_t)(n * d->in_h + iy) * d->in_w + ix) * d->in_stride : zero_row;
+            }
+        }
+    }
+}
+
+void bt_conv_relu(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
+                  int panel_begin, int panel_end) {
+    const micro_kernel kernel = selected_kernel();
+    const int taps = d->kernel_h * d->kernel_w;
+    const size_t k = (size_t)taps * d->in_c;
+    const size_t panel_floats = NR + k * NR;
+    int block = (int)(PANEL_BLOCK_BYTES / (panel_floats * sizeof(float)));
+    if (block < 1) block = 1;
+    const float *ptrs[BT_MAX_TAPS * MR];
+    for (int pb = panel_begin; pb < panel_end; pb += block) {
+        const int pe = pb + block < panel_end ? pb + block : panel_end;
+        for (int r = row_begin; r < row_end; r += MR) {
+            const int mr = row_end - r < MR ? row_end - r : MR;
+            strip_pointers(d, r, mr, ptrs);
+            float *out_row = d->output + (size_t)r * d->out_stride;
+            for (int p = pb; p < pe; p++) {
+                const int nc = d->out_c - p * NR < NR ? d->out_c - p * NR : NR;
+                kernel(mr, nc, taps, d->in_c, ptrs, packed + (size_t)p * panel_floats, out_row + p * NR, d->out_stride);
+            }
+        }
+    }
+}

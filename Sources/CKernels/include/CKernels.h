@@ -1,0 +1,51 @@
+#ifndef BONETRIAGE_CKERNELS_H
+#define BONETRIAGE_CKERNELS_H
+
+#include <stddef.h>
+
+#include "CKernelsPool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Output channels per packed weight panel (the micro-kernel's width).
+#define BT_PANEL_WIDTH 16
+/// Largest kernel_h * kernel_w the convolution accepts (Inception's largest is 5x5).
+#define BT_MAX_TAPS 49
+/// Largest input channel count the convolution accepts (padding taps read this many zeros).
+#define BT_MAX_INPUT_CHANNELS 4096
+
+/// One convolution over NHWC maps, each possibly a channel slice of a wider map (pixel stride >= channels).
+/// Element (n, y, x, c) of the input lives at input[((n*in_h + y)*in_w + x)*in_stride + c]; the output likewise.
+typedef struct {
+    const float *input;
+    int batch, in_h, in_w, in_c, in_stride;
+    int kernel_h, kernel_w, stride, pad_h, pad_w;
+    float *output;
+    int out_h, out_w, out_c, out_stride;
+} bt_conv_desc;
+
+/// Floats needed to pack a [k, n] weight matrix (k = kernel_h*kernel_w*in_c, rows ordered ky, kx, c).
+size_t bt_packed_weights_count(int k, int n);
+
+/// Packs row-major weights [k, n] and bias [n] into panels of BT_PANEL_WIDTH output channels:
+/// each panel is its 16 biases then k rows of 16 weights (zero beyond n).
+void bt_pack_weights(const float *weights, const float *bias, int k, int n, float *packed);
+
+/// Number of panels for n output channels.
+int bt_panel_count(int n);
+
+/// output = relu(conv(input, weights) + bias) for output pixels [row_begin, row_end) (pixel index
+/// across the batch) and output channel panels [panel_begin, panel_end). Disjoint ranges may run concurrently.
+void bt_conv_relu(const bt_conv_desc *desc, const float *packed, int row_begin, int row_end,
+                  int panel_begin, int panel_end);
+
+/// 1 when the AVX2+FMA micro-kernel is in use on this CPU, 0 for the portable one.
+int bt_kernels_use_avx2(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
