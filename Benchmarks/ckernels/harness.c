@@ -1,7 +1,7 @@
 // Checks bt_conv_relu against a naive convolution and times it beside im2col + OpenBLAS sgemm,
 // single-threaded, on Inception V3 layer shapes at 150x150. Build and run (seconds, no Swift build):
 //   clang -O2 -march=x86-64 -ISources/CKernels/include Benchmarks/ckernels/harness.c \
-//         Sources/CKernels/conv.c -lopenblas -lm -o /tmp/bt_harness && /tmp/bt_harness
+//         Sources/CKernels/conv.c Sources/CKernels/winograd.c -lopenblas -lm -o /tmp/bt_harness && /tmp/bt_harness
 #include "CKernels.h"
 
 #include <cblas.h>
@@ -14,7 +14,7 @@
 typedef struct { const char *name; int batch, size, cin, kh, kw, stride, pad_h, pad_w, cout; } shape;
 
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
-static float rnd(void) { return (float)rand() / RAND_MAX * 2 - 1; }
+static float rnd(void) { return (float)((double)rand() / RAND_MAX * 2 - 1); }
 
 static void im2col(const bt_conv_desc *d, float *out) {
     int k = d->kernel_h * d->kernel_w * d->in_c;
@@ -74,9 +74,20 @@ int main(int argc, char **argv) {
         bt_conv_relu(&d, packed, 0, m, 0, bt_panel_count(n));
         double err = 0, mag = 0;
         for (size_t i = 0; i < (size_t)m * n; i++) { err = fmax(err, fabs(out[i] - ref[i])); mag = fmax(mag, fabs(ref[i])); }
+        int wino = sh.kh == 3 && sh.kw == 3 && sh.stride == 1;
+        float *wpacked = NULL, *scratch = NULL;
+        double werr = 0;
+        if (wino) {
+            wpacked = malloc(bt_winograd_weights_count(sh.cin, n) * 4);
+            bt_winograd_pack_weights(w, sh.cin, n, wpacked);
+            scratch = malloc(bt_winograd_scratch_count(sh.cin, n) * 4);
+            memset(out, 0, sizeof(float) * m * n);
+            bt_winograd_conv_relu(&d, wpacked, bias, 0, bt_winograd_tile_count(&d), scratch);
+            for (size_t i = 0; i < (size_t)m * n; i++) werr = fmax(werr, fabs(out[i] - ref[i]));
+        }
         double flop = 2.0 * m * n * k, budget = 0.3;
         int reps = (int)fmax(3, budget / (flop / 100e9));
-        double best = 1e9, bestBlas = 1e9;
+        double best = 1e9, bestBlas = 1e9, bestWino = 1e9;
         for (int rep = 0; rep < reps; rep++) {
             double t0 = now();
             bt_conv_relu(&d, packed, 0, m, 0, bt_panel_count(n));
@@ -85,10 +96,16 @@ int main(int argc, char **argv) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1, sh.kh == 1 && sh.kw == 1 ? in : cols, k, w, n, 0, ref, n);
             for (size_t i = 0; i < (size_t)m * n; i++) { float v = ref[i] + bias[i % n]; ref[i] = v > 0 ? v : 0; }
             double t2 = now();
+            if (wino) bt_winograd_conv_relu(&d, wpacked, bias, 0, bt_winograd_tile_count(&d), scratch);
+            double t3 = now();
+            if (t3 - t2 < bestWino) bestWino = t3 - t2;
             if (t1 - t0 < best) best = t1 - t0;
             if (t2 - t1 < bestBlas) bestBlas = t2 - t1;
         }
-        printf("%-14s %8.1f %9.1f %9.1f %8.1e\n", sh.name, flop / 1e6, flop / best / 1e9, flop / bestBlas / 1e9, err / fmax(mag, 1e-30));
+        printf("%-14s %8.1f %9.1f %9.1f %8.1e", sh.name, flop / 1e6, flop / best / 1e9, flop / bestBlas / 1e9, err / fmax(mag, 1e-30));
+        if (wino) printf("  winograd %6.1f (direct-equivalent GF/s) err %.1e", flop / bestWino / 1e9, werr / fmax(mag, 1e-30));
+        printf("\n");
+        free(wpacked); free(scratch);
         free(in); free(w); free(bias); free(packed); free(out); free(ref); free(cols);
     }
     return 0;

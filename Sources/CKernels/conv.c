@@ -40,11 +40,11 @@ void bt_pack_weights(const float *weights, const float *bias, int k, int n, floa
 }
 
 typedef void (*micro_kernel)(int mr, int nc, int taps, int cin, const float *const *ptrs,
-                             const float *w, float *c, int ldc);
+                             const float *w, float *c, int ldc, int relu);
 
 // Rows beyond `mr` alias row mr-1 (see strip_pointers) and are computed but not stored.
 static void kernel_portable(int mr, int nc, int taps, int cin, const float *const *ptrs,
-                            const float *w, float *c, int ldc) {
+                            const float *w, float *c, int ldc, int relu) {
     float acc[MR][NR];
     for (int i = 0; i < MR; i++) memcpy(acc[i], w, sizeof acc[i]);
     w += NR;
@@ -59,13 +59,13 @@ static void kernel_portable(int mr, int nc, int taps, int cin, const float *cons
         }
     }
     for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nc; j++) c[(size_t)i * ldc + j] = acc[i][j] > 0 ? acc[i][j] : 0;
+        for (int j = 0; j < nc; j++) c[(size_t)i * ldc + j] = !relu || acc[i][j] > 0 ? acc[i][j] : 0;
 }
 
 #ifdef BT_X86
 __attribute__((target("avx2,fma")))
 static void kernel_avx2(int mr, int nc, int taps, int cin, const float *const *ptrs,
-                        const float *w, float *c, int ldc) {
+                        const float *w, float *c, int ldc, int relu) {
     __m256 c00 = _mm256_loadu_ps(w), c01 = _mm256_loadu_ps(w + 8);
     __m256 c10 = c00, c11 = c01, c20 = c00, c21 = c01, c30 = c00, c31 = c01, c40 = c00, c41 = c01, c50 = c00, c51 = c01;
     w += NR;
@@ -84,7 +84,8 @@ static void kernel_avx2(int mr, int nc, int taps, int cin, const float *const *p
             a = _mm256_broadcast_ss(a5 + k); c50 = _mm256_fmadd_ps(a, b0, c50); c51 = _mm256_fmadd_ps(a, b1, c51);
         }
     }
-    const __m256 z = _mm256_setzero_ps();
+    // max(x, -inf) is x: the same code path without the ReLU.
+    const __m256 z = relu ? _mm256_setzero_ps() : _mm256_set1_ps(-__builtin_inff());
     __m256 rows[MR][2] = {
         {_mm256_max_ps(c00, z), _mm256_max_ps(c01, z)}, {_mm256_max_ps(c10, z), _mm256_max_ps(c11, z)},
         {_mm256_max_ps(c20, z), _mm256_max_ps(c21, z)}, {_mm256_max_ps(c30, z), _mm256_max_ps(c31, z)},
@@ -147,8 +148,8 @@ static void strip_pointers(const bt_conv_desc *d, int r0, int mr, const float **
     }
 }
 
-void bt_conv_relu(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
-                  int panel_begin, int panel_end) {
+void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
+             int panel_begin, int panel_end, int relu) {
     const micro_kernel kernel = selected_kernel();
     const int taps = d->kernel_h * d->kernel_w;
     const size_t k = (size_t)taps * d->in_c;
@@ -164,8 +165,13 @@ void bt_conv_relu(const bt_conv_desc *d, const float *packed, int row_begin, int
             float *out_row = d->output + (size_t)r * d->out_stride;
             for (int p = pb; p < pe; p++) {
                 const int nc = d->out_c - p * NR < NR ? d->out_c - p * NR : NR;
-                kernel(mr, nc, taps, d->in_c, ptrs, packed + (size_t)p * panel_floats, out_row + p * NR, d->out_stride);
+                kernel(mr, nc, taps, d->in_c, ptrs, packed + (size_t)p * panel_floats, out_row + p * NR, d->out_stride, relu);
             }
         }
     }
+}
+
+void bt_conv_relu(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
+                  int panel_begin, int panel_end) {
+    bt_conv(d, packed, row_begin, row_end, panel_begin, panel_end, 1);
 }

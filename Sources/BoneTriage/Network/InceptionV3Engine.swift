@@ -132,7 +132,7 @@ public final class InceptionV3Engine {
     private func buffers(for batch: Int) -> EngineBuffers {
         if let b = buffers, b.batch == batch { return b }
         buffers = nil  // release the old set before allocating the new one
-        let b = EngineBuffers(architecture: network.architecture, inputSize: inputSize, batch: batch)
+        let b = EngineBuffers(architecture: network.architecture, inputSize: inputSize, batch: batch, threads: threads)
         buffers = b
         return b
     }
@@ -315,7 +315,7 @@ public final class InceptionV3Engine {
     // MARK: Convolution
 
     private func convolve(_ c: PackedConvolution, _ input: FeatureMap, _ output: FeatureMap, _ b: EngineBuffers) {
-        c.run(input, output, pool: pool)
+        c.run(input, output, pool: pool, scratch: b.winogradScratch, scratchPerThread: b.winogradScratchPerThread)
     }
 }
 
@@ -334,8 +334,11 @@ final class EngineBuffers {
     let t1: UnsafeMutablePointer<Float>
     /// The fused output of a block's 1x1 convolutions of its input.
     let heads: UnsafeMutablePointer<Float>
+    /// Each thread's Winograd workspace (transformed tiles and products of one chunk).
+    let winogradScratch: UnsafeMutablePointer<Float>
+    let winogradScratchPerThread: Int
 
-    init(architecture: InceptionV3Architecture, inputSize: Int, batch: Int) {
+    init(architecture: InceptionV3Architecture, inputSize: Int, batch: Int, threads: Int) {
         self.batch = batch
         var blockOutput = 0, stemScratch = 0, branchScratch = 0, headScratch = 0
         var size = inputSize
@@ -372,9 +375,11 @@ final class EngineBuffers {
         t0 = allocate(batch * branchScratch)
         t1 = allocate(batch * branchScratch)
         heads = allocate(batch * headScratch)
+        winogradScratchPerThread = architecture.convolutions.map(PackedConvolution.winogradScratchCount).max() ?? 0
+        winogradScratch = allocate(threads * winogradScratchPerThread)
     }
 
     deinit {
-        for p in [input, ping, pong, stemA, stemB, t0, t1, heads] { p.deallocate() }
+        for p in [input, ping, pong, stemA, stemB, t0, t1, heads, winogradScratch] { p.deallocate() }
     }
 }

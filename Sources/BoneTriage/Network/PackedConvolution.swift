@@ -6,6 +6,9 @@ struct PackedConvolution: Sendable {
     let spec: ConvolutionSpec
     /// Panels of 16 output channels: each is 16 biases then kh*kw*inputChannels rows of 16 weights.
     let weights: [Float]
+    /// For 3x3 stride-1 layers: the 36 Winograd-transformed weight matrices, packed likewise.
+    let winogradWeights: [Float]?
+    let bias: [Float]
 
     init(_ folded: consuming FoldedConvolution) {
         let spec = folded.spec
@@ -24,6 +27,37 @@ struct PackedConvolution: Sendable {
             }
         }
         precondition(weights.count == count, "packing \(spec.name) failed")
+        self.bias = bias
+        if Self.winogradApplies(spec) {
+            let wcount = bt_winograd_weights_count(Int32(spec.inputChannels), Int32(n))
+            let transformed = [Float](unsafeUninitializedCapacity: wcount) { packed, initialized in
+                kernel.withUnsafeBufferPointer { kb in
+                    guard let base = packed.baseAddress, let kp = kb.baseAddress else { return }
+                    bt_winograd_pack_weights(kp, Int32(spec.inputChannels), Int32(n), base)
+                    initialized = wcount
+                }
+            }
+            precondition(transformed.count == wcount, "packing \(spec.name) for Winograd failed")
+            winogradWeights = transformed
+        } else {
+            winogradWeights = nil
+        }
+    }
+
+    /// The transformed weights are 4x the size of the plain ones, so only the layers of the large
+    /// early maps (stem, 35x35 blocks at 299 input) get them; the wide late 3x3 layers would add ~50 MB.
+    static func winogradApplies(_ spec: ConvolutionSpec) -> Bool {
+        spec.kernelHeight == 3 && spec.kernelWidth == 3 && spec.stride == 1
+            && spec.inputChannels * spec.outputChannels <= 96 * 192
+    }
+
+    /// Winograd's transforms only pay off on maps of several 4x4 tiles; on the 3x3 (at 150 input)
+    /// maps of the last blocks the direct kernel is faster.
+    static let winogradMinimumOutputSize = 8
+
+    /// Scratch floats per thread that `run` needs for a Winograd layer of this shape.
+    static func winogradScratchCount(_ spec: ConvolutionSpec) -> Int {
+        winogradApplies(spec) ? bt_winograd_scratch_count(Int32(spec.inputChannels), Int32(spec.outputChannels)) : 0
     }
 
     var panelCount: Int { Int(bt_panel_count(Int32(spec.outputChannels))) }
@@ -32,7 +66,10 @@ struct PackedConvolution: Sendable {
     /// strips when each thread gets several strips (the weights are then small next to the
     /// activations), else by 16-channel panels, so that each core streams only its half of the
     /// large late-stage weights.
-    func run(_ input: FeatureMap, _ output: FeatureMap, pool: WorkerPool) {
+    ///
+    /// `scratch` holds `scratchPerThread` floats for each thread (Winograd layers only).
+    func run(_ input: FeatureMap, _ output: FeatureMap, pool: WorkerPool,
+             scratch: UnsafeMutablePointer<Float>, scratchPerThread: Int) {
         let threads = pool.threads
         let outHeight = (input.height + 2 * spec.padHeight - spec.kernelHeight) / spec.stride + 1
         let outWidth = (input.width + 2 * spec.padWidth - spec.kernelWidth) / spec.stride + 1
@@ -47,6 +84,24 @@ struct PackedConvolution: Sendable {
             pad_h: Int32(spec.padHeight), pad_w: Int32(spec.padWidth),
             output: output.data, out_h: Int32(outHeight), out_w: Int32(outWidth),
             out_c: Int32(output.channels), out_stride: Int32(output.pixelStride))
+        if let winogradWeights, outHeight >= Self.winogradMinimumOutputSize, outWidth >= Self.winogradMinimumOutputSize {
+            precondition(scratchPerThread >= Self.winogradScratchCount(spec), "Winograd scratch too small for \(spec.name)")
+            winogradWeights.withUnsafeBufferPointer { w in
+                bias.withUnsafeBufferPointer { b in
+                    guard let packed = w.baseAddress, let bias = b.baseAddress else { return }
+                    withUnsafePointer(to: &desc) { d in
+                        let tiles = Int(bt_winograd_tile_count(d))
+                        let parts = min(threads, tiles)
+                        pool.run(parts) { t in
+                            let r = partition(tiles, parts: parts, index: t)
+                            bt_winograd_conv_relu(d, packed, bias, Int32(r.lowerBound), Int32(r.upperBound),
+                                                  scratch + t * scratchPerThread)
+                        }
+                    }
+                }
+            }
+            return
+        }
         let rows = output.pixels, panels = panelCount
         let strips = (rows + Self.stripHeight - 1) / Self.stripHeight
         weights.withUnsafeBufferPointer { w in
