@@ -39,42 +39,44 @@ void bt_pack_weights(const float *weights, const float *bias, int k, int n, floa
     }
 }
 
-typedef void (*micro_kernel)(int mr, int nc, int taps, int cin, const float *const *ptrs,
-                             const float *w, float *c, int ldc, int relu);
+/// One 6x16 block: out[i][0..nc) = act(bias + sum over the listed taps of a_i,tap . w_tap) for rows i < mr.
+/// `tap_offsets[t]` is where tap t's cin x 16 weights start after the panel's biases; `ptrs` holds
+/// [t][MR] input pointers; rows beyond mr alias row mr-1 (see strip_setup) and are computed, not stored.
+typedef void (*micro_kernel)(int mr, int nc, int taps, const int *tap_offsets, int cin, const float *const *ptrs,
+                             const float *w, float *const *out, int relu);
 
-// Rows beyond `mr` alias row mr-1 (see strip_pointers) and are computed but not stored.
-static void kernel_portable(int mr, int nc, int taps, int cin, const float *const *ptrs,
-                            const float *w, float *c, int ldc, int relu) {
+static void kernel_portable(int mr, int nc, int taps, const int *tap_offsets, int cin, const float *const *ptrs,
+                            const float *w, float *const *out, int relu) {
     float acc[MR][NR];
     for (int i = 0; i < MR; i++) memcpy(acc[i], w, sizeof acc[i]);
-    w += NR;
     for (int t = 0; t < taps; t++) {
         const float *const *a = ptrs + t * MR;
+        const float *wt = w + NR + tap_offsets[t];
         for (int k = 0; k < cin; k++) {
             for (int i = 0; i < MR; i++) {
                 float v = a[i][k];
-                for (int j = 0; j < NR; j++) acc[i][j] += v * w[j];
+                for (int j = 0; j < NR; j++) acc[i][j] += v * wt[j];
             }
-            w += NR;
+            wt += NR;
         }
     }
     for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nc; j++) c[(size_t)i * ldc + j] = !relu || acc[i][j] > 0 ? acc[i][j] : 0;
+        for (int j = 0; j < nc; j++) out[i][j] = !relu || acc[i][j] > 0 ? acc[i][j] : 0;
 }
 
 #ifdef BT_X86
 __attribute__((target("avx2,fma")))
-static void kernel_avx2(int mr, int nc, int taps, int cin, const float *const *ptrs,
-                        const float *w, float *c, int ldc, int relu) {
+static void kernel_avx2(int mr, int nc, int taps, const int *tap_offsets, int cin, const float *const *ptrs,
+                        const float *w, float *const *out, int relu) {
     __m256 c00 = _mm256_loadu_ps(w), c01 = _mm256_loadu_ps(w + 8);
     __m256 c10 = c00, c11 = c01, c20 = c00, c21 = c01, c30 = c00, c31 = c01, c40 = c00, c41 = c01, c50 = c00, c51 = c01;
-    w += NR;
     for (int t = 0; t < taps; t++) {
         const float *a0 = ptrs[t * MR + 0], *a1 = ptrs[t * MR + 1], *a2 = ptrs[t * MR + 2];
         const float *a3 = ptrs[t * MR + 3], *a4 = ptrs[t * MR + 4], *a5 = ptrs[t * MR + 5];
+        const float *wt = w + NR + tap_offsets[t];
         for (int k = 0; k < cin; k++) {
-            const __m256 b0 = _mm256_loadu_ps(w), b1 = _mm256_loadu_ps(w + 8);
-            w += NR;
+            const __m256 b0 = _mm256_loadu_ps(wt), b1 = _mm256_loadu_ps(wt + 8);
+            wt += NR;
             __m256 a;
             a = _mm256_broadcast_ss(a0 + k); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
             a = _mm256_broadcast_ss(a1 + k); c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
@@ -92,7 +94,7 @@ static void kernel_avx2(int mr, int nc, int taps, int cin, const float *const *p
         {_mm256_max_ps(c40, z), _mm256_max_ps(c41, z)}, {_mm256_max_ps(c50, z), _mm256_max_ps(c51, z)},
     };
     for (int i = 0; i < mr; i++) {
-        float *dst = c + (size_t)i * ldc;
+        float *dst = out[i];
         if (nc == NR) {
             _mm256_storeu_ps(dst, rows[i][0]);
             _mm256_storeu_ps(dst + 8, rows[i][1]);
@@ -127,25 +129,52 @@ int bt_kernels_use_avx2(void) {
 #endif
 }
 
-/// Input pointers of output pixels r0 ..< r0+mr for every tap, laid out [tap][MR]; rows past mr repeat
-/// the last one so the micro-kernel needs no row tail.
-static void strip_pointers(const bt_conv_desc *d, int r0, int mr, const float **ptrs) {
-    const int per_image = d->out_h * d->out_w;
+/// A 1xk convolution visits its output pixels column by column (x outer, y inner), so that the pixels
+/// of one strip share their x and with it the taps that fall into the left or right padding.
+static int is_horizontal(const bt_conv_desc *d) { return d->kernel_h == 1 && d->kernel_w > 1; }
+
+/// For output pixels r0 ..< r0+mr (in visiting order): their output pixel indices, and the input
+/// pointers of every tap that is inside the image for at least one of them, laid out [tap][MR] with
+/// the taps' weight offsets in `tap_offsets`. Taps that only read padding for the whole strip are
+/// dropped (on the 7x7 maps of the 1x7 / 7x1 layers a quarter of all taps are padding). Rows past
+/// mr repeat the last one so the micro-kernel needs no row tail. Returns the number of taps kept.
+static int strip_setup(const bt_conv_desc *d, int r0, int mr, const float **ptrs, int *tap_offsets, size_t *pixels) {
+    if (d->kernel_h == 1 && d->kernel_w == 1 && d->stride == 1 && d->pad_h == 0 && d->pad_w == 0) {
+        for (int i = 0; i < MR; i++) {
+            pixels[i] = (size_t)(r0 + (i < mr ? i : mr - 1));
+            ptrs[i] = d->input + pixels[i] * d->in_stride;
+        }
+        tap_offsets[0] = 0;
+        return 1;
+    }
+    const int per_image = d->out_h * d->out_w, horizontal = is_horizontal(d);
+    int y0[MR], x0[MR], img[MR];
     for (int i = 0; i < MR; i++) {
         const int r = r0 + (i < mr ? i : mr - 1);
         const int n = r / per_image, rem = r - n * per_image;
-        const int oy = rem / d->out_w, ox = rem - oy * d->out_w;
-        const int y0 = oy * d->stride - d->pad_h, x0 = ox * d->stride - d->pad_w;
-        for (int ky = 0; ky < d->kernel_h; ky++) {
-            const int iy = y0 + ky;
-            for (int kx = 0; kx < d->kernel_w; kx++) {
-                const int ix = x0 + kx;
+        int oy, ox;
+        if (horizontal) { ox = rem / d->out_h; oy = rem - ox * d->out_h; }
+        else { oy = rem / d->out_w; ox = rem - oy * d->out_w; }
+        pixels[i] = (size_t)(n * d->out_h + oy) * d->out_w + ox;
+        img[i] = n;
+        y0[i] = oy * d->stride - d->pad_h;
+        x0[i] = ox * d->stride - d->pad_w;
+    }
+    int kept = 0;
+    for (int ky = 0; ky < d->kernel_h; ky++) {
+        for (int kx = 0; kx < d->kernel_w; kx++) {
+            int any = 0;
+            const float **group = ptrs + kept * MR;
+            for (int i = 0; i < MR; i++) {
+                const int iy = y0[i] + ky, ix = x0[i] + kx;
                 const int inside = iy >= 0 && iy < d->in_h && ix >= 0 && ix < d->in_w;
-                ptrs[(ky * d->kernel_w + kx) * MR + i] =
-                    inside ? d->input + ((size_t)(n * d->in_h + iy) * d->in_w + ix) * d->in_stride : zero_row;
+                any |= inside;
+                group[i] = inside ? d->input + ((size_t)(img[i] * d->in_h + iy) * d->in_w + ix) * d->in_stride : zero_row;
             }
+            if (any) tap_offsets[kept++] = (ky * d->kernel_w + kx) * d->in_c * NR;
         }
     }
+    return kept;
 }
 
 void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
@@ -157,15 +186,21 @@ void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_
     int block = (int)(PANEL_BLOCK_BYTES / (panel_floats * sizeof(float)));
     if (block < 1) block = 1;
     const float *ptrs[BT_MAX_TAPS * MR];
+    int tap_offsets[BT_MAX_TAPS];
+    size_t pixels[MR];
+    float *out[MR];
     for (int pb = panel_begin; pb < panel_end; pb += block) {
         const int pe = pb + block < panel_end ? pb + block : panel_end;
         for (int r = row_begin; r < row_end; r += MR) {
             const int mr = row_end - r < MR ? row_end - r : MR;
-            strip_pointers(d, r, mr, ptrs);
-            float *out_row = d->output + (size_t)r * d->out_stride;
+            const int kept = strip_setup(d, r, mr, ptrs, tap_offsets, pixels);
             for (int p = pb; p < pe; p++) {
                 const int nc = d->out_c - p * NR < NR ? d->out_c - p * NR : NR;
-                kernel(mr, nc, taps, d->in_c, ptrs, packed + (size_t)p * panel_floats, out_row + p * NR, d->out_stride, relu);
+                const int second = p < d->split_panel && d->output2;
+                for (int i = 0; i < MR; i++)
+                    out[i] = second ? d->output2 + pixels[i] * d->out2_stride + p * NR
+                                    : d->output + pixels[i] * d->out_stride + p * NR;
+                kernel(mr, nc, kept, tap_offsets, d->in_c, ptrs, packed + (size_t)p * panel_floats, out, relu);
             }
         }
     }

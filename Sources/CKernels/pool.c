@@ -2,6 +2,7 @@
 #include "CKernelsPool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -16,6 +17,9 @@
 /// How long an idle worker spins before sleeping: long enough to bridge the serial gaps of a
 /// forward pass and back-to-back passes, short enough to cost nothing when the engine is idle.
 #define SPIN_NANOSECONDS 2000000L
+/// Spins after which a waiting thread yields its core on each further spin: when the machine is
+/// busy, the thread it waits for may need exactly that core.
+#define SPINS_BEFORE_YIELD 4096
 
 struct bt_pool {
     int threads;
@@ -67,7 +71,7 @@ static void *worker_main(void *arg) {
         for (int spins = 0;; spins++) {
             now = atomic_load_explicit(&pool->generation, memory_order_acquire);
             if (now != seen || atomic_load_explicit(&pool->stop, memory_order_relaxed)) break;
-            CPU_RELAX();
+            if (spins < SPINS_BEFORE_YIELD) CPU_RELAX(); else sched_yield();
             if ((spins & 255) == 255 && monotonic_ns() > deadline) {
                 pthread_mutex_lock(&pool->lock);
                 while ((now = atomic_load_explicit(&pool->generation, memory_order_acquire)) == seen &&
@@ -122,7 +126,9 @@ void bt_pool_run(bt_pool *pool, int count, bt_pool_task task, void *context) {
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->lock);
     take_tasks(pool, generation);
-    while (atomic_load_explicit(&pool->done, memory_order_acquire) < count) CPU_RELAX();
+    for (int spins = 0; atomic_load_explicit(&pool->done, memory_order_acquire) < count; spins++) {
+        if (spins < SPINS_BEFORE_YIELD) CPU_RELAX(); else sched_yield();
+    }
 }
 
 void bt_pool_destroy(bt_pool *pool) {

@@ -209,8 +209,7 @@ public final class InceptionV3Engine {
 
     private func blockA(_ block: InceptionBlock, _ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers) {
         let n = block.name
-        let heads = pointwiseHeads(block, x, b)  // 64 | 48 | 64
-        copy(heads.slice(channelOffset: 0, count: 64), into: out.slice(channelOffset: 0, count: 64))
+        let heads = pointwiseHeads(block, x, b, leading: out.slice(channelOffset: 0, count: 64))  // 64 | 48 | 64
         convolve(conv("\(n)/branch5x5/1"), heads.slice(channelOffset: 64, count: 48), out.slice(channelOffset: 64, count: 64), b)
         let d1 = temp(b.t1, like: x, channels: 96)
         convolve(conv("\(n)/branch3x3dbl/1"), heads.slice(channelOffset: 112, count: 64), d1, b)
@@ -231,8 +230,7 @@ public final class InceptionV3Engine {
     private func blockC(_ block: InceptionBlock, _ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers) {
         guard case let .c(_, c7) = block else { return }
         let n = block.name
-        let heads = pointwiseHeads(block, x, b)  // 192 | c7 | c7
-        copy(heads.slice(channelOffset: 0, count: 192), into: out.slice(channelOffset: 0, count: 192))
+        let heads = pointwiseHeads(block, x, b, leading: out.slice(channelOffset: 0, count: 192))  // 192 | c7 | c7
         let u = temp(b.t0, like: x, channels: c7), v = temp(b.t1, like: x, channels: c7)
         convolve(conv("\(n)/branch7x7/1"), heads.slice(channelOffset: 192, count: c7), v, b)
         convolve(conv("\(n)/branch7x7/2"), v, out.slice(channelOffset: 192, count: 192), b)
@@ -256,8 +254,7 @@ public final class InceptionV3Engine {
 
     private func blockE(_ block: InceptionBlock, _ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers, maxPoolBranch: Bool) {
         let n = block.name
-        let heads = pointwiseHeads(block, x, b)  // 320 | 384 | 448
-        copy(heads.slice(channelOffset: 0, count: 320), into: out.slice(channelOffset: 0, count: 320))
+        let heads = pointwiseHeads(block, x, b, leading: out.slice(channelOffset: 0, count: 320))  // 320 | 384 | 448
         let a = heads.slice(channelOffset: 320, count: 384)
         convolve(conv("\(n)/branch3x3/1"), a, out.slice(channelOffset: 320, count: 384), b)
         convolve(conv("\(n)/branch3x3/2"), a, out.slice(channelOffset: 704, count: 384), b)
@@ -268,22 +265,13 @@ public final class InceptionV3Engine {
         poolBranch(block, x, out, channelOffset: 1856, maxPool: maxPoolBranch, b)
     }
 
-    /// The block's 1x1 convolutions of its input, computed as one GEMM into the `heads` buffer.
-    private func pointwiseHeads(_ block: InceptionBlock, _ x: FeatureMap, _ b: EngineBuffers) -> FeatureMap {
+    /// The block's 1x1 convolutions of its input, computed as one GEMM into the `heads` buffer; the
+    /// first branch, when it is a final output, goes straight to its slice of the block output (`leading`).
+    private func pointwiseHeads(_ block: InceptionBlock, _ x: FeatureMap, _ b: EngineBuffers, leading: FeatureMap? = nil) -> FeatureMap {
         let fused = conv("\(block.name)/heads")
         let heads = temp(b.heads, like: x, channels: fused.spec.outputChannels)
-        convolve(fused, x, heads, b)
+        fused.run(x, heads, pool: pool, scratch: b.winogradScratch, scratchPerThread: b.winogradScratchPerThread, leading: leading)
         return heads
-    }
-
-    private func copy(_ source: FeatureMap, into destination: FeatureMap) {
-        let pixels = source.pixels
-        let parts = min(threads, max(1, pixels / 64))
-        pool.run(parts) { t in
-            for p in partition(pixels, parts: parts, index: t) {
-                (destination.data + p * destination.pixelStride).update(from: source.data + p * source.pixelStride, count: source.channels)
-            }
-        }
     }
 
     /// 3x3 stride-1 pool (average excluding padding, or max) then the branch's 1x1 convolution.

@@ -67,9 +67,11 @@ struct PackedConvolution: Sendable {
     /// activations), else by 16-channel panels, so that each core streams only its half of the
     /// large late-stage weights.
     ///
-    /// `scratch` holds `scratchPerThread` floats for each thread (Winograd layers only).
+    /// `scratch` holds `scratchPerThread` floats for each thread (Winograd layers only). With `leading`,
+    /// the first `leading.channels` output channels (a multiple of 16) are written there instead of
+    /// into `output`, whose first channels are then left alone.
     func run(_ input: FeatureMap, _ output: FeatureMap, pool: WorkerPool,
-             scratch: UnsafeMutablePointer<Float>, scratchPerThread: Int) {
+             scratch: UnsafeMutablePointer<Float>, scratchPerThread: Int, leading: FeatureMap? = nil) {
         let threads = pool.threads
         let outHeight = (input.height + 2 * spec.padHeight - spec.kernelHeight) / spec.stride + 1
         let outWidth = (input.width + 2 * spec.padWidth - spec.kernelWidth) / spec.stride + 1
@@ -83,7 +85,15 @@ struct PackedConvolution: Sendable {
             kernel_h: Int32(spec.kernelHeight), kernel_w: Int32(spec.kernelWidth), stride: Int32(spec.stride),
             pad_h: Int32(spec.padHeight), pad_w: Int32(spec.padWidth),
             output: output.data, out_h: Int32(outHeight), out_w: Int32(outWidth),
-            out_c: Int32(output.channels), out_stride: Int32(output.pixelStride))
+            out_c: Int32(output.channels), out_stride: Int32(output.pixelStride),
+            split_panel: 0, output2: nil, out2_stride: 0)
+        if let leading {
+            precondition(leading.channels % Int(BT_PANEL_WIDTH) == 0 && leading.channels <= output.channels
+                         && leading.pixels == output.pixels && !Self.winogradApplies(spec), "bad split output at \(spec.name)")
+            desc.split_panel = Int32(leading.channels / Int(BT_PANEL_WIDTH))
+            desc.output2 = leading.data
+            desc.out2_stride = Int32(leading.pixelStride)
+        }
         if let winogradWeights, outHeight >= Self.winogradMinimumOutputSize, outWidth >= Self.winogradMinimumOutputSize {
             precondition(scratchPerThread >= Self.winogradScratchCount(spec), "Winograd scratch too small for \(spec.name)")
             winogradWeights.withUnsafeBufferPointer { w in

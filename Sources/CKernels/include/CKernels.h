@@ -24,6 +24,12 @@ typedef struct {
     int kernel_h, kernel_w, stride, pad_h, pad_w;
     float *output;
     int out_h, out_w, out_c, out_stride;
+    /// When split_panel > 0, output panels below it (channels [0, 16*split_panel)) go to output2 (pixel
+    /// stride out2_stride) instead: a block's fused 1x1 convolutions write their first branch straight
+    /// into the block output. Not supported by the Winograd path.
+    int split_panel;
+    float *output2;
+    int out2_stride;
 } bt_conv_desc;
 
 /// Floats needed to pack a [k, n] weight matrix (k = kernel_h*kernel_w*in_c, rows ordered ky, kx, c).
