@@ -15,6 +15,7 @@ static const float zero_row[BT_MAX_INPUT_CHANNELS] __attribute__((aligned(64)));
 size_t bt_winograd_weights_count(int in_c, int out_c) { return 36 * bt_packed_weights_count(in_c, out_c); }
 
 size_t bt_winograd_scratch_count(int in_c, int out_c) {
+    // Chunk buffers, then the transforms' temporaries (36*in_c, or 24*out_c plus a 4*out_c sink).
     return (size_t)36 * CHUNK_TILES * ((size_t)in_c + out_c) + (size_t)36 * (in_c > out_c ? in_c : out_c);
 }
 
@@ -46,8 +47,57 @@ int bt_winograd_tile_count(const bt_conv_desc *d) {
     return d->batch * ((d->out_h + 3) / 4) * ((d->out_w + 3) / 4);
 }
 
+// The 1-D transforms over a run of channels. Separate functions because LLVM honours `restrict` on
+// parameters (not on locals): without it each short channel loop pays for dozens of overlap checks.
+static inline __attribute__((always_inline)) void
+transform_b(const float *restrict p0, const float *restrict p1, const float *restrict p2, const float *restrict p3,
+            const float *restrict p4, const float *restrict p5, float *restrict o0, float *restrict o1,
+            float *restrict o2, float *restrict o3, float *restrict o4, float *restrict o5, int n) {
+    for (int c = 0; c < n; c++) {
+        const float d0 = p0[c], d1 = p1[c], d2 = p2[c], d3 = p3[c], d4 = p4[c], d5 = p5[c];
+        o0[c] = 4 * d0 - 5 * d2 + d4;
+        o1[c] = -4 * (d1 + d2) + d3 + d4;
+        o2[c] = 4 * (d1 - d2) - d3 + d4;
+        o3[c] = 2 * (d3 - d1) - d2 + d4;
+        o4[c] = 2 * (d1 - d3) - d2 + d4;
+        o5[c] = 4 * d1 - 5 * d3 + d5;
+    }
+}
+
+static inline __attribute__((always_inline)) void
+transform_a(const float *restrict p0, const float *restrict p1, const float *restrict p2, const float *restrict p3,
+            const float *restrict p4, const float *restrict p5, float *restrict o0, float *restrict o1,
+            float *restrict o2, float *restrict o3, int n) {
+    for (int c = 0; c < n; c++) {
+        const float m0 = p0[c], m1 = p1[c], m2 = p2[c], m3 = p3[c], m4 = p4[c], m5 = p5[c];
+        const float s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
+        o0[c] = m0 + s12 + s34;
+        o1[c] = d12 + 2 * d34;
+        o2[c] = s12 + 4 * s34;
+        o3[c] = d12 + 8 * d34 + m5;
+    }
+}
+
+static inline __attribute__((always_inline)) void
+transform_a_bias_relu(const float *restrict p0, const float *restrict p1, const float *restrict p2,
+                      const float *restrict p3, const float *restrict p4, const float *restrict p5,
+                      const float *restrict bias, float *restrict o0, float *restrict o1, float *restrict o2,
+                      float *restrict o3, int n) {
+    for (int c = 0; c < n; c++) {
+        const float m0 = p0[c], m1 = p1[c], m2 = p2[c], m3 = p3[c], m4 = p4[c], m5 = p5[c];
+        const float s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4, bk = bias[c];
+        const float r0 = m0 + s12 + s34 + bk, r1 = d12 + 2 * d34 + bk;
+        const float r2 = s12 + 4 * s34 + bk, r3 = d12 + 8 * d34 + m5 + bk;
+        o0[c] = r0 > 0 ? r0 : 0;
+        o1[c] = r1 > 0 ? r1 : 0;
+        o2[c] = r2 > 0 ? r2 : 0;
+        o3[c] = r3 > 0 ? r3 : 0;
+    }
+}
+
 /// B^T d B of one tile into v[(a*6 + b) * position_stride + c].
-static inline __attribute__((always_inline)) void input_transform(const bt_conv_desc *d, int tile, float *v, size_t position_stride, float *tmp) {
+static inline __attribute__((always_inline)) void input_transform(const bt_conv_desc *d, int tile, float *v,
+                                                                  size_t position_stride, float *tmp) {
     const int th = (d->out_h + 3) / 4, tw = (d->out_w + 3) / 4;
     const int n = tile / (th * tw), rem = tile - n * th * tw, ty = rem / tw, tx = rem - ty * tw;
     const int y0 = ty * 4 - d->pad_h, x0 = tx * 4 - d->pad_w, cn = d->in_c;
@@ -61,54 +111,31 @@ static inline __attribute__((always_inline)) void input_transform(const bt_conv_
                        : zero_row;
         }
         float *o = tmp + (size_t)i * 6 * cn;
-        for (int c = 0; c < cn; c++) {
-            const float d0 = p[0][c], d1 = p[1][c], d2 = p[2][c], d3 = p[3][c], d4 = p[4][c], d5 = p[5][c];
-            o[0 * cn + c] = 4 * d0 - 5 * d2 + d4;
-            o[1 * cn + c] = -4 * (d1 + d2) + d3 + d4;
-            o[2 * cn + c] = 4 * (d1 - d2) - d3 + d4;
-            o[3 * cn + c] = 2 * (d3 - d1) - d2 + d4;
-            o[4 * cn + c] = 2 * (d1 - d3) - d2 + d4;
-            o[5 * cn + c] = 4 * d1 - 5 * d3 + d5;
-        }
+        transform_b(p[0], p[1], p[2], p[3], p[4], p[5], o, o + cn, o + 2 * cn, o + 3 * cn, o + 4 * cn, o + 5 * cn, cn);
     }
     for (int b = 0; b < 6; b++) {
-        const float *q0 = tmp + (size_t)(0 * 6 + b) * cn, *q1 = tmp + (size_t)(1 * 6 + b) * cn;
-        const float *q2 = tmp + (size_t)(2 * 6 + b) * cn, *q3 = tmp + (size_t)(3 * 6 + b) * cn;
-        const float *q4 = tmp + (size_t)(4 * 6 + b) * cn, *q5 = tmp + (size_t)(5 * 6 + b) * cn;
-        float *o0 = v + (size_t)(0 * 6 + b) * position_stride, *o1 = v + (size_t)(1 * 6 + b) * position_stride;
-        float *o2 = v + (size_t)(2 * 6 + b) * position_stride, *o3 = v + (size_t)(3 * 6 + b) * position_stride;
-        float *o4 = v + (size_t)(4 * 6 + b) * position_stride, *o5 = v + (size_t)(5 * 6 + b) * position_stride;
-        for (int c = 0; c < cn; c++) {
-            const float d0 = q0[c], d1 = q1[c], d2 = q2[c], d3 = q3[c], d4 = q4[c], d5 = q5[c];
-            o0[c] = 4 * d0 - 5 * d2 + d4;
-            o1[c] = -4 * (d1 + d2) + d3 + d4;
-            o2[c] = 4 * (d1 - d2) - d3 + d4;
-            o3[c] = 2 * (d3 - d1) - d2 + d4;
-            o4[c] = 2 * (d1 - d3) - d2 + d4;
-            o5[c] = 4 * d1 - 5 * d3 + d5;
-        }
+        const float *q = tmp + (size_t)b * cn;
+        const size_t s = 6 * (size_t)cn;
+        float *o = v + (size_t)b * position_stride;
+        const size_t ps = 6 * position_stride;
+        transform_b(q, q + s, q + 2 * s, q + 3 * s, q + 4 * s, q + 5 * s, o, o + ps, o + 2 * ps, o + 3 * ps, o + 4 * ps,
+                    o + 5 * ps, cn);
     }
 }
 
 /// relu(A^T m A + bias) of one tile from m[(a*6 + b) * position_stride + c], stored where inside the output.
-static inline __attribute__((always_inline)) void output_transform(const bt_conv_desc *d, int tile, const float *m, size_t position_stride,
-                             const float *bias, float *tmp) {
+/// `tmp` holds 24*out_c floats of row transforms then a sink row for output pixels past the map's edge.
+static inline __attribute__((always_inline)) void output_transform(const bt_conv_desc *d, int tile, const float *m,
+                                                                   size_t position_stride, const float *bias, float *tmp) {
     const int th = (d->out_h + 3) / 4, tw = (d->out_w + 3) / 4;
     const int n = tile / (th * tw), rem = tile - n * th * tw, ty = rem / tw, tx = rem - ty * tw;
     const int cn = d->out_c;
+    float *sink = tmp + (size_t)24 * cn;
     for (int i = 0; i < 6; i++) {
-        const float *p0 = m + (size_t)(i * 6 + 0) * position_stride, *p1 = m + (size_t)(i * 6 + 1) * position_stride;
-        const float *p2 = m + (size_t)(i * 6 + 2) * position_stride, *p3 = m + (size_t)(i * 6 + 3) * position_stride;
-        const float *p4 = m + (size_t)(i * 6 + 4) * position_stride, *p5 = m + (size_t)(i * 6 + 5) * position_stride;
+        const float *p = m + (size_t)i * 6 * position_stride;
+        const size_t ps = position_stride;
         float *o = tmp + (size_t)i * 4 * cn;
-        for (int c = 0; c < cn; c++) {
-            const float m0 = p0[c], m1 = p1[c], m2 = p2[c], m3 = p3[c], m4 = p4[c], m5 = p5[c];
-            const float s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
-            o[0 * cn + c] = m0 + s12 + s34;
-            o[1 * cn + c] = d12 + 2 * d34;
-            o[2 * cn + c] = s12 + 4 * s34;
-            o[3 * cn + c] = d12 + 8 * d34 + m5;
-        }
+        transform_a(p, p + ps, p + 2 * ps, p + 3 * ps, p + 4 * ps, p + 5 * ps, o, o + cn, o + 2 * cn, o + 3 * cn, cn);
     }
     for (int b = 0; b < 4; b++) {
         const int ox = tx * 4 + b;
@@ -116,29 +143,11 @@ static inline __attribute__((always_inline)) void output_transform(const bt_conv
         float *dst[4];
         for (int a = 0; a < 4; a++) {
             const int oy = ty * 4 + a;
-            dst[a] = oy < d->out_h ? d->output + ((size_t)(n * d->out_h + oy) * d->out_w + ox) * d->out_stride : NULL;
+            dst[a] = oy < d->out_h ? d->output + ((size_t)(n * d->out_h + oy) * d->out_w + ox) * d->out_stride : sink + a * cn;
         }
-        const float *q0 = tmp + (size_t)(0 * 4 + b) * cn, *q1 = tmp + (size_t)(1 * 4 + b) * cn;
-        const float *q2 = tmp + (size_t)(2 * 4 + b) * cn, *q3 = tmp + (size_t)(3 * 4 + b) * cn;
-        const float *q4 = tmp + (size_t)(4 * 4 + b) * cn, *q5 = tmp + (size_t)(5 * 4 + b) * cn;
-        float y[4][BT_PANEL_WIDTH];
-        for (int c0 = 0; c0 < cn; c0 += BT_PANEL_WIDTH) {
-            const int w = cn - c0 < BT_PANEL_WIDTH ? cn - c0 : BT_PANEL_WIDTH;
-            for (int c = 0; c < w; c++) {
-                const int k = c0 + c;
-                const float m0 = q0[k], m1 = q1[k], m2 = q2[k], m3 = q3[k], m4 = q4[k], m5 = q5[k];
-                const float s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4, bk = bias[k];
-                const float r0 = m0 + s12 + s34 + bk, r1 = d12 + 2 * d34 + bk;
-                const float r2 = s12 + 4 * s34 + bk, r3 = d12 + 8 * d34 + m5 + bk;
-                y[0][c] = r0 > 0 ? r0 : 0;
-                y[1][c] = r1 > 0 ? r1 : 0;
-                y[2][c] = r2 > 0 ? r2 : 0;
-                y[3][c] = r3 > 0 ? r3 : 0;
-            }
-            for (int a = 0; a < 4; a++)
-                if (dst[a])
-                    for (int c = 0; c < w; c++) dst[a][c0 + c] = y[a][c];
-        }
+        const float *q = tmp + (size_t)b * cn;
+        const size_t s = 4 * (size_t)cn;
+        transform_a_bias_relu(q, q + s, q + 2 * s, q + 3 * s, q + 4 * s, q + 5 * s, bias, dst[0], dst[1], dst[2], dst[3], cn);
     }
 }
 
