@@ -51,7 +51,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BoneTriageTests",
-            dependencies: ["BoneTriage", .product(name: "ZIPFoundation", package: "ZIPFoundation"), .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["BoneTriage", "CKernels", .product(name: "ZIPFoundation", package: "ZIPFoundation"), .product(name: "GRDB", package: "GRDB.swift")],
             path: "Tests/BoneTriageTests"
         ),
     ],

@@ -177,9 +177,9 @@ static int strip_setup(const bt_conv_desc *d, int r0, int mr, const float **ptrs
     return kept;
 }
 
-void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
-             int panel_begin, int panel_end, int relu) {
-    const micro_kernel kernel = selected_kernel();
+void bt_conv_with(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
+                  int panel_begin, int panel_end, int relu, int portable) {
+    const micro_kernel kernel = portable ? kernel_portable : selected_kernel();
     const int taps = d->kernel_h * d->kernel_w;
     const size_t k = (size_t)taps * d->in_c;
     const size_t panel_floats = NR + k * NR;
@@ -204,6 +204,11 @@ void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_
             }
         }
     }
+}
+
+void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
+             int panel_begin, int panel_end, int relu) {
+    bt_conv_with(d, packed, row_begin, row_end, panel_begin, panel_end, relu, 0);
 }
 
 void bt_conv_relu(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,

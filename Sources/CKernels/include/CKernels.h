@@ -51,6 +51,10 @@ void bt_conv_relu(const bt_conv_desc *desc, const float *packed, int row_begin, 
 void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
              int panel_begin, int panel_end, int relu);
 
+/// bt_conv with the portable micro-kernel when `portable` is 1 (so tests cover it on AVX2 machines too).
+void bt_conv_with(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
+                  int panel_begin, int panel_end, int relu, int portable);
+
 /// Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions: 36 GEMMs over 6x6 input tiles instead of 9
 /// taps per pixel, 4x fewer multiplications. Weights are transformed and packed once at load
 /// (36 packed matrices of [in_c, out_c], zero bias); the bias is added in the output transform.
