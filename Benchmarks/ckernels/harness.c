@@ -34,7 +34,7 @@ int main(int argc, char **argv) {
     shape shapes[] = {
         {"stem/1", 1, 74, 32, 3, 3, 1, 0, 0, 32}, {"stem/2", 1, 72, 32, 3, 3, 1, 1, 1, 64},
         {"stem/4", 1, 35, 80, 3, 3, 1, 0, 0, 192}, {"stem/0", 1, 150, 3, 3, 3, 2, 0, 0, 32},
-        {"m0 heads", 1, 16, 192, 1, 1, 1, 0, 0, 176}, {"m0 5x5", 1, 16, 48, 5, 5, 1, 2, 2, 64},
+        {"m0 heads", 1, 16, 192, 1, 1, 1, 0, 0, 176}, {"m0 5x5", 1, 16, 48, 5, 5, 1, 2, 2, 64}, {"m0 5x5 b16", 16, 16, 48, 5, 5, 1, 2, 2, 64},
         {"m0 3x3", 1, 16, 96, 3, 3, 1, 1, 1, 96}, {"m4 7x1", 1, 7, 128, 7, 1, 1, 3, 0, 128}, {"m7 1x7", 1, 7, 192, 1, 7, 1, 0, 3, 192},
         {"m7 1x7 b16", 16, 7, 192, 1, 7, 1, 0, 3, 192}, {"m7 7x1 b16", 16, 7, 192, 7, 1, 1, 3, 0, 192},
         {"m5 heads", 1, 7, 768, 1, 1, 1, 0, 0, 512}, {"m9 heads", 1, 3, 1280, 1, 1, 1, 0, 0, 1152},
@@ -75,12 +75,12 @@ int main(int argc, char **argv) {
         bt_conv_relu(&d, packed, 0, m, 0, bt_panel_count(n));
         double err = 0, mag = 0;
         for (size_t i = 0; i < (size_t)m * n; i++) { err = fmax(err, fabs(out[i] - ref[i])); mag = fmax(mag, fabs(ref[i])); }
-        int wino = sh.kh == 3 && sh.kw == 3 && sh.stride == 1;
+        int wino = bt_winograd_supports(sh.kh, sh.kw, sh.stride);
         float *wpacked = NULL, *scratch = NULL;
         double werr = 0;
         if (wino) {
             wpacked = malloc(bt_winograd_weights_count(sh.cin, n) * 4);
-            bt_winograd_pack_weights(w, sh.cin, n, wpacked);
+            bt_winograd_pack_weights(w, sh.kh, sh.cin, n, wpacked);
             scratch = malloc(bt_winograd_scratch_count(sh.cin, n) * 4);
             memset(out, 0, sizeof(float) * m * n);
             bt_winograd_conv_relu(&d, wpacked, bias, 0, bt_winograd_tile_count(&d), scratch);

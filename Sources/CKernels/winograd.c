@@ -1,6 +1,8 @@
-// Winograd F(4x4, 3x3) (Lavin & Gray, 2015): each 6x6 input tile is transformed (B^T d B), multiplied
-// position by position with the transformed weights (G g G^T) as 36 GEMMs over a chunk of tiles, and
-// transformed back (A^T m A) to a 4x4 output tile. 36 products per 16 outputs instead of 144.
+// Winograd F(4x4, 3x3) and F(2x2, 5x5) (Lavin & Gray, 2015): each 6x6 input tile is transformed
+// (B^T d B), multiplied position by position with the transformed weights (G g G^T) as 36 GEMMs over a
+// chunk of tiles, and transformed back (A^T m A) to a 4x4 (or 2x2) output tile: 36 products per 16
+// outputs instead of 144 (3x3), per 4 outputs instead of 100 (5x5). Both use the interpolation points
+// 0, 1, -1, 2, -2 and infinity, so they share B^T; G and A^T follow from the points.
 // The transforms run across channels (NHWC keeps a pixel's channels contiguous), so they vectorize.
 #include "CKernels.h"
 
@@ -19,11 +21,23 @@ size_t bt_winograd_scratch_count(int in_c, int out_c) {
     return (size_t)36 * CHUNK_TILES * ((size_t)in_c + out_c) + (size_t)36 * (in_c > out_c ? in_c : out_c);
 }
 
-void bt_winograd_pack_weights(const float *weights, int in_c, int out_c, float *packed) {
-    static const double G[6][3] = {
-        {1.0 / 4, 0, 0}, {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-        {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1},
-    };
+/// Kernel taps per side handled: 3 (4x4 output tiles) or 5 (2x2 tiles).
+static int tile_size(int kernel) { return 6 - kernel + 1; }
+
+int bt_winograd_supports(int kernel_h, int kernel_w, int stride) {
+    return stride == 1 && kernel_h == kernel_w && (kernel_h == 3 || kernel_h == 5);
+}
+
+void bt_winograd_pack_weights(const float *weights, int kernel, int in_c, int out_c, float *packed) {
+    // Row i of G is f_i * (1, p_i, p_i^2, ...) for the points p = 0, 1, -1, 2, -2, with the scale f_i
+    // matching B^T; the point at infinity takes the highest coefficient alone.
+    static const double points[5] = {0, 1, -1, 2, -2}, scales[5] = {1.0 / 4, -1.0 / 6, -1.0 / 6, 1.0 / 24, 1.0 / 24};
+    double G[6][5] = {{0}};
+    for (int i = 0; i < 5; i++) {
+        double power = 1;
+        for (int k = 0; k < kernel; k++, power *= points[i]) G[i][k] = scales[i] * power;
+    }
+    G[5][kernel - 1] = 1;
     const size_t plane = (size_t)in_c * out_c, per = bt_packed_weights_count(in_c, out_c);
     float *u = malloc(plane * sizeof(float));
     float *bias = calloc((size_t)out_c, sizeof(float));
@@ -32,8 +46,9 @@ void bt_winograd_pack_weights(const float *weights, int in_c, int out_c, float *
         for (int b = 0; b < 6; b++) {
             for (size_t e = 0; e < plane; e++) {
                 double acc = 0;
-                for (int ky = 0; ky < 3; ky++)
-                    for (int kx = 0; kx < 3; kx++) acc += G[a][ky] * G[b][kx] * weights[(size_t)(ky * 3 + kx) * plane + e];
+                for (int ky = 0; ky < kernel; ky++)
+                    for (int kx = 0; kx < kernel; kx++)
+                        acc += G[a][ky] * G[b][kx] * weights[(size_t)(ky * kernel + kx) * plane + e];
                 u[e] = (float)acc;
             }
             bt_pack_weights(u, bias, in_c, out_c, packed + (size_t)(a * 6 + b) * per);
@@ -44,7 +59,8 @@ void bt_winograd_pack_weights(const float *weights, int in_c, int out_c, float *
 }
 
 int bt_winograd_tile_count(const bt_conv_desc *d) {
-    return d->batch * ((d->out_h + 3) / 4) * ((d->out_w + 3) / 4);
+    const int m = tile_size(d->kernel_h);
+    return d->batch * ((d->out_h + m - 1) / m) * ((d->out_w + m - 1) / m);
 }
 
 // The 1-D transforms over a run of channels. Separate functions because LLVM honours `restrict` on
@@ -95,12 +111,36 @@ transform_a_bias_relu(const float *restrict p0, const float *restrict p1, const 
     }
 }
 
+static inline __attribute__((always_inline)) void
+transform_a2(const float *restrict p0, const float *restrict p1, const float *restrict p2, const float *restrict p3,
+             const float *restrict p4, const float *restrict p5, float *restrict o0, float *restrict o1, int n) {
+    for (int c = 0; c < n; c++) {
+        const float m1 = p1[c], m2 = p2[c], m3 = p3[c], m4 = p4[c];
+        o0[c] = p0[c] + (m1 + m2) + (m3 + m4);
+        o1[c] = (m1 - m2) + 2 * (m3 - m4) + p5[c];
+    }
+}
+
+static inline __attribute__((always_inline)) void
+transform_a2_bias_relu(const float *restrict p0, const float *restrict p1, const float *restrict p2,
+                       const float *restrict p3, const float *restrict p4, const float *restrict p5,
+                       const float *restrict bias, float *restrict o0, float *restrict o1, int n) {
+    for (int c = 0; c < n; c++) {
+        const float m1 = p1[c], m2 = p2[c], m3 = p3[c], m4 = p4[c];
+        const float r0 = p0[c] + (m1 + m2) + (m3 + m4) + bias[c];
+        const float r1 = (m1 - m2) + 2 * (m3 - m4) + p5[c] + bias[c];
+        o0[c] = r0 > 0 ? r0 : 0;
+        o1[c] = r1 > 0 ? r1 : 0;
+    }
+}
+
 /// B^T d B of one tile into v[(a*6 + b) * position_stride + c].
 static inline __attribute__((always_inline)) void input_transform(const bt_conv_desc *d, int tile, float *v,
                                                                   size_t position_stride, float *tmp) {
-    const int th = (d->out_h + 3) / 4, tw = (d->out_w + 3) / 4;
+    const int ts = tile_size(d->kernel_h);
+    const int th = (d->out_h + ts - 1) / ts, tw = (d->out_w + ts - 1) / ts;
     const int n = tile / (th * tw), rem = tile - n * th * tw, ty = rem / tw, tx = rem - ty * tw;
-    const int y0 = ty * 4 - d->pad_h, x0 = tx * 4 - d->pad_w, cn = d->in_c;
+    const int y0 = ty * ts - d->pad_h, x0 = tx * ts - d->pad_w, cn = d->in_c;
     for (int i = 0; i < 6; i++) {
         const int iy = y0 + i;
         const float *p[6];
@@ -124,30 +164,35 @@ static inline __attribute__((always_inline)) void input_transform(const bt_conv_
 }
 
 /// relu(A^T m A + bias) of one tile from m[(a*6 + b) * position_stride + c], stored where inside the output.
-/// `tmp` holds 24*out_c floats of row transforms then a sink row for output pixels past the map's edge.
+/// `tmp` holds 6*ts*out_c floats of row transforms then a sink for output pixels past the map's edge.
 static inline __attribute__((always_inline)) void output_transform(const bt_conv_desc *d, int tile, const float *m,
                                                                    size_t position_stride, const float *bias, float *tmp) {
-    const int th = (d->out_h + 3) / 4, tw = (d->out_w + 3) / 4;
+    const int ts = tile_size(d->kernel_h);
+    const int th = (d->out_h + ts - 1) / ts, tw = (d->out_w + ts - 1) / ts;
     const int n = tile / (th * tw), rem = tile - n * th * tw, ty = rem / tw, tx = rem - ty * tw;
     const int cn = d->out_c;
-    float *sink = tmp + (size_t)24 * cn;
+    float *sink = tmp + (size_t)6 * ts * cn;
+    const size_t ps = position_stride;
     for (int i = 0; i < 6; i++) {
-        const float *p = m + (size_t)i * 6 * position_stride;
-        const size_t ps = position_stride;
-        float *o = tmp + (size_t)i * 4 * cn;
-        transform_a(p, p + ps, p + 2 * ps, p + 3 * ps, p + 4 * ps, p + 5 * ps, o, o + cn, o + 2 * cn, o + 3 * cn, cn);
+        const float *p = m + (size_t)i * 6 * ps;
+        float *o = tmp + (size_t)i * ts * cn;
+        if (ts == 4) transform_a(p, p + ps, p + 2 * ps, p + 3 * ps, p + 4 * ps, p + 5 * ps, o, o + cn, o + 2 * cn, o + 3 * cn, cn);
+        else transform_a2(p, p + ps, p + 2 * ps, p + 3 * ps, p + 4 * ps, p + 5 * ps, o, o + cn, cn);
     }
-    for (int b = 0; b < 4; b++) {
-        const int ox = tx * 4 + b;
+    for (int b = 0; b < ts; b++) {
+        const int ox = tx * ts + b;
         if (ox >= d->out_w) break;
         float *dst[4];
-        for (int a = 0; a < 4; a++) {
-            const int oy = ty * 4 + a;
+        for (int a = 0; a < ts; a++) {
+            const int oy = ty * ts + a;
             dst[a] = oy < d->out_h ? d->output + ((size_t)(n * d->out_h + oy) * d->out_w + ox) * d->out_stride : sink + a * cn;
         }
         const float *q = tmp + (size_t)b * cn;
-        const size_t s = 4 * (size_t)cn;
-        transform_a_bias_relu(q, q + s, q + 2 * s, q + 3 * s, q + 4 * s, q + 5 * s, bias, dst[0], dst[1], dst[2], dst[3], cn);
+        const size_t s = (size_t)ts * cn;
+        if (ts == 4)
+            transform_a_bias_relu(q, q + s, q + 2 * s, q + 3 * s, q + 4 * s, q + 5 * s, bias, dst[0], dst[1], dst[2], dst[3], cn);
+        else
+            transform_a2_bias_relu(q, q + s, q + 2 * s, q + 3 * s, q + 4 * s, q + 5 * s, bias, dst[0], dst[1], cn);
     }
 }
 

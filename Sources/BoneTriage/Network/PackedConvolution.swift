@@ -6,7 +6,7 @@ struct PackedConvolution: Sendable {
     let spec: ConvolutionSpec
     /// Panels of 16 output channels: each is 16 biases then kh*kw*inputChannels rows of 16 weights.
     let weights: [Float]
-    /// For 3x3 stride-1 layers: the 36 Winograd-transformed weight matrices, packed likewise.
+    /// For 3x3 and 5x5 stride-1 layers: the 36 Winograd-transformed weight matrices, packed likewise.
     let winogradWeights: [Float]?
     let bias: [Float]
 
@@ -33,7 +33,7 @@ struct PackedConvolution: Sendable {
             let transformed = [Float](unsafeUninitializedCapacity: wcount) { packed, initialized in
                 kernel.withUnsafeBufferPointer { kb in
                     guard let base = packed.baseAddress, let kp = kb.baseAddress else { return }
-                    bt_winograd_pack_weights(kp, Int32(spec.inputChannels), Int32(n), base)
+                    bt_winograd_pack_weights(kp, Int32(spec.kernelHeight), Int32(spec.inputChannels), Int32(n), base)
                     initialized = wcount
                 }
             }
@@ -44,10 +44,10 @@ struct PackedConvolution: Sendable {
         }
     }
 
-    /// The transformed weights are 4x the size of the plain ones, so only the layers of the large
+    /// The transformed weights are 4x (3x3) the size of the plain ones, so only the layers of the large
     /// early maps (stem, 35x35 blocks at 299 input) get them; the wide late 3x3 layers would add ~50 MB.
     static func winogradApplies(_ spec: ConvolutionSpec) -> Bool {
-        spec.kernelHeight == 3 && spec.kernelWidth == 3 && spec.stride == 1
+        bt_winograd_supports(Int32(spec.kernelHeight), Int32(spec.kernelWidth), Int32(spec.stride)) != 0
             && spec.inputChannels * spec.outputChannels <= 96 * 192
     }
 

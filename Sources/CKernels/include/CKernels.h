@@ -55,17 +55,18 @@ void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_
 void bt_conv_with(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
                   int panel_begin, int panel_end, int relu, int portable);
 
-/// Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions: 36 GEMMs over 6x6 input tiles instead of 9
-/// taps per pixel, 4x fewer multiplications. Weights are transformed and packed once at load
+/// Winograd F(4x4, 3x3) and F(2x2, 5x5) for stride-1 convolutions: 36 GEMMs over 6x6 input tiles,
+/// 4x (3x3) or 2.8x (5x5) fewer multiplications. Weights are transformed and packed once at load
 /// (36 packed matrices of [in_c, out_c], zero bias); the bias is added in the output transform.
+int bt_winograd_supports(int kernel_h, int kernel_w, int stride);
 size_t bt_winograd_weights_count(int in_c, int out_c);
-/// weights: HWIO [3][3][in_c][out_c].
-void bt_winograd_pack_weights(const float *weights, int in_c, int out_c, float *packed);
-/// Output tiles (4x4 pixels each) of a convolution across the batch.
+/// weights: HWIO [kernel][kernel][in_c][out_c], kernel 3 or 5.
+void bt_winograd_pack_weights(const float *weights, int kernel, int in_c, int out_c, float *packed);
+/// Output tiles (4x4 pixels for 3x3, 2x2 for 5x5) of a convolution across the batch.
 int bt_winograd_tile_count(const bt_conv_desc *desc);
 /// Scratch floats one thread needs for bt_winograd_conv_relu.
 size_t bt_winograd_scratch_count(int in_c, int out_c);
-/// output = relu(conv(input) + bias) for output tiles [tile_begin, tile_end); desc must be 3x3, stride 1.
+/// output = relu(conv(input) + bias) for output tiles [tile_begin, tile_end); desc must be supported.
 /// Disjoint tile ranges may run concurrently, each with its own scratch.
 void bt_winograd_conv_relu(const bt_conv_desc *desc, const float *packed, const float *bias,
                            int tile_begin, int tile_end, float *scratch);

@@ -135,14 +135,14 @@ struct ConvolutionKernelTests {
         }
     }
 
-    @Test("Winograd F(4x4,3x3) matches the direct convolution, tile ranges in any split", arguments: shapes.indices.filter {
-        shapes[$0].kernelHeight == 3 && shapes[$0].kernelWidth == 3 && shapes[$0].stride == 1
+    @Test("Winograd F(4x4,3x3) and F(2x2,5x5) match the plain convolution, tile ranges in any split", arguments: shapes.indices.filter {
+        bt_winograd_supports(Int32(shapes[$0].kernelHeight), Int32(shapes[$0].kernelWidth), Int32(shapes[$0].stride)) != 0
     })
     func winograd(index: Int) {
         let c = Case(Self.shapes[index], seed: UInt64(index) * 7 + 1)
         let s = c.shape
         var packed = [Float](repeating: 0, count: bt_winograd_weights_count(Int32(s.inputChannels), Int32(s.outputChannels)))
-        bt_winograd_pack_weights(c.weights, Int32(s.inputChannels), Int32(s.outputChannels), &packed)
+        bt_winograd_pack_weights(c.weights, Int32(s.kernelHeight), Int32(s.inputChannels), Int32(s.outputChannels), &packed)
         var scratch = [Float](repeating: 0, count: bt_winograd_scratch_count(Int32(s.inputChannels), Int32(s.outputChannels)))
         let output = c.run(outputStride: s.outputChannels + 2) { d in
             let tiles = bt_winograd_tile_count(d)
