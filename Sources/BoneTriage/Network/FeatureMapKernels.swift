@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// A view of an NHWC float tensor, possibly a channel slice of a wider one (for concatenation
@@ -42,8 +43,8 @@ func partition(_ count: Int, parts: Int, index: Int) -> Range<Int> {
     return start..<(start + base + (index < extra ? 1 : 0))
 }
 
-/// The engine's pooling kernels (convolutions are in Sources/CKernels). Every kernel can work on a
-/// subrange of output rows, so the engine splits each layer across threads without extra copies.
+/// The engine's pooling kernels (the 3x3 pools, like the convolutions, run in Sources/CKernels). Every
+/// kernel can work on a subrange of output rows, so the engine splits each layer across threads.
 enum FeatureMapKernels {
     /// 3x3 max pool with the given stride and padding (padding never wins: it acts as -infinity).
     static func maxPool3x3(_ input: FeatureMap, stride: Int, pad: Int, output: FeatureMap, outRows: Range<Int>) {
@@ -59,34 +60,15 @@ enum FeatureMapKernels {
     /// `outRows` indexes output image rows across the batch: n * outHeight + oy.
     private static func pool3x3(_ input: FeatureMap, stride: Int, pad: Int, output: FeatureMap,
                                 outRows: Range<Int>, average: Bool) {
-        let c = input.channels
-        for row in outRows {
-            let n = row / output.height
-            let oy = row - n * output.height
-            let yLow = max(0, oy * stride - pad), yHigh = min(input.height, oy * stride - pad + 3)
-            for ox in 0..<output.width {
-                let xLow = max(0, ox * stride - pad), xHigh = min(input.width, ox * stride - pad + 3)
-                let dst = output.data + ((n * output.height + oy) * output.width + ox) * output.pixelStride
-                var first = true
-                for y in yLow..<yHigh {
-                    for x in xLow..<xHigh {
-                        let src = input.data + ((n * input.height + y) * input.width + x) * input.pixelStride
-                        if first {
-                            dst.update(from: src, count: c)
-                            first = false
-                        } else if average {
-                            for j in 0..<c { dst[j] += src[j] }
-                        } else {
-                            for j in 0..<c { dst[j] = max(dst[j], src[j]) }
-                        }
-                    }
-                }
-                if average {
-                    let inv = 1 / Float((yHigh - yLow) * (xHigh - xLow))
-                    for j in 0..<c { dst[j] *= inv }
-                }
-            }
-        }
+        precondition(input.channels == output.channels && input.batch == output.batch, "pool shape mismatch")
+        var desc = bt_conv_desc(
+            input: UnsafePointer(input.data), batch: Int32(input.batch), in_h: Int32(input.height), in_w: Int32(input.width),
+            in_c: Int32(input.channels), in_stride: Int32(input.pixelStride),
+            kernel_h: 3, kernel_w: 3, stride: Int32(stride), pad_h: Int32(pad), pad_w: Int32(pad),
+            output: output.data, out_h: Int32(output.height), out_w: Int32(output.width),
+            out_c: Int32(output.channels), out_stride: Int32(output.pixelStride),
+            split_panel: 0, output2: nil, out2_stride: 0)
+        bt_pool3x3(&desc, average ? 1 : 0, Int32(outRows.lowerBound), Int32(outRows.upperBound))
     }
 
     /// Mean over each image's pixels: output is [batch, channels].

@@ -71,6 +71,11 @@ size_t bt_winograd_scratch_count(int in_c, int out_c);
 void bt_winograd_conv_relu(const bt_conv_desc *desc, const float *packed, const float *bias,
                            int tile_begin, int tile_end, float *scratch);
 
+/// 3x3 max (average = 0) or average pooling, padding excluded from both, for output image rows
+/// [row_begin, row_end) (row = n * out_h + oy). Uses input, in_*, stride, pad_*, output, out_h, out_w
+/// and out_stride of the descriptor; channels = in_c.
+void bt_pool3x3(const bt_conv_desc *desc, int average, int row_begin, int row_end);
+
 /// 1 when the AVX2+FMA micro-kernel is in use on this CPU, 0 for the portable one.
 int bt_kernels_use_avx2(void);
 
