@@ -84,8 +84,8 @@ public final class InceptionV3Network: Sendable {
         convolutions = packed
     }
 
-    /// Bytes held by the packed parameters (biases included).
-    public var parameterBytes: Int { convolutions.values.reduce(0) { $0 + $1.weights.count * 4 } }
+    /// Bytes held by the packed parameters (biases and Winograd-transformed copies included).
+    public var parameterBytes: Int { convolutions.values.reduce(0) { $0 + ($1.weights.count + ($1.winogradWeights?.count ?? 0)) * 4 } }
 }
 
 /// Runs the network on batches of NHWC images. Not thread-safe: it owns its buffers, reused
@@ -350,8 +350,10 @@ final class EngineBuffers {
             }
             size = g.outputSize
         }
+        // 64-byte aligned so that the kernels' 16-channel rows do not straddle cache lines.
         func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride, alignment: 64)
+            let p = raw.bindMemory(to: Float.self, capacity: max(count, 1))
             p.initialize(repeating: 0, count: max(count, 1))
             return p
         }

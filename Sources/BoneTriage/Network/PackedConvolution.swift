@@ -1,13 +1,34 @@
 import CKernels
 
+/// Floats on a 64-byte boundary, written once at creation and read-only after, hence Sendable.
+/// A 16-float weight row then never straddles two cache lines (Swift arrays are only 16-byte
+/// aligned, and where a layer's weights landed changed the speed from one run to the next).
+final class AlignedFloats: @unchecked Sendable {
+    let count: Int
+    private let storage: UnsafeMutableRawPointer
+
+    /// `fill` writes all `count` floats.
+    init(count: Int, fill: (UnsafeMutablePointer<Float>) -> Void) {
+        self.count = count
+        storage = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride, alignment: 64)
+        let floats = storage.bindMemory(to: Float.self, capacity: max(count, 1))
+        floats.initialize(repeating: 0, count: max(count, 1))
+        fill(floats)
+    }
+
+    deinit { storage.deallocate() }
+
+    var pointer: UnsafePointer<Float> { UnsafePointer(storage.assumingMemoryBound(to: Float.self)) }
+}
+
 /// A folded convolution with its weights in the micro-kernel's panel layout (Sources/CKernels):
 /// packed once at load, so no forward pass re-packs the 87 MB of weights.
 struct PackedConvolution: Sendable {
     let spec: ConvolutionSpec
     /// Panels of 16 output channels: each is 16 biases then kh*kw*inputChannels rows of 16 weights.
-    let weights: [Float]
+    let weights: AlignedFloats
     /// For 3x3 and 5x5 stride-1 layers: the 36 Winograd-transformed weight matrices, packed likewise.
-    let winogradWeights: [Float]?
+    let winogradWeights: AlignedFloats?
     let bias: [Float]
 
     init(_ folded: consuming FoldedConvolution) {
@@ -17,28 +38,16 @@ struct PackedConvolution: Sendable {
         let count = bt_packed_weights_count(Int32(k), Int32(n))
         let kernel = folded.kernel, bias = folded.bias
         self.spec = spec
-        weights = [Float](unsafeUninitializedCapacity: count) { packed, initialized in
-            kernel.withUnsafeBufferPointer { kb in
-                bias.withUnsafeBufferPointer { bb in
-                    guard let base = packed.baseAddress, let kp = kb.baseAddress, let bp = bb.baseAddress else { return }
-                    bt_pack_weights(kp, bp, Int32(k), Int32(n), base)
-                    initialized = count
-                }
-            }
+        precondition(kernel.count == k * n && bias.count == n, "\(spec.name): folded weights of the wrong size")
+        weights = AlignedFloats(count: count) { packed in
+            bt_pack_weights(kernel, bias, Int32(k), Int32(n), packed)
         }
-        precondition(weights.count == count, "packing \(spec.name) failed")
         self.bias = bias
         if Self.winogradApplies(spec) {
             let wcount = bt_winograd_weights_count(Int32(spec.inputChannels), Int32(n))
-            let transformed = [Float](unsafeUninitializedCapacity: wcount) { packed, initialized in
-                kernel.withUnsafeBufferPointer { kb in
-                    guard let base = packed.baseAddress, let kp = kb.baseAddress else { return }
-                    bt_winograd_pack_weights(kp, Int32(spec.kernelHeight), Int32(spec.inputChannels), Int32(n), base)
-                    initialized = wcount
-                }
+            winogradWeights = AlignedFloats(count: wcount) { packed in
+                bt_winograd_pack_weights(kernel, Int32(spec.kernelHeight), Int32(spec.inputChannels), Int32(n), packed)
             }
-            precondition(transformed.count == wcount, "packing \(spec.name) for Winograd failed")
-            winogradWeights = transformed
         } else {
             winogradWeights = nil
         }
@@ -96,15 +105,15 @@ struct PackedConvolution: Sendable {
         }
         if let winogradWeights, outHeight >= Self.winogradMinimumOutputSize, outWidth >= Self.winogradMinimumOutputSize {
             precondition(scratchPerThread >= Self.winogradScratchCount(spec), "Winograd scratch too small for \(spec.name)")
-            winogradWeights.withUnsafeBufferPointer { w in
+            withExtendedLifetime(winogradWeights) {
                 bias.withUnsafeBufferPointer { b in
-                    guard let packed = w.baseAddress, let bias = b.baseAddress else { return }
+                    guard let bias = b.baseAddress else { return }
                     withUnsafePointer(to: &desc) { d in
                         let tiles = Int(bt_winograd_tile_count(d))
                         let parts = min(threads, tiles)
                         pool.run(parts) { t in
                             let r = partition(tiles, parts: parts, index: t)
-                            bt_winograd_conv_relu(d, packed, bias, Int32(r.lowerBound), Int32(r.upperBound),
+                            bt_winograd_conv_relu(d, winogradWeights.pointer, bias, Int32(r.lowerBound), Int32(r.upperBound),
                                                   scratch + t * scratchPerThread)
                         }
                     }
@@ -114,8 +123,8 @@ struct PackedConvolution: Sendable {
         }
         let rows = output.pixels, panels = panelCount
         let strips = (rows + Self.stripHeight - 1) / Self.stripHeight
-        weights.withUnsafeBufferPointer { w in
-            guard let packed = w.baseAddress else { return }
+        let packed = weights.pointer
+        withExtendedLifetime(weights) {
             withUnsafePointer(to: &desc) { d in
                 if threads > 1 && strips >= Self.minimumStripsPerThread * threads {
                     pool.run(threads) { t in
