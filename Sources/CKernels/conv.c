@@ -132,13 +132,15 @@ static void kernel_avx2(int mr, int nc, int taps, const int *tap_offsets, int ci
 
 static micro_kernel selected_kernel(void) {
 #ifdef BT_X86
-    // The answer never changes, so a racy first use stores the same value from every thread.
+    // The answer never changes, so concurrent first uses all store the same value (atomically).
     static int avx2 = -1;
-    if (avx2 < 0) {
+    int known = __atomic_load_n(&avx2, __ATOMIC_RELAXED);
+    if (known < 0) {
         __builtin_cpu_init();
-        avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        __atomic_store_n(&avx2, known, __ATOMIC_RELAXED);
     }
-    if (avx2) return kernel_avx2;
+    if (known) return kernel_avx2;
 #endif
     return kernel_portable;
 }
