@@ -17,6 +17,8 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+        // Plain C so the AVX2 micro-kernel can be compiled for a target chosen at run time.
+        .target(name: "CKernels", path: "Sources/CKernels"),
         .target(name: "CPNG", path: "Sources/CPNG", linkerSettings: [.linkedLibrary("png16")]),
         .target(
             name: "CDCMTK",
@@ -31,6 +33,7 @@ let package = Package(
             name: "BoneTriage",
             dependencies: [
                 "COpenBLAS",
+                "CKernels",
                 "CDCMTK",
                 "CPNG",
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
@@ -51,8 +54,8 @@ let package = Package(
         ),
         .testTarget(
             name: "BoneTriageTests",
-            dependencies: ["BoneTriage", .product(name: "ZIPFoundation", package: "ZIPFoundation"), .product(name: "GRDB", package: "GRDB.swift"),
-                           .product(name: "Logging", package: "swift-log")],
+            dependencies: ["BoneTriage", "CKernels", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+                           .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log")],
             path: "Tests/BoneTriageTests"
         ),
     ],

@@ -55,7 +55,7 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
 public final class InceptionV3Network: Sendable {
     public let description: BackboneDescription
     public let architecture: InceptionV3Architecture
-    let convolutions: [String: FoldedConvolution]
+    let convolutions: [String: PackedConvolution]
 
     /// Takes the weights over: each layer is folded in place and dropped, so loading never holds
     /// two copies of the 87 MB of parameters.
@@ -75,35 +75,39 @@ public final class InceptionV3Network: Sendable {
             let parts = block.pointwiseHeads.compactMap { folded.removeValue(forKey: $0) }
             folded["\(block.name)/heads"] = FoldedConvolution(fusing: parts, name: "\(block.name)/heads")
         }
-        convolutions = folded
+        // One layer at a time, so the folded and packed copies never coexist for the whole network.
+        var packed: [String: PackedConvolution] = [:]
+        for name in Array(folded.keys) {
+            guard let layer = folded.removeValue(forKey: name) else { continue }
+            packed[name] = PackedConvolution(layer)
+        }
+        convolutions = packed
     }
 
-    /// Bytes held by the folded parameters.
-    public var parameterBytes: Int { convolutions.values.reduce(0) { $0 + ($1.kernel.count + $1.bias.count) * 4 } }
+    /// Bytes held by the packed parameters (biases and Winograd-transformed copies included).
+    public var parameterBytes: Int { convolutions.values.reduce(0) { $0 + ($1.weights.count + ($1.winogradWeights?.count ?? 0)) * 4 } }
 }
 
 /// Runs the network on batches of NHWC images. Not thread-safe: it owns its buffers, reused
 /// from one call to the next; give each worker its own engine over a shared network.
 ///
 /// Every layer is split across `threads` threads (by output pixels when there are many, else by output
-/// channels), with OpenBLAS itself kept single-threaded: the small late-stage GEMMs then still use
-/// both cores, and no thread pool fights another.
+/// channels); see `PackedConvolution.run`.
 public final class InceptionV3Engine {
     public let network: InceptionV3Network
     public let inputSize: Int
     public let threads: Int
+    private let pool: WorkerPool
     private var buffers: EngineBuffers?
-
-    /// Cap on the im2col workspace (floats); larger layers are processed in row chunks.
-    static let workspaceCapacity = 4 << 20
-    /// Below this many output pixels a layer is split by output channels instead.
-    static let minimumRowsForRowSplit = 96
 
     public init(network: InceptionV3Network, inputSize: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
         guard inputSize >= InceptionV3Architecture.minimumInputSize else { throw EngineError.inputSizeTooSmall(inputSize) }
         self.network = network
         self.inputSize = inputSize
         self.threads = max(1, threads)
+        pool = WorkerPool(threads: self.threads)
+        // The engine no longer calls BLAS, but the training code does, from threads the engine also
+        // uses: keep OpenBLAS's own pool out of the way.
         openblas_set_num_threads(1)
     }
 
@@ -128,7 +132,7 @@ public final class InceptionV3Engine {
     private func buffers(for batch: Int) -> EngineBuffers {
         if let b = buffers, b.batch == batch { return b }
         buffers = nil  // release the old set before allocating the new one
-        let b = EngineBuffers(architecture: network.architecture, inputSize: inputSize, batch: batch)
+        let b = EngineBuffers(architecture: network.architecture, inputSize: inputSize, batch: batch, threads: threads)
         buffers = b
         return b
     }
@@ -168,14 +172,14 @@ public final class InceptionV3Engine {
             }
         }
         let final = current
-        parallel(min(threads, n)) { t in
+        pool.run(min(threads, n)) { t in
             FeatureMapKernels.globalAveragePool(final, into: features, images: partition(n, parts: min(self.threads, n), index: t))
         }
     }
 
     // MARK: Blocks
 
-    private func conv(_ name: String) -> FoldedConvolution {
+    private func conv(_ name: String) -> PackedConvolution {
         guard let c = network.convolutions[name] else { preconditionFailure("network lacks \(name)") }
         return c
     }
@@ -205,8 +209,7 @@ public final class InceptionV3Engine {
 
     private func blockA(_ block: InceptionBlock, _ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers) {
         let n = block.name
-        let heads = pointwiseHeads(block, x, b)  // 64 | 48 | 64
-        copy(heads.slice(channelOffset: 0, count: 64), into: out.slice(channelOffset: 0, count: 64))
+        let heads = pointwiseHeads(block, x, b, leading: out.slice(channelOffset: 0, count: 64))  // 64 | 48 | 64
         convolve(conv("\(n)/branch5x5/1"), heads.slice(channelOffset: 64, count: 48), out.slice(channelOffset: 64, count: 64), b)
         let d1 = temp(b.t1, like: x, channels: 96)
         convolve(conv("\(n)/branch3x3dbl/1"), heads.slice(channelOffset: 112, count: 64), d1, b)
@@ -227,8 +230,7 @@ public final class InceptionV3Engine {
     private func blockC(_ block: InceptionBlock, _ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers) {
         guard case let .c(_, c7) = block else { return }
         let n = block.name
-        let heads = pointwiseHeads(block, x, b)  // 192 | c7 | c7
-        copy(heads.slice(channelOffset: 0, count: 192), into: out.slice(channelOffset: 0, count: 192))
+        let heads = pointwiseHeads(block, x, b, leading: out.slice(channelOffset: 0, count: 192))  // 192 | c7 | c7
         let u = temp(b.t0, like: x, channels: c7), v = temp(b.t1, like: x, channels: c7)
         convolve(conv("\(n)/branch7x7/1"), heads.slice(channelOffset: 192, count: c7), v, b)
         convolve(conv("\(n)/branch7x7/2"), v, out.slice(channelOffset: 192, count: 192), b)
@@ -252,8 +254,7 @@ public final class InceptionV3Engine {
 
     private func blockE(_ block: InceptionBlock, _ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers, maxPoolBranch: Bool) {
         let n = block.name
-        let heads = pointwiseHeads(block, x, b)  // 320 | 384 | 448
-        copy(heads.slice(channelOffset: 0, count: 320), into: out.slice(channelOffset: 0, count: 320))
+        let heads = pointwiseHeads(block, x, b, leading: out.slice(channelOffset: 0, count: 320))  // 320 | 384 | 448
         let a = heads.slice(channelOffset: 320, count: 384)
         convolve(conv("\(n)/branch3x3/1"), a, out.slice(channelOffset: 320, count: 384), b)
         convolve(conv("\(n)/branch3x3/2"), a, out.slice(channelOffset: 704, count: 384), b)
@@ -264,22 +265,13 @@ public final class InceptionV3Engine {
         poolBranch(block, x, out, channelOffset: 1856, maxPool: maxPoolBranch, b)
     }
 
-    /// The block's 1x1 convolutions of its input, computed as one GEMM into the `heads` buffer.
-    private func pointwiseHeads(_ block: InceptionBlock, _ x: FeatureMap, _ b: EngineBuffers) -> FeatureMap {
+    /// The block's 1x1 convolutions of its input, computed as one GEMM into the `heads` buffer; the
+    /// first branch, when it is a final output, goes straight to its slice of the block output (`leading`).
+    private func pointwiseHeads(_ block: InceptionBlock, _ x: FeatureMap, _ b: EngineBuffers, leading: FeatureMap? = nil) -> FeatureMap {
         let fused = conv("\(block.name)/heads")
         let heads = temp(b.heads, like: x, channels: fused.spec.outputChannels)
-        convolve(fused, x, heads, b)
+        fused.run(x, heads, pool: pool, scratch: b.winogradScratch, scratchPerThread: b.winogradScratchPerThread, leading: leading)
         return heads
-    }
-
-    private func copy(_ source: FeatureMap, into destination: FeatureMap) {
-        let pixels = source.pixels
-        let parts = min(threads, max(1, pixels / 64))
-        parallel(parts) { t in
-            for p in partition(pixels, parts: parts, index: t) {
-                (destination.data + p * destination.pixelStride).update(from: source.data + p * source.pixelStride, count: source.channels)
-            }
-        }
     }
 
     /// 3x3 stride-1 pool (average excluding padding, or max) then the branch's 1x1 convolution.
@@ -288,7 +280,7 @@ public final class InceptionV3Engine {
         let pooled = temp(b.t0, like: x, channels: x.channels)
         let rows = x.batch * x.height
         let parts = min(threads, rows)
-        parallel(parts) { t in
+        pool.run(parts) { t in
             let r = partition(rows, parts: parts, index: t)
             if maxPool {
                 FeatureMapKernels.maxPool3x3(x, stride: 1, pad: 1, output: pooled, outRows: r)
@@ -303,81 +295,15 @@ public final class InceptionV3Engine {
     private func maxPool(_ x: FeatureMap, stride: Int, pad: Int, into out: FeatureMap) {
         let rows = out.batch * out.height
         let parts = min(threads, rows)
-        parallel(parts) { t in
+        pool.run(parts) { t in
             FeatureMapKernels.maxPool3x3(x, stride: stride, pad: pad, output: out, outRows: partition(rows, parts: parts, index: t))
         }
     }
 
     // MARK: Convolution
 
-    private func convolve(_ c: FoldedConvolution, _ input: FeatureMap, _ output: FeatureMap, _ b: EngineBuffers) {
-        let spec = c.spec
-        let outHeight = (input.height + 2 * spec.padHeight - spec.kernelHeight) / spec.stride + 1
-        let outWidth = (input.width + 2 * spec.padWidth - spec.kernelWidth) / spec.stride + 1
-        precondition(outHeight == output.height && outWidth == output.width && output.channels == spec.outputChannels
-                     && input.channels == spec.inputChannels, "shape mismatch at \(spec.name)")
-        let m = input.batch * outHeight * outWidth
-        let k = spec.kernelHeight * spec.kernelWidth * spec.inputChannels
-        let nCols = spec.outputChannels
-        let threads = self.threads
-        c.kernel.withUnsafeBufferPointer { kernel in
-            c.bias.withUnsafeBufferPointer { bias in
-                guard let kb = kernel.baseAddress, let bb = bias.baseAddress else { return }
-                let pointwise = spec.kernelHeight == 1 && spec.kernelWidth == 1 && spec.stride == 1
-                if pointwise {
-                    gemm(a: input.data, lda: input.pixelStride, rows: m, k: k, b: kb, n: nCols, bias: bb,
-                         c: output.data, ldc: output.pixelStride, threads: threads)
-                    return
-                }
-                let chunk = max(1, min(m, Self.workspaceCapacity / k))
-                var start = 0
-                while start < m {
-                    let count = min(chunk, m - start)
-                    let cOut = output.data + start * output.pixelStride
-                    let ws = b.workspace
-                    if count >= Self.minimumRowsForRowSplit && threads > 1 {
-                        // Each thread builds its own rows' patches and multiplies them: one hand-off.
-                        parallel(threads) { t in
-                            let r = partition(count, parts: threads, index: t)
-                            FeatureMapKernels.im2col(input, spec, outHeight: outHeight, outWidth: outWidth,
-                                                     rows: (start + r.lowerBound)..<(start + r.upperBound), into: ws + r.lowerBound * k)
-                            FeatureMapKernels.gemmBiasReLU(a: ws, lda: k, b: kb, ldb: nCols, c: cOut, ldc: output.pixelStride,
-                                                           bias: bb, rows: r, cols: 0..<nCols, k: k)
-                        }
-                    } else {
-                        let parts = min(threads, count)
-                        parallel(parts) { t in
-                            let r = partition(count, parts: parts, index: t)
-                            FeatureMapKernels.im2col(input, spec, outHeight: outHeight, outWidth: outWidth,
-                                                     rows: (start + r.lowerBound)..<(start + r.upperBound), into: ws + r.lowerBound * k)
-                        }
-                        gemm(a: ws, lda: k, rows: count, k: k, b: kb, n: nCols, bias: bb, c: cOut, ldc: output.pixelStride, threads: threads)
-                    }
-                    start += count
-                }
-            }
-        }
-    }
-
-    /// Splits one GEMM across threads: by rows when there are enough, else by columns in multiples of 16.
-    private func gemm(a: UnsafePointer<Float>, lda: Int, rows m: Int, k: Int, b: UnsafePointer<Float>, n: Int,
-                      bias: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int) {
-        if threads == 1 {
-            FeatureMapKernels.gemmBiasReLU(a: a, lda: lda, b: b, ldb: n, c: c, ldc: ldc, bias: bias, rows: 0..<m, cols: 0..<n, k: k)
-        } else if m >= Self.minimumRowsForRowSplit {
-            parallel(threads) { t in
-                FeatureMapKernels.gemmBiasReLU(a: a, lda: lda, b: b, ldb: n, c: c, ldc: ldc, bias: bias,
-                                               rows: partition(m, parts: threads, index: t), cols: 0..<n, k: k)
-            }
-        } else {
-            let blocks = (n + 15) / 16
-            let parts = min(threads, blocks)
-            parallel(parts) { t in
-                let r = partition(blocks, parts: parts, index: t)
-                FeatureMapKernels.gemmBiasReLU(a: a, lda: lda, b: b, ldb: n, c: c, ldc: ldc, bias: bias,
-                                               rows: 0..<m, cols: (r.lowerBound * 16)..<min(n, r.upperBound * 16), k: k)
-            }
-        }
+    private func convolve(_ c: PackedConvolution, _ input: FeatureMap, _ output: FeatureMap, _ b: EngineBuffers) {
+        c.run(input, output, pool: pool, scratch: b.winogradScratch, scratchPerThread: b.winogradScratchPerThread)
     }
 }
 
@@ -396,11 +322,13 @@ final class EngineBuffers {
     let t1: UnsafeMutablePointer<Float>
     /// The fused output of a block's 1x1 convolutions of its input.
     let heads: UnsafeMutablePointer<Float>
-    let workspace: UnsafeMutablePointer<Float>
+    /// Each thread's Winograd workspace (transformed tiles and products of one chunk).
+    let winogradScratch: UnsafeMutablePointer<Float>
+    let winogradScratchPerThread: Int
 
-    init(architecture: InceptionV3Architecture, inputSize: Int, batch: Int) {
+    init(architecture: InceptionV3Architecture, inputSize: Int, batch: Int, threads: Int) {
         self.batch = batch
-        var blockOutput = 0, stemScratch = 0, branchScratch = 0, headScratch = 0, workspaceNeed = 0
+        var blockOutput = 0, stemScratch = 0, branchScratch = 0, headScratch = 0
         var size = inputSize
         for block in architecture.blocks {
             let g = InceptionGeometry(inputSize: size, block: block)
@@ -414,9 +342,6 @@ final class EngineBuffers {
                 } else {
                     branchScratch = max(branchScratch, pixels * spec.outputChannels)
                 }
-                if !(spec.kernelHeight == 1 && spec.kernelWidth == 1 && spec.stride == 1) {
-                    workspaceNeed = max(workspaceNeed, batch * pixels * spec.kernelHeight * spec.kernelWidth * spec.inputChannels)
-                }
             }
             if case .stem = block {} else {
                 branchScratch = max(branchScratch, size * size * block.inputChannels)
@@ -425,10 +350,10 @@ final class EngineBuffers {
             }
             size = g.outputSize
         }
-        let maxK = architecture.convolutions.map { $0.kernelHeight * $0.kernelWidth * $0.inputChannels }.max() ?? 1
-        let workspaceFloats = max(min(workspaceNeed, InceptionV3Engine.workspaceCapacity), maxK)
+        // 64-byte aligned so that the kernels' 16-channel rows do not straddle cache lines.
         func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride, alignment: 64)
+            let p = raw.bindMemory(to: Float.self, capacity: max(count, 1))
             p.initialize(repeating: 0, count: max(count, 1))
             return p
         }
@@ -440,10 +365,11 @@ final class EngineBuffers {
         t0 = allocate(batch * branchScratch)
         t1 = allocate(batch * branchScratch)
         heads = allocate(batch * headScratch)
-        workspace = allocate(workspaceFloats)
+        winogradScratchPerThread = architecture.convolutions.map(PackedConvolution.winogradScratchCount).max() ?? 0
+        winogradScratch = allocate(threads * winogradScratchPerThread)
     }
 
     deinit {
-        for p in [input, ping, pong, stemA, stemB, t0, t1, heads, workspace] { p.deallocate() }
+        for p in [input, ping, pong, stemA, stemB, t0, t1, heads, winogradScratch] { p.deallocate() }
     }
 }

@@ -1,0 +1,149 @@
+import CKernels
+
+/// Floats on a 64-byte boundary, written once at creation and read-only after, hence Sendable.
+/// A 16-float weight row then never straddles two cache lines (Swift arrays are only 16-byte
+/// aligned, and where a layer's weights landed changed the speed from one run to the next).
+final class AlignedFloats: @unchecked Sendable {
+    let count: Int
+    private let storage: UnsafeMutableRawPointer
+
+    /// `fill` writes all `count` floats.
+    init(count: Int, fill: (UnsafeMutablePointer<Float>) -> Void) {
+        self.count = count
+        storage = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride, alignment: 64)
+        let floats = storage.bindMemory(to: Float.self, capacity: max(count, 1))
+        floats.initialize(repeating: 0, count: max(count, 1))
+        fill(floats)
+    }
+
+    deinit { storage.deallocate() }
+
+    var pointer: UnsafePointer<Float> { UnsafePointer(storage.assumingMemoryBound(to: Float.self)) }
+}
+
+/// A folded convolution with its weights in the micro-kernel's panel layout (Sources/CKernels):
+/// packed once at load, so no forward pass re-packs the 87 MB of weights.
+struct PackedConvolution: Sendable {
+    let spec: ConvolutionSpec
+    /// Panels of 16 output channels: each is 16 biases then kh*kw*inputChannels rows of 16 weights.
+    let weights: AlignedFloats
+    /// For 3x3 and 5x5 stride-1 layers: the 36 Winograd-transformed weight matrices, packed likewise.
+    let winogradWeights: AlignedFloats?
+    let bias: [Float]
+
+    init(_ folded: consuming FoldedConvolution) {
+        let spec = folded.spec
+        let k = spec.kernelHeight * spec.kernelWidth * spec.inputChannels
+        let n = spec.outputChannels
+        let count = bt_packed_weights_count(Int32(k), Int32(n))
+        let kernel = folded.kernel, bias = folded.bias
+        self.spec = spec
+        precondition(kernel.count == k * n && bias.count == n, "\(spec.name): folded weights of the wrong size")
+        weights = AlignedFloats(count: count) { packed in
+            bt_pack_weights(kernel, bias, Int32(k), Int32(n), packed)
+        }
+        self.bias = bias
+        if Self.winogradApplies(spec) {
+            let wcount = bt_winograd_weights_count(Int32(spec.inputChannels), Int32(n))
+            winogradWeights = AlignedFloats(count: wcount) { packed in
+                bt_winograd_pack_weights(kernel, Int32(spec.kernelHeight), Int32(spec.inputChannels), Int32(n), packed)
+            }
+        } else {
+            winogradWeights = nil
+        }
+    }
+
+    /// The transformed weights are 4x (3x3) the size of the plain ones, so only the layers of the large
+    /// early maps (stem, 35x35 blocks at 299 input) get them; the wide late 3x3 layers would add ~50 MB.
+    static func winogradApplies(_ spec: ConvolutionSpec) -> Bool {
+        bt_winograd_supports(Int32(spec.kernelHeight), Int32(spec.kernelWidth), Int32(spec.stride)) != 0
+            && spec.inputChannels * spec.outputChannels <= 96 * 192
+    }
+
+    /// Winograd's transforms only pay off on maps of several 4x4 tiles; on the 3x3 (at 150 input)
+    /// maps of the last blocks the direct kernel is faster.
+    static let winogradMinimumOutputSize = 8
+
+    /// Scratch floats per thread that `run` needs for a Winograd layer of this shape.
+    static func winogradScratchCount(_ spec: ConvolutionSpec) -> Int {
+        winogradApplies(spec) ? bt_winograd_scratch_count(Int32(spec.inputChannels), Int32(spec.outputChannels)) : 0
+    }
+
+    var panelCount: Int { Int(bt_panel_count(Int32(spec.outputChannels))) }
+
+    /// output = relu(conv(input) + bias), split over the pool's threads: by output pixels in whole 6-pixel
+    /// strips when each thread gets several strips (the weights are then small next to the
+    /// activations), else by 16-channel panels, so that each core streams only its half of the
+    /// large late-stage weights.
+    ///
+    /// `scratch` holds `scratchPerThread` floats for each thread (Winograd layers only). With `leading`,
+    /// the first `leading.channels` output channels (a multiple of 16) are written there instead of
+    /// into `output`, whose first channels are then left alone.
+    func run(_ input: FeatureMap, _ output: FeatureMap, pool: WorkerPool,
+             scratch: UnsafeMutablePointer<Float>, scratchPerThread: Int, leading: FeatureMap? = nil) {
+        let threads = pool.threads
+        let outHeight = (input.height + 2 * spec.padHeight - spec.kernelHeight) / spec.stride + 1
+        let outWidth = (input.width + 2 * spec.padWidth - spec.kernelWidth) / spec.stride + 1
+        precondition(outHeight == output.height && outWidth == output.width && output.channels == spec.outputChannels
+                     && input.channels == spec.inputChannels && input.batch == output.batch, "shape mismatch at \(spec.name)")
+        precondition(spec.inputChannels <= Int(BT_MAX_INPUT_CHANNELS) && spec.kernelHeight * spec.kernelWidth <= Int(BT_MAX_TAPS),
+                     "\(spec.name) exceeds the convolution kernel's limits")
+        var desc = bt_conv_desc(
+            input: UnsafePointer(input.data), batch: Int32(input.batch), in_h: Int32(input.height), in_w: Int32(input.width),
+            in_c: Int32(input.channels), in_stride: Int32(input.pixelStride),
+            kernel_h: Int32(spec.kernelHeight), kernel_w: Int32(spec.kernelWidth), stride: Int32(spec.stride),
+            pad_h: Int32(spec.padHeight), pad_w: Int32(spec.padWidth),
+            output: output.data, out_h: Int32(outHeight), out_w: Int32(outWidth),
+            out_c: Int32(output.channels), out_stride: Int32(output.pixelStride),
+            split_panel: 0, output2: nil, out2_stride: 0)
+        if let leading {
+            precondition(leading.channels % Int(BT_PANEL_WIDTH) == 0 && leading.channels <= output.channels
+                         && leading.pixels == output.pixels && !Self.winogradApplies(spec), "bad split output at \(spec.name)")
+            desc.split_panel = Int32(leading.channels / Int(BT_PANEL_WIDTH))
+            desc.output2 = leading.data
+            desc.out2_stride = Int32(leading.pixelStride)
+        }
+        if let winogradWeights, outHeight >= Self.winogradMinimumOutputSize, outWidth >= Self.winogradMinimumOutputSize {
+            precondition(scratchPerThread >= Self.winogradScratchCount(spec), "Winograd scratch too small for \(spec.name)")
+            withExtendedLifetime(winogradWeights) {
+                bias.withUnsafeBufferPointer { b in
+                    guard let bias = b.baseAddress else { return }
+                    withUnsafePointer(to: &desc) { d in
+                        let tiles = Int(bt_winograd_tile_count(d))
+                        let parts = min(threads, tiles)
+                        pool.run(parts) { t in
+                            let r = partition(tiles, parts: parts, index: t)
+                            bt_winograd_conv_relu(d, winogradWeights.pointer, bias, Int32(r.lowerBound), Int32(r.upperBound),
+                                                  scratch + t * scratchPerThread)
+                        }
+                    }
+                }
+            }
+            return
+        }
+        let rows = output.pixels, panels = panelCount
+        let strips = (rows + Self.stripHeight - 1) / Self.stripHeight
+        let packed = weights.pointer
+        withExtendedLifetime(weights) {
+            withUnsafePointer(to: &desc) { d in
+                if threads > 1 && strips >= Self.minimumStripsPerThread * threads {
+                    pool.run(threads) { t in
+                        let s = partition(strips, parts: threads, index: t)
+                        bt_conv_relu(d, packed, Int32(s.lowerBound * Self.stripHeight), Int32(min(rows, s.upperBound * Self.stripHeight)),
+                                     0, Int32(panels))
+                    }
+                } else {
+                    let parts = min(threads, panels)
+                    pool.run(parts) { t in
+                        let p = partition(panels, parts: parts, index: t)
+                        bt_conv_relu(d, packed, 0, Int32(rows), Int32(p.lowerBound), Int32(p.upperBound))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Output pixels per micro-kernel call (MR in conv.c).
+    static let stripHeight = 6
+    static let minimumStripsPerThread = 8
+}

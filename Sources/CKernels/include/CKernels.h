@@ -1,0 +1,86 @@
+#ifndef BONETRIAGE_CKERNELS_H
+#define BONETRIAGE_CKERNELS_H
+
+#include <stddef.h>
+
+#include "CKernelsPool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Output channels per packed weight panel (the micro-kernel's width).
+#define BT_PANEL_WIDTH 16
+/// Largest kernel_h * kernel_w the convolution accepts (Inception's largest is 5x5).
+#define BT_MAX_TAPS 49
+/// Largest input channel count the convolution accepts (padding taps read this many zeros).
+#define BT_MAX_INPUT_CHANNELS 4096
+
+/// One convolution over NHWC maps, each possibly a channel slice of a wider map (pixel stride >= channels).
+/// Element (n, y, x, c) of the input lives at input[((n*in_h + y)*in_w + x)*in_stride + c]; the output likewise.
+typedef struct {
+    const float *input;
+    int batch, in_h, in_w, in_c, in_stride;
+    int kernel_h, kernel_w, stride, pad_h, pad_w;
+    float *output;
+    int out_h, out_w, out_c, out_stride;
+    /// When split_panel > 0, output panels below it (channels [0, 16*split_panel)) go to output2 (pixel
+    /// stride out2_stride) instead: a block's fused 1x1 convolutions write their first branch straight
+    /// into the block output. Not supported by the Winograd path.
+    int split_panel;
+    float *output2;
+    int out2_stride;
+} bt_conv_desc;
+
+/// Floats needed to pack a [k, n] weight matrix (k = kernel_h*kernel_w*in_c, rows ordered ky, kx, c).
+size_t bt_packed_weights_count(int k, int n);
+
+/// Packs row-major weights [k, n] and bias [n] into panels of BT_PANEL_WIDTH output channels:
+/// each panel is its 16 biases then k rows of 16 weights (zero beyond n).
+void bt_pack_weights(const float *weights, const float *bias, int k, int n, float *packed);
+
+/// Number of panels for n output channels.
+int bt_panel_count(int n);
+
+/// output = relu(conv(input, weights) + bias) for output pixels [row_begin, row_end) (pixel index
+/// across the batch) and output channel panels [panel_begin, panel_end). Disjoint ranges may run concurrently.
+void bt_conv_relu(const bt_conv_desc *desc, const float *packed, int row_begin, int row_end,
+                  int panel_begin, int panel_end);
+
+/// The same without the ReLU when relu is 0 (the Winograd path's transformed products).
+void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
+             int panel_begin, int panel_end, int relu);
+
+/// bt_conv with the portable micro-kernel when `portable` is 1 (so tests cover it on AVX2 machines too).
+void bt_conv_with(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
+                  int panel_begin, int panel_end, int relu, int portable);
+
+/// Winograd F(4x4, 3x3) and F(2x2, 5x5) for stride-1 convolutions: 36 GEMMs over 6x6 input tiles,
+/// 4x (3x3) or 2.8x (5x5) fewer multiplications. Weights are transformed and packed once at load
+/// (36 packed matrices of [in_c, out_c], zero bias); the bias is added in the output transform.
+int bt_winograd_supports(int kernel_h, int kernel_w, int stride);
+size_t bt_winograd_weights_count(int in_c, int out_c);
+/// weights: HWIO [kernel][kernel][in_c][out_c], kernel 3 or 5.
+void bt_winograd_pack_weights(const float *weights, int kernel, int in_c, int out_c, float *packed);
+/// Output tiles (4x4 pixels for 3x3, 2x2 for 5x5) of a convolution across the batch.
+int bt_winograd_tile_count(const bt_conv_desc *desc);
+/// Scratch floats one thread needs for bt_winograd_conv_relu.
+size_t bt_winograd_scratch_count(int in_c, int out_c);
+/// output = relu(conv(input) + bias) for output tiles [tile_begin, tile_end); desc must be supported.
+/// Disjoint tile ranges may run concurrently, each with its own scratch.
+void bt_winograd_conv_relu(const bt_conv_desc *desc, const float *packed, const float *bias,
+                           int tile_begin, int tile_end, float *scratch);
+
+/// 3x3 max (average = 0) or average pooling, padding excluded from both, for output image rows
+/// [row_begin, row_end) (row = n * out_h + oy). Uses input, in_*, stride, pad_*, output, out_h, out_w
+/// and out_stride of the descriptor; channels = in_c.
+void bt_pool3x3(const bt_conv_desc *desc, int average, int row_begin, int row_end);
+
+/// 1 when the AVX2+FMA micro-kernel is in use on this CPU, 0 for the portable one.
+int bt_kernels_use_avx2(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
