@@ -19,6 +19,8 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
         // Plain C so the AVX2 micro-kernel can be compiled for a target chosen at run time.
         .target(name: "CKernels", path: "Sources/CKernels"),
+        // Process helpers that need _GNU_SOURCE (close_range, PR_SET_PDEATHSIG): the isolated decoder.
+        .target(name: "CSystem", path: "Sources/CSystem"),
         .target(name: "CPNG", path: "Sources/CPNG", linkerSettings: [.linkedLibrary("png16")]),
         .target(
             name: "CDCMTK",
@@ -36,6 +38,7 @@ let package = Package(
                 "CKernels",
                 "CDCMTK",
                 "CPNG",
+                "CSystem",
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "TOMLKit", package: "TOMLKit"),

@@ -30,6 +30,8 @@ struct ServeCommand: ParsableCommand {
             print("  DICOM: AE \(settings.aeTitle) on \(settings.bindAddress):\(settings.port), \(settings.allowedCallers.count) allowed caller(s)")
             print("  drop folder: \(settings.dropFolder ?? "off"); spool: \(settings.spoolFolder); after triage: \(settings.afterTriage.rawValue)")
             print("  worklist: \(settings.databasePath); model: \(settings.modelPath ?? DefaultModel.path())")
+            print("  triage: \(settings.workers) worker(s), decoding " + (settings.isolateDecoder
+                ? "in a child process per worker (time-out \(Int(settings.decodeTimeout)) s)" : "inside the daemon"))
             return
         }
         let level = Logger.Level(rawValue: logLevel) ?? .info

@@ -21,6 +21,8 @@ public enum ImagingError: Error, CustomStringConvertible, Equatable {
     case notDICOM(path: String, reason: String)
     case undecodable(path: String, reason: String)
     case notPNG(path: String, reason: String)
+    /// The isolated decoder process crashed or ran out of time on this file (the daemon carried on).
+    case decoderFailed(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -32,6 +34,32 @@ public enum ImagingError: Error, CustomStringConvertible, Equatable {
             return "\(path): the DICOM header reads but the image cannot be rendered: \(reason); ask the sender to resend it, or send it uncompressed"
         case let .notPNG(path, reason):
             return "\(path): not a readable PNG: \(reason); re-export the image as PNG"
+        case let .decoderFailed(path, reason):
+            return "\(path): decoding this file \(reason); the study went on without it. The file stays where it is "
+                + "for a bug report; ask the sender to resend it, or send it uncompressed"
+        }
+    }
+}
+
+extension ImagingError {
+    /// The case's name, the file and the reason: how the isolated decoder sends an error to its parent.
+    var parts: (kind: String, path: String, reason: String) {
+        switch self {
+        case let .unreadable(path, reason): return ("unreadable", path, reason)
+        case let .notDICOM(path, reason): return ("not_dicom", path, reason)
+        case let .undecodable(path, reason): return ("undecodable", path, reason)
+        case let .notPNG(path, reason): return ("not_png", path, reason)
+        case let .decoderFailed(path, reason): return ("decoder_failed", path, reason)
+        }
+    }
+
+    init(kind: String, path: String, reason: String) {
+        switch kind {
+        case "unreadable": self = .unreadable(path: path, reason: reason)
+        case "not_dicom": self = .notDICOM(path: path, reason: reason)
+        case "not_png": self = .notPNG(path: path, reason: reason)
+        case "decoder_failed": self = .decoderFailed(path: path, reason: reason)
+        default: self = .undecodable(path: path, reason: reason)
         }
     }
 }

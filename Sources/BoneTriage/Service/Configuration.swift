@@ -113,6 +113,10 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
     public var coveredBodyParts: [String] = ["HUMERUS", "ARM"]
     public var triageUnknownBodyPart = false
     public var maximumMegapixels = 256
+    /// Decode images in a child process (`bonetriage decode-worker`), so that a file that crashes or
+    /// hangs a decoder costs one image, not the daemon.
+    public var isolateDecoder = true
+    public var decodeTimeout: Double = 60
 
     public init() {}
 
@@ -175,7 +179,8 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
             c.modelPath = path.isEmpty ? nil : path
         }
         reader.section("triage", keys: ["quiet_period_seconds", "workers", "engine_threads", "covered_body_parts",
-                                        "triage_unknown_body_part", "maximum_megapixels"]) { r in
+                                        "triage_unknown_body_part", "maximum_megapixels", "isolate_decoder",
+                                        "decode_timeout_seconds"]) { r in
             r.number("quiet_period_seconds", into: &c.quietPeriod, range: 0...86_400)
             r.integer("workers", into: &c.workers, range: 1...64)
             r.integer("engine_threads", into: &c.engineThreads, range: 0...256, rule: "0 (every core) or a thread count")
@@ -183,6 +188,8 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
             c.coveredBodyParts = c.coveredBodyParts.map { $0.uppercased() }
             r.bool("triage_unknown_body_part", into: &c.triageUnknownBodyPart)
             r.integer("maximum_megapixels", into: &c.maximumMegapixels, range: 1...4096)
+            r.bool("isolate_decoder", into: &c.isolateDecoder)
+            r.number("decode_timeout_seconds", into: &c.decodeTimeout, range: 1...3600)
         }
         let folders = [("storage.spool", c.spoolFolder), ("storage.archive", c.archiveFolder), ("storage.quarantine", c.quarantineFolder)]
             + (c.dropFolder.map { [("drop_folder.path", $0)] } ?? [])

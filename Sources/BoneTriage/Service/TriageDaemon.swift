@@ -16,6 +16,7 @@ import Glibc
 public final class TriageDaemon: @unchecked Sendable {
     public let configurationPath: String?
     let configuration: BoneTriageConfiguration
+    let decoderExecutable: String
     let logger: Logger
     let notifier = SystemdNotifier()
 
@@ -27,7 +28,11 @@ public final class TriageDaemon: @unchecked Sendable {
     /// Studies that found no model loaded; queued again when a reload brings one.
     private let waitingForModel = Mutex<Set<String>>([])
 
-    public init(configuration: BoneTriageConfiguration, configurationPath: String?, logger: Logger) {
+    /// `decoderExecutable`: the `bonetriage` binary for the isolated decoder (`[triage] isolate_decoder`);
+    /// by default this process's own.
+    public init(configuration: BoneTriageConfiguration, configurationPath: String?, logger: Logger,
+                decoderExecutable: String = "/proc/self/exe") {
+        self.decoderExecutable = decoderExecutable
         self.configuration = configuration
         self.configurationPath = configurationPath
         self.logger = logger
@@ -74,7 +79,7 @@ public final class TriageDaemon: @unchecked Sendable {
         if let watcher {
             Self.spawn("drop-folder", group: threads) { [self] in watch(watcher, intake: intake) }
         }
-        let policy = TriagePolicy(configuration: c)
+        let policy = TriagePolicy(configuration: c, decoderExecutable: decoderExecutable)
         for n in 0..<c.workers {
             let worker = StudyTriage(worklist: worklist, models: models, policy: policy, logger: logger)
             Self.spawn("triage-\(n)", group: threads) { [self] in
@@ -89,6 +94,7 @@ public final class TriageDaemon: @unchecked Sendable {
                     }
                     scheduler.finished(study)
                 }
+                worker.shutDown()
             }
         }
 

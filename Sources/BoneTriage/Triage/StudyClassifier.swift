@@ -37,21 +37,20 @@ public final class StudyClassifier {
     }
 
     /// Reads, renders and classifies every file (all frames, batched); one outcome per file, in order.
-    /// A file that cannot be read does not stop the others.
-    public func outcomes(paths: [String]) -> [ImageOutcome] {
+    /// A file that cannot be read does not stop the others. `decoder` is where files are decoded
+    /// (the daemon's workers use an isolated child process).
+    public func outcomes(paths: [String], decoder: any ImageDecoder = InProcessDecoder()) -> [ImageOutcome] {
         var outcomes: [ImageOutcome] = []
         var inputs: [(image: Int, input: [Float])] = []
         for path in paths {
-            do {
-                let image = try IncomingImage.read(path: path, maximumPixels: maximumPixels)
-                if case let .notApplicable(reason) = image.eligibility {
-                    outcomes.append(.notApplicable(reason: reason))
-                    continue
-                }
-                outcomes.append(.probability(.nan))
-                for frame in image.frames { inputs.append((outcomes.count - 1, ModelInput.make(frame, spec: model.spec))) }
-            } catch {
+            switch decoder.decode(path: path, spec: model.spec, maximumPixels: maximumPixels) {
+            case let .notApplicable(reason):
+                outcomes.append(.notApplicable(reason: reason))
+            case let .unreadable(error):
                 outcomes.append(.unreadable(error))
+            case let .inputs(frames):
+                outcomes.append(.probability(.nan))
+                for input in frames { inputs.append((outcomes.count - 1, input)) }
             }
         }
         var sums = [Double](repeating: 0, count: outcomes.count), counts = [Int](repeating: 0, count: outcomes.count)

@@ -49,8 +49,12 @@ public struct TriagePolicy: Sendable {
     public var archiveFolder: String
     public var engineThreads: Int
     public var maximumPixels: UInt64
+    /// The `bonetriage` binary that decodes in a child process; nil decodes inside this process.
+    public var decoderExecutable: String?
+    public var decodeTimeout: Double
 
-    public init(configuration c: BoneTriageConfiguration) {
+    /// `decoderExecutable` is used when the configuration isolates the decoder (the daemon passes its own binary).
+    public init(configuration c: BoneTriageConfiguration, decoderExecutable: String? = nil) {
         coveredBodyParts = Set(c.coveredBodyParts.map { $0.uppercased() })
         triageUnknownBodyPart = c.triageUnknownBodyPart
         afterTriage = c.afterTriage
@@ -58,6 +62,8 @@ public struct TriagePolicy: Sendable {
         archiveFolder = c.archiveFolder
         engineThreads = c.engineThreads > 0 ? c.engineThreads : ProcessInfo.processInfo.activeProcessorCount
         maximumPixels = UInt64(c.maximumMegapixels) << 20
+        self.decoderExecutable = c.isolateDecoder ? decoderExecutable : nil
+        decodeTimeout = c.decodeTimeout
     }
 }
 
@@ -81,12 +87,25 @@ public final class StudyTriage: @unchecked Sendable {
     let logger: Logger
     private var classifier: StudyClassifier?
     private var generation = 0
+    private let decoder: any ImageDecoder
 
     public init(worklist: any WorklistStore, models: ModelSlot, policy: TriagePolicy, logger: Logger) {
         self.worklist = worklist
         self.models = models
         self.policy = policy
         self.logger = logger
+        if let executable = policy.decoderExecutable {
+            let isolated = IsolatedDecoder(executable: executable, timeout: policy.decodeTimeout)
+            isolated.onEvent = { [logger] in logger.warning("\($0)") }
+            decoder = isolated
+        } else {
+            decoder = InProcessDecoder()
+        }
+    }
+
+    /// Ends the worker's decoder process, if it has one.
+    public func shutDown() {
+        (decoder as? IsolatedDecoder)?.close()
     }
 
     /// Triages that may be cut short (kill -9, a crash in a decoder) before a study is set aside.
@@ -171,14 +190,18 @@ public final class StudyTriage: @unchecked Sendable {
             }
         }
         var problems: [String] = []
+        var imageProblems: [String: String] = [:]
         if !toClassify.isEmpty {
             let classifier = try classifier(for: loaded, generation: current.generation)
-            for (image, outcome) in zip(toClassify, classifier.outcomes(paths: toClassify.map(\.filePath))) {
+            for (image, outcome) in zip(toClassify, classifier.outcomes(paths: toClassify.map(\.filePath), decoder: decoder)) {
                 switch outcome {
                 case let .probability(p): probabilities[image.sopInstanceUID] = p
-                case let .notApplicable(reason): logger.info("image not applicable after decoding: \(reason)", metadata: ["path": "\(image.filePath)"])
+                case let .notApplicable(reason):
+                    imageProblems[image.sopInstanceUID] = reason
+                    logger.info("image not applicable after decoding: \(reason)", metadata: ["path": "\(image.filePath)"])
                 case let .unreadable(error):
                     problems.append("\(error)")
+                    imageProblems[image.sopInstanceUID] = (error as? ImagingError).map { "could not be decoded: \($0.parts.reason)" } ?? "\(error)"
                     logger.warning("image could not be decoded: \(error)", metadata: ["path": "\(image.filePath)"])
                 }
             }
@@ -192,7 +215,8 @@ public final class StudyTriage: @unchecked Sendable {
         let recorded: Study
         do {
             recorded = try worklist.recordTriage(TriageResult(studyInstanceUID: uid, imageProbabilities: probabilities, threshold: description.threshold,
-                                                              modelID: description.modelID, modelHash: loaded.identity, imageCount: images.count))
+                                                              modelID: description.modelID, modelHash: loaded.identity, imageCount: images.count,
+                                                              imageProblems: imageProblems))
         } catch WorklistError.triageSuperseded {
             return .superseded
         }
@@ -205,6 +229,7 @@ public final class StudyTriage: @unchecked Sendable {
 
     /// Builds the engine before the first study arrives, so the first triage is as fast as the others.
     public func prepare() {
+        (decoder as? IsolatedDecoder)?.start()
         let current = models.current
         guard let loaded = current.model else { return }
         do { _ = try classifier(for: loaded, generation: current.generation) } catch {

@@ -136,6 +136,7 @@ public final class SQLiteWorklist: WorklistStore {
             var images = try StudyImage.filter(Column("studyID") == studyID).fetchAll(db)
             for i in images.indices {
                 images[i].probability = images[i].eligible ? r.imageProbabilities[images[i].sopInstanceUID] : nil
+                if images[i].eligible { images[i].eligibilityReason = r.imageProblems[images[i].sopInstanceUID] }
                 try images[i].update(db)
             }
             let probabilities = images.compactMap(\.probability)

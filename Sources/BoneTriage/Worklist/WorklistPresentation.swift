@@ -227,7 +227,7 @@ public enum WorklistPresentation {
         out.append("Images")
         for i in images {
             let p = i.probability.map { String(format: "%.3f", $0) } ?? (i.eligible ? "-" : "n/a")
-            out.append(printable("  \(p.padding(toLength: 6, withPad: " ", startingAt: 0)) \(i.sopInstanceUID)" + (i.eligible ? "" : "  (\(i.eligibilityReason ?? "not eligible"))")))
+            out.append(printable("  \(p.padding(toLength: 6, withPad: " ", startingAt: 0)) \(i.sopInstanceUID)" + (i.eligible ? i.eligibilityReason.map { "  (not classified: \($0))" } ?? "" : "  (\(i.eligibilityReason ?? "not eligible"))")))
         }
         out.append("")
         out.append("Review history")

@@ -86,10 +86,13 @@ public struct TriageResult: Sendable {
     /// The study's image count when the triage read it; when set and the study has more images by the
     /// time the result is recorded, the result is refused as superseded.
     public var imageCount: Int?
+    /// Eligible images that could not be classified (SOP Instance UID: why); recorded with the image.
+    public var imageProblems: [String: String]
 
     public init(studyInstanceUID: String, imageProbabilities: [String: Double], threshold: Double,
-                modelID: String, modelHash: String, triagedAt: Date = Date(), imageCount: Int? = nil) {
+                modelID: String, modelHash: String, triagedAt: Date = Date(), imageCount: Int? = nil, imageProblems: [String: String] = [:]) {
         self.imageCount = imageCount
+        self.imageProblems = imageProblems
         self.studyInstanceUID = studyInstanceUID
         self.imageProbabilities = imageProbabilities
         self.threshold = threshold

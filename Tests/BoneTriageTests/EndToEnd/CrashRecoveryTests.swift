@@ -95,7 +95,11 @@ struct CrashRecoveryTests {
     func killDuringTriage() throws {
         let (daemon, study) = try slowTriageUnderWay(images: 24, study: "1.2.826.0.1.3680043.10.7.1")
         usleep(300_000)
+        let decoders = daemon.decoderProcesses
+        #expect(decoders.count == 1, "one isolated decoder process per triage worker")
         daemon.kill9()
+        // The decoder process cannot outlive a daemon killed outright (it gets SIGKILL with its parent).
+        try daemon.waitFor("the orphaned decoder process to end", timeout: 10) { decoders.allSatisfy { !DaemonHarness.isDecoder($0) } }
         let before = try show(daemon, study).study
         #expect(before["state"] as? String != "triaged", "the triage finished before the kill; the test needs a slower triage")
 

@@ -262,6 +262,45 @@ struct DaemonTests {
         #expect((object["images"] as? [[String: Any]])?.allSatisfy { $0["probability"] as? Double != nil } == true)
     }
 
+    @Test("a file that crashes the decoder costs that image only: the study is triaged without it and says why; the daemon carries on")
+    func decoderCrash() throws {
+        let files = try TemporaryDirectory()
+        let study = "1.2.826.0.1.3680043.10.14.1", after = "1.2.826.0.1.3680043.10.14.2"
+        let paths = try RadiographFactory.makeStudy(in: files, prefix: "c", study: study, count: 3)
+        try RadiographFactory.make(at: files.path("after.dcm"), study: after, seed: 9)
+        let poison = try RadiographFactory.sopInstanceUID(paths[1])
+        let daemon = try DaemonHarness(quietPeriod: 0.5)
+        // The spool names each file by its SOP Instance UID: the decoder process crashes on this one.
+        try daemon.start(environment: [DecoderService.faultVariable: "crash:\(poison).dcm"])
+        defer { _ = try? daemon.stop() }
+        try daemon.waitFor("the decoder process", timeout: 10) { daemon.decoderProcesses.count == 1 }
+        #expect(try daemon.storescu(paths).status == 0)
+        let triaged = try #require(try daemon.waitForTriage([study])[study])
+        #expect(triaged["state"] as? String == "triaged" && triaged["images"] as? Int == 3, "\(triaged)")
+        let show = try Executable.run(["show", study, "--db", daemon.database, "--format", "json"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(show.stdout.utf8)) as? [String: Any])
+        let images = try #require(object["images"] as? [[String: Any]])
+        let crashed = try #require(images.first { $0["sop_instance_uid"] as? String == poison })
+        #expect(crashed["probability"] is NSNull)
+        #expect((crashed["eligibility_reason"] as? String)?.contains("crashed the decoder process") == true, "\(crashed)")
+        let others = images.filter { $0["sop_instance_uid"] as? String != poison }.compactMap { $0["probability"] as? Double }
+        #expect(others.count == 2)
+        let mean = others.reduce(0, +) / 2
+        #expect(abs((triaged["probability"] as? Double ?? -1) - mean) < 1e-9, "the study probability is the mean of the images that were classified")
+        let text = try Executable.run(["show", study, "--db", daemon.database])
+        #expect(text.stdout.contains("(not classified: could not be decoded: crashed the decoder process"), "\(text.stdout)")
+        #expect(daemon.log.contains("crashed the decoder process"), "\(daemon.log)")
+
+        // The daemon, its associations and the next study carry on, with a new decoder process.
+        #expect(daemon.isRunning)
+        #expect(try daemon.storescu([files.path("after.dcm")]).status == 0)
+        #expect(try daemon.waitForTriage([after])[after]?["state"] as? String == "triaged")
+        let decoders = daemon.decoderProcesses
+        #expect(decoders.count == 1)
+        #expect(try daemon.stop() == 0)
+        #expect(decoders.allSatisfy { kill($0, 0) != 0 }, "the decoder process ends with the daemon")
+    }
+
     @Test("a worklist locked past its busy timeout answers 0xA701, keeps the file, and the retry is recorded")
     func lockedWorklist() throws {
         let daemon = try DaemonHarness()

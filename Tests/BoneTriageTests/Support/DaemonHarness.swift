@@ -133,6 +133,21 @@ final class DaemonHarness {
 
     var isRunning: Bool { process?.isRunning ?? false }
 
+    /// The daemon's isolated decoder processes (its children running `bonetriage decode-worker`).
+    var decoderProcesses: [pid_t] {
+        guard let pid = process?.processIdentifier else { return [] }
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        let children = tasks.flatMap { task in
+            ((try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8)) ?? "").split(separator: " ").compactMap { pid_t($0) }
+        }
+        return children.filter { Self.isDecoder($0) }
+    }
+
+    static func isDecoder(_ pid: pid_t) -> Bool {
+        guard let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+        return String(decoding: cmdline, as: UTF8.self).contains("decode-worker")
+    }
+
     @discardableResult
     func waitFor(_ what: String, timeout: Double, _ condition: () throws -> Bool) throws -> Bool {
         let deadline = Date().addingTimeInterval(timeout)

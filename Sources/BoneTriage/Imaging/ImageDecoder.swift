@@ -1,0 +1,38 @@
+import Foundation
+
+/// What decoding one file for the model gave: one input per frame, why the model may not see it, or
+/// why it could not be read.
+public enum DecodedImage: Sendable {
+    /// One size x size x 3 model input per frame (NHWC, in the model's value range).
+    case inputs([[Float]])
+    case notApplicable(reason: String)
+    case unreadable(ImagingError)
+}
+
+/// Turns files into model inputs. Implementations keep state (a child process) and are used by one
+/// thread at a time: one per triage worker.
+public protocol ImageDecoder: AnyObject {
+    func decode(path: String, spec: ModelInputSpec, maximumPixels: UInt64) -> DecodedImage
+}
+
+/// Decodes in this process: reading, rendering (DCMTK, OpenJPEG, libpng) and resizing.
+public final class InProcessDecoder: ImageDecoder {
+    public init() {}
+
+    public func decode(path: String, spec: ModelInputSpec, maximumPixels: UInt64) -> DecodedImage {
+        Self.decode(path: path, spec: spec, maximumPixels: maximumPixels)
+    }
+
+    public static func decode(path: String, spec: ModelInputSpec, maximumPixels: UInt64) -> DecodedImage {
+        do {
+            let image = try IncomingImage.read(path: path, maximumPixels: maximumPixels)
+            if case let .notApplicable(reason) = image.eligibility { return .notApplicable(reason: reason) }
+            guard !image.frames.isEmpty else { return .unreadable(.undecodable(path: path, reason: "the image has no frame")) }
+            return .inputs(image.frames.map { ModelInput.make($0, spec: spec) })
+        } catch let error as ImagingError {
+            return .unreadable(error)
+        } catch {
+            return .unreadable(.undecodable(path: path, reason: "\(error)"))
+        }
+    }
+}

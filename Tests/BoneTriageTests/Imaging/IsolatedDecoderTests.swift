@@ -1,0 +1,172 @@
+import BoneTriage
+import Foundation
+import Synchronization
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The daemon decodes in a child process (`bonetriage decode-worker`): same inputs, and a file that
+/// crashes or hangs the decoder costs that file only.
+@Suite("Isolated decoder")
+struct IsolatedDecoderTests {
+    static let spec = ModelInputSpec(size: 75, range: -1...1, filter: .area)
+    static let limit = DicomReader.defaultMaximumPixels
+
+    static var ready: Bool { Executable.url != nil && DaemonHarness.toolsAvailable }
+
+    /// A CR, a PNG, a CT (not applicable), junk, an empty file, a missing file and a .png that is not one.
+    static func sampleFiles(in dir: TemporaryDirectory) throws -> [String] {
+        let cr = dir.path("cr.dcm"), ct = dir.path("ct.dcm"), png = dir.path("image.png")
+        try RadiographFactory.make(at: cr, study: "1.2.826.0.1.3680043.8.498.77", seed: 3, size: 120)
+        try RadiographFactory.make(at: ct, study: "1.2.826.0.1.3680043.8.498.77", modality: "CT", seed: 4)
+        try PNGReader.write(Radiograph(width: 64, height: 48, channels: 1, pixels: SyntheticWeights.testImage(size: 64, seed: 5).prefix(64 * 48).map { $0 }),
+                            to: png)
+        try Data(repeating: 0x41, count: 4096).write(to: URL(fileURLWithPath: dir.path("junk.dcm")))
+        try Data().write(to: URL(fileURLWithPath: dir.path("empty.dcm")))
+        try Data("not a png".utf8).write(to: URL(fileURLWithPath: dir.path("fake.png")))
+        return [cr, png, ct, dir.path("junk.dcm"), dir.path("empty.dcm"), dir.path("missing.dcm"), dir.path("fake.png")]
+    }
+
+    /// A short description (the inputs themselves are too long for a test report).
+    static func summary(_ d: DecodedImage) -> String {
+        switch d {
+        case let .inputs(frames): return "\(frames.count) input(s)"
+        case let .notApplicable(reason): return "not applicable: \(reason)"
+        case let .unreadable(error): return "unreadable: \(error)"
+        }
+    }
+
+    static func same(_ a: DecodedImage, _ b: DecodedImage) -> Bool {
+        switch (a, b) {
+        case let (.inputs(x), .inputs(y)): return x == y
+        case let (.notApplicable(x), .notApplicable(y)): return x == y
+        case let (.unreadable(x), .unreadable(y)): return x == y
+        default: return false
+        }
+    }
+
+    @Test("the decoder process gives bit-identical inputs, reasons and errors to decoding in this process",
+          .enabled(if: ready, "needs the built bonetriage binary and DCMTK's img2dcm"))
+    func sameAsInProcess() throws {
+        let dir = try TemporaryDirectory()
+        let executable = try #require(Executable.url).path
+        let decoder = IsolatedDecoder(executable: executable, timeout: 30)
+        defer { decoder.close() }
+        let files = try Self.sampleFiles(in: dir)
+        var kinds: [String] = []
+        for path in files {
+            let isolated = decoder.decode(path: path, spec: Self.spec, maximumPixels: Self.limit)
+            let local = InProcessDecoder.decode(path: path, spec: Self.spec, maximumPixels: Self.limit)
+            #expect(Self.same(isolated, local), "\(path): \(Self.summary(isolated)) vs \(Self.summary(local))")
+            switch isolated {
+            case let .inputs(frames):
+                kinds.append("inputs")
+                #expect(frames.count == 1 && frames[0].count == 75 * 75 * 3)
+            case .notApplicable: kinds.append("n/a")
+            case .unreadable: kinds.append("error")
+            }
+        }
+        #expect(kinds == ["inputs", "inputs", "n/a", "error", "error", "error", "error"])
+        // One child served every file.
+        #expect(decoder.childProcessID != nil)
+    }
+
+    @Test("a file that crashes the decoder costs that file only: the next file gets a new decoder process",
+          .enabled(if: ready, "needs the built bonetriage binary and DCMTK's img2dcm"))
+    func crashCostsOneFile() throws {
+        let dir = try TemporaryDirectory()
+        let study = "1.2.826.0.1.3680043.8.498.78"
+        let files = try RadiographFactory.makeStudy(in: dir, prefix: "image", study: study, count: 3)
+        var environment = ProcessInfo.processInfo.environment
+        environment[DecoderService.faultVariable] = "crash:image1.dcm"
+        let decoder = IsolatedDecoder(executable: try #require(Executable.url).path, timeout: 30, environment: environment)
+        defer { decoder.close() }
+        let events = Mutex<[String]>([])
+        decoder.onEvent = { line in events.withLock { $0.append(line) } }
+
+        guard case .inputs = decoder.decode(path: files[0], spec: Self.spec, maximumPixels: Self.limit) else {
+            Issue.record("the first file should decode")
+            return
+        }
+        let first = try #require(decoder.childProcessID)
+        let crashed = decoder.decode(path: files[1], spec: Self.spec, maximumPixels: Self.limit)
+        guard case let .unreadable(error) = crashed, case let .decoderFailed(path, reason) = error else {
+            Issue.record("expected a decoder failure, got \(Self.summary(crashed))")
+            return
+        }
+        #expect(path == files[1])
+        #expect(reason.contains("crashed the decoder process") && reason.contains("signal 11"), "\(reason)")
+        #expect(error.description.contains("the study went on without it"))
+        #expect(decoder.childProcessID == nil)
+        // The crashed child was reaped, not left a zombie.
+        #expect(kill(first, 0) != 0 && errno == ESRCH)
+
+        guard case let .inputs(frames) = decoder.decode(path: files[2], spec: Self.spec, maximumPixels: Self.limit) else {
+            Issue.record("the file after the crash should decode in a new decoder process")
+            return
+        }
+        #expect(Self.same(.inputs(frames), InProcessDecoder.decode(path: files[2], spec: Self.spec, maximumPixels: Self.limit)))
+        #expect(decoder.childProcessID != first)
+        #expect(events.withLock { $0 }.contains { $0.contains("crashed the decoder process") })
+    }
+
+    @Test("a file that hangs the decoder is given up at decode_timeout_seconds; the next file decodes",
+          .enabled(if: ready, "needs the built bonetriage binary and DCMTK's img2dcm"))
+    func hangIsKilled() throws {
+        let dir = try TemporaryDirectory()
+        let files = try RadiographFactory.makeStudy(in: dir, prefix: "image", study: "1.2.826.0.1.3680043.8.498.79", count: 2)
+        var environment = ProcessInfo.processInfo.environment
+        environment[DecoderService.faultVariable] = "hang:image0.dcm"
+        let decoder = IsolatedDecoder(executable: try #require(Executable.url).path, timeout: 1, environment: environment)
+        defer { decoder.close() }
+        decoder.start()
+        let hung = try #require(decoder.childProcessID)
+        let outcome = decoder.decode(path: files[0], spec: Self.spec, maximumPixels: Self.limit)
+        guard case let .unreadable(.decoderFailed(_, reason)) = outcome else {
+            Issue.record("expected a time-out, got \(Self.summary(outcome))")
+            return
+        }
+        #expect(reason.contains("took longer than 1 s") && reason.contains("decode_timeout_seconds"), "\(reason)")
+        #expect(kill(hung, 0) != 0 && errno == ESRCH, "the hung decoder process is killed and reaped")
+        guard case .inputs = decoder.decode(path: files[1], spec: Self.spec, maximumPixels: Self.limit) else {
+            Issue.record("the next file should decode")
+            return
+        }
+    }
+
+    @Test("SIGTERM to the decoder process (systemd stopping the service) does not cut it short; closing its input ends it",
+          .enabled(if: ready, "needs the built bonetriage binary and DCMTK's img2dcm"))
+    func stopSignalsAndClose() throws {
+        let dir = try TemporaryDirectory()
+        let files = try Self.sampleFiles(in: dir)
+        let decoder = IsolatedDecoder(executable: try #require(Executable.url).path, timeout: 30)
+        decoder.start()
+        let pid = try #require(decoder.childProcessID)
+        kill(pid, SIGTERM)
+        kill(pid, SIGHUP)
+        usleep(100_000)
+        guard case .inputs = decoder.decode(path: files[0], spec: Self.spec, maximumPixels: Self.limit) else {
+            Issue.record("the decoder process should have ignored SIGTERM and SIGHUP")
+            return
+        }
+        #expect(decoder.childProcessID == pid)
+        decoder.close()
+        #expect(kill(pid, 0) != 0 && errno == ESRCH, "closed and reaped")
+        #expect(decoder.childProcessID == nil)
+    }
+
+    @Test("a decoder binary that cannot start: files are decoded in this process, and the log is told why",
+          .enabled(if: DaemonHarness.toolsAvailable, "needs DCMTK's img2dcm"))
+    func fallsBackInProcess() throws {
+        let dir = try TemporaryDirectory()
+        let files = try Self.sampleFiles(in: dir)
+        let decoder = IsolatedDecoder(executable: dir.path("no-such-bonetriage"), timeout: 30)
+        let events = Mutex<[String]>([])
+        decoder.onEvent = { line in events.withLock { $0.append(line) } }
+        let outcome = decoder.decode(path: files[0], spec: Self.spec, maximumPixels: Self.limit)
+        #expect(Self.same(outcome, InProcessDecoder.decode(path: files[0], spec: Self.spec, maximumPixels: Self.limit)))
+        let lines = events.withLock { $0 }
+        #expect(lines.count == 1 && lines[0].contains("could not start") && lines[0].contains("No such file or directory"), "\(lines)")
+    }
+}
