@@ -137,6 +137,55 @@ public final class InstanceIntake: Sendable {
         return status
     }
 
+    // MARK: Files in the spool without a worklist row
+
+    /// Records the DICOM files in the spool that the worklist does not know: a crash between a file's
+    /// placement and its record, or a worklist that was locked (0xA701), left them there. They are whole
+    /// and fsync'd (nothing is placed before that), so they are taken in as received; a sender that
+    /// resends one finds it recorded and stored once. Unreadable ones go to quarantine. Run at start,
+    /// before the receiver and the drop folder. PNG files are left alone: their drop-folder original is
+    /// still there (it is removed only once recorded) and is retried. Returns how many were adopted.
+    @discardableResult
+    public func adoptUnrecordedFiles() -> Int {
+        let known: Set<String>
+        do { known = try worklist.imagePaths(under: spool.root) } catch {
+            logger.error("could not check the spool against the worklist (\(error)); files without a row are adopted at the next start")
+            return 0
+        }
+        var adopted = 0
+        let folders = ((try? FileManager.default.contentsOfDirectory(atPath: spool.root)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
+        for folder in folders {
+            let names = ((try? FileManager.default.contentsOfDirectory(atPath: spool.root + "/" + folder)) ?? []).sorted()
+            for name in names where name.hasSuffix(".dcm") {
+                let path = spool.root + "/" + folder + "/" + name
+                guard !known.contains(path) else { continue }
+                do {
+                    let metadata = try DicomReader.metadata(path: path)
+                    guard let study = metadata.studyInstanceUID, !study.isEmpty, let sop = metadata.sopInstanceUID, !sop.isEmpty else {
+                        throw ImagingError.notDICOM(path: path, reason: "it has no Study or SOP Instance UID")
+                    }
+                    let arrival = Self.arrival(metadata, study: study, sop: sop, path: path, source: .cstore)
+                    if try worklist.recordArrival(arrival) != .duplicate {
+                        adopted += 1
+                        notify(ArrivalNotice(studyInstanceUID: study, sopInstanceUID: sop, receivedAt: arrival.receivedAt,
+                                             expectedInstances: metadata.numberOfStudyRelatedInstances))
+                    }
+                } catch let error as ImagingError {
+                    let kept = try? quarantine.admit(path, originalName: name, reason: "found in the spool without a worklist row, and unreadable: \(error)")
+                    let placeNow = kept.map { "moved to \($0)" } ?? "left in place"
+                    logger.warning("a file in the spool without a worklist row is unreadable: \(error); \(placeNow)")
+                } catch {
+                    logger.error("a file in the spool without a worklist row could not be recorded (\(error)); tried again at the next start",
+                                 metadata: ["path": "\(path)"])
+                }
+            }
+        }
+        if adopted > 0 {
+            logger.info("took in \(adopted) instance(s) found in the spool without a worklist row (left by a crash or a locked worklist before they were recorded)")
+        }
+        return adopted
+    }
+
     // MARK: Drop folder
 
     /// Reads a complete file from the drop folder, puts it in the spool and the worklist, and removes it

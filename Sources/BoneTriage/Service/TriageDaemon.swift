@@ -68,6 +68,7 @@ public final class TriageDaemon: @unchecked Sendable {
             received.add(1, ordering: .relaxed)
             scheduler.arrived(notice)
         }
+        intake.adoptUnrecordedFiles()
         if c.allowedCallers.isEmpty {
             logger.warning("no [dicom] allowed_callers: every association will be refused; add the PACS's AE title and address")
         }

@@ -226,6 +226,14 @@ public final class SQLiteWorklist: WorklistStore {
         }
     }
 
+    public func imagePaths(under folder: String) throws -> Set<String> {
+        let prefix = folder.hasSuffix("/") ? folder : folder + "/"
+        return try read { db in
+            Set(try String.fetchAll(db, sql: "SELECT filePath FROM image WHERE substr(filePath, 1, ?) = ?",
+                                    arguments: [prefix.unicodeScalars.count, prefix]))
+        }
+    }
+
     public func images(ofStudy id: Int64) throws -> [StudyImage] {
         try read { db in try StudyImage.filter(Column("studyID") == id).order(Column("receivedAt"), Column("id")).fetchAll(db) }
     }

@@ -129,6 +129,8 @@ public protocol WorklistStore: Sendable {
     func endTriage(studyInstanceUID: String) throws
     /// Where a study's files are now (after the post-triage move to the archive), by SOP Instance UID.
     func updateImagePaths(_ paths: [String: String]) throws
+    /// The recorded file paths that start with `folder` + "/" (to find spool files without a row).
+    func imagePaths(under folder: String) throws -> Set<String>
     func studies(matching filter: WorklistFilter) throws -> [Study]
     func study(handle: String) throws -> Study
     func images(ofStudy id: Int64) throws -> [StudyImage]

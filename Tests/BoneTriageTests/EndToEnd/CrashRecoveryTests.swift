@@ -79,6 +79,42 @@ struct CrashRecoveryTests {
         #expect(try daemon.stop() == 0)
     }
 
+    @Test("files in the spool without a worklist row (a crash between placing and recording, a locked worklist) are taken in at start")
+    func adoptsUnrecordedFiles() throws {
+        let daemon = try DaemonHarness(quietPeriod: 0.5)
+        let files = try TemporaryDirectory()
+        let recorded = "1.2.826.0.1.3680043.10.15.1", orphaned = "1.2.826.0.1.3680043.10.15.2"
+        try RadiographFactory.make(at: files.path("r.dcm"), study: recorded)
+        try daemon.start()
+        #expect(try daemon.storescu([files.path("r.dcm")]).status == 0)
+        _ = try daemon.waitForTriage([recorded])
+        #expect(try daemon.stop() == 0)
+
+        // What a crash after the link and before the commit leaves: whole files under their final names.
+        let paths = try RadiographFactory.makeStudy(in: files, prefix: "o", study: orphaned, count: 2)
+        try FileManager.default.createDirectory(atPath: daemon.spool + "/" + orphaned, withIntermediateDirectories: true)
+        for path in paths {
+            try FileManager.default.copyItem(atPath: path, toPath: daemon.spool + "/" + orphaned + "/" + (try RadiographFactory.sopInstanceUID(path)) + ".dcm")
+        }
+        try FileManager.default.createDirectory(atPath: daemon.spool + "/1.2.3", withIntermediateDirectories: true)
+        try Data(repeating: 0x20, count: 300).write(to: URL(fileURLWithPath: daemon.spool + "/1.2.3/1.2.3.4.dcm"))
+
+        try daemon.start()
+        let studies = try daemon.waitForTriage([recorded, orphaned])
+        #expect(studies[orphaned]?["state"] as? String == "triaged" && studies[orphaned]?["images"] as? Int == 2, "\(studies)")
+        #expect(studies[recorded]?["images"] as? Int == 1, "a recorded file is not taken in twice")
+        #expect(try daemon.studies().count == 2)
+        #expect(daemon.log.contains("took in 2 instance(s) found in the spool without a worklist row"), "\(daemon.log)")
+        let quarantined = try FileManager.default.contentsOfDirectory(atPath: daemon.quarantine)
+        #expect(quarantined.contains { $0.hasSuffix(".reason") }, "\(quarantined)")
+        #expect(!FileManager.default.fileExists(atPath: daemon.spool + "/1.2.3/1.2.3.4.dcm"))
+        // The sender's retry finds them recorded: acknowledged, stored once.
+        #expect(try daemon.storescu(paths).status == 0)
+        usleep(1_500_000)
+        #expect(try daemon.study(uid: orphaned)?["images"] as? Int == 2)
+        #expect(try daemon.stop() == 0)
+    }
+
     /// A daemon triaging a study right now: a full-size synthetic network on one thread makes each
     /// image take a while.
     func slowTriageUnderWay(images: Int, study: String) throws -> (DaemonHarness, String) {
