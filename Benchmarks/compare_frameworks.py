@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Inception V3 speed and memory: BoneTriage beside TensorFlow-CPU and ONNX Runtime, in one run.
 
-What it measures (all in the same run, one framework after the other, so the ratios are fair):
+What it measures (all in the same run, the frameworks interleaved over ``--rounds`` rounds in rotating
+order, so that the ratios are fair on a machine whose speed drifts):
 
   * TensorFlow-CPU: ``keras.applications.InceptionV3(weights=None, include_top=False, pooling='avg',
     input_shape=(S, S, 3))`` called through a ``tf.function`` (no XLA), 2 intra-op / 1 inter-op threads.
@@ -362,26 +363,34 @@ def measure(args, python, setup_error):
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
         onnx_path, reference = os.path.join(tmp, "inception_v3.onnx"), os.path.join(tmp, "reference.npz")
         exported = None
-        for kind in (TF, ORT):
-            if kind not in args.frameworks or kind in rows:  # not selected, or cannot run
-                continue
-            if exported is None and ORT in args.frameworks and ORT not in rows:
-                # The export feeds the ONNX row and the exact multiply-add count, so it comes first.
-                log("exporting the Keras model to ONNX (separate, untimed process)")
-                exported = run_worker(python, "export", args, ["--onnx", onnx_path, "--reference", reference])
-                if "error" not in exported:
-                    macs, macs_source = exported["macs_per_image"], "counted from the Keras model's Conv2D layers"
-            if kind == ORT and "error" in exported:
-                rows[kind] = {"error": f"conversion to ONNX failed: {exported['error']}"}
-                continue
-            log(f"timing {ROW_NAMES[kind]}")
-            extra = ["--onnx", onnx_path, "--reference", reference] if kind == ORT else []
-            rows[kind] = run_worker(python, kind, args, extra)
-            if kind == ORT and "error" not in rows[kind]:
-                rows[kind]["converter"] = exported.get("converter")
-    if BT in args.frameworks:
-        log(f"timing {ROW_NAMES[BT]}")
-        rows[BT] = run_bonetriage(args)
+        if ORT in args.frameworks and ORT not in rows:
+            # The export feeds the ONNX row and the exact multiply-add count, so it comes first.
+            log("exporting the Keras model to ONNX (separate, untimed process)")
+            exported = run_worker(python, "export", args, ["--onnx", onnx_path, "--reference", reference])
+            if "error" in exported:
+                rows[ORT] = {"error": f"conversion to ONNX failed: {exported['error']}"}
+            else:
+                macs, macs_source = exported["macs_per_image"], "counted from the Keras model's Conv2D layers"
+        runnable = [k for k in (TF, ORT, BT) if k in args.frameworks and k not in rows]
+        per_round = {k: [] for k in runnable}
+        for round_index in range(args.rounds):
+            # Interleaved, in a rotating order, so that a slow spell of a shared machine falls on every
+            # framework alike; each round's ratio compares runs made a minute apart.
+            shift = round_index % max(1, len(runnable))
+            for kind in runnable[shift:] + runnable[:shift]:
+                if per_round[kind] and "error" in per_round[kind][-1]:
+                    continue
+                log(f"round {round_index + 1}/{args.rounds}: timing {ROW_NAMES[kind]}")
+                if kind == BT:
+                    row = run_bonetriage(args)
+                else:
+                    extra = ["--onnx", onnx_path, "--reference", reference] if kind == ORT else []
+                    row = run_worker(python, kind, args, extra)
+                    if kind == ORT and "error" not in row:
+                        row["converter"] = exported.get("converter")
+                per_round[kind].append(row)
+        for kind, runs in per_round.items():
+            rows[kind] = combine_rounds(runs)
     for row in rows.values():
         if "error" not in row:
             for batch in (1, 16):
@@ -390,20 +399,38 @@ def measure(args, python, setup_error):
     return rows, macs, macs_source
 
 
+def combine_rounds(runs):
+    """One row from a framework's rounds: the median time at each batch size, the largest peak RSS, and
+    every round's own figures under "rounds". An error in any round is the row's error."""
+    failed = [r for r in runs if "error" in r]
+    if failed or not runs:
+        return failed[0] if failed else {"error": "not run"}
+    row = dict(runs[len(runs) // 2])
+    for key in ("ms_per_image_batch1", "ms_per_image_batch16"):
+        row[key] = statistics.median(r[key] for r in runs)
+    row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    row["rounds"] = [{k: r[k] for k in ("ms_per_image_batch1", "ms_per_image_batch16", "peak_rss_mb")} for r in runs]
+    return row
+
+
 def ratios(rows):
-    """BoneTriage against each peer: images/s ratio (> 1: BoneTriage faster), peak RSS both ways."""
+    """BoneTriage against each peer: images/s ratio (> 1: BoneTriage faster) as the median of the
+    per-round ratios (each compares runs made close together), with every round's ratio; peak RSS both ways."""
     out = {}
     bt = rows.get(BT)
     for kind in (ORT, TF):
         peer = rows.get(kind)
         if not bt or not peer or "error" in bt or "error" in peer:
             continue
-        out[f"BoneTriage vs {ROW_NAMES[kind]}"] = {
-            "images_per_s_batch1": bt["images_per_s_batch1"] / peer["images_per_s_batch1"],
-            "images_per_s_batch16": bt["images_per_s_batch16"] / peer["images_per_s_batch16"],
-            "peer_rss_over_bonetriage_rss": peer["peak_rss_mb"] / bt["peak_rss_mb"],
-            "bonetriage_rss_over_peer_rss": bt["peak_rss_mb"] / peer["peak_rss_mb"],
-        }
+        entry = {}
+        for batch in (1, 16):
+            key = f"ms_per_image_batch{batch}"
+            each = [p[key] / b[key] for b, p in zip(bt["rounds"], peer["rounds"])]
+            entry[f"images_per_s_batch{batch}"] = statistics.median(each)
+            entry[f"images_per_s_batch{batch}_per_round"] = each
+        entry["peer_rss_over_bonetriage_rss"] = peer["peak_rss_mb"] / bt["peak_rss_mb"]
+        entry["bonetriage_rss_over_peer_rss"] = bt["peak_rss_mb"] / peer["peak_rss_mb"]
+        out[f"BoneTriage vs {ROW_NAMES[kind]}"] = entry
     return out
 
 
@@ -412,7 +439,8 @@ def print_table(report):
     print(f"Inception V3 (no top, average pool), {size}x{size} input, {report['macs_per_image'] / 1e9:.3g} G "
           f"multiply-adds per image; TF/ORT with {INTRA_OP_THREADS} intra-op threads; median of "
           f"{report['iterations']['batch1']} (batch 1) / {report['iterations']['batch16']} (batch 16) timed runs")
-    print(f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.system()}; peak RSS = that framework's own process\n")
+    print(f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.system()}; peak RSS = that framework's own process; "
+          f"{report['rounds']} interleaved round(s), times are the median over rounds\n")
     head = ("ms/img b1", "ms/img b16", "img/s b16", "GFLOP/s b1", "GFLOP/s b16", "peak RSS MB")
     print(f"{'':26}" + "".join(f"{h:>13}" for h in head))
     for kind in (TF, ORT, BT):
@@ -427,11 +455,15 @@ def print_table(report):
                   f"{r['peak_rss_mb']:.0f}")
         print(f"{ROW_NAMES[kind]:26}" + "".join(f"{v:>13}" for v in values))
     if report["ratios"]:
-        print("\nBoneTriage images/s relative to the others (> 1: BoneTriage faster), and peak RSS:")
+        print("\nBoneTriage images/s relative to the others (> 1: BoneTriage faster; median of the per-round ratios), and peak RSS:")
         for name, r in report["ratios"].items():
             peer = name.replace("BoneTriage vs ", "")
             print(f"  {name:38} x{r['images_per_s_batch1']:.2f} at batch 1, x{r['images_per_s_batch16']:.2f} at batch 16; "
                   f"{peer} peak RSS is {r['peer_rss_over_bonetriage_rss']:.2f}x BoneTriage's")
+            if len(r["images_per_s_batch1_per_round"]) > 1:
+                for batch in (1, 16):
+                    each = ", ".join(f"x{v:.2f}" for v in r[f"images_per_s_batch{batch}_per_round"])
+                    print(f"  {'':38}   batch {batch:>2} per round: {each}")
     elif BT in rows:
         print("\nNo ratios: BoneTriage or both peers did not run.")
 
@@ -446,6 +478,8 @@ def parse_args(argv=None):
     ap.add_argument("--input-size", type=int, default=150, help="square input size S (default: %(default)s)")
     ap.add_argument("--iterations", type=int, default=30, help="timed runs at batch 1 (default: %(default)s)")
     ap.add_argument("--iterations-batch16", type=int, default=5, help="timed runs at batch 16 (default: %(default)s)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds; every framework runs once per round, in rotating order (default: %(default)s)")
     ap.add_argument("--frameworks", default=f"{TF},{ORT},{BT}",
                     help="comma-separated subset of tf, ort, bonetriage (default: %(default)s)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per child process (default: %(default)s)")
@@ -460,6 +494,8 @@ def parse_args(argv=None):
         ap.error(f"--frameworks: unknown {', '.join(sorted(unknown))}" if unknown else "--frameworks: empty")
     if args.input_size < 75:
         ap.error("--input-size: Keras InceptionV3 needs at least 75")
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     if args.iterations < 1 or args.iterations_batch16 < 1:
         ap.error("--iterations and --iterations-batch16 must be at least 1")
     return args
@@ -495,6 +531,7 @@ def main(argv=None):
         "macs_per_image": macs,
         "macs_source": macs_source,
         "iterations": {"batch1": args.iterations, "batch16": args.iterations_batch16},
+        "rounds": args.rounds,
         "threads": {"intra_op": INTRA_OP_THREADS, "inter_op": INTER_OP_THREADS},
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "system": platform.system(),
                  "python": platform.python_version(), "venv": sys.prefix},

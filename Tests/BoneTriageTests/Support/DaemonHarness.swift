@@ -35,6 +35,14 @@ final class DaemonHarness {
         try Self.writeModel(to: dir.path("model.safetensors"), inputSize: inputSize)
     }
 
+    /// A test that failed half-way must not leave its daemon running (and loading the machine).
+    deinit {
+        if let p = process, p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
+    }
+
     /// A deterministic synthetic model (the daemon's behaviour, not the network's accuracy, is under test).
     static func writeModel(to path: String, inputSize: Int) throws {
         let backbone = SyntheticWeights.backbone(variant: .keras, inputSize: inputSize)
