@@ -74,7 +74,7 @@ bench: build
 
 # Side-by-side with TensorFlow and ONNX Runtime (installed into a throwaway venv under .cache/).
 bench-compare: build
-	python3 Benchmarks/compare_frameworks.py --bonetriage $(BIN)
+	python3 Benchmarks/compare_frameworks.py --bonetriage $(BIN) $(COMPARE_ARGS)
 
 # DICOM receive throughput (bonetriage serve beside DCMTK's storescp, same client load, interleaved) and
 # triage latency, with the binary as built (no rebuild) and RG3_UNCR.dcm from the demo wheel. Options
