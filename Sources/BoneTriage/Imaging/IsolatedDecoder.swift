@@ -1,20 +1,19 @@
 import CSystem
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Decodes in a child process (`bonetriage decode-worker`), so that a file that crashes or hangs a
-/// decoder (DCMTK, OpenJPEG, libpng: C and C++ reading bytes from the network) costs that one image,
+/// decoder (DCMTK, OpenJPEG, libpng: C and C++ reading bytes from the network) costs that one file,
 /// not the daemon and its open associations. The child lives as long as this object and is started
-/// again after it dies; it cannot outlive the daemon (it is killed when the parent dies).
+/// again after it dies; it cannot outlive the daemon (it is killed when the daemon dies).
 ///
-/// Start and use it from one long-lived thread (a triage worker's): the kernel kills the child when
-/// the thread that started it ends (PR_SET_PDEATHSIG follows the thread, not the process).
-///
-/// One request at a time over a socket and a pipe: a JSON line naming the file and the model's input, answered
-/// by a JSON line and, for an image, the raw float32 inputs of its frames. Not thread-safe: one per
-/// triage worker.
+/// Three tasks: a file's model inputs (a triage worker), a DICOM header, and a full PNG check (the
+/// intake, before a file is accepted). One request at a time over a socket and a pipe: a JSON line,
+/// answered by a JSON line and, for model inputs, the raw float32 inputs of each frame. Not
+/// thread-safe: one per triage worker, or behind a lock (`IsolatedHeaderReader`).
 public final class IsolatedDecoder: ImageDecoder {
     public let executable: String
     public let arguments: [String]
@@ -40,8 +39,63 @@ public final class IsolatedDecoder: ImageDecoder {
     public var childProcessID: pid_t? { child?.pid }
 
     public func decode(path: String, spec: ModelInputSpec, maximumPixels: UInt64) -> DecodedImage {
-        let request = DecodeRequest(path: path, size: spec.size, low: spec.range.lowerBound, high: spec.range.upperBound,
-                                    filter: spec.filter.rawValue, maximumPixels: maximumPixels)
+        var request = DecodeRequest(task: .modelInput, path: path, maximumPixels: maximumPixels)
+        request.size = spec.size
+        request.low = spec.range.lowerBound
+        request.high = spec.range.upperBound
+        request.filter = spec.filter.rawValue
+        switch exchange(request, frameValues: spec.size * spec.size * 3) {
+        case .unavailable:
+            return InProcessDecoder.decode(path: path, spec: spec, maximumPixels: maximumPixels)
+        case let .failed(error):
+            return .unreadable(error)
+        case let .answered(answer, frames):
+            switch answer.outcome {
+            case .notApplicable: return .notApplicable(reason: answer.reason ?? "not a radiograph")
+            case .inputs where !frames.isEmpty: return .inputs(frames)
+            case .inputs: return .unreadable(.undecodable(path: path, reason: "the image has no frame"))
+            default: return .unreadable(answer.error(path: path))
+            }
+        }
+    }
+
+    /// The header of a DICOM file (without its pixels), read in the child.
+    public func header(path: String) throws(ImagingError) -> DicomMetadata {
+        switch exchange(DecodeRequest(task: .dicomHeader, path: path, maximumPixels: 0), frameValues: 0) {
+        case .unavailable:
+            do { return try DicomReader.metadata(path: path) } catch let error as ImagingError { throw error } catch {
+                throw .notDICOM(path: path, reason: "\(error)")
+            }
+        case let .failed(error): throw error
+        case let .answered(answer, _):
+            guard answer.outcome == .header, let metadata = answer.metadata else { throw answer.error(path: path) }
+            return metadata
+        }
+    }
+
+    /// Decodes a PNG file whole in the child, to accept only files that decode.
+    public func checkPNG(path: String, maximumPixels: UInt64) throws(ImagingError) {
+        switch exchange(DecodeRequest(task: .pngCheck, path: path, maximumPixels: maximumPixels), frameValues: 0) {
+        case .unavailable:
+            do { _ = try PNGReader.read(path: path, maximumPixels: maximumPixels) } catch let error as ImagingError { throw error } catch {
+                throw .notPNG(path: path, reason: "\(error)")
+            }
+        case let .failed(error): throw error
+        case let .answered(answer, _):
+            guard answer.outcome == .checked else { throw answer.error(path: path) }
+        }
+    }
+
+    private enum Exchange {
+        /// The child could not be started: the caller does the work in this process.
+        case unavailable
+        /// The child crashed, hung or could not be reached on this file.
+        case failed(ImagingError)
+        case answered(DecodeAnswer, frames: [[Float]])
+    }
+
+    private func exchange(_ request: DecodeRequest, frameValues: Int) -> Exchange {
+        let path = request.path
         // A child that died after its last answer (or was never started) is noticed when the request
         // cannot be written: start one and send it again, once.
         for attempt in 0..<2 {
@@ -50,8 +104,8 @@ public final class IsolatedDecoder: ImageDecoder {
                 current = try child ?? Child.start(executable: executable, arguments: arguments, environment: environment)
                 child = current
             } catch {
-                onEvent?("the decoder process could not start (\(error)); this file is decoded inside the daemon")
-                return InProcessDecoder.decode(path: path, spec: spec, maximumPixels: maximumPixels)
+                onEvent?("the decoder process could not start (\(error)); this file is read inside the daemon")
+                return .unavailable
             }
             var line = (try? JSONEncoder().encode(request)) ?? Data()
             line.append(0x0A)
@@ -59,55 +113,48 @@ public final class IsolatedDecoder: ImageDecoder {
                 let status = current.close()
                 child = nil
                 if attempt == 0 { onEvent?("the decoder process had ended (\(status)); started again"); continue }
-                return .unreadable(.decoderFailed(path: path, reason: "could not be handed to the decoder process (\(status))"))
+                return .failed(.decoderFailed(path: path, reason: "could not be handed to the decoder process (\(status))"))
             }
-            return read(answerFor: path, spec: spec, from: current)
+            return read(answerFor: path, frameValues: frameValues, from: current)
         }
-        return .unreadable(.decoderFailed(path: path, reason: "could not be handed to the decoder process"))
+        return .failed(.decoderFailed(path: path, reason: "could not be handed to the decoder process"))
     }
 
-    private func read(answerFor path: String, spec: ModelInputSpec, from current: Child) -> DecodedImage {
+    private func read(answerFor path: String, frameValues: Int, from current: Child) -> Exchange {
         let deadline = Date().addingTimeInterval(timeout)
-        func failed(_ reason: String) -> DecodedImage {
+        func failed(_ reason: String) -> Exchange {
             child = nil
-            onEvent?("the decoder process \(reason) while decoding a file; started again for the next one")
-            return .unreadable(.decoderFailed(path: path, reason: reason))
+            onEvent?("the decoder process \(reason) while reading a file; started again for the next one")
+            return .failed(.decoderFailed(path: path, reason: reason))
         }
-        let header: Data
+        let tooSlow = "took longer than \(Self.format(timeout)) s ([triage] decode_timeout_seconds)"
+        let line: Data
         switch current.readLine(until: deadline) {
-        case let .data(data): header = data
+        case let .data(data): line = data
         case .timedOut:
             current.kill()
-            return failed("took longer than \(Self.format(timeout)) s ([triage] decode_timeout_seconds)")
+            return failed(tooSlow)
         case .ended:
             return failed("crashed the decoder process (\(current.close()))")
         }
-        guard let answer = try? JSONDecoder().decode(DecodeAnswer.self, from: header) else {
+        guard let answer = try? JSONDecoder().decode(DecodeAnswer.self, from: line) else {
             current.kill()
             return failed("got an answer the daemon does not understand from the decoder process")
         }
-        switch answer.outcome {
-        case .notApplicable:
-            return .notApplicable(reason: answer.reason ?? "not a radiograph")
-        case .unreadable:
-            return .unreadable(ImagingError(kind: answer.kind ?? "", path: answer.path ?? path, reason: answer.reason ?? "unknown"))
-        case .inputs:
-            let count = spec.size * spec.size * 3
-            var inputs: [[Float]] = []
-            for _ in 0..<max(0, answer.frames ?? 0) {
-                var values = [Float](repeating: 0, count: count)
-                let result = values.withUnsafeMutableBytes { current.read(into: $0, until: deadline) }
-                switch result {
-                case .data: inputs.append(values)
-                case .timedOut:
-                    current.kill()
-                    return failed("took longer than \(Self.format(timeout)) s ([triage] decode_timeout_seconds)")
-                case .ended:
-                    return failed("crashed the decoder process (\(current.close()))")
-                }
+        guard answer.outcome == .inputs else { return .answered(answer, frames: []) }
+        var frames: [[Float]] = []
+        for _ in 0..<max(0, answer.frames ?? 0) {
+            var values = [Float](repeating: 0, count: frameValues)
+            switch values.withUnsafeMutableBytes({ current.read(into: $0, until: deadline) }) {
+            case .data: frames.append(values)
+            case .timedOut:
+                current.kill()
+                return failed(tooSlow)
+            case .ended:
+                return failed("crashed the decoder process (\(current.close()))")
             }
-            return inputs.isEmpty ? .unreadable(.undecodable(path: path, reason: "the image has no frame")) : .inputs(inputs)
         }
+        return .answered(answer, frames: frames)
     }
 
     static func format(_ seconds: Double) -> String {
@@ -118,7 +165,7 @@ public final class IsolatedDecoder: ImageDecoder {
     public func start() {
         guard child == nil else { return }
         do { child = try Child.start(executable: executable, arguments: arguments, environment: environment) } catch {
-            onEvent?("the decoder process could not start (\(error)); files are decoded inside the daemon until it can")
+            onEvent?("the decoder process could not start (\(error)); files are read inside the daemon until it can")
         }
     }
 
@@ -131,27 +178,93 @@ public final class IsolatedDecoder: ImageDecoder {
 
 /// One request to the decoder process.
 struct DecodeRequest: Codable {
+    enum Task: String, Codable { case modelInput = "model_input", dicomHeader = "dicom_header", pngCheck = "png_check" }
+    var task: Task
     var path: String
-    var size: Int
-    var low: Float
-    var high: Float
-    var filter: String
     var maximumPixels: UInt64
+    // The model's input, for `modelInput`.
+    var size: Int?
+    var low: Float?
+    var high: Float?
+    var filter: String?
 
     var spec: ModelInputSpec? {
-        guard size > 0, size <= 4096, low < high, let filter = ResizeFilter(rawValue: filter) else { return nil }
+        guard let size, size > 0, size <= 4096, let low, let high, low < high, let filter = filter.flatMap(ResizeFilter.init(rawValue:)) else { return nil }
         return ModelInputSpec(size: size, range: low...high, filter: filter)
     }
 }
 
-/// The decoder process's answer line; `frames` inputs of size x size x 3 float32 follow it.
+/// The decoder process's answer line; for `inputs`, `frames` inputs of size x size x 3 float32 follow.
 struct DecodeAnswer: Codable {
-    enum Outcome: String, Codable { case inputs, notApplicable = "not_applicable", unreadable }
+    enum Outcome: String, Codable { case inputs, notApplicable = "not_applicable", unreadable, header, checked }
     var outcome: Outcome
     var frames: Int?
     var reason: String?
     var kind: String?
     var path: String?
+    var metadata: DicomMetadata?
+
+    func error(path fallback: String) -> ImagingError {
+        ImagingError(kind: kind ?? "", path: path ?? fallback, reason: reason ?? "the decoder process gave no reason")
+    }
+
+    static func failure(_ error: ImagingError) -> DecodeAnswer {
+        let parts = error.parts
+        return DecodeAnswer(outcome: .unreadable, reason: parts.reason, kind: parts.kind, path: parts.path)
+    }
+}
+
+/// A DICOM header reader and PNG checker that several threads share (the receiver's associations and
+/// the drop-folder watcher).
+public protocol HeaderReader: Sendable {
+    func metadata(path: String) throws(ImagingError) -> DicomMetadata
+    func checkPNG(path: String, maximumPixels: UInt64) throws(ImagingError)
+}
+
+/// Reads headers in this process.
+public struct InProcessHeaderReader: HeaderReader {
+    public init() {}
+
+    public func metadata(path: String) throws(ImagingError) -> DicomMetadata {
+        do { return try DicomReader.metadata(path: path) } catch let error as ImagingError { throw error } catch {
+            throw .notDICOM(path: path, reason: "\(error)")
+        }
+    }
+
+    public func checkPNG(path: String, maximumPixels: UInt64) throws(ImagingError) {
+        do { _ = try PNGReader.read(path: path, maximumPixels: maximumPixels) } catch let error as ImagingError { throw error } catch {
+            throw .notPNG(path: path, reason: "\(error)")
+        }
+    }
+}
+
+/// Reads headers in one shared decoder process, one file at a time (a header takes about a
+/// millisecond), so that a file that crashes the parser is refused instead of taking the daemon down.
+public final class IsolatedHeaderReader: HeaderReader {
+    private let decoder: Mutex<IsolatedDecoder>
+    /// The longest a header read or PNG check may take: the receiver's associations wait for it.
+    public static let maximumTimeout: Double = 10
+
+    public init(executable: String, timeout: Double, onEvent: (@Sendable (String) -> Void)? = nil) {
+        let decoder = IsolatedDecoder(executable: executable, timeout: timeout)
+        decoder.onEvent = onEvent
+        decoder.start()
+        self.decoder = Mutex(decoder)
+    }
+
+    public func metadata(path: String) throws(ImagingError) -> DicomMetadata {
+        try decoder.withLock { decoder throws(ImagingError) in try decoder.header(path: path) }
+    }
+
+    public func checkPNG(path: String, maximumPixels: UInt64) throws(ImagingError) {
+        try decoder.withLock { decoder throws(ImagingError) in try decoder.checkPNG(path: path, maximumPixels: maximumPixels) }
+    }
+
+    /// The decoder process's ID, if one runs.
+    public var processID: pid_t? { decoder.withLock { $0.childProcessID } }
+
+    /// Ends the decoder process.
+    public func close() { decoder.withLock { $0.close() } }
 }
 
 /// The running child: its pid and the two pipe ends, with reads that give up at a deadline.
@@ -174,17 +287,27 @@ private final class Child {
         var description: String { "\(executable): \(String(cString: strerror(code)))" }
     }
 
+    private struct Spawned: Sendable {
+        var code: Int32 = 0
+        var pid: pid_t = 0
+        var input: Int32 = -1
+        var output: Int32 = -1
+    }
+
     static func start(executable: String, arguments: [String], environment: [String: String]) throws -> Child {
-        var pid: pid_t = 0, input: Int32 = -1, output: Int32 = -1
-        let argv = arguments.map { strdup($0) } + [nil]
-        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
+        let spawned = SpawnThread.shared.perform { () -> Spawned in
+            var result = Spawned()
+            let argv = arguments.map { strdup($0) } + [nil]
+            let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+            defer {
+                argv.forEach { free($0) }
+                envp.forEach { free($0) }
+            }
+            result.code = bt_spawn_piped(executable, argv, envp, &result.input, &result.output, &result.pid)
+            return result
         }
-        let code = bt_spawn_piped(executable, argv, envp, &input, &output, &pid)
-        guard code == 0 else { throw SpawnError(executable: executable, code: code) }
-        return Child(pid: pid, input: input, output: output)
+        guard spawned.code == 0 else { throw SpawnError(executable: executable, code: spawned.code) }
+        return Child(pid: spawned.pid, input: spawned.input, output: spawned.output)
     }
 
     func write(_ data: Data) -> Bool {
@@ -293,6 +416,44 @@ private final class Child {
     }
 }
 
+/// Every decoder process is started from this one thread, which lives as long as the process: the
+/// kernel sends the parent-death signal (PR_SET_PDEATHSIG) when the *thread* that forked the child
+/// ends, so a child started from a receiver's association thread would die with its association.
+private final class SpawnThread: Sendable {
+    static let shared = SpawnThread()
+    private let jobs = Mutex<[@Sendable () -> Void]>([])
+    private let waiting = DispatchSemaphore(value: 0)
+
+    private init() {
+        let thread = Thread { [self] in
+            while true {
+                waiting.wait()
+                let job = jobs.withLock { $0.isEmpty ? nil : $0.removeFirst() }
+                job?()
+            }
+        }
+        thread.name = "decoder-spawner"
+        thread.start()
+    }
+
+    /// Runs `body` on the spawner thread and returns its result.
+    func perform<T: Sendable>(_ body: @escaping @Sendable () -> T) -> T {
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<T?>(nil)
+        jobs.withLock {
+            $0.append {
+                let value = body()
+                result.withLock { $0 = value }
+                done.signal()
+            }
+        }
+        waiting.signal()
+        done.wait()
+        guard let value = result.withLock({ $0 }) else { return body() }
+        return value
+    }
+}
+
 /// The child's side: `bonetriage decode-worker` reads requests on stdin until it closes.
 public enum DecoderService {
     /// Test hook: `BONETRIAGE_DECODER_FAULT=crash:TEXT` (or `hang:TEXT`) makes the decoder process crash
@@ -317,35 +478,46 @@ public enum DecoderService {
             }
             let line = Data(pending[..<newline])
             pending.removeSubrange(...newline)
-            let answer: DecodedImage
-            if let request = try? JSONDecoder().decode(DecodeRequest.self, from: line), let spec = request.spec {
-                if let (mode, text) = fault, request.path.contains(text) {
-                    // A real invalid write, as a decoder bug would make (raise() could return from a handler).
-                    if mode == "crash", let address = UnsafeMutablePointer<UInt8>(bitPattern: 16) { address.pointee = 1 }
-                    if mode == "hang" { while true { sleep(60) } }
-                }
-                answer = InProcessDecoder.decode(path: request.path, spec: spec, maximumPixels: request.maximumPixels)
-            } else {
-                answer = .unreadable(.undecodable(path: "?", reason: "the decoder process got a request it does not understand"))
+            guard let request = try? JSONDecoder().decode(DecodeRequest.self, from: line) else {
+                let answer = DecodeAnswer.failure(.undecodable(path: "?", reason: "the decoder process got a request it does not understand"))
+                guard send(answer, inputs: []) else { return 0 }
+                continue
             }
-            guard send(answer) else { return 0 }
+            if let (mode, text) = fault, request.path.contains(text) {
+                // A real invalid write, as a decoder bug would make (raise() could return from a handler).
+                if mode == "crash", let address = UnsafeMutablePointer<UInt8>(bitPattern: 16) { address.pointee = 1 }
+                if mode == "hang" { while true { sleep(60) } }
+            }
+            let (answer, inputs) = serve(request)
+            guard send(answer, inputs: inputs) else { return 0 }
         }
     }
 
-    private static func send(_ decoded: DecodedImage) -> Bool {
-        var header: DecodeAnswer
-        var inputs: [[Float]] = []
-        switch decoded {
-        case let .inputs(frames):
-            header = DecodeAnswer(outcome: .inputs, frames: frames.count)
-            inputs = frames
-        case let .notApplicable(reason):
-            header = DecodeAnswer(outcome: .notApplicable, reason: reason)
-        case let .unreadable(error):
-            let parts = error.parts
-            header = DecodeAnswer(outcome: .unreadable, reason: parts.reason, kind: parts.kind, path: parts.path)
+    private static func serve(_ request: DecodeRequest) -> (DecodeAnswer, [[Float]]) {
+        switch request.task {
+        case .modelInput:
+            guard let spec = request.spec else {
+                return (.failure(.undecodable(path: request.path, reason: "the decoder process got no usable model input size")), [])
+            }
+            switch InProcessDecoder.decode(path: request.path, spec: spec, maximumPixels: request.maximumPixels) {
+            case let .inputs(frames): return (DecodeAnswer(outcome: .inputs, frames: frames.count), frames)
+            case let .notApplicable(reason): return (DecodeAnswer(outcome: .notApplicable, reason: reason), [])
+            case let .unreadable(error): return (.failure(error), [])
+            }
+        case .dicomHeader:
+            do throws(ImagingError) {
+                return (DecodeAnswer(outcome: .header, metadata: try InProcessHeaderReader().metadata(path: request.path)), [])
+            } catch { return (.failure(error), []) }
+        case .pngCheck:
+            do throws(ImagingError) {
+                try InProcessHeaderReader().checkPNG(path: request.path, maximumPixels: request.maximumPixels)
+                return (DecodeAnswer(outcome: .checked), [])
+            } catch { return (.failure(error), []) }
         }
-        var line = (try? JSONEncoder().encode(header)) ?? Data()
+    }
+
+    private static func send(_ answer: DecodeAnswer, inputs: [[Float]]) -> Bool {
+        var line = (try? JSONEncoder().encode(answer)) ?? Data()
         line.append(0x0A)
         guard line.withUnsafeBytes({ writeAll($0) }) else { return false }
         for input in inputs {

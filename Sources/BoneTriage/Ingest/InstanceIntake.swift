@@ -68,10 +68,14 @@ public final class InstanceIntake: Sendable {
     let logger: Logger
     let notify: @Sendable (ArrivalNotice) -> Void
     let maximumPixels: UInt64
+    /// Where headers are read and PNG files checked (the daemon's isolated decoder process).
+    let headers: any HeaderReader
 
     public init(spool: Spool, quarantine: Quarantine, worklist: any WorklistStore, logger: Logger,
-                maximumPixels: UInt64 = DicomReader.defaultMaximumPixels, notify: @escaping @Sendable (ArrivalNotice) -> Void) {
+                maximumPixels: UInt64 = DicomReader.defaultMaximumPixels, headers: any HeaderReader = InProcessHeaderReader(),
+                notify: @escaping @Sendable (ArrivalNotice) -> Void) {
         self.maximumPixels = maximumPixels
+        self.headers = headers
         self.spool = spool
         self.quarantine = quarantine
         self.worklist = worklist
@@ -84,7 +88,7 @@ public final class InstanceIntake: Sendable {
     public func store(_ received: ReceivedInstance) -> StoreStatus {
         let metadata: DicomMetadata
         do {
-            metadata = try DicomReader.metadata(path: received.temporaryPath)
+            metadata = try headers.metadata(path: received.temporaryPath)
         } catch {
             return refuse(received, .cannotUnderstand, reason: "not a readable DICOM dataset: \(error)")
         }
@@ -160,7 +164,7 @@ public final class InstanceIntake: Sendable {
                 let path = spool.root + "/" + folder + "/" + name
                 guard !known.contains(path) else { continue }
                 do {
-                    let metadata = try DicomReader.metadata(path: path)
+                    let metadata = try headers.metadata(path: path)
                     guard let study = metadata.studyInstanceUID, !study.isEmpty, let sop = metadata.sopInstanceUID, !sop.isEmpty else {
                         throw ImagingError.notDICOM(path: path, reason: "it has no Study or SOP Instance UID")
                     }
@@ -196,12 +200,12 @@ public final class InstanceIntake: Sendable {
         let arrival: InstanceArrival, expected: Int?, ext: String
         do {
             if Self.isPNG(path) {
-                _ = try PNGReader.read(path: path, maximumPixels: maximumPixels)
+                try headers.checkPNG(path: path, maximumPixels: maximumPixels)
                 arrival = try Self.pngArrival(path: path, relative: relative)
                 expected = nil
                 ext = "png"
             } else {
-                let metadata = try DicomReader.metadata(path: path)
+                let metadata = try headers.metadata(path: path)
                 guard let study = metadata.studyInstanceUID, !study.isEmpty else {
                     throw ImagingError.notDICOM(path: path, reason: "it has no Study Instance UID (0020,000D)")
                 }

@@ -63,8 +63,13 @@ public final class TriageDaemon: @unchecked Sendable {
         }
         if restored > 0 { logger.info("\(restored) study(ies) from the previous run resume where they were") }
 
+        let headers: any HeaderReader = c.isolateDecoder
+            ? IsolatedHeaderReader(executable: decoderExecutable, timeout: min(c.decodeTimeout, IsolatedHeaderReader.maximumTimeout)) { [logger] in
+                logger.warning("\($0)")
+            }
+            : InProcessHeaderReader()
         let intake = InstanceIntake(spool: spool, quarantine: quarantine, worklist: worklist, logger: logger,
-                                    maximumPixels: UInt64(c.maximumMegapixels) << 20) { [self] notice in
+                                    maximumPixels: UInt64(c.maximumMegapixels) << 20, headers: headers) { [self] notice in
             received.add(1, ordering: .relaxed)
             scheduler.arrived(notice)
         }
@@ -117,6 +122,7 @@ public final class TriageDaemon: @unchecked Sendable {
         receiver.stop()
         scheduler.stop()
         threads.wait()
+        (headers as? IsolatedHeaderReader)?.close()
         signals.forEach { $0.cancel() }
         logger.info("stopped", metadata: ["received": "\(received.load(ordering: .relaxed))", "triaged": "\(triaged.load(ordering: .relaxed))"])
     }

@@ -132,7 +132,7 @@ struct CrashRecoveryTests {
         let (daemon, study) = try slowTriageUnderWay(images: 24, study: "1.2.826.0.1.3680043.10.7.1")
         usleep(300_000)
         let decoders = daemon.decoderProcesses
-        #expect(decoders.count == 1, "one isolated decoder process per triage worker")
+        #expect(decoders.count == 2, "one isolated decoder process per triage worker, one for reading headers")
         daemon.kill9()
         // The decoder process cannot outlive a daemon killed outright (it gets SIGKILL with its parent).
         try daemon.waitFor("the orphaned decoder process to end", timeout: 10) { decoders.allSatisfy { !DaemonHarness.isDecoder($0) } }

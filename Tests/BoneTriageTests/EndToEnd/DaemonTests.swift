@@ -273,7 +273,7 @@ struct DaemonTests {
         // The spool names each file by its SOP Instance UID: the decoder process crashes on this one.
         try daemon.start(environment: [DecoderService.faultVariable: "crash:\(poison).dcm"])
         defer { _ = try? daemon.stop() }
-        try daemon.waitFor("the decoder process", timeout: 10) { daemon.decoderProcesses.count == 1 }
+        try daemon.waitFor("the decoder processes", timeout: 10) { daemon.decoderProcesses.count == 2 }
         #expect(try daemon.storescu(paths).status == 0)
         let triaged = try #require(try daemon.waitForTriage([study])[study])
         #expect(triaged["state"] as? String == "triaged" && triaged["images"] as? Int == 3, "\(triaged)")
@@ -291,12 +291,24 @@ struct DaemonTests {
         #expect(text.stdout.contains("(not classified: could not be decoded: crashed the decoder process"), "\(text.stdout)")
         #expect(daemon.log.contains("crashed the decoder process"), "\(daemon.log)")
 
+        // The header of a dropped file is read in the decoder process too: a file that crashes it is
+        // quarantined with the reason, and the daemon carries on.
+        try FileManager.default.copyItem(atPath: files.path("after.dcm"), toPath: daemon.dropFolder + "/dropped-\(poison).dcm")
+        var reason = ""
+        try daemon.waitFor("the crashing dropped file in quarantine", timeout: 20) {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: daemon.quarantine)) ?? []
+            guard let name = names.first(where: { $0.contains("dropped-") && $0.hasSuffix(".reason") }) else { return false }
+            reason = (try? String(contentsOfFile: daemon.quarantine + "/" + name, encoding: .utf8)) ?? ""
+            return true
+        }
+        #expect(reason.contains("crashed the decoder process"), "\(reason)")
+
         // The daemon, its associations and the next study carry on, with a new decoder process.
         #expect(daemon.isRunning)
         #expect(try daemon.storescu([files.path("after.dcm")]).status == 0)
         #expect(try daemon.waitForTriage([after])[after]?["state"] as? String == "triaged")
         let decoders = daemon.decoderProcesses
-        #expect(decoders.count == 1)
+        #expect(decoders.count == 2, "one decoder process for the triage worker, one for reading headers")
         #expect(try daemon.stop() == 0)
         #expect(decoders.allSatisfy { kill($0, 0) != 0 }, "the decoder process ends with the daemon")
     }

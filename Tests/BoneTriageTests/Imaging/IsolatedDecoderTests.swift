@@ -156,6 +156,70 @@ struct IsolatedDecoderTests {
         #expect(decoder.childProcessID == nil)
     }
 
+    @Test("headers and PNG checks in the decoder process give what this process gives; a crash refuses that file only",
+          .enabled(if: ready, "needs the built bonetriage binary and DCMTK's img2dcm"))
+    func headersAndChecks() throws {
+        let dir = try TemporaryDirectory()
+        let files = try Self.sampleFiles(in: dir)
+        var environment = ProcessInfo.processInfo.environment
+        environment[DecoderService.faultVariable] = "crash:junk.dcm"
+        let decoder = IsolatedDecoder(executable: try #require(Executable.url).path, timeout: 30, environment: environment)
+        defer { decoder.close() }
+        let local = InProcessHeaderReader()
+        for path in files where !path.hasSuffix("junk.dcm") {
+            let isolated = Result { () throws(ImagingError) in try decoder.header(path: path) }
+            let here = Result { () throws(ImagingError) in try local.metadata(path: path) }
+            #expect(isolated == here, "\(path)")
+            let checkedThere = Result { () throws(ImagingError) in try decoder.checkPNG(path: path, maximumPixels: Self.limit); return true }
+            let checkedHere = Result { () throws(ImagingError) in try local.checkPNG(path: path, maximumPixels: Self.limit); return true }
+            #expect(checkedThere == checkedHere, "\(path)")
+        }
+        #expect(try decoder.header(path: files[0]).modality == "CR")
+        #expect(throws: Never.self) { try decoder.checkPNG(path: files[1], maximumPixels: Self.limit) }
+        do {
+            _ = try decoder.header(path: files[3])
+            Issue.record("the crashing file should be refused")
+        } catch {
+            guard case let .decoderFailed(path, reason) = error else {
+                Issue.record("expected a decoder failure, got \(error)")
+                return
+            }
+            #expect(path == files[3] && reason.contains("crashed the decoder process"))
+        }
+        #expect(try decoder.header(path: files[2]).modality == "CT", "the next file is read by a new decoder process")
+    }
+
+    @Test("the shared header reader serves many threads at once, and its process outlives the thread that started it",
+          .enabled(if: ready, "needs the built bonetriage binary and DCMTK's img2dcm"))
+    func sharedHeaderReader() throws {
+        let dir = try TemporaryDirectory()
+        let files = try Self.sampleFiles(in: dir)
+        let expected = try DicomReader.metadata(path: files[0])
+        let started = Mutex<IsolatedHeaderReader?>(nil)
+        let executable = try #require(Executable.url).path
+        // Built on a thread that ends at once: the decoder process must not die with it.
+        let thread = Thread { started.withLock { $0 = IsolatedHeaderReader(executable: executable, timeout: 30) } }
+        thread.start()
+        while started.withLock({ $0 }) == nil { usleep(10_000) }
+        let reader = try #require(started.withLock { $0 })
+        defer { reader.close() }
+        let pid = try #require(reader.processID)
+        usleep(300_000)
+        #expect(kill(pid, 0) == 0, "the decoder process is alive after the thread that started it ended")
+        let wrong = Mutex(0)
+        DispatchQueue.concurrentPerform(iterations: 40) { i in
+            let result = Result { () throws(ImagingError) in try reader.metadata(path: files[i % 2 == 0 ? 0 : 2]) }
+            let ok: Bool
+            switch result {
+            case let .success(m): ok = i % 2 == 0 ? m == expected : m.modality == "CT"
+            case .failure: ok = false
+            }
+            if !ok { wrong.withLock { $0 += 1 } }
+        }
+        #expect(wrong.withLock { $0 } == 0)
+        #expect(reader.processID == pid, "one decoder process served every thread")
+    }
+
     @Test("a decoder binary that cannot start: files are decoded in this process, and the log is told why",
           .enabled(if: DaemonHarness.toolsAvailable, "needs DCMTK's img2dcm"))
     func fallsBackInProcess() throws {
