@@ -107,7 +107,8 @@ public final class TriageDaemon: @unchecked Sendable {
         let signals = installSignalHandlers(receiver: receiver, models: models, scheduler: scheduler)
         logger.info("listening", metadata: ["ae_title": "\(c.aeTitle)", "address": "\(c.bindAddress):\(receiver.port)",
                                             "drop_folder": "\(c.dropFolder ?? "off")", "workers": "\(c.workers)",
-                                            "model": "\(models.current.model?.path ?? "none")"])
+                                            "model": "\(models.current.model?.path ?? "none")",
+                                            "decoding": "\(c.isolateDecoder ? "isolated" : "in-process")"])
         notifier.notify("READY=1\nSTATUS=" + status(receiver, scheduler, models))
 
         let watchdogInterval = ProcessInfo.processInfo.environment["WATCHDOG_USEC"].flatMap(Double.init).map { $0 / 2_000_000 }
