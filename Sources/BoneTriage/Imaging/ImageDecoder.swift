@@ -28,6 +28,9 @@ public final class InProcessDecoder: ImageDecoder {
             let image = try IncomingImage.read(path: path, maximumPixels: maximumPixels)
             if case let .notApplicable(reason) = image.eligibility { return .notApplicable(reason: reason) }
             guard !image.frames.isEmpty else { return .unreadable(.undecodable(path: path, reason: "the image has no frame")) }
+            guard image.frames.count <= IsolatedDecoder.maximumFrames else {
+                return .unreadable(.undecodable(path: path, reason: "\(image.frames.count) frames; BoneTriage classifies at most \(IsolatedDecoder.maximumFrames) per file"))
+            }
             return .inputs(image.frames.map { ModelInput.make($0, spec: spec) })
         } catch let error as ImagingError {
             return .unreadable(error)

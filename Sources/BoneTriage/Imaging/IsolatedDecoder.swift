@@ -96,9 +96,11 @@ public final class IsolatedDecoder: ImageDecoder {
 
     private func exchange(_ request: DecodeRequest, frameValues: Int) -> Exchange {
         let path = request.path
+        var handedOver = false, crashed: String?
         // A child that died after its last answer (or was never started) is noticed when the request
-        // cannot be written: start one and send it again, once.
-        for attempt in 0..<2 {
+        // cannot be written: start one and send it again, once. A crash is blamed on a file only when a
+        // fresh child crashes on it too (heap damage from an earlier file can crash a later one).
+        for _ in 0..<3 {
             let current: Child
             do {
                 current = try child ?? Child.start(executable: executable, arguments: arguments, environment: environment)
@@ -112,46 +114,79 @@ public final class IsolatedDecoder: ImageDecoder {
             guard current.write(line) else {
                 let status = current.close()
                 child = nil
-                if attempt == 0 { onEvent?("the decoder process had ended (\(status)); started again"); continue }
+                if !handedOver { handedOver = true; onEvent?("the decoder process had ended (\(status)); started again"); continue }
                 return .failed(.decoderFailed(path: path, reason: "could not be handed to the decoder process (\(status))"))
             }
-            return read(answerFor: path, frameValues: frameValues, from: current)
+            handedOver = true
+            switch read(answerFor: path, frameValues: frameValues, from: current) {
+            case let .crashed(status):
+                child = nil
+                if let first = crashed {
+                    onEvent?("the decoder process crashed twice on the same file (\(first); \(status)); started again for the next one")
+                    return .failed(.decoderFailed(path: path, reason: "crashed the decoder process twice (\(status))"))
+                }
+                crashed = status
+                onEvent?("the decoder process crashed (\(status)); the file is tried once more in a new one")
+            case let .refused(reason):
+                child = nil
+                onEvent?("the decoder process \(reason) while reading a file; started again for the next one")
+                return .failed(.decoderFailed(path: path, reason: reason))
+            case let .answered(answer, frames):
+                if current.hasUnreadBytes {
+                    current.kill()
+                    child = nil
+                    onEvent?("the decoder process answered more than it was asked; started again")
+                    return .failed(.decoderFailed(path: path, reason: "got a garbled answer from the decoder process"))
+                }
+                return .answered(answer, frames: frames)
+            }
         }
         return .failed(.decoderFailed(path: path, reason: "could not be handed to the decoder process"))
     }
 
-    private func read(answerFor path: String, frameValues: Int, from current: Child) -> Exchange {
-        let deadline = Date().addingTimeInterval(timeout)
-        func failed(_ reason: String) -> Exchange {
-            child = nil
-            onEvent?("the decoder process \(reason) while reading a file; started again for the next one")
-            return .failed(.decoderFailed(path: path, reason: reason))
-        }
+    private enum Reading {
+        case answered(DecodeAnswer, frames: [[Float]])
+        /// The child died (how) before it answered.
+        case crashed(String)
+        /// The child was killed: too slow, or an answer the daemon does not accept.
+        case refused(String)
+    }
+
+    /// Frames per file that BoneTriage classifies at most; an answer with more is refused.
+    public static let maximumFrames = 1024
+
+    private func read(answerFor path: String, frameValues: Int, from current: Child) -> Reading {
+        let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
         let tooSlow = "took longer than \(Self.format(timeout)) s ([triage] decode_timeout_seconds)"
         let line: Data
         switch current.readLine(until: deadline) {
         case let .data(data): line = data
         case .timedOut:
             current.kill()
-            return failed(tooSlow)
+            return .refused(tooSlow)
         case .ended:
-            return failed("crashed the decoder process (\(current.close()))")
+            return .crashed(current.close())
         }
         guard let answer = try? JSONDecoder().decode(DecodeAnswer.self, from: line) else {
             current.kill()
-            return failed("got an answer the daemon does not understand from the decoder process")
+            return .refused("gave an answer the daemon does not understand")
         }
         guard answer.outcome == .inputs else { return .answered(answer, frames: []) }
+        let count = answer.frames ?? 0
+        guard (1...Self.maximumFrames).contains(count) else {
+            current.kill()
+            return .refused("answered with \(count) frames (BoneTriage classifies 1 to \(Self.maximumFrames) per file)")
+        }
         var frames: [[Float]] = []
-        for _ in 0..<max(0, answer.frames ?? 0) {
+        for _ in 0..<count {
             var values = [Float](repeating: 0, count: frameValues)
             switch values.withUnsafeMutableBytes({ current.read(into: $0, until: deadline) }) {
             case .data: frames.append(values)
             case .timedOut:
                 current.kill()
-                return failed(tooSlow)
+                return .refused(tooSlow)
             case .ended:
-                return failed("crashed the decoder process (\(current.close()))")
+                return .crashed(current.close())
             }
         }
         return .answered(answer, frames: frames)
@@ -325,8 +360,15 @@ private final class Child {
 
     enum ReadResult { case data(Data), timedOut, ended }
 
+    /// Bytes the child wrote beyond the answer just read.
+    var hasUnreadBytes: Bool {
+        guard buffer.isEmpty else { return true }
+        var descriptor = pollfd(fd: output, events: Int16(POLLIN), revents: 0)
+        return poll(&descriptor, 1, 0) > 0 && descriptor.revents & Int16(POLLIN) != 0
+    }
+
     /// The next line (without its newline).
-    func readLine(until deadline: Date) -> ReadResult {
+    func readLine(until deadline: ContinuousClock.Instant) -> ReadResult {
         while true {
             if let newline = buffer.firstIndex(of: 0x0A) {
                 let line = Data(buffer[..<newline])
@@ -343,7 +385,7 @@ private final class Child {
     }
 
     /// Exactly `target.count` bytes.
-    func read(into target: UnsafeMutableRawBufferPointer, until deadline: Date) -> ReadResult {
+    func read(into target: UnsafeMutableRawBufferPointer, until deadline: ContinuousClock.Instant) -> ReadResult {
         var filled = 0
         while filled < target.count {
             if !buffer.isEmpty {
@@ -365,9 +407,10 @@ private final class Child {
         return .data(Data())
     }
 
-    private func fill(until deadline: Date) -> ReadResult {
+    private func fill(until deadline: ContinuousClock.Instant) -> ReadResult {
         while true {
-            let remaining = deadline.timeIntervalSinceNow
+            let left = (deadline - ContinuousClock.now).components
+            let remaining = Double(left.seconds) + Double(left.attoseconds) / 1e18
             guard remaining > 0 else { return .timedOut }
             var descriptor = pollfd(fd: output, events: Int16(POLLIN), revents: 0)
             let ready = poll(&descriptor, 1, Int32(min(remaining * 1000 + 1, 60_000)))
@@ -449,7 +492,9 @@ private final class SpawnThread: Sendable {
         }
         waiting.signal()
         done.wait()
-        guard let value = result.withLock({ $0 }) else { return body() }
+        guard let value = result.withLock({ $0 }) else {
+            preconditionFailure("the spawner thread signalled without a result")
+        }
         return value
     }
 }
@@ -462,6 +507,12 @@ public enum DecoderService {
 
     public static func run() -> Int32 {
         bt_ignore_stop_signals()
+        // The answers go through a private copy of stdout; whatever a library prints goes to stderr
+        // (the journal) instead of into the answers.
+        let channel = dup(1)
+        guard channel >= 0, dup2(2, 1) == 1 else { return 1 }
+        // Under memory pressure the kernel should end this process, not the daemon.
+        _ = try? "1000".write(toFile: "/proc/self/oom_score_adj", atomically: false, encoding: .utf8)
         let fault = ProcessInfo.processInfo.environment[faultVariable].flatMap { value -> (String, String)? in
             let parts = value.split(separator: ":", maxSplits: 1).map(String.init)
             return parts.count == 2 && !parts[1].isEmpty ? (parts[0], parts[1]) : nil
@@ -480,7 +531,7 @@ public enum DecoderService {
             pending.removeSubrange(...newline)
             guard let request = try? JSONDecoder().decode(DecodeRequest.self, from: line) else {
                 let answer = DecodeAnswer.failure(.undecodable(path: "?", reason: "the decoder process got a request it does not understand"))
-                guard send(answer, inputs: []) else { return 0 }
+                guard send(answer, inputs: [], to: channel) else { return 0 }
                 continue
             }
             if let (mode, text) = fault, request.path.contains(text) {
@@ -489,7 +540,7 @@ public enum DecoderService {
                 if mode == "hang" { while true { sleep(60) } }
             }
             let (answer, inputs) = serve(request)
-            guard send(answer, inputs: inputs) else { return 0 }
+            guard send(answer, inputs: inputs, to: channel) else { return 0 }
         }
     }
 
@@ -516,20 +567,20 @@ public enum DecoderService {
         }
     }
 
-    private static func send(_ answer: DecodeAnswer, inputs: [[Float]]) -> Bool {
+    private static func send(_ answer: DecodeAnswer, inputs: [[Float]], to channel: Int32) -> Bool {
         var line = (try? JSONEncoder().encode(answer)) ?? Data()
         line.append(0x0A)
-        guard line.withUnsafeBytes({ writeAll($0) }) else { return false }
+        guard line.withUnsafeBytes({ writeAll($0, to: channel) }) else { return false }
         for input in inputs {
-            guard input.withUnsafeBytes({ writeAll($0) }) else { return false }
+            guard input.withUnsafeBytes({ writeAll($0, to: channel) }) else { return false }
         }
         return true
     }
 
-    private static func writeAll(_ raw: UnsafeRawBufferPointer) -> Bool {
+    private static func writeAll(_ raw: UnsafeRawBufferPointer, to channel: Int32) -> Bool {
         var offset = 0
         while offset < raw.count {
-            let n = Glibc.write(1, raw.baseAddress?.advanced(by: offset), raw.count - offset)
+            let n = Glibc.write(channel, raw.baseAddress?.advanced(by: offset), raw.count - offset)
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { return false }
             offset += n

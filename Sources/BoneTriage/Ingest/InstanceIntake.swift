@@ -165,16 +165,18 @@ public final class InstanceIntake: Sendable {
                 guard !known.contains(path) else { continue }
                 do {
                     let metadata = try headers.metadata(path: path)
-                    guard let study = metadata.studyInstanceUID, !study.isEmpty, let sop = metadata.sopInstanceUID, !sop.isEmpty else {
-                        throw ImagingError.notDICOM(path: path, reason: "it has no Study or SOP Instance UID")
+                    guard let study = metadata.studyInstanceUID, !study.isEmpty else {
+                        throw ImagingError.notDICOM(path: path, reason: "it has no Study Instance UID (0020,000D)")
                     }
+                    // A dropped file without one was placed under its content's UID, as here.
+                    let sop = metadata.sopInstanceUID.flatMap { $0.isEmpty ? nil : $0 } ?? Self.contentUID(path: path)
                     let arrival = Self.arrival(metadata, study: study, sop: sop, path: path, source: .cstore)
                     if try worklist.recordArrival(arrival) != .duplicate {
                         adopted += 1
                         notify(ArrivalNotice(studyInstanceUID: study, sopInstanceUID: sop, receivedAt: arrival.receivedAt,
                                              expectedInstances: metadata.numberOfStudyRelatedInstances))
                     }
-                } catch let error as ImagingError {
+                } catch let error as ImagingError where Self.isDefect(error) {
                     let kept = try? quarantine.admit(path, originalName: name, reason: "found in the spool without a worklist row, and unreadable: \(error)")
                     let placeNow = kept.map { "moved to \($0)" } ?? "left in place"
                     logger.warning("a file in the spool without a worklist row is unreadable: \(error); \(placeNow)")
@@ -248,6 +250,16 @@ public final class InstanceIntake: Sendable {
     }
 
     // MARK: Helpers
+
+    /// Whether an error is the file's own fault (quarantine it), not a passing condition (a permission,
+    /// a decoder that timed out) under which a good file must stay where it is.
+    static func isDefect(_ error: ImagingError) -> Bool {
+        switch error {
+        case .notDICOM, .undecodable, .notPNG: return true
+        case let .decoderFailed(_, reason): return reason.hasPrefix("crashed")
+        case .unreadable: return false
+        }
+    }
 
     static func arrival(_ m: DicomMetadata, study: String, sop: String, path: String, source: StudySource) -> InstanceArrival {
         let eligibility = Eligibility.decide(m)

@@ -90,6 +90,10 @@ struct CrashRecoveryTests {
         _ = try daemon.waitForTriage([recorded])
         #expect(try daemon.stop() == 0)
 
+        // A recorded file must not be mistaken for one without a row (it would be quarantined if read).
+        let recordedFile = try #require(try FileManager.default.subpathsOfDirectory(atPath: daemon.spool + "/" + recorded).first { $0.hasSuffix(".dcm") })
+        try Data("damaged after it was recorded".utf8).write(to: URL(fileURLWithPath: daemon.spool + "/" + recorded + "/" + recordedFile))
+
         // What a crash after the link and before the commit leaves: whole files under their final names.
         let paths = try RadiographFactory.makeStudy(in: files, prefix: "o", study: orphaned, count: 2)
         try FileManager.default.createDirectory(atPath: daemon.spool + "/" + orphaned, withIntermediateDirectories: true)
@@ -108,6 +112,8 @@ struct CrashRecoveryTests {
         let quarantined = try FileManager.default.contentsOfDirectory(atPath: daemon.quarantine)
         #expect(quarantined.contains { $0.hasSuffix(".reason") }, "\(quarantined)")
         #expect(!FileManager.default.fileExists(atPath: daemon.spool + "/1.2.3/1.2.3.4.dcm"))
+        #expect(quarantined.filter { $0.hasSuffix(".reason") }.count == 1, "only the unreadable file without a row: \(quarantined)")
+        #expect(FileManager.default.fileExists(atPath: daemon.spool + "/" + recorded + "/" + recordedFile))
         // The sender's retry finds them recorded: acknowledged, stored once.
         #expect(try daemon.storescu(paths).status == 0)
         usleep(1_500_000)
@@ -147,6 +153,24 @@ struct CrashRecoveryTests {
         #expect(try daemon.studies().count == 1)
         #expect(daemon.log.components(separatedBy: "study triaged").count - 1 == 1, "\(daemon.log)")
         #expect(try daemon.stop() == 0)
+    }
+
+    @Test("kill -9 while a decoder process is busy on a file: the decoder process dies with the daemon")
+    func decoderDiesWithDaemon() throws {
+        let files = try TemporaryDirectory()
+        let study = "1.2.826.0.1.3680043.10.16.1"
+        try RadiographFactory.make(at: files.path("h.dcm"), study: study)
+        let sop = try RadiographFactory.sopInstanceUID(files.path("h.dcm"))
+        let daemon = try DaemonHarness(quietPeriod: 0.3)
+        // The triage worker's decoder process hangs on this file (a busy child does not see its input close).
+        try daemon.start(logLevel: "debug", environment: [DecoderService.faultVariable: "hang:\(sop).dcm"])
+        #expect(try daemon.storescu([files.path("h.dcm")]).status == 0)
+        try daemon.waitFor("the triage to start", timeout: 30) { daemon.log.contains("triage started") }
+        usleep(500_000)
+        let decoders = daemon.decoderProcesses
+        #expect(decoders.count == 2)
+        daemon.kill9()
+        try daemon.waitFor("the decoder processes to end", timeout: 10) { decoders.allSatisfy { !DaemonHarness.isDecoder($0) } }
     }
 
     @Test("SIGTERM while a study is being triaged: that triage finishes, the daemon exits 0")

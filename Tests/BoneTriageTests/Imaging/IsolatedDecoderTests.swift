@@ -55,10 +55,12 @@ struct IsolatedDecoderTests {
         defer { decoder.close() }
         let files = try Self.sampleFiles(in: dir)
         var kinds: [String] = []
+        var firstChild: pid_t?
         for path in files {
             let isolated = decoder.decode(path: path, spec: Self.spec, maximumPixels: Self.limit)
             let local = InProcessDecoder.decode(path: path, spec: Self.spec, maximumPixels: Self.limit)
             #expect(Self.same(isolated, local), "\(path): \(Self.summary(isolated)) vs \(Self.summary(local))")
+            if firstChild == nil { firstChild = decoder.childProcessID }
             switch isolated {
             case let .inputs(frames):
                 kinds.append("inputs")
@@ -68,8 +70,8 @@ struct IsolatedDecoderTests {
             }
         }
         #expect(kinds == ["inputs", "inputs", "n/a", "error", "error", "error", "error"])
-        // One child served every file.
-        #expect(decoder.childProcessID != nil)
+        // One child served every file, bad ones included.
+        #expect(firstChild != nil && decoder.childProcessID == firstChild)
     }
 
     @Test("a file that crashes the decoder costs that file only: the next file gets a new decoder process",
@@ -108,7 +110,8 @@ struct IsolatedDecoderTests {
         }
         #expect(Self.same(.inputs(frames), InProcessDecoder.decode(path: files[2], spec: Self.spec, maximumPixels: Self.limit)))
         #expect(decoder.childProcessID != first)
-        #expect(events.withLock { $0 }.contains { $0.contains("crashed the decoder process") })
+        let lines = events.withLock { $0 }
+        #expect(lines.contains { $0.contains("tried once more in a new one") } && lines.contains { $0.contains("crashed twice on the same file") }, "\(lines)")
     }
 
     @Test("a file that hangs the decoder is given up at decode_timeout_seconds; the next file decodes",
@@ -218,6 +221,29 @@ struct IsolatedDecoderTests {
         }
         #expect(wrong.withLock { $0 } == 0)
         #expect(reader.processID == pid, "one decoder process served every thread")
+    }
+
+    @Test("a decoder process that answers too many frames, garbage, or more than it was asked is refused and replaced",
+          arguments: [("too many frames", "printf '{\"outcome\":\"inputs\",\"frames\":100000}\\n'; exec cat /dev/zero", "answered with 100000 frames"),
+                      ("garbage", "echo 'this is not JSON'; sleep 30", "gave an answer the daemon does not understand"),
+                      ("two answers", "printf '{\"outcome\":\"not_applicable\",\"reason\":\"x\"}\\n{\"outcome\":\"checked\"}\\n'; sleep 30",
+                       "garbled answer")])
+    func misbehavingChild(_ name: String, _ script: String, _ expected: String) throws {
+        let dir = try TemporaryDirectory()
+        let fake = dir.path("fake-decoder")
+        try "#!/bin/sh\nread request\n\(script)\n".write(toFile: fake, atomically: true, encoding: .utf8)
+        chmod(fake, 0o755)
+        let decoder = IsolatedDecoder(executable: fake, timeout: 10)
+        defer { decoder.close() }
+        decoder.start()
+        let pid = try #require(decoder.childProcessID)
+        let outcome = decoder.decode(path: dir.path("any.dcm"), spec: Self.spec, maximumPixels: Self.limit)
+        guard case let .unreadable(.decoderFailed(_, reason)) = outcome else {
+            Issue.record("\(name): expected a refusal, got \(Self.summary(outcome))")
+            return
+        }
+        #expect(reason.contains(expected), "\(name): \(reason)")
+        #expect(decoder.childProcessID == nil && kill(pid, 0) != 0, "\(name): the child is killed and reaped")
     }
 
     @Test("a decoder binary that cannot start: files are decoded in this process, and the log is told why",
