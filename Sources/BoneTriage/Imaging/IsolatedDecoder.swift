@@ -273,33 +273,58 @@ public struct InProcessHeaderReader: HeaderReader {
     }
 }
 
-/// Reads headers in one shared decoder process, one file at a time (a header takes about a
-/// millisecond), so that a file that crashes the parser is refused instead of taking the daemon down.
+/// Reads headers in a few shared decoder processes, one file at a time each (a header takes about a
+/// millisecond), so that a file that crashes the parser is refused instead of taking the daemon down,
+/// and a file that hangs one process (for up to its time-out) leaves the others to the other senders.
 public final class IsolatedHeaderReader: HeaderReader {
-    private let decoder: Mutex<IsolatedDecoder>
+    private final class Slot: Sendable {
+        let decoder: Mutex<IsolatedDecoder>
+        init(_ decoder: sending IsolatedDecoder) { self.decoder = Mutex(decoder) }
+    }
+
+    private let slots: [Slot]
+    private let next = Atomic<Int>(0)
     /// The longest a header read or PNG check may take: the receiver's associations wait for it.
     public static let maximumTimeout: Double = 10
 
-    public init(executable: String, timeout: Double, onEvent: (@Sendable (String) -> Void)? = nil) {
-        let decoder = IsolatedDecoder(executable: executable, timeout: timeout)
-        decoder.onEvent = onEvent
-        decoder.start()
-        self.decoder = Mutex(decoder)
+    public init(executable: String, timeout: Double, processes: Int = 2,
+                environment: [String: String] = ProcessInfo.processInfo.environment, onEvent: (@Sendable (String) -> Void)? = nil) {
+        slots = (0..<max(1, processes)).map { _ in
+            let decoder = IsolatedDecoder(executable: executable, timeout: timeout, environment: environment)
+            decoder.onEvent = onEvent
+            decoder.start()
+            return Slot(decoder)
+        }
+    }
+
+    /// Runs `body` on a free decoder process, or waits for the next one in turn when all are busy.
+    private func withDecoder<T: Sendable>(_ body: @Sendable (IsolatedDecoder) throws(ImagingError) -> T) throws(ImagingError) -> T {
+        for slot in slots {
+            let free: Result<T, ImagingError>? = slot.decoder.withLockIfAvailable { decoder in
+                do throws(ImagingError) { return .success(try body(decoder)) } catch { return .failure(error) }
+            }
+            if let free { return try free.get() }
+        }
+        let turn = next.wrappingAdd(1, ordering: .relaxed).oldValue % slots.count
+        let result: Result<T, ImagingError> = slots[turn].decoder.withLock { decoder in
+            do throws(ImagingError) { return .success(try body(decoder)) } catch { return .failure(error) }
+        }
+        return try result.get()
     }
 
     public func metadata(path: String) throws(ImagingError) -> DicomMetadata {
-        try decoder.withLock { decoder throws(ImagingError) in try decoder.header(path: path) }
+        try withDecoder { decoder throws(ImagingError) in try decoder.header(path: path) }
     }
 
     public func checkPNG(path: String, maximumPixels: UInt64) throws(ImagingError) {
-        try decoder.withLock { decoder throws(ImagingError) in try decoder.checkPNG(path: path, maximumPixels: maximumPixels) }
+        try withDecoder { decoder throws(ImagingError) in try decoder.checkPNG(path: path, maximumPixels: maximumPixels) }
     }
 
-    /// The decoder process's ID, if one runs.
-    public var processID: pid_t? { decoder.withLock { $0.childProcessID } }
+    /// The decoder processes' IDs (those running).
+    public var processIDs: [pid_t] { slots.compactMap { $0.decoder.withLock { $0.childProcessID } } }
 
-    /// Ends the decoder process.
-    public func close() { decoder.withLock { $0.close() } }
+    /// Ends the decoder processes.
+    public func close() { slots.forEach { $0.decoder.withLock { $0.close() } } }
 }
 
 /// The running child: its pid and the two pipe ends, with reads that give up at a deadline.

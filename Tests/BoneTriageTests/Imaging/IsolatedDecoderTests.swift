@@ -206,9 +206,10 @@ struct IsolatedDecoderTests {
         while started.withLock({ $0 }) == nil { usleep(10_000) }
         let reader = try #require(started.withLock { $0 })
         defer { reader.close() }
-        let pid = try #require(reader.processID)
+        let pids = reader.processIDs
+        #expect(pids.count == 2)
         usleep(300_000)
-        #expect(kill(pid, 0) == 0, "the decoder process is alive after the thread that started it ended")
+        #expect(pids.allSatisfy { kill($0, 0) == 0 }, "the decoder processes are alive after the thread that started them ended")
         let wrong = Mutex(0)
         DispatchQueue.concurrentPerform(iterations: 40) { i in
             let result = Result { () throws(ImagingError) in try reader.metadata(path: files[i % 2 == 0 ? 0 : 2]) }
@@ -220,7 +221,31 @@ struct IsolatedDecoderTests {
             if !ok { wrong.withLock { $0 += 1 } }
         }
         #expect(wrong.withLock { $0 } == 0)
-        #expect(reader.processID == pid, "one decoder process served every thread")
+        #expect(reader.processIDs == pids, "the same decoder processes served every thread")
+    }
+
+    @Test("a header that hangs one shared decoder process does not hold up the other senders",
+          .enabled(if: ready, "needs the built bonetriage binary and DCMTK's img2dcm"))
+    func hungHeaderDoesNotBlock() throws {
+        let dir = try TemporaryDirectory()
+        let files = try Self.sampleFiles(in: dir)
+        let hanging = dir.path("hang-me.dcm")
+        try FileManager.default.copyItem(atPath: files[0], toPath: hanging)
+        var environment = ProcessInfo.processInfo.environment
+        environment[DecoderService.faultVariable] = "hang:hang-me.dcm"
+        let reader = IsolatedHeaderReader(executable: try #require(Executable.url).path, timeout: 5, environment: environment)
+        defer { reader.close() }
+        let finished = Mutex<String?>(nil)
+        let thread = Thread {
+            let outcome = Result { () throws(ImagingError) in try reader.metadata(path: hanging) }
+            finished.withLock { $0 = "\(outcome)" }
+        }
+        thread.start()
+        usleep(500_000)
+        #expect(try reader.metadata(path: files[0]).modality == "CR")
+        #expect(finished.withLock { $0 } == nil, "the other read finished while the hanging one was still held")
+        while finished.withLock({ $0 }) == nil { usleep(50_000) }
+        #expect(finished.withLock { $0 }?.contains("took longer than 5 s") == true, "\(finished.withLock { $0 } ?? "")")
     }
 
     @Test("a decoder process that answers too many frames, garbage, or more than it was asked is refused and replaced",
