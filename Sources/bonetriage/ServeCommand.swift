@@ -31,7 +31,7 @@ struct ServeCommand: ParsableCommand {
             print("  drop folder: \(settings.dropFolder ?? "off"); spool: \(settings.spoolFolder); after triage: \(settings.afterTriage.rawValue)")
             print("  worklist: \(settings.databasePath); model: \(settings.modelPath ?? DefaultModel.path())")
             print("  triage: \(settings.workers) worker(s), decoding " + (settings.isolateDecoder
-                ? "in a child process per worker (time-out \(Int(settings.decodeTimeout)) s)" : "inside the daemon"))
+                ? "in child processes (one per worker, two for headers; time-out \(Int(settings.decodeTimeout)) s)" : "inside the daemon"))
             return
         }
         let level = Logger.Level(rawValue: logLevel) ?? .info
