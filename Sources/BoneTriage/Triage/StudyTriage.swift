@@ -208,6 +208,7 @@ public final class StudyTriage: @unchecked Sendable {
         }
         guard !probabilities.isEmpty else {
             let reason = problems.first.map { "no image could be classified: \($0)" } ?? "no eligible image could be classified"
+            try worklist.recordImageProblems(imageProblems)
             try worklist.markFailed(studyInstanceUID: uid, reason: reason)
             return .failed(reason: reason)
         }

@@ -114,6 +114,15 @@ public final class SQLiteWorklist: WorklistStore {
         try setState(studyInstanceUID, .failed, reason: reason)
     }
 
+    public func recordImageProblems(_ problems: [String: String]) throws {
+        guard !problems.isEmpty else { return }
+        try write { db in
+            for (sop, problem) in problems {
+                try db.execute(sql: "UPDATE image SET eligibilityReason = ? WHERE sopInstanceUID = ? AND eligible", arguments: [problem, sop])
+            }
+        }
+    }
+
     private func setState(_ uid: String, _ state: StudyState, reason: String?) throws {
         try write { db in
             var study = try Self.studyRow(db, uid: uid)

@@ -123,6 +123,8 @@ public protocol WorklistStore: Sendable {
     @discardableResult func recordTriage(_ result: TriageResult) throws -> Study
     func markNotApplicable(studyInstanceUID: String, reason: String) throws
     func markFailed(studyInstanceUID: String, reason: String) throws
+    /// Why eligible images could not be classified (SOP Instance UID: why), kept with each image.
+    func recordImageProblems(_ problems: [String: String]) throws
     /// Notes that a triage starts and returns how many started without finishing, this one included.
     func beginTriage(studyInstanceUID: String) throws -> Int
     /// The triage ended (with any outcome): the process did not die during it.

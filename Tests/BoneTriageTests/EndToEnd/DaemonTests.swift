@@ -269,9 +269,12 @@ struct DaemonTests {
         let paths = try RadiographFactory.makeStudy(in: files, prefix: "c", study: study, count: 3)
         try RadiographFactory.make(at: files.path("after.dcm"), study: after, seed: 9)
         let poison = try RadiographFactory.sopInstanceUID(paths[1])
+        // A study of one image, which crashes the decoder too.
+        let lone = "1.2.826.0.1.3680043.10.14.3"
+        try RadiographFactory.make(at: files.path("lone.dcm"), study: lone, seed: 11, sopInstanceUID: poison + ".1")
         let daemon = try DaemonHarness(quietPeriod: 0.5)
-        // The spool names each file by its SOP Instance UID: the decoder process crashes on this one.
-        try daemon.start(environment: [DecoderService.faultVariable: "crash:\(poison).dcm"])
+        // The spool names each file by its SOP Instance UID: the decoder process crashes on these.
+        try daemon.start(environment: [DecoderService.faultVariable: "crash:\(poison)."])
         defer { _ = try? daemon.stop() }
         try daemon.waitFor("the decoder processes", timeout: 10) { daemon.decoderProcesses.count == 3 }
         #expect(try daemon.storescu(paths).status == 0)
@@ -290,6 +293,14 @@ struct DaemonTests {
         let text = try Executable.run(["show", study, "--db", daemon.database])
         #expect(text.stdout.contains("(not classified: could not be decoded: crashed the decoder process"), "\(text.stdout)")
         #expect(daemon.log.contains("crashed the decoder process"), "\(daemon.log)")
+
+        // With no image left to classify, the study fails with the reason, kept with the image too.
+        #expect(try daemon.storescu([files.path("lone.dcm")]).status == 0)
+        let failed = try #require(try daemon.waitForTriage([lone])[lone])
+        #expect(failed["state"] as? String == "failed" && (failed["state_reason"] as? String)?.contains("crashed the decoder process") == true, "\(failed)")
+        let loneShow = try Executable.run(["show", lone, "--db", daemon.database, "--format", "json"])
+        let loneImages = try #require((try JSONSerialization.jsonObject(with: Data(loneShow.stdout.utf8)) as? [String: Any])?["images"] as? [[String: Any]])
+        #expect(loneImages.count == 1 && (loneImages.first?["eligibility_reason"] as? String)?.contains("could not be decoded") == true, "\(loneImages)")
 
         // The header of a dropped file is read in the decoder process too: a file that crashes it is
         // quarantined with the reason, and the daemon carries on.

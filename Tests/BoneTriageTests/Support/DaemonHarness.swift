@@ -231,13 +231,14 @@ final class DaemonHarness {
 /// study, body part and patient the test chooses.
 enum RadiographFactory {
     static func make(at path: String, study: String, modality: String = "CR", bodyPart: String? = "HUMERUS", seed: Int = 0,
-                     expectedInstances: Int? = nil, size: Int = 96) throws {
+                     expectedInstances: Int? = nil, size: Int = 96, sopInstanceUID: String? = nil) throws {
         let bmp = path + ".bmp"
         let gray = SyntheticWeights.testImage(size: size, seed: seed)
         try DicomTools.writeBMP(Radiograph(width: size, height: size, channels: 1, pixels: gray), to: bmp)
         var keys = ["-k", "0020,000d=\(study)", "-k", "0008,0060=\(modality)", "-k", "0010,0010=Test^Patient", "-k", "0010,0020=TEST-\(Study.shortID(for: study).prefix(6))"]
         if let bodyPart { keys += ["-k", "0018,0015=\(bodyPart)"] }
         if let expectedInstances { keys += ["-k", "0020,1208=\(expectedInstances)"] }
+        if let sopInstanceUID { keys += ["-k", "0008,0018=\(sopInstanceUID)"] }
         try DicomTools.run("img2dcm", ["-i", "BMP"] + keys + [bmp, path])
         unlink(bmp)
     }
