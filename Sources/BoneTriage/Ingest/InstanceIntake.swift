@@ -113,6 +113,7 @@ public final class InstanceIntake: Sendable {
         arrival.peerAddress = received.peerAddress
         do {
             if try worklist.recordArrival(arrival) == .duplicate {
+                discardCopy(placement, of: sop)
                 logger.info("repeated instance acknowledged and stored once", metadata: ["study": "\(Study.shortID(for: study))"])
                 return .success
             }
@@ -236,6 +237,7 @@ public final class InstanceIntake: Sendable {
             let outcome = try worklist.recordArrival(recorded)
             unlink(path)
             if outcome == .duplicate {
+                discardCopy(placement, of: arrival.sopInstanceUID)
                 logger.info("dropped file was already received; stored once", metadata: ["study": "\(Study.shortID(for: arrival.studyInstanceUID))"])
                 return .duplicate
             }
@@ -250,6 +252,14 @@ public final class InstanceIntake: Sendable {
     }
 
     // MARK: Helpers
+
+    /// A repeated instance whose first copy was recorded elsewhere (moved to the archive after its
+    /// triage) must not leave a second copy in the spool that no row points to.
+    private func discardCopy(_ placement: Spool.Placement, of sop: String) {
+        guard case let .stored(path) = placement, let recorded = try? worklist.imagePath(sopInstanceUID: sop), recorded != path,
+              FileManager.default.fileExists(atPath: recorded) else { return }
+        unlink(path)
+    }
 
     /// Whether an error is the file's own fault (quarantine it), not a passing condition (a permission,
     /// a decoder that timed out) under which a good file must stay where it is.

@@ -235,6 +235,10 @@ public final class SQLiteWorklist: WorklistStore {
         }
     }
 
+    public func imagePath(sopInstanceUID: String) throws -> String? {
+        try read { db in try String.fetchOne(db, sql: "SELECT filePath FROM image WHERE sopInstanceUID = ?", arguments: [sopInstanceUID]) }
+    }
+
     public func imagePaths(under folder: String) throws -> Set<String> {
         let prefix = folder.hasSuffix("/") ? folder : folder + "/"
         return try read { db in

@@ -131,6 +131,8 @@ public protocol WorklistStore: Sendable {
     func endTriage(studyInstanceUID: String) throws
     /// Where a study's files are now (after the post-triage move to the archive), by SOP Instance UID.
     func updateImagePaths(_ paths: [String: String]) throws
+    /// Where the recorded file of an instance is, if the instance is recorded.
+    func imagePath(sopInstanceUID: String) throws -> String?
     /// The recorded file paths that start with `folder` + "/" (to find spool files without a row).
     func imagePaths(under folder: String) throws -> Set<String>
     func studies(matching filter: WorklistFilter) throws -> [Study]

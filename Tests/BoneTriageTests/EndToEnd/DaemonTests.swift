@@ -324,6 +324,57 @@ struct DaemonTests {
         #expect(decoders.allSatisfy { kill($0, 0) != 0 }, "the decoder process ends with the daemon")
     }
 
+    @Test("after triage, files are archived or deleted as configured; a resend is stored once; late images re-triage from the kept probabilities",
+          arguments: ["archive", "delete"])
+    func afterTriage(_ action: String) throws {
+        let files = try TemporaryDirectory()
+        let study = action == "archive" ? "1.2.826.0.1.3680043.10.17.1" : "1.2.826.0.1.3680043.10.17.2"
+        let paths = try RadiographFactory.makeStudy(in: files, prefix: "a", study: study, count: 3)
+        let daemon = try DaemonHarness(quietPeriod: 0.5)
+        daemon.afterTriage = action
+        try daemon.start()
+        defer { _ = try? daemon.stop() }
+        func images() throws -> [[String: Any]] {
+            let r = try Executable.run(["show", study, "--db", daemon.database, "--format", "json"])
+            return try #require((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["images"] as? [[String: Any]])
+        }
+        func spooled() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: daemon.spool + "/" + study)) ?? []).filter { $0.hasSuffix(".dcm") }
+        }
+        #expect(try daemon.storescu(Array(paths[0...1])).status == 0)
+        _ = try daemon.waitForTriage([study])
+        let first = try images()
+        #expect(first.count == 2 && first.allSatisfy { $0["probability"] as? Double != nil })
+        #expect(spooled().isEmpty, "\(action): the spool keeps nothing after triage: \(spooled())")
+        for image in first {
+            let path = try #require(image["file_path"] as? String)
+            if action == "archive" {
+                #expect(path.hasPrefix(daemon.archive + "/" + study + "/") && FileManager.default.fileExists(atPath: path), "\(path)")
+            } else {
+                #expect(!FileManager.default.fileExists(atPath: path), "\(path)")
+            }
+        }
+
+        // The PACS sends the first image again: acknowledged, stored once, no stray copy in the spool.
+        #expect(try daemon.storescu([paths[0]]).status == 0)
+        usleep(1_500_000)
+        #expect(try images().count == 2)
+        if action == "archive" { #expect(spooled().isEmpty, "a resend leaves no second copy: \(spooled())") }
+
+        // A late image: the study is triaged again with all three, the first two from their kept probabilities.
+        #expect(try daemon.storescu([paths[2]]).status == 0)
+        try daemon.waitFor("the re-triage with the late image", timeout: 30) {
+            try daemon.study(uid: study)?["images"] as? Int == 3 && daemon.study(uid: study)?["state"] as? String == "triaged"
+                && (try images()).allSatisfy { $0["probability"] as? Double != nil }
+        }
+        let last = try images()
+        for image in first {
+            let again = last.first { $0["sop_instance_uid"] as? String == image["sop_instance_uid"] as? String }
+            #expect(again?["probability"] as? Double == image["probability"] as? Double, "the earlier probability is kept")
+        }
+        if action == "archive" { #expect(spooled().isEmpty) }
+    }
+
     @Test("a worklist locked past its busy timeout answers 0xA701, keeps the file, and the retry is recorded")
     func lockedWorklist() throws {
         let daemon = try DaemonHarness()

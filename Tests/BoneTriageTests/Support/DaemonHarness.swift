@@ -10,6 +10,8 @@ import Glibc
 final class DaemonHarness {
     let dir: TemporaryDirectory
     var extraConfig: String
+    /// `keep`, `archive` or `delete`: [storage] after_triage.
+    var afterTriage = "keep"
     var quietPeriod: Double
     private(set) var process: Process?
     private(set) var port: Int = 0
@@ -22,6 +24,7 @@ final class DaemonHarness {
     var database: String { dir.path("worklist.sqlite") }
     var dropFolder: String { dir.path("drop") }
     var spool: String { dir.path("spool") }
+    var archive: String { dir.path("archive") }
     var quarantine: String { dir.path("quarantine") }
     var configPath: String { dir.path("bonetriage.toml") }
     var logPath: String { dir.path("daemon-\(runs).log") }
@@ -69,6 +72,7 @@ final class DaemonHarness {
             spool = "\(spool)"
             archive = "\(dir.path("archive"))"
             quarantine = "\(quarantine)"
+            after_triage = "\(afterTriage)"
             minimum_free_space_mb = 1
             [worklist]
             database = "\(database)"
