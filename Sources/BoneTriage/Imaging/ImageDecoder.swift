@@ -13,6 +13,15 @@ public enum DecodedImage: Sendable {
 /// thread at a time: one per triage worker.
 public protocol ImageDecoder: AnyObject {
     func decode(path: String, spec: ModelInputSpec, maximumPixels: UInt64) -> DecodedImage
+    /// Gets ready ahead of the first file (the isolated decoder starts its process).
+    func start()
+    /// Lets go of what `start` took.
+    func close()
+}
+
+extension ImageDecoder {
+    public func start() {}
+    public func close() {}
 }
 
 /// Decodes in this process: reading, rendering (DCMTK, OpenJPEG, libpng) and resizing.

@@ -62,10 +62,7 @@ public final class IsolatedDecoder: ImageDecoder {
     /// The header of a DICOM file (without its pixels), read in the child.
     public func header(path: String) throws(ImagingError) -> DicomMetadata {
         switch exchange(DecodeRequest(task: .dicomHeader, path: path, maximumPixels: 0), frameValues: 0) {
-        case .unavailable:
-            do { return try DicomReader.metadata(path: path) } catch let error as ImagingError { throw error } catch {
-                throw .notDICOM(path: path, reason: "\(error)")
-            }
+        case .unavailable: return try InProcessHeaderReader().metadata(path: path)
         case let .failed(error): throw error
         case let .answered(answer, _):
             guard answer.outcome == .header, let metadata = answer.metadata else { throw answer.error(path: path) }
@@ -76,10 +73,7 @@ public final class IsolatedDecoder: ImageDecoder {
     /// Decodes a PNG file whole in the child, to accept only files that decode.
     public func checkPNG(path: String, maximumPixels: UInt64) throws(ImagingError) {
         switch exchange(DecodeRequest(task: .pngCheck, path: path, maximumPixels: maximumPixels), frameValues: 0) {
-        case .unavailable:
-            do { _ = try PNGReader.read(path: path, maximumPixels: maximumPixels) } catch let error as ImagingError { throw error } catch {
-                throw .notPNG(path: path, reason: "\(error)")
-            }
+        case .unavailable: try InProcessHeaderReader().checkPNG(path: path, maximumPixels: maximumPixels)
         case let .failed(error): throw error
         case let .answered(answer, _):
             guard answer.outcome == .checked else { throw answer.error(path: path) }
@@ -101,14 +95,7 @@ public final class IsolatedDecoder: ImageDecoder {
         // cannot be written: start one and send it again, once. A crash is blamed on a file only when a
         // fresh child crashes on it too (heap damage from an earlier file can crash a later one).
         for _ in 0..<3 {
-            let current: Child
-            do {
-                current = try child ?? Child.start(executable: executable, arguments: arguments, environment: environment)
-                child = current
-            } catch {
-                onEvent?("the decoder process could not start (\(error)); this file is read inside the daemon")
-                return .unavailable
-            }
+            guard let current = startChild() else { return .unavailable }
             var line = (try? JSONEncoder().encode(request)) ?? Data()
             line.append(0x0A)
             guard current.write(line) else {
@@ -197,11 +184,17 @@ public final class IsolatedDecoder: ImageDecoder {
     }
 
     /// Starts the child ahead of the first file (otherwise the first file starts it).
-    public func start() {
-        guard child == nil else { return }
-        do { child = try Child.start(executable: executable, arguments: arguments, environment: environment) } catch {
+    public func start() { _ = startChild() }
+
+    /// The running child, or a new one; nil (and a line for the log) when none can start.
+    private func startChild() -> Child? {
+        if let child { return child }
+        do {
+            child = try Child.start(executable: executable, arguments: arguments, environment: environment)
+        } catch {
             onEvent?("the decoder process could not start (\(error)); files are read inside the daemon until it can")
         }
+        return child
     }
 
     /// Ends the child (it exits when its input closes) and waits for it.
@@ -254,6 +247,12 @@ struct DecodeAnswer: Codable {
 public protocol HeaderReader: Sendable {
     func metadata(path: String) throws(ImagingError) -> DicomMetadata
     func checkPNG(path: String, maximumPixels: UInt64) throws(ImagingError)
+    /// Lets go of the reader's processes, if it has any.
+    func close()
+}
+
+extension HeaderReader {
+    public func close() {}
 }
 
 /// Reads headers in this process.

@@ -147,7 +147,7 @@ public final class InstanceIntake: Sendable {
     /// Records the DICOM files in the spool that the worklist does not know: a crash between a file's
     /// placement and its record, or a worklist that was locked (0xA701), left them there. They are whole
     /// and fsync'd (nothing is placed before that), so they are taken in as received; a sender that
-    /// resends one finds it recorded and stored once. Unreadable ones go to quarantine. Run at start,
+    /// resends one finds it recorded and stored once. Defective ones go to quarantine. Run at start,
     /// before the receiver and the drop folder. PNG files are left alone: their drop-folder original is
     /// still there (it is removed only once recorded) and is retried. Returns how many were adopted.
     @discardableResult

@@ -113,8 +113,8 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
     public var coveredBodyParts: [String] = ["HUMERUS", "ARM"]
     public var triageUnknownBodyPart = false
     public var maximumMegapixels = 256
-    /// Decode images in a child process (`bonetriage decode-worker`), so that a file that crashes or
-    /// hangs a decoder costs one image, not the daemon.
+    /// Read headers and decode images in child processes (`bonetriage decode-worker`), so that a file
+    /// that crashes or hangs a decoder costs that file, not the daemon.
     public var isolateDecoder = true
     public var decodeTimeout: Double = 60
 

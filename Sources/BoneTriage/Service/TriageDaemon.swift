@@ -123,7 +123,7 @@ public final class TriageDaemon: @unchecked Sendable {
         receiver.stop()
         scheduler.stop()
         threads.wait()
-        (headers as? IsolatedHeaderReader)?.close()
+        headers.close()
         signals.forEach { $0.cancel() }
         logger.info("stopped", metadata: ["received": "\(received.load(ordering: .relaxed))", "triaged": "\(triaged.load(ordering: .relaxed))"])
     }

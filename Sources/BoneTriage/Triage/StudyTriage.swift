@@ -105,7 +105,7 @@ public final class StudyTriage: @unchecked Sendable {
 
     /// Ends the worker's decoder process, if it has one.
     public func shutDown() {
-        (decoder as? IsolatedDecoder)?.close()
+        decoder.close()
     }
 
     /// Triages that may be cut short (kill -9, a crash in a decoder) before a study is set aside.
@@ -230,7 +230,7 @@ public final class StudyTriage: @unchecked Sendable {
 
     /// Builds the engine before the first study arrives, so the first triage is as fast as the others.
     public func prepare() {
-        (decoder as? IsolatedDecoder)?.start()
+        decoder.start()
         let current = models.current
         guard let loaded = current.model else { return }
         do { _ = try classifier(for: loaded, generation: current.generation) } catch {
