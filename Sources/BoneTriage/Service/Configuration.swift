@@ -117,6 +117,8 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
     /// that crashes or hangs a decoder costs that file, not the daemon.
     public var isolateDecoder = true
     public var decodeTimeout: Double = 60
+    /// Decoder processes per triage worker: a study's images are decoded this many at a time.
+    public var decodersPerWorker = 2
 
     public init() {}
 
@@ -180,7 +182,7 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
         }
         reader.section("triage", keys: ["quiet_period_seconds", "workers", "engine_threads", "covered_body_parts",
                                         "triage_unknown_body_part", "maximum_megapixels", "isolate_decoder",
-                                        "decode_timeout_seconds"]) { r in
+                                        "decode_timeout_seconds", "decoders_per_worker"]) { r in
             r.number("quiet_period_seconds", into: &c.quietPeriod, range: 0...86_400)
             r.integer("workers", into: &c.workers, range: 1...64)
             r.integer("engine_threads", into: &c.engineThreads, range: 0...256, rule: "0 (every core) or a thread count")
@@ -190,6 +192,7 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
             r.integer("maximum_megapixels", into: &c.maximumMegapixels, range: 1...4096)
             r.bool("isolate_decoder", into: &c.isolateDecoder)
             r.number("decode_timeout_seconds", into: &c.decodeTimeout, range: 1...3600)
+            r.integer("decoders_per_worker", into: &c.decodersPerWorker, range: 1...16)
         }
         let folders = [("storage.spool", c.spoolFolder), ("storage.archive", c.archiveFolder), ("storage.quarantine", c.quarantineFolder)]
             + (c.dropFolder.map { [("drop_folder.path", $0)] } ?? [])

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// One image's result: its probability of abnormality, or why it was not classified.
 public struct ImageResult: Sendable {
@@ -37,13 +38,13 @@ public final class StudyClassifier {
     }
 
     /// Reads, renders and classifies every file (all frames, batched); one outcome per file, in order.
-    /// A file that cannot be read does not stop the others. `decoder` is where files are decoded
-    /// (the daemon's workers use an isolated child process).
-    public func outcomes(paths: [String], decoder: any ImageDecoder = InProcessDecoder()) -> [ImageOutcome] {
+    /// A file that cannot be read does not stop the others. `decoders` are where files are decoded,
+    /// several at once when there are several (the daemon's workers use isolated child processes).
+    public func outcomes(paths: [String], decoders: [any ImageDecoder] = [InProcessDecoder()]) -> [ImageOutcome] {
         var outcomes: [ImageOutcome] = []
         var inputs: [(image: Int, input: [Float])] = []
-        for path in paths {
-            switch decoder.decode(path: path, spec: model.spec, maximumPixels: maximumPixels) {
+        for decoded in decode(paths, with: decoders) {
+            switch decoded {
             case let .notApplicable(reason):
                 outcomes.append(.notApplicable(reason: reason))
             case let .unreadable(error):
@@ -77,6 +78,29 @@ public final class StudyClassifier {
         return outcomes
     }
 
+    /// Each decoder takes the next file as it comes free; results in the order of `paths`.
+    private func decode(_ paths: [String], with decoders: [any ImageDecoder]) -> [DecodedImage] {
+        let spec = model.spec, limit = maximumPixels
+        guard decoders.count > 1, paths.count > 1 else {
+            let decoder = decoders.first ?? InProcessDecoder()
+            return paths.map { decoder.decode(path: $0, spec: spec, maximumPixels: limit) }
+        }
+        let results = Mutex([DecodedImage?](repeating: nil, count: paths.count))
+        let next = Atomic<Int>(0)
+        let lanes = DecoderLanes(decoders: Array(decoders.prefix(paths.count)))
+        DispatchQueue.concurrentPerform(iterations: lanes.decoders.count) { lane in
+            while true {
+                let index = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                guard index < paths.count else { return }
+                let decoded = lanes.decoders[lane].decode(path: paths[index], spec: spec, maximumPixels: limit)
+                results.withLock { $0[index] = decoded }
+            }
+        }
+        return results.withLock { $0 }.enumerated().map { index, decoded in
+            decoded ?? .unreadable(.undecodable(path: paths[index], reason: "it was not decoded"))
+        }
+    }
+
     /// Classifies a study's files; a file that cannot be read is an error (the caller decides whether to
     /// quarantine it), an ineligible one is reported with its reason.
     public func classify(paths: [String]) throws -> StudyResult {
@@ -93,4 +117,10 @@ public final class StudyClassifier {
         let mean = probabilities.isEmpty ? nil : probabilities.reduce(0, +) / Double(probabilities.count)
         return StudyResult(images: results, probability: mean, verdict: mean.map { $0 >= threshold ? .abnormal : .normal }, threshold: threshold)
     }
+}
+
+/// Decoders handed to concurrent lanes: lane k uses decoder k alone, so no decoder (each one keeps a
+/// child process and is not thread-safe) is ever used by two threads at once.
+private struct DecoderLanes: @unchecked Sendable {
+    let decoders: [any ImageDecoder]
 }

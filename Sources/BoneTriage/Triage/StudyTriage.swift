@@ -52,6 +52,8 @@ public struct TriagePolicy: Sendable {
     /// The `bonetriage` binary that decodes in a child process; nil decodes inside this process.
     public var decoderExecutable: String?
     public var decodeTimeout: Double
+    /// Decoder processes per worker (with an isolated decoder; decoding inside the daemon is one at a time).
+    public var decodersPerWorker: Int
 
     /// `decoderExecutable` is used when the configuration isolates the decoder (the daemon passes its own binary).
     public init(configuration c: BoneTriageConfiguration, decoderExecutable: String? = nil) {
@@ -64,6 +66,7 @@ public struct TriagePolicy: Sendable {
         maximumPixels = UInt64(c.maximumMegapixels) << 20
         self.decoderExecutable = c.isolateDecoder ? decoderExecutable : nil
         decodeTimeout = c.decodeTimeout
+        decodersPerWorker = c.decodersPerWorker
     }
 }
 
@@ -87,7 +90,7 @@ public final class StudyTriage: @unchecked Sendable {
     let logger: Logger
     private var classifier: StudyClassifier?
     private var generation = 0
-    private let decoder: any ImageDecoder
+    private let decoders: [any ImageDecoder]
 
     public init(worklist: any WorklistStore, models: ModelSlot, policy: TriagePolicy, logger: Logger) {
         self.worklist = worklist
@@ -95,17 +98,19 @@ public final class StudyTriage: @unchecked Sendable {
         self.policy = policy
         self.logger = logger
         if let executable = policy.decoderExecutable {
-            let isolated = IsolatedDecoder(executable: executable, timeout: policy.decodeTimeout)
-            isolated.onEvent = { [logger] in logger.warning("\($0)") }
-            decoder = isolated
+            decoders = (0..<max(1, policy.decodersPerWorker)).map { _ in
+                let isolated = IsolatedDecoder(executable: executable, timeout: policy.decodeTimeout)
+                isolated.onEvent = { [logger] in logger.warning("\($0)") }
+                return isolated
+            }
         } else {
-            decoder = InProcessDecoder()
+            decoders = [InProcessDecoder()]
         }
     }
 
-    /// Ends the worker's decoder process, if it has one.
+    /// Ends the worker's decoder processes, if it has any.
     public func shutDown() {
-        decoder.close()
+        decoders.forEach { $0.close() }
     }
 
     /// Triages that may be cut short (kill -9, a crash in a decoder) before a study is set aside.
@@ -193,7 +198,7 @@ public final class StudyTriage: @unchecked Sendable {
         var imageProblems: [String: String] = [:]
         if !toClassify.isEmpty {
             let classifier = try classifier(for: loaded, generation: current.generation)
-            for (image, outcome) in zip(toClassify, classifier.outcomes(paths: toClassify.map(\.filePath), decoder: decoder)) {
+            for (image, outcome) in zip(toClassify, classifier.outcomes(paths: toClassify.map(\.filePath), decoders: decoders)) {
                 switch outcome {
                 case let .probability(p): probabilities[image.sopInstanceUID] = p
                 case let .notApplicable(reason):
@@ -230,7 +235,7 @@ public final class StudyTriage: @unchecked Sendable {
 
     /// Builds the engine before the first study arrives, so the first triage is as fast as the others.
     public func prepare() {
-        decoder.start()
+        decoders.forEach { $0.start() }
         let current = models.current
         guard let loaded = current.model else { return }
         do { _ = try classifier(for: loaded, generation: current.generation) } catch {

@@ -138,7 +138,7 @@ struct CrashRecoveryTests {
         let (daemon, study) = try slowTriageUnderWay(images: 24, study: "1.2.826.0.1.3680043.10.7.1")
         usleep(300_000)
         let decoders = daemon.decoderProcesses
-        #expect(decoders.count == 3, "one isolated decoder process per triage worker, two for reading headers")
+        #expect(decoders.count == 4, "two isolated decoder processes per triage worker, two for reading headers")
         daemon.kill9()
         // The decoder process cannot outlive a daemon killed outright (it gets SIGKILL with its parent).
         try daemon.waitFor("the orphaned decoder process to end", timeout: 10) { decoders.allSatisfy { !DaemonHarness.isDecoder($0) } }
@@ -168,7 +168,7 @@ struct CrashRecoveryTests {
         try daemon.waitFor("the triage to start", timeout: 30) { daemon.log.contains("triage started") }
         usleep(500_000)
         let decoders = daemon.decoderProcesses
-        #expect(decoders.count == 3)
+        #expect(decoders.count == 4)
         daemon.kill9()
         try daemon.waitFor("the decoder processes to end", timeout: 10) { decoders.allSatisfy { !DaemonHarness.isDecoder($0) } }
     }

@@ -276,7 +276,7 @@ struct DaemonTests {
         // The spool names each file by its SOP Instance UID: the decoder process crashes on these.
         try daemon.start(environment: [DecoderService.faultVariable: "crash:\(poison)."])
         defer { _ = try? daemon.stop() }
-        try daemon.waitFor("the decoder processes", timeout: 10) { daemon.decoderProcesses.count == 3 }
+        try daemon.waitFor("the decoder processes", timeout: 10) { daemon.decoderProcesses.count == 4 }
         #expect(try daemon.storescu(paths).status == 0)
         let triaged = try #require(try daemon.waitForTriage([study])[study])
         #expect(triaged["state"] as? String == "triaged" && triaged["images"] as? Int == 3, "\(triaged)")
@@ -319,7 +319,8 @@ struct DaemonTests {
         #expect(try daemon.storescu([files.path("after.dcm")]).status == 0)
         #expect(try daemon.waitForTriage([after])[after]?["state"] as? String == "triaged")
         let decoders = daemon.decoderProcesses
-        #expect(decoders.count == 3, "one decoder process for the triage worker, two for reading headers")
+        // Two for the triage worker (one of them may not be started again yet after the crash), two for headers.
+        #expect(decoders.count >= 3, "\(decoders)")
         #expect(try daemon.stop() == 0)
         #expect(decoders.allSatisfy { kill($0, 0) != 0 }, "the decoder process ends with the daemon")
     }

@@ -271,6 +271,32 @@ struct IsolatedDecoderTests {
         #expect(decoder.childProcessID == nil && kill(pid, 0) != 0, "\(name): the child is killed and reaped")
     }
 
+    @Test("a study decoded by two decoder processes at once gives the outcomes, in order, of one decoder in this process",
+          .enabled(if: ready, "needs the built bonetriage binary and DCMTK's img2dcm"))
+    func parallelDecoding() throws {
+        let dir = try TemporaryDirectory()
+        let files = try Self.sampleFiles(in: dir)
+            + RadiographFactory.makeStudy(in: dir, prefix: "p", study: "1.2.826.0.1.3680043.8.498.80", count: 5, size: 200)
+        try DaemonHarness.writeModel(to: dir.path("model.safetensors"), inputSize: 75)
+        let classifier = try StudyClassifier(model: try TriageModel.load(path: dir.path("model.safetensors")), threads: 1)
+        let executable = try #require(Executable.url).path
+        let pair = [IsolatedDecoder(executable: executable, timeout: 30), IsolatedDecoder(executable: executable, timeout: 30)]
+        defer { pair.forEach { $0.close() } }
+        func describe(_ outcomes: [StudyClassifier.ImageOutcome]) -> [String] {
+            outcomes.map { outcome in
+                switch outcome {
+                case let .probability(p): return "p \(p)"
+                case let .notApplicable(reason): return "n/a \(reason)"
+                case let .unreadable(error): return "error \(error)"
+                }
+            }
+        }
+        let serial = describe(classifier.outcomes(paths: files))
+        let parallel = describe(classifier.outcomes(paths: files, decoders: pair))
+        #expect(parallel == serial)
+        #expect(serial.filter { $0.hasPrefix("p ") }.count == 7)
+    }
+
     @Test("a decoder binary that cannot start: files are decoded in this process, and the log is told why",
           .enabled(if: DaemonHarness.toolsAvailable, "needs DCMTK's img2dcm"))
     func fallsBackInProcess() throws {

@@ -53,12 +53,13 @@ struct ConfigurationTests {
             triage_unknown_body_part = true
             isolate_decoder = false
             decode_timeout_seconds = 15
+            decoders_per_worker = 3
             """, path: "good.toml")
         #expect(good.aeTitle == "TRIAGE1" && good.bindAddress == "127.0.0.1" && good.port == 4242 && good.maxAssociations == 3)
         #expect(good.dropFolder == nil && good.afterTriage == .delete && good.modelPath == "/srv/bt/model.safetensors")
         #expect(good.quietPeriod == 12.5 && good.workers == 2 && good.triageUnknownBodyPart)
         #expect(good.coveredBodyParts == ["HUMERUS", "SHOULDER"])
-        #expect(!good.isolateDecoder && good.decodeTimeout == 15)
+        #expect(!good.isolateDecoder && good.decodeTimeout == 15 && good.decodersPerWorker == 3)
         #expect(BoneTriageConfiguration().isolateDecoder && BoneTriageConfiguration().decodeTimeout == 60)
         #expect(good.allowedCallers.count == 2)
         let pacs = try #require(good.allowedCallers.first)
@@ -82,13 +83,14 @@ struct ConfigurationTests {
                 workers = 0
                 isolate_decoder = "yes"
                 decode_timeout_seconds = 0
+                decoders_per_worker = 0
                 [printer]
                 """, path: "bad.toml")
             Issue.record("a bad config was accepted")
         } catch let error as ConfigurationError {
             let text = error.description
             for needle in ["ae_title", "bind_address", "port = 70000", "10.0.0.300", "allowed_callers[1] host: unknown key", "after_triage",
-                           "quiet_period_seconds", "workers = 0", "isolate_decoder", "decode_timeout_seconds = 0", "[printer]: unknown section", "must be separate folders"] {
+                           "quiet_period_seconds", "workers = 0", "isolate_decoder", "decode_timeout_seconds = 0", "decoders_per_worker = 0", "[printer]: unknown section", "must be separate folders"] {
                 #expect(text.contains(needle), "missing \(needle) in:\n\(text)")
             }
         }
