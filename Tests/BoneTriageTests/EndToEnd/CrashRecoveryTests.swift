@@ -11,13 +11,6 @@ import Glibc
        .enabled(if: Executable.url != nil && DaemonHarness.toolsAvailable,
                 "skipped: needs the built bonetriage and DCMTK's storescu and img2dcm (Debian package dcmtk; `make test` installs it)"))
 struct CrashRecoveryTests {
-    func show(_ daemon: DaemonHarness, _ uid: String) throws -> (study: [String: Any], images: [[String: Any]]) {
-        let r = try Executable.run(["show", uid, "--db", daemon.database, "--format", "json"])
-        #expect(r.status == 0, "\(r.stderr)")
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
-        return (try #require(object["study"] as? [String: Any]), try #require(object["images"] as? [[String: Any]]))
-    }
-
     /// The SOP Instance UIDs storescu was told were stored (its verbose log pairs each file with a response).
     func acknowledged(_ output: String, uids: [String: String]) -> Set<String> {
         var result = Set<String>(), current: String?
@@ -59,7 +52,7 @@ struct CrashRecoveryTests {
             ackedPerRound.append(acked.count)
             try daemon.start()
             if !acked.isEmpty {
-                let stored = Set(try show(daemon, study).images.compactMap { $0["sop_instance_uid"] as? String })
+                let stored = Set(try daemon.show(study).images.compactMap { $0["sop_instance_uid"] as? String })
                 #expect(acked.isSubset(of: stored), "round \(round): acknowledged but lost: \(acked.subtracting(stored))")
             }
         }
@@ -69,7 +62,7 @@ struct CrashRecoveryTests {
         let retry = try daemon.storescu(paths)
         #expect(retry.status == 0, "\(retry.output)")
         _ = try daemon.waitForTriage([study], timeout: 60)
-        let (row, images) = try show(daemon, study)
+        let (row, images, _) = try daemon.show(study)
         #expect(row["state"] as? String == "triaged", "\(row)\n\(daemon.allLogs)")
         #expect(images.count == 16 && Set(images.compactMap { $0["sop_instance_uid"] as? String }).count == 16)
         #expect(images.allSatisfy { $0["probability"] as? Double != nil })
@@ -142,12 +135,12 @@ struct CrashRecoveryTests {
         daemon.kill9()
         // The decoder process cannot outlive a daemon killed outright (it gets SIGKILL with its parent).
         try daemon.waitFor("the orphaned decoder process to end", timeout: 10) { decoders.allSatisfy { !DaemonHarness.isDecoder($0) } }
-        let before = try show(daemon, study).study
+        let before = try daemon.show(study).study
         #expect(before["state"] as? String != "triaged", "the triage finished before the kill; the test needs a slower triage")
 
         try daemon.start()
         _ = try daemon.waitForTriage([study], timeout: 120)
-        let (row, images) = try show(daemon, study)
+        let (row, images, _) = try daemon.show(study)
         #expect(row["state"] as? String == "triaged", "\(row)")
         #expect(images.count == 24 && images.allSatisfy { $0["probability"] as? Double != nil })
         #expect(try daemon.studies().count == 1)
@@ -178,6 +171,6 @@ struct CrashRecoveryTests {
         let (daemon, study) = try slowTriageUnderWay(images: 8, study: "1.2.826.0.1.3680043.10.8.1")
         #expect(try daemon.stop(timeout: 60) == 0)
         #expect(daemon.log.contains("study triaged") && daemon.log.contains("stopped"), "\(daemon.log)")
-        #expect(try show(daemon, study).study["state"] as? String == "triaged")
+        #expect(try daemon.show(study).study["state"] as? String == "triaged")
     }
 }

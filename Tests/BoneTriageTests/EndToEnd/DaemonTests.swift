@@ -255,11 +255,9 @@ struct DaemonTests {
         }
         #expect(latest["changed_after_review"] as? Bool == true, "\(latest)")
         #expect(latest["review_state"] as? String == "overridden" && latest["review_label"] as? String == "abnormal")
-        let show = try Executable.run(["show", study, "--db", daemon.database, "--format", "json"])
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(show.stdout.utf8)) as? [String: Any])
-        let reviews = try #require(object["reviews"] as? [[String: Any]])
+        let (_, images, reviews) = try daemon.show(study)
         #expect(reviews.count == 1 && reviews.first?["reviewer"] as? String == "dr.test")
-        #expect((object["images"] as? [[String: Any]])?.allSatisfy { $0["probability"] as? Double != nil } == true)
+        #expect(images.allSatisfy { $0["probability"] as? Double != nil })
     }
 
     @Test("a file that crashes the decoder costs that image only: the study is triaged without it and says why; the daemon carries on")
@@ -280,9 +278,7 @@ struct DaemonTests {
         #expect(try daemon.storescu(paths).status == 0)
         let triaged = try #require(try daemon.waitForTriage([study])[study])
         #expect(triaged["state"] as? String == "triaged" && triaged["images"] as? Int == 3, "\(triaged)")
-        let show = try Executable.run(["show", study, "--db", daemon.database, "--format", "json"])
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(show.stdout.utf8)) as? [String: Any])
-        let images = try #require(object["images"] as? [[String: Any]])
+        let images = try daemon.show(study).images
         let crashed = try #require(images.first { $0["sop_instance_uid"] as? String == poison })
         #expect(crashed["probability"] is NSNull)
         #expect((crashed["eligibility_reason"] as? String)?.contains("crashed the decoder process") == true, "\(crashed)")
@@ -298,8 +294,7 @@ struct DaemonTests {
         #expect(try daemon.storescu([files.path("lone.dcm")]).status == 0)
         let failed = try #require(try daemon.waitForTriage([lone])[lone])
         #expect(failed["state"] as? String == "failed" && (failed["state_reason"] as? String)?.contains("crashed the decoder process") == true, "\(failed)")
-        let loneShow = try Executable.run(["show", lone, "--db", daemon.database, "--format", "json"])
-        let loneImages = try #require((try JSONSerialization.jsonObject(with: Data(loneShow.stdout.utf8)) as? [String: Any])?["images"] as? [[String: Any]])
+        let loneImages = try daemon.show(lone).images
         #expect(loneImages.count == 1 && (loneImages.first?["eligibility_reason"] as? String)?.contains("could not be decoded") == true, "\(loneImages)")
 
         // The header of a dropped file is read in the decoder process too: a file that crashes it is
@@ -335,10 +330,7 @@ struct DaemonTests {
         daemon.afterTriage = action
         try daemon.start()
         defer { _ = try? daemon.stop() }
-        func images() throws -> [[String: Any]] {
-            let r = try Executable.run(["show", study, "--db", daemon.database, "--format", "json"])
-            return try #require((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["images"] as? [[String: Any]])
-        }
+        func images() throws -> [[String: Any]] { try daemon.show(study).images }
         func spooled() -> [String] {
             ((try? FileManager.default.contentsOfDirectory(atPath: daemon.spool + "/" + study)) ?? []).filter { $0.hasSuffix(".dcm") }
         }

@@ -179,6 +179,15 @@ final class DaemonHarness {
         return (try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]]) ?? []
     }
 
+    /// `bonetriage show --format json` for one study: its row, its images and its review trail.
+    func show(_ uid: String) throws -> (study: [String: Any], images: [[String: Any]], reviews: [[String: Any]]) {
+        let r = try Executable.run(["show", uid, "--db", database, "--format", "json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        return (try #require(object["study"] as? [String: Any]), try #require(object["images"] as? [[String: Any]]),
+                try #require(object["reviews"] as? [[String: Any]]))
+    }
+
     func study(uid: String) throws -> [String: Any]? {
         try studies().first { $0["study_instance_uid"] as? String == uid }
     }
