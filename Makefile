@@ -162,7 +162,7 @@ install: build model
 	install -C -m 0640 $(INST_ROOTGRP) $(MODEL) $(DESTDIR)$(INST_STATE)/models/humerus.safetensors
 	@db=$(DESTDIR)$(INST_STATE)/worklist.sqlite; \
 	if [ ! -e $$db ]; then \
-	  echo "install -m 0660 $(INST_OWNER) /dev/null $$db   (empty worklist, group-writable: the daemon would create it 0640)"; \
+	  echo "install -m 0660 $(INST_OWNER) /dev/null $$db   (empty worklist, group-writable, as the daemon creates it)"; \
 	  install -m 0660 $(INST_OWNER) /dev/null $$db; \
 	else \
 	  for f in $$db $$db-wal $$db-shm; do \

@@ -74,6 +74,50 @@ public enum PostTriageAction: String, Sendable, CaseIterable {
     case delete
 }
 
+/// A size limit for a folder: a share of its file system, or a number of bytes.
+public enum StorageLimit: Sendable, Equatable, CustomStringConvertible {
+    case none
+    case percentOfFileSystem(Double)
+    case bytes(UInt64)
+
+    /// "25%", "40 GB", "500 MiB", "1.5 TB", or "0" / "none" for no limit. Units: kB MB GB TB (powers of
+    /// 1000) and KiB MiB GiB TiB (powers of 1024).
+    public init?(_ text: String) {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        if t == "0" || t.lowercased() == "none" { self = .none; return }
+        if t.hasSuffix("%") {
+            guard let p = Double(t.dropLast().trimmingCharacters(in: .whitespaces)), p > 0, p <= 100 else { return nil }
+            self = .percentOfFileSystem(p)
+            return
+        }
+        let units: [(String, Double)] = [("KiB", 1024), ("MiB", 1_048_576), ("GiB", 1_073_741_824), ("TiB", 1_099_511_627_776),
+                                         ("kB", 1e3), ("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12)]
+        for (unit, scale) in units where t.hasSuffix(unit) {
+            guard let n = Double(t.dropLast(unit.count).trimmingCharacters(in: .whitespaces)), n > 0, n * scale < 1e18 else { return nil }
+            self = .bytes(UInt64(n * scale))
+            return
+        }
+        return nil
+    }
+
+    /// The limit in bytes for a file system of `fileSystemBytes`; nil for no limit.
+    public func bytes(ofFileSystem fileSystemBytes: UInt64) -> UInt64? {
+        switch self {
+        case .none: return nil
+        case let .percentOfFileSystem(p): return UInt64(Double(fileSystemBytes) * p / 100)
+        case let .bytes(b): return b
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .none: return "none"
+        case let .percentOfFileSystem(p): return String(format: "%g%% of its file system", p)
+        case let .bytes(b): return "\(b / 1_000_000) MB"
+        }
+    }
+}
+
 /// BoneTriage's settings, read from one TOML file (`etc/bonetriage.toml` is the commented example).
 /// Every key has a documented default, so an empty file is a valid configuration.
 public struct BoneTriageConfiguration: Sendable, Equatable {
@@ -100,6 +144,14 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
     public var quarantineFolder = stateDirectory + "/quarantine"
     public var afterTriage = PostTriageAction.keep
     public var minimumFreeSpaceMB = 512
+    /// Files of finished studies (triaged, not applicable, failed) are removed from the spool and the
+    /// archive this many days after they finished; 0 keeps them whatever their age.
+    public var retentionDays: Double = 30
+    /// Beyond these sizes, the files of the oldest finished studies are removed first.
+    public var spoolLimit = StorageLimit.percentOfFileSystem(25)
+    public var archiveLimit = StorageLimit.percentOfFileSystem(25)
+    /// Seconds between two retention passes (one also runs at start).
+    public var retentionInterval: Double = 300
     // [worklist]
     public var databasePath: String = defaultDatabasePath
     // [model]
@@ -163,7 +215,8 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
             c.dropFolder = path.isEmpty ? nil : path
             r.number("retry_seconds", into: &c.dropRetryInterval, range: 1...86_400)
         }
-        reader.section("storage", keys: ["spool", "archive", "quarantine", "after_triage", "minimum_free_space_mb"]) { r in
+        reader.section("storage", keys: ["spool", "archive", "quarantine", "after_triage", "minimum_free_space_mb",
+                                         "retention_days", "spool_limit", "archive_limit", "retention_interval_seconds"]) { r in
             r.absolutePath("spool", into: &c.spoolFolder)
             r.absolutePath("archive", into: &c.archiveFolder)
             r.absolutePath("quarantine", into: &c.quarantineFolder)
@@ -171,6 +224,10 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
             r.string("after_triage", into: &action, rule: "one of \"keep\", \"archive\", \"delete\"") { PostTriageAction(rawValue: $0) != nil }
             c.afterTriage = PostTriageAction(rawValue: action) ?? c.afterTriage
             r.integer("minimum_free_space_mb", into: &c.minimumFreeSpaceMB, range: 0...1_000_000)
+            r.number("retention_days", into: &c.retentionDays, range: 0...36_500, rule: "a number of days (0 keeps files whatever their age)")
+            r.limit("spool_limit", into: &c.spoolLimit)
+            r.limit("archive_limit", into: &c.archiveLimit)
+            r.number("retention_interval_seconds", into: &c.retentionInterval, range: 1...86_400)
         }
         reader.section("worklist", keys: ["database"]) { r in
             r.absolutePath("database", into: &c.databasePath, example: defaultDatabasePath)
@@ -203,6 +260,14 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
         }
         guard reader.problems.isEmpty else { throw ConfigurationError(path: path, problems: reader.problems) }
         return c
+    }
+
+    /// The names of the settings that differ between two configurations (for the reload's log line).
+    public static func differingSettings(_ a: BoneTriageConfiguration, _ b: BoneTriageConfiguration) -> [String] {
+        zip(Mirror(reflecting: a).children, Mirror(reflecting: b).children).compactMap { x, y in
+            guard let name = x.label, String(describing: x.value) != String(describing: y.value) else { return nil }
+            return name
+        }
     }
 
     static func isAETitle(_ s: String) -> Bool {
@@ -265,10 +330,17 @@ struct ConfigurationReader {
         }
     }
 
-    mutating func number(_ key: String, into target: inout Double, range: ClosedRange<Double>) {
+    mutating func number(_ key: String, into target: inout Double, range: ClosedRange<Double>, rule: String? = nil) {
         guard let value = table[key] else { return }
         if let n = value.double ?? value.int.map(Double.init), range.contains(n) { target = n } else {
-            complain(key, value, "a number of seconds from \(Int(range.lowerBound)) to \(Int(range.upperBound))")
+            complain(key, value, (rule ?? "a number of seconds") + " from \(Int(range.lowerBound)) to \(Int(range.upperBound))")
+        }
+    }
+
+    mutating func limit(_ key: String, into target: inout StorageLimit) {
+        guard let value = table[key] else { return }
+        if let text = value.string, let limit = StorageLimit(text) { target = limit } else {
+            complain(key, value, "a size in quotes: a share of the file system (\"25%\"), a size (\"40 GB\", \"500 MiB\"), or \"0\" for no limit")
         }
     }
 

@@ -1,3 +1,4 @@
+import CSystem
 import Dispatch
 import Foundation
 import Logging
@@ -25,6 +26,8 @@ public final class TriageDaemon: @unchecked Sendable {
     private let received = Atomic<Int>(0)
     private let triaged = Atomic<Int>(0)
     private let failed = Atomic<Int>(0)
+    /// The settings in force: those read at start, with what reloads have applied since.
+    private let running: Mutex<BoneTriageConfiguration>
     /// Studies that found no model loaded; queued again when a reload brings one.
     private let waitingForModel = Mutex<Set<String>>([])
 
@@ -34,6 +37,7 @@ public final class TriageDaemon: @unchecked Sendable {
                 decoderExecutable: String = "/proc/self/exe") {
         self.decoderExecutable = decoderExecutable
         self.configuration = configuration
+        running = Mutex(configuration)
         self.configurationPath = configurationPath
         self.logger = logger
     }
@@ -90,7 +94,7 @@ public final class TriageDaemon: @unchecked Sendable {
             let worker = StudyTriage(worklist: worklist, models: models, policy: policy, logger: logger)
             Self.spawn("triage-\(n)", group: threads) { [self] in
                 worker.prepare()
-                while let (study, queued) = scheduler.next() {
+                while let (study, queued) = scheduler.next(whileIdle: { worker.followModelReload() }) {
                     for other in queued where other != study { try? worklist.markPending(studyInstanceUID: other) }
                     switch worker.triage(studyInstanceUID: study) {
                     case .triaged, .notApplicable: triaged.add(1, ordering: .relaxed)
@@ -102,6 +106,17 @@ public final class TriageDaemon: @unchecked Sendable {
                 }
                 worker.shutDown()
             }
+        }
+
+        let retentionWake = DispatchSemaphore(value: 0)
+        Self.spawn("storage-retention", group: threads) { [self] in
+            let folders = [StorageRetention(folder: c.spoolFolder, name: "spool", limit: c.spoolLimit, retentionDays: c.retentionDays),
+                           StorageRetention(folder: c.archiveFolder, name: "archive", limit: c.archiveLimit, retentionDays: c.retentionDays)]
+            repeat {
+                for folder in folders where !isStopping && FileManager.default.fileExists(atPath: folder.folder) {
+                    folder.run(worklist: worklist, logger: logger)
+                }
+            } while !isStopping && retentionWake.wait(timeout: .now() + c.retentionInterval) == .timedOut
         }
 
         let signals = installSignalHandlers(receiver: receiver, models: models, scheduler: scheduler)
@@ -122,6 +137,7 @@ public final class TriageDaemon: @unchecked Sendable {
         notifier.notify("STOPPING=1")
         receiver.stop()
         scheduler.stop()
+        retentionWake.signal()
         threads.wait()
         headers.close()
         signals.forEach { $0.cancel() }
@@ -189,11 +205,14 @@ public final class TriageDaemon: @unchecked Sendable {
         return sources
     }
 
-    /// SIGHUP: the model and the allowed callers. Other settings need a restart (said in the log).
+    /// SIGHUP: the model and the allowed callers, all or nothing: the new configuration and its model
+    /// must both load before either is applied; otherwise the running settings stay, and the log says
+    /// why. What changed is logged; other settings need a restart (also logged, by name).
     private func reload(receiver: StorageReceiver, models: ModelSlot, scheduler: TriageScheduler) {
         notifier.notify("RELOADING=1")
         defer { notifier.notify("READY=1") }
-        var fresh = configuration
+        let before = running.withLock { $0 }
+        var fresh = before
         if let path = configurationPath {
             do {
                 fresh = try BoneTriageConfiguration.load(path: path)
@@ -202,21 +221,41 @@ public final class TriageDaemon: @unchecked Sendable {
                 return
             }
         }
-        receiver.updateAllowedCallers(fresh.allowedCallers)
-        var changed = fresh
-        changed.allowedCallers = configuration.allowedCallers
-        changed.modelPath = configuration.modelPath
-        if changed != configuration { logger.warning("settings other than [model] path and [dicom] allowed_callers take effect at the next restart") }
+        let model: LoadedModel
+        let modelPath: String
         do {
-            let path = try DefaultModel.resolve(fresh.modelPath)
-            let model = try LoadedModel.load(path: path)
-            models.replace(with: model)
-            for study in waitingForModel.withLock({ waiting in defer { waiting = [] }; return waiting }) { scheduler.requeue(study) }
-            logger.info("reloaded", metadata: ["model": "\(model.model.head.description.modelID)", "path": "\(path)",
-                                               "allowed_callers": "\(fresh.allowedCallers.count)"])
+            modelPath = try DefaultModel.resolve(fresh.modelPath)
+            model = try LoadedModel.load(path: modelPath)
         } catch {
-            logger.error("model reload failed, the running model stays: \(error)")
+            logger.error("reload refused, the running model and allowed callers stay: the model did not load: \(error)")
+            return
         }
+        receiver.updateAllowedCallers(fresh.allowedCallers)
+        models.replace(with: model)
+        scheduler.wakeIdleWorkers()
+        bt_memory_release_free()
+        var applied = before
+        applied.allowedCallers = fresh.allowedCallers
+        applied.modelPath = fresh.modelPath
+        running.withLock { $0 = applied }
+        for study in waitingForModel.withLock({ waiting in defer { waiting = [] }; return waiting }) { scheduler.requeue(study) }
+
+        if before.allowedCallers != fresh.allowedCallers {
+            logger.info("allowed callers changed", metadata: ["before": "\(Self.describe(before.allowedCallers))",
+                                                             "now": "\(Self.describe(fresh.allowedCallers))"])
+        }
+        let restartOnly = BoneTriageConfiguration.differingSettings(applied, fresh)
+        if !restartOnly.isEmpty {
+            logger.warning("changed settings that take effect at the next restart: \(restartOnly.joined(separator: ", "))")
+        }
+        logger.info("reloaded", metadata: ["model": "\(model.model.head.description.modelID)", "path": "\(modelPath)",
+                                           "allowed_callers": "\(fresh.allowedCallers.count)"])
+    }
+
+    static func describe(_ callers: [AllowedCaller]) -> String {
+        callers.isEmpty ? "none" : callers.map { c in
+            c.hosts.isEmpty ? c.aeTitle : "\(c.aeTitle)@\(c.hosts.map(\.description).joined(separator: "|"))"
+        }.joined(separator: ", ")
     }
 
     private func status(_ receiver: StorageReceiver, _ scheduler: TriageScheduler, _ models: ModelSlot) -> String {

@@ -1,3 +1,4 @@
+import CSystem
 import Foundation
 import Logging
 import Synchronization
@@ -147,13 +148,26 @@ public final class StudyTriage: @unchecked Sendable {
             }
             return outcome
         } catch {
-            logger.error("study triage could not be recorded: \(error); it is retried at the next start", metadata: ["study": "\(shortID)"])
-            return .failed(reason: "\(error)")
+            // An acknowledged study must never stay "receiving" without a word. When the worklist itself
+            // could not be written (locked, disk full), the study stays as it is and is triaged at the
+            // next start; anything else is recorded as the study's failure, with the reason.
+            let reason = "triage stopped: \(error)"
+            if case WorklistError.databaseUnusable = error {
+                logger.error("study triage could not be recorded: \(error); it is retried at the next start", metadata: ["study": "\(shortID)"])
+            } else {
+                do {
+                    try worklist.markFailed(studyInstanceUID: uid, reason: reason)
+                    logger.error("study triage failed: \(reason)", metadata: ["study": "\(shortID)"])
+                } catch let recording {
+                    logger.error("study triage could not be recorded: \(recording); it is retried at the next start", metadata: ["study": "\(shortID)"])
+                }
+            }
+            return .failed(reason: reason)
         }
     }
 
     private func run(_ uid: String) throws -> TriageOutcome {
-        let study = try worklist.study(handle: uid)
+        let study = try worklist.study(studyInstanceUID: uid)
         guard let studyID = study.id else { throw WorklistError.studyNotFound(handle: uid) }
         let images = try worklist.images(ofStudy: studyID)
         let eligible = images.filter(\.eligible)
@@ -240,6 +254,22 @@ public final class StudyTriage: @unchecked Sendable {
         guard let loaded = current.model else { return }
         do { _ = try classifier(for: loaded, generation: current.generation) } catch {
             logger.error("the triage engine could not be built: \(error)")
+        }
+    }
+
+    /// Between studies: when a reload brought a new model, the engine built for the old one is dropped
+    /// first (so that its memory goes back to the system, not only the model's), then the new one is
+    /// built, so that the next study does not wait for it.
+    public func followModelReload() {
+        let current = models.current
+        guard current.generation != generation, let loaded = current.model else { return }
+        classifier = nil
+        bt_memory_release_free()
+        do {
+            _ = try classifier(for: loaded, generation: current.generation)
+            logger.info("engine rebuilt for the reloaded model", metadata: ["model": "\(loaded.model.head.description.modelID)"])
+        } catch {
+            logger.error("the triage engine could not be built for the reloaded model: \(error)")
         }
     }
 

@@ -16,6 +16,8 @@ public final class TriageScheduler: @unchecked Sendable {
     private var queue: [String] = []
     private var inFlight: Set<String> = []
     private var stopping = false
+    /// Counts wake-ups, so that one that comes while a worker runs `whileIdle` is not missed.
+    private var wakeups = 0
     private let clock: @Sendable () -> Date
 
     public init(quietPeriod: TimeInterval, clock: @escaping @Sendable () -> Date = Date.init) {
@@ -27,7 +29,7 @@ public final class TriageScheduler: @unchecked Sendable {
         condition.withLock {
             assembler.arrived(study: notice.studyInstanceUID, instance: notice.sopInstanceUID, at: notice.receivedAt,
                               expectedInstances: notice.expectedInstances)
-            condition.broadcast()
+            signalAll()
         }
     }
 
@@ -36,13 +38,14 @@ public final class TriageScheduler: @unchecked Sendable {
     public func restore(study: String, instances: [String], lastArrival: Date) {
         condition.withLock {
             for instance in instances { assembler.arrived(study: study, instance: instance, at: lastArrival) }
-            condition.broadcast()
+            signalAll()
         }
     }
 
     /// The next complete study for a worker, and the studies that became complete meanwhile (for the
-    /// worker to mark as queued); nil once stopping.
-    public func next() -> (study: String, newlyQueued: [String])? {
+    /// worker to mark as queued); nil once stopping. While there is nothing to do, `whileIdle` is called
+    /// (outside the lock) at least once a second, and after `wakeIdleWorkers()`.
+    public func next(whileIdle: () -> Void = {}) -> (study: String, newlyQueued: [String])? {
         condition.lock()
         defer { condition.unlock() }
         var released: [String] = []
@@ -56,6 +59,11 @@ public final class TriageScheduler: @unchecked Sendable {
                 inFlight.insert(study)
                 return (study, released)
             }
+            let seen = wakeups
+            condition.unlock()
+            whileIdle()
+            condition.lock()
+            if wakeups != seen { continue }
             if let deadline = assembler.nextDeadline {
                 _ = condition.wait(until: min(deadline, clock().addingTimeInterval(1)))
             } else {
@@ -69,14 +77,19 @@ public final class TriageScheduler: @unchecked Sendable {
     public func requeue(_ study: String) {
         condition.withLock {
             if !queue.contains(study) { queue.append(study) }
-            condition.broadcast()
+            signalAll()
         }
+    }
+
+    /// Wakes the idle workers so that they run their `whileIdle` at once (after a model reload).
+    public func wakeIdleWorkers() {
+        condition.withLock { signalAll() }
     }
 
     public func finished(_ study: String) {
         condition.withLock {
             inFlight.remove(study)
-            condition.broadcast()
+            signalAll()
         }
     }
 
@@ -85,8 +98,14 @@ public final class TriageScheduler: @unchecked Sendable {
     public func stop() {
         condition.withLock {
             stopping = true
-            condition.broadcast()
+            signalAll()
         }
+    }
+
+    /// With the lock held.
+    private func signalAll() {
+        wakeups &+= 1
+        condition.broadcast()
     }
 
     public var counts: Counts {

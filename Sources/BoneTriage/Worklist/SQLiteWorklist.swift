@@ -12,7 +12,11 @@ public final class SQLiteWorklist: WorklistStore {
     /// How long a writer waits for another process's transaction before giving up.
     public static let busyTimeout: TimeInterval = 10
 
-    /// Opens (and with `create`, creates with mode 0640) the database, and upgrades its schema in place.
+    /// Who may write a worklist the daemon creates: its owner (the daemon) and its group (radiologists'
+    /// `confirm` and `override`; SQLite gives the -wal and -shm files the same mode). Others: nothing.
+    public static let creationMode: mode_t = 0o660
+
+    /// Opens (and with `create`, creates with `creationMode`) the database, and upgrades its schema in place.
     /// A database written by a newer BoneTriage is refused rather than touched.
     public init(path: String, create: Bool) throws {
         self.path = path
@@ -23,11 +27,15 @@ public final class SQLiteWorklist: WorklistStore {
         }
         if !exists {
             guard create else { throw WorklistError.databaseNotFound(path: path) }
-            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o640)
+            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, Self.creationMode)
             if fd < 0 && errno != EEXIST {
                 throw WorklistError.databaseUnusable(path: path, reason: String(cString: strerror(errno)) + "; check that the folder exists and is writable")
             }
-            if fd >= 0 { close(fd) }
+            if fd >= 0 {
+                // The process's umask (systemd's UMask=0027) must not take the group's write away.
+                fchmod(fd, Self.creationMode)
+                close(fd)
+            }
         }
         var configuration = Configuration()
         configuration.busyMode = .timeout(Self.busyTimeout)
@@ -196,6 +204,38 @@ public final class SQLiteWorklist: WorklistStore {
         }
     }
 
+    public func finishedStudyFiles(under folder: String) throws -> [FinishedStudyFiles] {
+        let prefix = folder.hasSuffix("/") ? folder : folder + "/"
+        let finished = [StudyState.triaged, .notApplicable, .failed].map { "'\($0.rawValue)'" }.joined(separator: ", ")
+        return try read { db in
+            let rows = try Row.fetchCursor(db, sql: """
+                SELECT s.studyInstanceUID, s.shortID, max(s.lastReceivedAt, coalesce(s.triagedAt, s.lastReceivedAt)) AS finishedAt, i.filePath
+                FROM image i JOIN study s ON s.id = i.studyID
+                WHERE s.state IN (\(finished)) AND i.fileRemovedAt IS NULL AND substr(i.filePath, 1, length(?)) = ?
+                ORDER BY finishedAt, s.id
+                """, arguments: [prefix, prefix])
+            var studies: [FinishedStudyFiles] = []
+            while let row = try rows.next() {
+                let uid: String = row["studyInstanceUID"], path: String = row["filePath"]
+                if studies.last?.studyInstanceUID == uid {
+                    studies[studies.count - 1].paths.append(path)
+                } else {
+                    studies.append(FinishedStudyFiles(studyInstanceUID: uid, shortID: row["shortID"], finishedAt: row["finishedAt"], paths: [path]))
+                }
+            }
+            return studies
+        }
+    }
+
+    public func markFilesRemoved(_ paths: [String], at date: Date) throws {
+        guard !paths.isEmpty else { return }
+        try write { db in
+            for path in paths {
+                try db.execute(sql: "UPDATE image SET fileRemovedAt = ? WHERE filePath = ?", arguments: [date, path])
+            }
+        }
+    }
+
     // MARK: Read and reviewed by radiologists
 
     public func studies(matching f: WorklistFilter) throws -> [Study] {
@@ -215,17 +255,22 @@ public final class SQLiteWorklist: WorklistStore {
         }
     }
 
-    /// A study by a prefix of its short ID or of its Study Instance UID (at least 4 characters).
+    /// A study by a prefix of its short ID or of its Study Instance UID (at least 4 characters), or by
+    /// its whole Study Instance UID, whatever that holds.
     public func study(handle: String) throws -> Study {
         try read { db in try Self.resolve(db, handle: handle) }
     }
 
+    public func study(studyInstanceUID uid: String) throws -> Study {
+        try read { db in try Self.studyRow(db, uid: uid) }
+    }
+
     private static func resolve(_ db: Database, handle raw: String) throws -> Study {
         let handle = raw.trimmingCharacters(in: .whitespaces)
+        if let exact = try Study.filter(Column("studyInstanceUID") == handle).fetchOne(db) { return exact }
         guard handle.count >= 4, handle.allSatisfy({ $0.isASCII && ($0.isHexDigit || $0.isNumber || $0 == ".") }) else {
             throw WorklistError.invalidHandle(raw)
         }
-        if let exact = try Study.filter(Column("studyInstanceUID") == handle).fetchOne(db) { return exact }
         let pattern = handle.lowercased() + "%"
         let matches = try Study.filter(sql: "shortID LIKE ? OR studyInstanceUID LIKE ?", arguments: [pattern, handle + "%"]).limit(50).fetchAll(db)
         switch matches.count {

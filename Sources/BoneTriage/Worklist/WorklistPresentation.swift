@@ -76,6 +76,7 @@ public enum WorklistPresentation {
             "eligible": i.eligible,
             "eligibility_reason": i.eligibilityReason ?? NSNull(),
             "probability": i.probability ?? NSNull(),
+            "file_removed_at": iso(i.fileRemovedAt) ?? NSNull(),
         ]
     }
 
@@ -227,7 +228,8 @@ public enum WorklistPresentation {
         out.append("Images")
         for i in images {
             let p = i.probability.map { String(format: "%.3f", $0) } ?? (i.eligible ? "-" : "n/a")
-            out.append(printable("  \(p.padding(toLength: 6, withPad: " ", startingAt: 0)) \(i.sopInstanceUID)" + (i.eligible ? i.eligibilityReason.map { "  (not classified: \($0))" } ?? "" : "  (\(i.eligibilityReason ?? "not eligible"))")))
+            let removed = i.fileRemovedAt.map { "  (file removed by retention " + local($0, "yyyy-MM-dd") + ")" } ?? ""
+            out.append(printable("  \(p.padding(toLength: 6, withPad: " ", startingAt: 0)) \(i.sopInstanceUID)" + (i.eligible ? i.eligibilityReason.map { "  (not classified: \($0))" } ?? "" : "  (\(i.eligibilityReason ?? "not eligible"))") + removed))
         }
         out.append("")
         out.append("Review history")

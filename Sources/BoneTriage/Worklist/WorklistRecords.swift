@@ -100,6 +100,8 @@ public struct StudyImage: Codable, Sendable, Equatable, FetchableRecord, Persist
     public var eligible: Bool
     public var eligibilityReason: String?
     public var probability: Double?
+    /// When storage retention removed the file (the row, its probability and the study's result stay).
+    public var fileRemovedAt: Date?
 
     public init(studyID: Int64, sopInstanceUID: String, seriesInstanceUID: String?, filePath: String, receivedAt: Date,
                 eligible: Bool, eligibilityReason: String? = nil) {

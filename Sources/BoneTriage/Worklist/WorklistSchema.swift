@@ -81,6 +81,13 @@ public enum WorklistSchema {
                 t.column("startedAt", .datetime).notNull()
             }
         }
+        // v4: storage retention removes the files of finished studies; the rows stay, with the date.
+        migrator.registerMigration("v4-file-retention") { db in
+            try db.alter(table: "image") { t in
+                t.add(column: "fileRemovedAt", .datetime)
+            }
+            try db.create(index: "image_file_path", on: "image", columns: ["filePath"])
+        }
         return migrator
     }
 }

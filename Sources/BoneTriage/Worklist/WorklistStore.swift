@@ -102,6 +102,22 @@ public struct TriageResult: Sendable {
     }
 }
 
+/// A study whose triage is over, with its recorded files in one folder: what storage retention may remove.
+public struct FinishedStudyFiles: Sendable, Equatable {
+    public var studyInstanceUID: String
+    public var shortID: String
+    /// The later of its last arrival and its last triage.
+    public var finishedAt: Date
+    public var paths: [String]
+
+    public init(studyInstanceUID: String, shortID: String, finishedAt: Date, paths: [String]) {
+        self.studyInstanceUID = studyInstanceUID
+        self.shortID = shortID
+        self.finishedAt = finishedAt
+        self.paths = paths
+    }
+}
+
 /// Which studies a listing or export shows.
 public struct WorklistFilter: Sendable, Equatable {
     public var flaggedOnly = false
@@ -135,8 +151,16 @@ public protocol WorklistStore: Sendable {
     func imagePath(sopInstanceUID: String) throws -> String?
     /// The recorded file paths that start with `folder` + "/" (to find spool files without a row).
     func imagePaths(under folder: String) throws -> Set<String>
+    /// Studies triaged, not applicable or failed (never one receiving or waiting for triage), oldest
+    /// `finishedAt` first, with their files under `folder` + "/" that retention has not removed yet.
+    func finishedStudyFiles(under folder: String) throws -> [FinishedStudyFiles]
+    /// Notes that retention removed these files (the rows stay).
+    func markFilesRemoved(_ paths: [String], at: Date) throws
     func studies(matching filter: WorklistFilter) throws -> [Study]
+    /// A radiologist's handle: a prefix of the short ID or of the Study Instance UID, or the whole UID.
     func study(handle: String) throws -> Study
+    /// The study with exactly this Study Instance UID, whatever characters it has (the daemon's lookup).
+    func study(studyInstanceUID: String) throws -> Study
     func images(ofStudy id: Int64) throws -> [StudyImage]
     func reviews(ofStudy id: Int64) throws -> [Review]
     @discardableResult func recordReview(studyHandle: String, reviewer: String, action: ReviewAction,

@@ -5,13 +5,13 @@ import Testing
 
 @Suite("Worklist store: schema, migrations, triage and reviews")
 struct WorklistStoreTests {
-    @Test("a new database gets the whole schema, WAL, and mode 0640")
+    @Test("a new database gets the whole schema, WAL, and mode 0660 (the daemon and its group of radiologists write it)")
     func createEmpty() throws {
         let dir = try TemporaryDirectory()
         let path = dir.path("w.sqlite")
         _ = try SQLiteWorklist(path: path, create: true)
         let mode = try #require(FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int)
-        #expect(mode & 0o777 == 0o640)
+        #expect(mode & 0o777 == 0o660)
         let queue = try DatabaseQueue(path: path)
         try queue.read { db in
             let tables = try ["study", "image", "review"].map { try db.tableExists($0) }
