@@ -289,6 +289,7 @@ public final class InstanceIntake: Sendable {
         a.modality = m.modality
         a.bodyPart = m.bodyPartExamined.flatMap { $0.isEmpty ? nil : $0.uppercased() }
         a.studyDescription = m.studyDescription
+        a.characterSetNote = m.characterSetNote
         return a
     }
 

@@ -81,6 +81,12 @@ public enum WorklistSchema {
                 t.column("startedAt", .datetime).notNull()
             }
         }
+        // v4: why a study's text is kept as received (its Specific Character Set could not be converted).
+        migrator.registerMigration("v4-character-set-note") { db in
+            try db.alter(table: "study") { t in
+                t.add(column: "characterSetNote", .text)
+            }
+        }
         return migrator
     }
 }
