@@ -32,8 +32,10 @@ struct bt_dicom {
     bool charsetRead = false;
     std::string charset;
     std::vector<std::string> charsetTerms;
-    /// Japanese ISO 2022 (IR 87, IR 159), which DCMTK 3.6.7 cannot convert through glibc's iconv.
+    /// Japanese ISO 2022 (IR 13, IR 87, IR 159), which DCMTK 3.6.7 cannot convert through glibc's iconv.
     bool japanese = false;
+    /// A single-byte set DCMTK 3.6.7 does not know, converted by its iconv name (ISO_IR 203: Latin-9).
+    std::string iconvName;
     std::unique_ptr<DcmSpecificCharacterSet> converter;
     /// Why `converter` could not be made.
     std::string charsetProblem;
@@ -185,7 +187,12 @@ void readCharset(bt_dicom *dicom) {
     for (const auto &term : dicom->charsetTerms) {
         if (term == "ISO 2022 IR 87" || term == "ISO 2022 IR 159") dicom->japanese = true;
     }
+    if (dicom->charsetTerms.size() == 1 && dicom->charsetTerms[0] == "ISO 2022 IR 13") dicom->japanese = true;
     if (dicom->japanese) return;
+    if (dicom->charsetTerms.size() == 1 && dicom->charsetTerms[0] == "ISO_IR 203") {
+        dicom->iconvName = "ISO-8859-15";
+        return;
+    }
     auto converter = std::make_unique<DcmSpecificCharacterSet>();
     OFCondition status = converter->selectCharacterSet(OFString(dicom->charset.c_str()), "ISO_IR 192");
     if (status.good()) {
@@ -220,6 +227,13 @@ void convertToUTF8(bt_dicom *dicom, DcmElement *element, const OFString &raw, OF
             return;
         }
         problem = "a text value is not valid in Specific Character Set (0008,0005) '" + shortened(trimmedTerm(dicom->charset)) + "' (" + why + ")";
+    } else if (!dicom->iconvName.empty()) {
+        std::string out;
+        if (iconvToUTF8(std::string(raw.c_str(), raw.length()), dicom->iconvName.c_str(), out)) {
+            value = OFString(out.c_str(), out.size());
+            return;
+        }
+        problem = "a text value is not valid in Specific Character Set (0008,0005) '" + dicom->charsetTerms[0] + "'";
     } else if (!dicom->converter) {
         problem = dicom->charsetProblem;
     } else {
