@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <iconv.h>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -13,6 +14,7 @@
 #include "dcmtk/dcmdata/dcpixseq.h"
 #include "dcmtk/dcmdata/dcpxitem.h"
 #include "dcmtk/dcmdata/dcrledrg.h"
+#include "dcmtk/dcmdata/dcspchrs.h"
 #include "dcmtk/dcmimage/diregist.h"
 #include "dcmtk/dcmimgle/dcmimage.h"
 #include "dcmtk/dcmjpeg/djdecode.h"
@@ -26,6 +28,18 @@ struct bt_dicom {
     std::string transferSyntax;
     bool hasMeta = false;
     std::map<uint32_t, std::string> strings;
+    // Specific Character Set (0008,0005), read at the first text value that needs it.
+    bool charsetRead = false;
+    std::string charset;
+    std::vector<std::string> charsetTerms;
+    /// Japanese ISO 2022 (IR 13, IR 87, IR 159), which DCMTK 3.6.7 cannot convert through glibc's iconv.
+    bool japanese = false;
+    /// A single-byte set DCMTK 3.6.7 does not know, converted by its iconv name (ISO_IR 203: Latin-9).
+    std::string iconvName;
+    std::unique_ptr<DcmSpecificCharacterSet> converter;
+    /// Why `converter` could not be made.
+    std::string charsetProblem;
+    std::string textNote;
 };
 
 struct bt_image {
@@ -65,16 +79,196 @@ extern "C" bt_dicom *bt_dicom_open(const char *path, int metadataOnly, char *err
 
 extern "C" void bt_dicom_close(bt_dicom *dicom) { delete dicom; }
 
+// MARK: Text in its character set, to UTF-8
+
+namespace {
+std::string trimmedTerm(const std::string &term) {
+    size_t first = term.find_first_not_of(' '), last = term.find_last_not_of(' ');
+    return first == std::string::npos ? std::string() : term.substr(first, last - first + 1);
+}
+
+/// At most `limit` bytes of a value from the file, for a message.
+std::string shortened(const std::string &text, size_t limit = 64) {
+    return text.size() <= limit ? text : text.substr(0, limit) + "...";
+}
+
+/// Converts `in` from the iconv encoding `from` to UTF-8 (no transliteration, nothing dropped).
+bool iconvToUTF8(const std::string &in, const char *from, std::string &out) {
+    if (in.empty()) return true;
+    iconv_t cd = iconv_open("UTF-8", from);
+    if (cd == (iconv_t)-1) return false;
+    std::vector<char> source(in.begin(), in.end());
+    std::vector<char> target(in.size() * 4 + 16);
+    char *inPtr = source.data(), *outPtr = target.data();
+    size_t inLeft = source.size(), outLeft = target.size();
+    bool ok = iconv(cd, &inPtr, &inLeft, &outPtr, &outLeft) != (size_t)-1 && inLeft == 0 &&
+              iconv(cd, nullptr, nullptr, &outPtr, &outLeft) != (size_t)-1;
+    iconv_close(cd);
+    if (ok) out.append(target.data(), size_t(outPtr - target.data()));
+    return ok;
+}
+
+/// Japanese text in ISO 2022 code extensions (DICOM PS3.5 6.1.2.5, Annex H): ASCII or JIS X 0201
+/// Romaji in G0 (ESC ( B, ESC ( J), JIS X 0201 Katakana in G1 (ESC ) I), JIS X 0208 (ESC $ B) and
+/// JIS X 0212 (ESC $ ( D) in G0. The designations return to the initial state (value 1 of Specific
+/// Character Set) at every delimiter and control character. Two-byte and Katakana characters go
+/// through glibc's EUC-JP decoder.
+bool decodeJapanese(const std::string &in, bool romajiKatakanaInitially, const std::string &delimiters,
+                    std::string &out, std::string &why) {
+    enum class G0 { ascii, romaji, jisX0208, jisX0212 };
+    G0 g0 = romajiKatakanaInitially ? G0::romaji : G0::ascii;
+    bool katakana = romajiKatakanaInitially;
+    std::string pending;  // EUC-JP bytes not yet converted
+    auto flush = [&]() -> bool {
+        if (pending.empty()) return true;
+        if (!iconvToUTF8(pending, "EUC-JP", out)) { why = "a two-byte character is not in JIS X 0208 / JIS X 0212"; return false; }
+        pending.clear();
+        return true;
+    };
+    auto reset = [&] { g0 = romajiKatakanaInitially ? G0::romaji : G0::ascii; katakana = romajiKatakanaInitially; };
+    const size_t n = in.size();
+    for (size_t i = 0; i < n;) {
+        uint8_t c = uint8_t(in[i]);
+        if (c == 0x1B) {
+            std::string escape = in.substr(i + 1, 3);
+            if (escape.compare(0, 2, "(B") == 0) { g0 = G0::ascii; i += 3; }
+            else if (escape.compare(0, 2, "(J") == 0) { g0 = G0::romaji; i += 3; }
+            else if (escape.compare(0, 2, ")I") == 0) { katakana = true; i += 3; }
+            else if (escape.compare(0, 2, "$B") == 0) { g0 = G0::jisX0208; i += 3; }
+            else if (escape.compare(0, 3, "$(D") == 0) { g0 = G0::jisX0212; i += 4; }
+            else { why = "an escape sequence for a character set other than ISO 2022 IR 6, 13, 87 or 159"; return false; }
+            continue;
+        }
+        if (c < 0x21 || c == 0x7F) {  // controls and space: single bytes in every set
+            pending.push_back(char(c));
+            if (c == 0x0D || c == 0x0A || c == 0x09 || c == 0x0C) reset();
+            ++i;
+            continue;
+        }
+        if (c >= 0x80) {
+            if (katakana && c >= 0xA1 && c <= 0xDF) { pending.push_back(char(0x8E)); pending.push_back(char(c)); ++i; continue; }
+            why = "a byte above 0x7F that no designated character set defines";
+            return false;
+        }
+        if (g0 == G0::jisX0208 || g0 == G0::jisX0212) {
+            if (i + 1 >= n || uint8_t(in[i + 1]) < 0x21 || uint8_t(in[i + 1]) > 0x7E) { why = "a two-byte character is cut short"; return false; }
+            if (g0 == G0::jisX0212) pending.push_back(char(0x8F));
+            pending.push_back(char(c | 0x80));
+            pending.push_back(char(uint8_t(in[i + 1]) | 0x80));
+            i += 2;
+            continue;
+        }
+        if (delimiters.find(char(c)) != std::string::npos) {
+            pending.push_back(char(c));
+            reset();
+        } else if (g0 == G0::romaji && (c == 0x5C || c == 0x7E)) {
+            if (!flush()) return false;
+            out += c == 0x5C ? "\xC2\xA5" : "\xE2\x80\xBE";  // YEN SIGN, OVERLINE
+        } else {
+            pending.push_back(char(c));
+        }
+        ++i;
+    }
+    return flush();
+}
+
+void readCharset(bt_dicom *dicom) {
+    if (dicom->charsetRead) return;
+    dicom->charsetRead = true;
+    OFString value;
+    if (dicom->file.getDataset()->findAndGetOFStringArray(DCM_SpecificCharacterSet, value, OFFalse).good()) dicom->charset = value.c_str();
+    size_t start = 0;
+    while (true) {
+        size_t end = dicom->charset.find('\\', start);
+        dicom->charsetTerms.push_back(trimmedTerm(dicom->charset.substr(start, end == std::string::npos ? std::string::npos : end - start)));
+        if (end == std::string::npos) break;
+        start = end + 1;
+    }
+    for (const auto &term : dicom->charsetTerms) {
+        if (term == "ISO 2022 IR 87" || term == "ISO 2022 IR 159") dicom->japanese = true;
+    }
+    if (dicom->charsetTerms.size() == 1 && dicom->charsetTerms[0] == "ISO 2022 IR 13") dicom->japanese = true;
+    if (dicom->japanese) return;
+    if (dicom->charsetTerms.size() == 1 && dicom->charsetTerms[0] == "ISO_IR 203") {
+        dicom->iconvName = "ISO-8859-15";
+        return;
+    }
+    auto converter = std::make_unique<DcmSpecificCharacterSet>();
+    OFCondition status = converter->selectCharacterSet(OFString(dicom->charset.c_str()), "ISO_IR 192");
+    if (status.good()) {
+        dicom->converter = std::move(converter);
+    } else {
+        dicom->charsetProblem = "Specific Character Set (0008,0005) '" + shortened(trimmedTerm(dicom->charset)) +
+                                "' is unknown or cannot be converted here (" + status.text() + ")";
+    }
+}
+
+/// Converts one element's value to UTF-8 in place when it has non-ASCII bytes or escape sequences;
+/// notes why when it cannot.
+void convertToUTF8(bt_dicom *dicom, DcmElement *element, const OFString &raw, OFString &value) {
+    value = raw;
+    if (!element->isAffectedBySpecificCharacterSet()) return;
+    bool plain = true;
+    for (size_t i = 0; i < raw.length(); ++i) {
+        uint8_t c = uint8_t(raw[i]);
+        if (c >= 0x80 || c == 0x1B) { plain = false; break; }
+    }
+    if (plain) return;
+    readCharset(dicom);
+    std::string problem;
+    if (dicom->charset.empty() || dicom->charsetTerms == std::vector<std::string>{"ISO_IR 6"}) {
+        problem = "text holds bytes outside ASCII but the file declares no Specific Character Set (0008,0005) other than ASCII";
+    } else if (dicom->japanese) {
+        std::string out, why;
+        bool romaji = !dicom->charsetTerms.empty() && dicom->charsetTerms[0] == "ISO 2022 IR 13";
+        std::string delimiters = element->getVR() == EVR_PN ? "\\^=" : "\\";
+        if (decodeJapanese(std::string(raw.c_str(), raw.length()), romaji, delimiters, out, why)) {
+            value = OFString(out.c_str(), out.size());
+            return;
+        }
+        problem = "a text value is not valid in Specific Character Set (0008,0005) '" + shortened(trimmedTerm(dicom->charset)) + "' (" + why + ")";
+    } else if (!dicom->iconvName.empty()) {
+        std::string out;
+        if (iconvToUTF8(std::string(raw.c_str(), raw.length()), dicom->iconvName.c_str(), out)) {
+            value = OFString(out.c_str(), out.size());
+            return;
+        }
+        problem = "a text value is not valid in Specific Character Set (0008,0005) '" + dicom->charsetTerms[0] + "'";
+    } else if (!dicom->converter) {
+        problem = dicom->charsetProblem;
+    } else {
+        OFCondition status = element->convertCharacterSet(*dicom->converter);
+        OFString converted;
+        if (status.good() && element->getOFStringArray(converted).good()) {
+            value = converted;
+            return;
+        }
+        problem = "a text value is not valid in Specific Character Set (0008,0005) '" + shortened(trimmedTerm(dicom->charset)) + "' (" +
+                  (status.bad() ? status.text() : "unreadable after conversion") + ")";
+    }
+    if (dicom->textNote.empty()) dicom->textNote = problem + "; such text is kept as received";
+}
+}  // namespace
+
 extern "C" const char *bt_dicom_string(bt_dicom *dicom, uint16_t group, uint16_t element) {
     uint32_t key = (uint32_t(group) << 16) | element;
     auto found = dicom->strings.find(key);
     if (found != dicom->strings.end()) return found->second.c_str();
-    OFString value;
     DcmItem *source = group == 0x0002 ? static_cast<DcmItem *>(dicom->file.getMetaInfo()) : dicom->file.getDataset();
-    if (!source || source->findAndGetOFStringArray(DcmTagKey(group, element), value, OFFalse).bad()) return nullptr;
-    auto inserted = dicom->strings.emplace(key, std::string(value.c_str()));
+    DcmElement *found_element = nullptr;
+    OFString raw, value;
+    if (!source || source->findAndGetElement(DcmTagKey(group, element), found_element, OFFalse).bad() || !found_element ||
+        found_element->getOFStringArray(raw).bad()) {
+        return nullptr;
+    }
+    if (group == 0x0002) value = raw; else convertToUTF8(dicom, found_element, raw, value);
+    auto inserted = dicom->strings.emplace(key, std::string(value.c_str(), value.length()));
     return inserted.first->second.c_str();
 }
+
+extern "C" const char *bt_dicom_text_note(bt_dicom *dicom) { return dicom->textNote.empty() ? nullptr : dicom->textNote.c_str(); }
+
+extern "C" unsigned long bt_dicom_dataset_size(bt_dicom *dicom) { return dicom->file.getDataset()->card(); }
 
 extern "C" long bt_dicom_integer(bt_dicom *dicom, uint16_t group, uint16_t element, long fallback) {
     DcmDataset *ds = dicom->file.getDataset();
@@ -239,6 +433,63 @@ bool decodeJPEG2000InPlace(DcmDataset *ds, int rows, int columns, int samples, i
 }
 }  // namespace
 
+// MARK: Pixel Data against its header
+
+namespace {
+std::string decimal(unsigned __int128 value) {
+    std::string digits;
+    do { digits.insert(digits.begin(), char('0' + int(value % 10))); value /= 10; } while (value > 0);
+    return digits;
+}
+
+/// Empty when Pixel Data holds what the header declares; else why not.
+std::string pixelDataShortfall(bt_dicom *dicom) {
+    DcmDataset *ds = dicom->file.getDataset();
+    DcmElement *element = nullptr;
+    if (ds->findAndGetElement(DCM_PixelData, element, OFFalse).bad() || !element) return "";
+    long rows = bt_dicom_integer(dicom, 0x0028, 0x0010, 0), columns = bt_dicom_integer(dicom, 0x0028, 0x0011, 0);
+    long frames = bt_dicom_integer(dicom, 0x0028, 0x0008, 1), samples = bt_dicom_integer(dicom, 0x0028, 0x0002, 1);
+    long bitsAllocated = bt_dicom_integer(dicom, 0x0028, 0x0100, 0);
+    if (rows <= 0 || columns <= 0 || frames <= 0 || samples <= 0 || bitsAllocated <= 0) return "";
+    const std::string advice = "; the file is truncated or corrupt";
+    Uint32 length = element->getLengthField();
+    if (length == DCM_UndefinedLength || DcmXfer(ds->getOriginalXfer()).isEncapsulated()) {
+        auto *pixelData = dynamic_cast<DcmPixelData *>(element);
+        DcmPixelSequence *sequence = nullptr;
+        if (!pixelData || pixelData->getEncapsulatedRepresentation(ds->getOriginalXfer(), nullptr, sequence).bad() || !sequence) return "";
+        unsigned long items = sequence->card(), fragments = 0;
+        for (unsigned long i = 1; i < items; ++i) {  // item 0 is the Basic Offset Table
+            DcmPixelItem *item = nullptr;
+            if (sequence->getItem(item, i).good() && item && item->getLengthField() > 0) fragments++;
+        }
+        if (fragments >= (unsigned long)frames) return "";
+        return "Pixel Data (7FE0,0010) holds " + std::to_string(fragments) + " non-empty fragment(s) of compressed data for " +
+               std::to_string(frames) + " frame(s) (Number of Frames), and every frame needs at least one" + advice;
+    }
+    // YBR_FULL_422 and YBR_PARTIAL_422 hold two values per pixel (two luminance, one pair of chroma per two pixels).
+    OFString photometric;
+    long valuesPerPixel = samples;
+    if (samples == 3 && ds->findAndGetOFString(DCM_PhotometricInterpretation, photometric).good() &&
+        (photometric == "YBR_FULL_422" || photometric == "YBR_PARTIAL_422")) {
+        valuesPerPixel = 2;
+    }
+    unsigned __int128 bits = (unsigned __int128)rows * (unsigned __int128)columns * (unsigned __int128)valuesPerPixel *
+                             (unsigned __int128)bitsAllocated * (unsigned __int128)frames;
+    unsigned __int128 needed = (bits + 7) / 8;
+    if ((unsigned __int128)length >= needed) return "";
+    return "Pixel Data (7FE0,0010) holds " + std::to_string(length) + " bytes, but Rows x Columns x Samples per Pixel x Bits Allocated x " +
+           "Number of Frames (" + std::to_string(rows) + " x " + std::to_string(columns) + " x " + std::to_string(samples) + " x " +
+           std::to_string(bitsAllocated) + " x " + std::to_string(frames) + ") need " + decimal(needed) + " bytes" + advice;
+}
+}  // namespace
+
+extern "C" int bt_dicom_check_pixel_data(bt_dicom *dicom, char *error, size_t errorSize) {
+    std::string why = pixelDataShortfall(dicom);
+    if (why.empty()) return 0;
+    setError(error, errorSize, why);
+    return 1;
+}
+
 extern "C" bt_image *bt_dicom_image(bt_dicom *dicom, uint64_t maxPixels, bt_render_info *info, char *error, size_t errorSize) {
     initialiseOnce();
     DcmDataset *ds = dicom->file.getDataset();
@@ -254,6 +505,9 @@ extern "C" bt_image *bt_dicom_image(bt_dicom *dicom, uint64_t maxPixels, bt_rend
                  " pixels, over the limit of " + std::to_string(maxPixels));
         return nullptr;
     }
+    // Never render (and allocate for) more than the file holds: DCMTK would pad missing pixels.
+    std::string shortfall = pixelDataShortfall(dicom);
+    if (!shortfall.empty()) { setError(error, errorSize, shortfall); return nullptr; }
     bool openjpeg = false;
     if (isJPEG2000(dicom->transferSyntax)) {
         std::string why;

@@ -31,12 +31,13 @@ int bt_png_read(const char *path, uint64_t max_pixels, uint8_t **pixels, int *wi
     if (!png || !info) { fclose(file); snprintf(error, error_size, "out of memory"); return -1; }
     uint8_t *volatile buffer = NULL;
     png_bytep *volatile rows = NULL;
+    volatile int too_large = 0;
     if (setjmp(png_jmpbuf(png))) {
         free(buffer);
         free(rows);
         png_destroy_read_struct(&png, &info, NULL);
         fclose(file);
-        return -1;
+        return too_large ? -2 : -1;
     }
     png_init_io(png, file);
     png_set_sig_bytes(png, 8);
@@ -45,6 +46,9 @@ int bt_png_read(const char *path, uint64_t max_pixels, uint8_t **pixels, int *wi
     png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
     if ((uint64_t)w * h > max_pixels) {
         snprintf(error, error_size, "the image is %ux%u pixels, over the limit of %llu", w, h, (unsigned long long)max_pixels);
+        *width = (int)(w > 0x7FFFFFFFu ? 0x7FFFFFFFu : w);
+        *height = (int)(h > 0x7FFFFFFFu ? 0x7FFFFFFFu : h);
+        too_large = 1;
         png_longjmp(png, 1);
     }
     int color = png_get_color_type(png, info);

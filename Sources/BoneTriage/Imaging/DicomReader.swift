@@ -28,6 +28,10 @@ public struct DicomMetadata: Sendable, Equatable, Codable {
     public var transferSyntaxUID: String
     public var hasFileMeta: Bool
     public var numberOfStudyRelatedInstances: Int?
+    /// Set when some text (names, IDs, descriptions) could not be converted to UTF-8 from its Specific
+    /// Character Set (0008,0005) (an unknown set, bytes invalid in it): that text is kept as received,
+    /// and this says why. Names no patient data.
+    public var characterSetNote: String?
 }
 
 /// How a DICOM image was turned into 8 bits.
@@ -54,20 +58,29 @@ public enum DicomReader {
     /// rows x columns x frames above this are refused before any decoding (default 256 Mpixel).
     public static let defaultMaximumPixels: UInt64 = 256 << 20
 
+    /// The header, with the checks a file must pass before it is accepted: a dataset that is not empty,
+    /// and Pixel Data that holds what the header declares (`ImagingError.incomplete`).
     public static func metadata(path: String) throws -> DicomMetadata {
         let handle = try open(path, metadataOnly: true)
         defer { bt_dicom_close(handle) }
+        try checkPixelData(handle, path: path)
         return metadata(handle)
     }
 
     public static func render(path: String, maximumPixels: UInt64 = defaultMaximumPixels) throws -> RenderedDicom {
         let handle = try open(path, metadataOnly: false)
         defer { bt_dicom_close(handle) }
+        try checkPixelData(handle, path: path)
         let meta = metadata(handle)
+        if let rows = meta.rows, let columns = meta.columns, rows > 0, columns > 0,
+           UInt64(rows) * UInt64(columns) * UInt64(meta.numberOfFrames) > maximumPixels {
+            throw ImagingError.sizeRefusal(path: path, width: columns, height: rows, frames: meta.numberOfFrames, limit: maximumPixels)
+        }
         var info = bt_render_info()
         var error = [CChar](repeating: 0, count: 512)
         guard let image = bt_dicom_image(handle, maximumPixels, &info, &error, error.count) else {
-            throw ImagingError.undecodable(path: path, reason: message(error))
+            let hint = uncompressedSyntaxes.contains(meta.transferSyntaxUID) ? "" : "; sending it uncompressed may help"
+            throw ImagingError.undecodable(path: path, reason: message(error) + hint)
         }
         defer { bt_image_close(image) }
         let size = Int(info.width) * Int(info.height) * Int(info.channels)
@@ -87,6 +100,27 @@ public enum DicomReader {
         return RenderedDicom(metadata: meta, frames: frames, decisions: decisions)
     }
 
+    /// Implicit and explicit VR little endian, explicit big endian, deflated: pixels as they are.
+    static let uncompressedSyntaxes: Set<String> = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"]
+
+    /// Why an empty dataset is refused (a C-STORE can carry one: its file is a File Meta header alone).
+    public static let emptyDatasetReason = "the dataset is empty: it holds no attribute, not even a SOP or Study Instance UID"
+
+    private static func checkPixelData(_ handle: OpaquePointer, path: String) throws {
+        var error = [CChar](repeating: 0, count: 512)
+        if bt_dicom_check_pixel_data(handle, &error, error.count) != 0 {
+            throw ImagingError.incomplete(path: path, reason: message(error))
+        }
+    }
+
+    /// Text from the shim: UTF-8, or (text kept as received in an unknown character set) its bytes one
+    /// character each, as ISO 8859-1 reads them, so that nothing is lost or replaced.
+    static func receivedText(_ c: UnsafePointer<CChar>) -> (text: String, isUTF8: Bool) {
+        if let text = String(validatingCString: c) { return (text, true) }
+        let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(c).assumingMemoryBound(to: UInt8.self), count: strlen(c))
+        return (String(String.UnicodeScalarView(bytes.map { Unicode.Scalar($0) })), false)
+    }
+
     /// The NUL-terminated text a C shim wrote into `buffer`.
     static func message(_ buffer: [CChar]) -> String {
         String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -104,6 +138,10 @@ public enum DicomReader {
         guard let handle = bt_dicom_open(path, metadataOnly ? 1 : 0, &error, error.count) else {
             throw ImagingError.notDICOM(path: path, reason: message(error))
         }
+        if bt_dicom_has_file_meta(handle) != 0 && bt_dicom_dataset_size(handle) == 0 {
+            bt_dicom_close(handle)
+            throw ImagingError.notDICOM(path: path, reason: emptyDatasetReason)
+        }
         // DCMTK reads almost any bytes as a bare dataset; a DICOM file names at least its SOP instance.
         if bt_dicom_has_file_meta(handle) == 0 && bt_dicom_string(handle, 0x0008, 0x0018) == nil && bt_dicom_string(handle, 0x0020, 0x000D) == nil {
             bt_dicom_close(handle)
@@ -113,16 +151,19 @@ public enum DicomReader {
     }
 
     private static func metadata(_ h: OpaquePointer) -> DicomMetadata {
+        var notUTF8 = false
         func text(_ g: UInt16, _ e: UInt16) -> String? {
             guard let c = bt_dicom_string(h, g, e) else { return nil }
-            let s = String(cString: c).trimmingCharacters(in: .whitespaces)
+            let received = receivedText(c)
+            notUTF8 = notUTF8 || !received.isUTF8
+            let s = received.text.trimmingCharacters(in: .whitespaces)
             return s.isEmpty ? nil : s
         }
         func number(_ g: UInt16, _ e: UInt16) -> Int? {
             let v = bt_dicom_integer(h, g, e, Int.min)
             return v == Int.min ? nil : v
         }
-        return DicomMetadata(
+        var m = DicomMetadata(
             studyInstanceUID: text(0x0020, 0x000D), seriesInstanceUID: text(0x0020, 0x000E), sopInstanceUID: text(0x0008, 0x0018),
             sopClassUID: text(0x0008, 0x0016), patientID: text(0x0010, 0x0020), patientName: text(0x0010, 0x0010),
             accessionNumber: text(0x0008, 0x0050), studyDate: text(0x0008, 0x0020), studyTime: text(0x0008, 0x0030),
@@ -133,5 +174,12 @@ public enum DicomReader {
             bitsAllocated: number(0x0028, 0x0100), bitsStored: number(0x0028, 0x0101), pixelRepresentation: number(0x0028, 0x0103),
             transferSyntaxUID: String(cString: bt_dicom_transfer_syntax(h)), hasFileMeta: bt_dicom_has_file_meta(h) != 0,
             numberOfStudyRelatedInstances: number(0x0020, 0x1208))
+        if let note = bt_dicom_text_note(h) {
+            m.characterSetNote = String(cString: note) + (notUTF8 ? " (bytes that are not UTF-8 are shown as ISO 8859-1 reads them)" : "")
+        } else if notUTF8 {
+            m.characterSetNote = "a text value is not valid in its Specific Character Set (0008,0005); it is kept as received, "
+                + "its bytes shown as ISO 8859-1 reads them"
+        }
+        return m
     }
 }

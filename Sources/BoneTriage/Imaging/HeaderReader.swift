@@ -48,11 +48,15 @@ public final class IsolatedHeaderReader: HeaderReader {
     private let next = Atomic<Int>(0)
     /// The longest a header read or PNG check may take: the receiver's associations wait for it.
     public static let maximumTimeout: Double = 10
+    /// What a header read that ran out of time is told it exceeded.
+    public static let timeoutSetting = "the limit for reading a header or checking a PNG: [triage] decode_timeout_seconds, at most "
+        + "\(IsolatedDecoder.format(maximumTimeout)) s"
 
     public init(executable: String, timeout: Double, processes: Int = 2,
                 environment: [String: String] = ProcessInfo.processInfo.environment, onEvent: (@Sendable (String) -> Void)? = nil) {
         slots = (0..<max(1, processes)).map { _ in
-            let decoder = IsolatedDecoder(executable: executable, timeout: timeout, environment: environment)
+            let decoder = IsolatedDecoder(executable: executable, timeout: min(timeout, Self.maximumTimeout), timeoutSetting: Self.timeoutSetting,
+                                          environment: environment)
             decoder.onEvent = onEvent
             decoder.start()
             return Slot(decoder)

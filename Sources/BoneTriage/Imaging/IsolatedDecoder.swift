@@ -20,16 +20,20 @@ public final class IsolatedDecoder: ImageDecoder {
     public let environment: [String: String]
     /// A file whose decoding takes longer is given up (the child is killed and started again).
     public let timeout: Double
+    /// Where `timeout` comes from, for the reason given when it fires.
+    public let timeoutSetting: String
     /// Called with a line for the log when the child must be started again, and why.
     public var onEvent: (@Sendable (String) -> Void)?
 
     private var child: DecoderProcess?
 
     /// `executable` is a `bonetriage` binary; the daemon passes its own (`/proc/self/exe`).
-    public init(executable: String, timeout: Double, environment: [String: String] = ProcessInfo.processInfo.environment) {
+    public init(executable: String, timeout: Double, timeoutSetting: String = "[triage] decode_timeout_seconds",
+                environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.executable = executable
         self.arguments = ["bonetriage", "decode-worker"]
         self.timeout = timeout
+        self.timeoutSetting = timeoutSetting
         self.environment = environment
     }
 
@@ -144,7 +148,7 @@ public final class IsolatedDecoder: ImageDecoder {
 
     private func read(answerFor path: String, frameValues: Int, from current: DecoderProcess) -> Reading {
         let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
-        let tooSlow = "took longer than \(Self.format(timeout)) s ([triage] decode_timeout_seconds)"
+        let tooSlow = "took longer than \(Self.format(timeout)) s (\(timeoutSetting))"
         let line: Data
         switch current.readLine(until: deadline) {
         case let .data(data): line = data

@@ -10,7 +10,11 @@ public enum PNGReader {
         var pixels: UnsafeMutablePointer<UInt8>?
         var width: Int32 = 0, height: Int32 = 0, channels: Int32 = 0
         var error = [CChar](repeating: 0, count: 512)
-        guard bt_png_read(path, maximumPixels, &pixels, &width, &height, &channels, &error, error.count) == 0, let pixels else {
+        let status = bt_png_read(path, maximumPixels, &pixels, &width, &height, &channels, &error, error.count)
+        if status == -2 {
+            throw ImagingError.sizeRefusal(path: path, width: Int(width), height: Int(height), frames: 1, limit: maximumPixels)
+        }
+        guard status == 0, let pixels else {
             throw ImagingError.notPNG(path: path, reason: DicomReader.message(error))
         }
         defer { bt_png_free(pixels) }

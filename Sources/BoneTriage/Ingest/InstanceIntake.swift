@@ -90,7 +90,12 @@ public final class InstanceIntake: Sendable {
         do {
             metadata = try headers.metadata(path: received.temporaryPath)
         } catch {
-            return refuse(received, .cannotUnderstand, reason: "not a readable DICOM dataset: \(error)")
+            // The reason names no temporary path: the file is quarantined under its SOP Instance UID.
+            if case let .notDICOM(_, reason) = error, reason == DicomReader.emptyDatasetReason {
+                return refuse(received, .cannotUnderstand, reason: "the C-STORE carried an empty dataset (no attribute at all, so no Study "
+                              + "or SOP Instance UID); the sender should send the instance's attributes")
+            }
+            return refuse(received, .cannotUnderstand, reason: error.explanation)
         }
         guard let study = metadata.studyInstanceUID, !study.isEmpty else {
             return refuse(received, .cannotUnderstand, reason: "the dataset has no Study Instance UID (0020,000D)")
@@ -98,7 +103,8 @@ public final class InstanceIntake: Sendable {
         let sop = metadata.sopInstanceUID ?? ""
         guard sop == received.sopInstanceUID else {
             return refuse(received, .datasetDoesNotMatch,
-                          reason: "the dataset's SOP Instance UID '\(sop)' differs from the request's '\(received.sopInstanceUID)'")
+                          reason: sop.isEmpty ? "the dataset has no SOP Instance UID (0008,0018); the request announced '\(received.sopInstanceUID)'"
+                              : "the dataset's SOP Instance UID '\(sop)' differs from the request's '\(received.sopInstanceUID)'")
         }
         let placement: Spool.Placement
         do {
@@ -218,7 +224,7 @@ public final class InstanceIntake: Sendable {
                 ext = "dcm"
             }
         } catch {
-            let reason = "\(error)"
+            let reason = (error as? ImagingError)?.explanation ?? "\(error)"
             do {
                 let kept = try quarantine.admit(path, originalName: relative, reason: reason)
                 logger.warning("dropped file quarantined: \(relative): \(reason)")
@@ -265,7 +271,7 @@ public final class InstanceIntake: Sendable {
     /// a decoder that timed out) under which a good file must stay where it is.
     static func isDefect(_ error: ImagingError) -> Bool {
         switch error {
-        case .notDICOM, .undecodable, .notPNG: return true
+        case .notDICOM, .undecodable, .incomplete, .tooLarge, .notPNG: return true
         case let .decoderFailed(_, reason): return reason.hasPrefix("crashed")
         case .unreadable: return false
         }
@@ -283,6 +289,7 @@ public final class InstanceIntake: Sendable {
         a.modality = m.modality
         a.bodyPart = m.bodyPartExamined.flatMap { $0.isEmpty ? nil : $0.uppercased() }
         a.studyDescription = m.studyDescription
+        a.characterSetNote = m.characterSetNote
         return a
     }
 

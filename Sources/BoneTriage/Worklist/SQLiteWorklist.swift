@@ -86,7 +86,11 @@ public final class SQLiteWorklist: WorklistStore {
                 study = Study(studyInstanceUID: a.studyInstanceUID, source: a.source, receivedAt: a.receivedAt)
                 outcome = .newStudy
             }
-            // Metadata: the first non-empty value wins, so a late instance never blanks a field.
+            // Metadata: the first non-empty value wins, so a late instance never blanks a field. A note on
+            // text kept as received comes with the first instance whose text the study takes.
+            let takesText = (study.patientID == nil && a.patientID != nil) || (study.patientName == nil && a.patientName != nil)
+                || (study.accessionNumber == nil && a.accessionNumber != nil) || (study.studyDescription == nil && a.studyDescription != nil)
+            if takesText, study.characterSetNote == nil { study.characterSetNote = a.characterSetNote }
             study.patientID = study.patientID ?? a.patientID
             study.patientName = study.patientName ?? a.patientName
             study.accessionNumber = study.accessionNumber ?? a.accessionNumber

@@ -64,6 +64,7 @@ public enum WorklistPresentation {
             "review_label": v(s.reviewLabel?.rawValue),
             "reviewed_at": v(iso(s.reviewedAt)),
             "changed_after_review": s.changedAfterReview,
+            "character_set_note": v(s.characterSetNote),
         ]
     }
 
@@ -213,6 +214,7 @@ public enum WorklistPresentation {
         line("Study date", s.studyDate)
         line("Modality / part", [s.modality, s.bodyPart].compactMap { $0 }.joined(separator: " / "))
         line("Description", s.studyDescription)
+        line("Text", s.characterSetNote.map { "NOT CONVERTED: \($0)" })
         let from = s.source == .cstore ? "C-STORE from \(s.callingAETitle ?? "?") at \(s.peerAddress ?? "?")" : "drop folder"
         line("Received", "\(local(s.firstReceivedAt, "yyyy-MM-dd HH:mm:ss")) .. \(local(s.lastReceivedAt, "HH:mm:ss")), \(from)")
         line("Images", "\(s.imageCount) (\(s.eligibleImageCount) eligible)")

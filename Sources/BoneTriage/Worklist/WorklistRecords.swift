@@ -63,6 +63,9 @@ public struct Study: Codable, Sendable, Equatable, FetchableRecord, PersistableR
     public var reviewedAt: Date?
     /// Set when a study is triaged again (late images, new model) after it was reviewed.
     public var changedAfterReview: Bool
+    /// Why some of the study's text (patient name, IDs, description) is kept as received instead of
+    /// converted to UTF-8: an unknown Specific Character Set (0008,0005), or bytes invalid in it.
+    public var characterSetNote: String?
 
     public static func shortID(for uid: String) -> String { String(SHA256Digest.hex(Data(uid.utf8)).prefix(12)) }
 

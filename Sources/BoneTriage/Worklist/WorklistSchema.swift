@@ -88,6 +88,12 @@ public enum WorklistSchema {
             }
             try db.create(index: "image_file_path", on: "image", columns: ["filePath"])
         }
+        // v5: why a study's text is kept as received (its Specific Character Set could not be converted).
+        migrator.registerMigration("v5-character-set-note") { db in
+            try db.alter(table: "study") { t in
+                t.add(column: "characterSetNote", .text)
+            }
+        }
         return migrator
     }
 }

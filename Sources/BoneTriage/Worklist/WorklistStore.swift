@@ -55,6 +55,8 @@ public struct InstanceArrival: Sendable {
     public var source: StudySource
     public var callingAETitle: String?
     public var peerAddress: String?
+    /// Why some of the text above is kept as received instead of converted to UTF-8 (see DicomMetadata).
+    public var characterSetNote: String?
 
     public init(studyInstanceUID: String, sopInstanceUID: String, seriesInstanceUID: String? = nil, filePath: String,
                 receivedAt: Date = Date(), eligible: Bool, eligibilityReason: String? = nil, source: StudySource) {

@@ -18,8 +18,21 @@ bt_dicom *bt_dicom_open(const char *path, int metadata_only, char *error, size_t
 void bt_dicom_close(bt_dicom *dicom);
 
 /// The value of a top-level element as text (multi-valued: backslash-separated), or NULL when absent.
+/// Text affected by Specific Character Set (0008,0005) (PN, LO, SH, ST, LT, UT, UC) is converted to
+/// UTF-8; a value that cannot be converted is given as received and `bt_dicom_text_note` says why.
 /// The text lives as long as the handle.
 const char *bt_dicom_string(bt_dicom *dicom, uint16_t group, uint16_t element);
+/// Why some text read so far through `bt_dicom_string` is not UTF-8 converted from its character set
+/// (an unknown or unsupported Specific Character Set, bytes invalid in it, non-ASCII bytes without
+/// one), or NULL when every value read was converted. Names no patient data.
+const char *bt_dicom_text_note(bt_dicom *dicom);
+/// How many attributes the dataset holds (File Meta excluded): 0 for an empty dataset.
+unsigned long bt_dicom_dataset_size(bt_dicom *dicom);
+/// Checks, without decoding, that Pixel Data (7FE0,0010) holds the data its header declares: native
+/// data at least Rows x Columns x Samples per Pixel x Bits Allocated x Number of Frames bits,
+/// encapsulated data at least one non-empty fragment per frame. 0 when it does (or there is no Pixel
+/// Data, or the header lacks what the check needs: rendering reports that); 1 with `error` set when not.
+int bt_dicom_check_pixel_data(bt_dicom *dicom, char *error, size_t error_size);
 /// The value of a top-level element as an integer, or `fallback` when absent or not a number.
 long bt_dicom_integer(bt_dicom *dicom, uint16_t group, uint16_t element, long fallback);
 /// The transfer syntax the dataset was read in (UID), and whether the file had a File Meta header.

@@ -142,8 +142,8 @@ struct SelfMadeImagingTests {
             do {
                 _ = try DicomReader.render(path: dir.path("p.dcm"), maximumPixels: 1000)
                 Issue.record("an image over the pixel limit was rendered")
-            } catch let ImagingError.undecodable(_, reason) {
-                #expect(reason.contains("over the limit of 1000"))
+            } catch let ImagingError.tooLarge(_, reason) {
+                #expect(reason.contains("over the limit of 1000 pixels ([triage] maximum_megapixels)"), "\(reason)")
             }
         }
     }
