@@ -160,6 +160,57 @@ struct DropFolderSafetyTests {
         }
         #expect(FileManager.default.fileExists(atPath: daemon.dropFolder), "the drop folder itself stays")
     }
+
+    /// Whether this machine lets a process make a user namespace (where an inotify limit can be lowered
+    /// for that namespace alone).
+    static let userNamespaces: Bool = {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare") else { return false }
+        return (try? DaemonHarness.run("/usr/bin/unshare", ["-Ur", "sh", "-c", "echo 3 > /proc/sys/user/max_inotify_watches"]))?.status == 0
+    }()
+
+    @Test("a full inotify watch table (ENOSPC) is logged with what to raise, and the folders it left unwatched are rescanned and their files taken in",
+          .enabled(if: userNamespaces, "skipped: needs user namespaces (unshare -Ur) to lower the watch limit for the daemon alone"))
+    func fullWatchTable() throws {
+        let daemon = try DaemonHarness()
+        try daemon.writeConfig()
+        var text = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+        text = text.replacingOccurrences(of: "[drop_folder]\n", with: "[drop_folder]\nretry_seconds = 1\nremove_empty_folders_after_seconds = 3600\n")
+        try text.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        // Seven folders; the daemon may hold three watches (user.max_inotify_watches in its own user
+        // namespace, so no other process on the machine is limited).
+        for folder in ["p1/s1", "p2/s1", "p3/s1"] {
+            try FileManager.default.createDirectory(atPath: daemon.dropFolder + "/" + folder, withIntermediateDirectories: true)
+        }
+        let executable = try #require(Executable.url?.path)
+        let logPath = daemon.dir.path("limited.log")
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+        process.arguments = ["-Ur", "sh", "-c", "echo 3 > /proc/sys/user/max_inotify_watches && exec \"$0\" serve --config \"$1\"", executable, daemon.configPath]
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        defer {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+        }
+        func logText() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+        try daemon.waitFor("listening", timeout: 30) { logText().contains("listening") || !process.isRunning }
+        #expect(logText().contains("watch table is full") && logText().contains("fs.inotify.max_user_watches"), "\(logText())")
+
+        // Into the last folders walked, which the full table left unwatched.
+        let files = try TemporaryDirectory()
+        try PNGReader.write(testPattern(width: 33, height: 44), to: files.path("image1.png"))
+        try FileManager.default.moveItem(atPath: files.path("image1.png"), toPath: daemon.dropFolder + "/p3/s1/image1.png")
+        try daemon.waitFor("the file in an unwatched folder taken in", timeout: 30) {
+            try daemon.studies().contains { $0["description"] as? String == "p3/s1" }
+        }
+        #expect(!FileManager.default.fileExists(atPath: daemon.dropFolder + "/p3/s1/image1.png"))
+        kill(process.processIdentifier, SIGTERM)
+        try daemon.waitFor("exit", timeout: 30) { !process.isRunning }
+        #expect(process.terminationStatus == 0)
+    }
 }
 
 extension DaemonHarness {
