@@ -203,45 +203,98 @@ public final class InstanceIntake: Sendable {
 
     /// Reads a complete file from the drop folder, puts it in the spool and the worklist, and removes it
     /// from the drop folder only then. PNG files are grouped into studies by folder (MURA-style).
+    ///
+    /// Only a regular file inside the drop folder is read: the path is walked from `dropRoot` one folder
+    /// at a time without following a link, the file is opened with O_NOFOLLOW|O_NONBLOCK and checked to
+    /// be the regular file found, and its header is read from the copy taken into the spool. A link
+    /// (to a file or a folder), a FIFO, a socket or a device goes to quarantine as itself, unopened, with
+    /// its reason; so does a file whose path is PATH_MAX or longer (reached through folder descriptors).
     public func ingest(dropped path: String, dropRoot: String) -> DropOutcome {
-        guard FileManager.default.fileExists(atPath: path) else { return .leftInPlace(reason: "the file is gone") }
-        let relative = Self.relativePath(path, root: dropRoot)
+        let root = (dropRoot as NSString).standardizingPath
+        guard var parts = DropTree.components(of: path, root: root), let name = parts.popLast() else {
+            logger.error("not taken in: \(DropTree.shortened(path)) is not inside the drop folder \(root)")
+            return .leftInPlace(reason: "not inside the drop folder \(root)")
+        }
+        let relative = (parts + [name]).joined(separator: "/")
+        let shown = DropTree.shortened(relative)
+        let folder: Int32
+        do {
+            let rootFD = try DropTree.openRoot(root)
+            defer { close(rootFD) }
+            folder = try DropTree.openFolder(rootFD, components: parts)
+        } catch {
+            if case .gone = error { return .leftInPlace(reason: "the file is gone") }
+            logger.error("dropped file \(shown) left in place: \(error)")
+            return .leftInPlace(reason: "\(error)")
+        }
+        defer { close(folder) }
+        guard let found = DropTree.status(folder, name) else { return .leftInPlace(reason: "the file is gone") }
+        switch DropTree.kind(folder, name, found) {
+        case .regular:
+            break
+        case .folder:
+            return .leftInPlace(reason: "it is a folder")
+        case let kind:
+            return quarantine(folder, name, relative: relative, reason: "it is \(kind.description), not a regular file: only regular files are "
+                + "taken from the drop folder, and what a link points to is never read or moved. Copy or move the file itself into the drop folder")
+        }
+        let length = root.utf8.count + 1 + relative.utf8.count
+        if length >= DropTree.pathMax {
+            return quarantine(folder, name, relative: relative, reason: "its path is \(length) bytes long, beyond the system's limit of "
+                + "\(DropTree.pathMax - 1) (PATH_MAX): other programs cannot open it by name. Drop it under a shorter path")
+        }
+        // Open what was found, without blocking or following a link, and check it is still that file.
+        let file = openat(folder, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard file >= 0 else {
+            let reason = String(cString: strerror(errno))
+            logger.error("dropped file \(shown) left in place: cannot open it: \(reason)")
+            return .leftInPlace(reason: reason)
+        }
+        defer { close(file) }
+        var opened = stat()
+        guard fstat(file, &opened) == 0, opened.st_mode & S_IFMT == S_IFREG, DropTree.same(opened, found) else {
+            // Replaced between the look and the open: the replacement's own event brings it back.
+            logger.warning("dropped file \(shown) changed while it was being opened; left in place")
+            return .leftInPlace(reason: "it changed while it was being opened")
+        }
+        // Named after the dropped file (its first 100 bytes), so the copy being read says what it is.
+        let temporary = spool.temporaryPath(tag: "drop-" + String(decoding: name.utf8.prefix(100), as: UTF8.self))
+        do {
+            try FileSystem.copyDurably(descriptor: file, in: folder, name: name, to: temporary)
+        } catch {
+            logger.error("dropped file \(shown) left in the drop folder: \(error); it is tried again at the next start")
+            return .leftInPlace(reason: "\(error)")
+        }
+        // From here on the copy in the spool is read: what is checked is what is stored.
         let arrival: InstanceArrival, expected: Int?, ext: String
         do {
-            if Self.isPNG(path) {
-                try headers.checkPNG(path: path, maximumPixels: maximumPixels)
-                arrival = try Self.pngArrival(path: path, relative: relative)
+            if Self.isPNG(temporary, name: name) {
+                try headers.checkPNG(path: temporary, maximumPixels: maximumPixels)
+                arrival = try Self.pngArrival(path: temporary, relative: relative)
                 expected = nil
                 ext = "png"
             } else {
-                let metadata = try headers.metadata(path: path)
+                let metadata = try headers.metadata(path: temporary)
                 guard let study = metadata.studyInstanceUID, !study.isEmpty else {
-                    throw ImagingError.notDICOM(path: path, reason: "it has no Study Instance UID (0020,000D)")
+                    throw ImagingError.notDICOM(path: relative, reason: "it has no Study Instance UID (0020,000D)")
                 }
-                let sop = metadata.sopInstanceUID.flatMap { $0.isEmpty ? nil : $0 } ?? Self.contentUID(path: path)
-                arrival = Self.arrival(metadata, study: study, sop: sop, path: path, source: .dropFolder)
+                let sop = metadata.sopInstanceUID.flatMap { $0.isEmpty ? nil : $0 } ?? Self.contentUID(path: temporary)
+                arrival = Self.arrival(metadata, study: study, sop: sop, path: temporary, source: .dropFolder)
                 expected = metadata.numberOfStudyRelatedInstances
                 ext = "dcm"
             }
         } catch {
-            let reason = (error as? ImagingError)?.explanation ?? "\(error)"
-            do {
-                let kept = try quarantine.admit(path, originalName: relative, reason: reason)
-                logger.warning("dropped file quarantined: \(relative): \(reason)")
-                return .quarantined(path: kept, reason: reason)
-            } catch {
-                logger.error("dropped file \(relative) is unreadable and could not be quarantined (\(error)); left in place")
-                return .leftInPlace(reason: "\(error)")
-            }
+            unlink(temporary)
+            let reason = ((error as? ImagingError)?.explanation ?? "\(error)").replacingOccurrences(of: temporary, with: relative)
+            return quarantine(folder, name, relative: relative, reason: reason)
         }
         do {
-            let temporary = spool.temporaryPath(tag: "drop")
-            try FileSystem.copyDurably(path, to: temporary)
             let placement = try spool.place(temporary: temporary, study: arrival.studyInstanceUID, instance: arrival.sopInstanceUID, fileExtension: ext)
             var recorded = arrival
             recorded.filePath = placement.path
             let outcome = try worklist.recordArrival(recorded)
-            unlink(path)
+            // Removed only if it is still the file that was taken in.
+            if let now = DropTree.status(folder, name), DropTree.same(now, found) { unlinkat(folder, name, 0) }
             if outcome == .duplicate {
                 discardCopy(placement, of: arrival.sopInstanceUID)
                 logger.info("dropped file was already received; stored once", metadata: ["study": "\(Study.shortID(for: arrival.studyInstanceUID))"])
@@ -252,7 +305,21 @@ public final class InstanceIntake: Sendable {
             notify(notice)
             return .recorded(notice)
         } catch {
-            logger.error("dropped file \(relative) left in the drop folder: \(error); it is tried again at the next start")
+            unlink(temporary)
+            logger.error("dropped file \(shown) left in the drop folder: \(error); it is tried again at the next start")
+            return .leftInPlace(reason: "\(error)")
+        }
+    }
+
+    /// Moves the entry `name` of `folder` (itself, never what a link points to) to the quarantine.
+    private func quarantine(_ folder: Int32, _ name: String, relative: String, reason: String) -> DropOutcome {
+        let shown = DropTree.shortened(relative)
+        do {
+            let kept = try quarantine.admit(entry: name, in: folder, originalName: relative, reason: reason)
+            logger.warning("dropped file quarantined: \(shown): \(reason)")
+            return .quarantined(path: kept, reason: reason)
+        } catch {
+            logger.error("dropped file \(shown) could not be quarantined (\(error)); left in place. It was refused because \(reason)")
             return .leftInPlace(reason: "\(error)")
         }
     }
@@ -325,13 +392,9 @@ public final class InstanceIntake: Sendable {
         return "2.25.\(value)"
     }
 
-    static func isPNG(_ path: String) -> Bool {
+    /// By its signature, or by the name it was dropped under (`name`, the path's own by default).
+    static func isPNG(_ path: String, name: String? = nil) -> Bool {
         let head = (FileHandle(forReadingAtPath: path).flatMap { try? $0.read(upToCount: 8) }) ?? Data()
-        return Array(head) == IncomingImage.pngSignature || path.lowercased().hasSuffix(".png")
-    }
-
-    static func relativePath(_ path: String, root: String) -> String {
-        let prefix = root.hasSuffix("/") ? root : root + "/"
-        return path.hasPrefix(prefix) ? String(path.dropFirst(prefix.count)) : (path as NSString).lastPathComponent
+        return Array(head) == IncomingImage.pngSignature || (name ?? path).lowercased().hasSuffix(".png")
     }
 }

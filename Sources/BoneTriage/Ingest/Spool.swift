@@ -97,18 +97,62 @@ public struct Quarantine: Sendable {
     /// Returns the quarantined path.
     @discardableResult
     public func admit(_ path: String, originalName: String? = nil, reason: String) throws -> String {
-        let name = ((originalName ?? path) as NSString).lastPathComponent
+        let target = freshTarget(for: originalName ?? path)
+        try FileSystem.moveDurably(path, to: target)
+        try writeReason(file: originalName ?? path, reason: reason, to: target)
+        return target
+    }
+
+    /// Moves the entry `name` of the open folder `folder` into the quarantine as it is: a link stays a
+    /// link (what it points to is not touched), a FIFO or socket is never opened. Relative to the folder's
+    /// descriptor, so an entry whose full path is longer than PATH_MAX moves too. Across file systems a
+    /// regular file is copied, then removed; any other entry is removed and described in its `.reason`.
+    @discardableResult
+    public func admit(entry name: String, in folder: Int32, originalName: String, reason: String) throws -> String {
+        let target = freshTarget(for: name)
+        var note = ""
+        if renameat(folder, name, AT_FDCWD, target) == 0 {
+            var st = stat()
+            if lstat(target, &st) == 0, st.st_mode & S_IFMT == S_IFREG { try? FileSystem.syncFile(target) }
+            try? FileSystem.syncFolder(root)
+        } else {
+            let code = errno
+            guard code == EXDEV else { throw SpoolError.cannotStore(path: target, reason: String(cString: strerror(code))) }
+            var st = stat()
+            guard fstatat(folder, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
+                throw SpoolError.cannotStore(path: target, reason: String(cString: strerror(errno)))
+            }
+            if st.st_mode & S_IFMT == S_IFREG {
+                let input = openat(folder, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+                guard input >= 0 else { throw SpoolError.cannotStore(path: target, reason: String(cString: strerror(errno))) }
+                defer { close(input) }
+                try FileSystem.copyContents(of: input, to: target)
+            } else {
+                note = "\nnot kept: it is not a regular file and the quarantine is on another file system, so it was removed from the drop folder"
+            }
+            unlinkat(folder, name, 0)
+        }
+        try writeReason(file: originalName, reason: reason + note, to: target)
+        return target
+    }
+
+    private func freshTarget(for original: String) -> String {
+        let name = (original as NSString).lastPathComponent
         let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: .gmt, formatOptions: [.withYear, .withMonth, .withDay, .withTime])
         var target = root + "/\(stamp)-\(name)"
         var n = 1
-        while FileManager.default.fileExists(atPath: target) || FileManager.default.fileExists(atPath: target + ".reason") {
+        var st = stat()
+        // lstat: a quarantined link to nowhere still takes its name.
+        while lstat(target, &st) == 0 || lstat(target + ".reason", &st) == 0 {
             n += 1
             target = root + "/\(stamp)-\(n)-\(name)"
         }
-        try FileSystem.moveDurably(path, to: target)
-        let text = "file: \(originalName ?? path)\nquarantined: \(ISO8601DateFormatter().string(from: Date()))\nreason: \(reason)\n"
-        try FileSystem.writeDurably(Data(text.utf8), to: target + ".reason")
         return target
+    }
+
+    private func writeReason(file: String, reason: String, to target: String) throws {
+        let text = "file: \(file)\nquarantined: \(ISO8601DateFormatter().string(from: Date()))\nreason: \(reason)\n"
+        try FileSystem.writeDurably(Data(text.utf8), to: target + ".reason")
     }
 }
 
@@ -129,8 +173,9 @@ public enum FileSystem {
         try? syncFolder((path as NSString).deletingLastPathComponent)
     }
 
+    /// Never blocks on a FIFO nor follows a link (then it fails, and nothing is synced).
     public static func syncFile(_ path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         guard fd >= 0 else { throw SpoolError.cannotStore(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
         guard fsync(fd) == 0 else { throw SpoolError.cannotStore(path: path, reason: "fsync: " + String(cString: strerror(errno))) }
@@ -155,6 +200,32 @@ public enum FileSystem {
         let input = open(source, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw SpoolError.cannotStore(path: source, reason: String(cString: strerror(errno))) }
         defer { close(input) }
+        try copyContents(of: input, to: target)
+    }
+
+    /// A durable copy of the open regular file `descriptor` (the entry `name` of the open folder `folder`)
+    /// at `target`: a hard link when the file system allows it and the entry is still the file that was
+    /// opened, a copy of the descriptor's content otherwise. Never reads through a name that may have
+    /// changed, and never follows a link.
+    public static func copyDurably(descriptor: Int32, in folder: Int32, name: String, to target: String) throws {
+        var opened = stat()
+        guard fstat(descriptor, &opened) == 0 else { throw SpoolError.cannotStore(path: target, reason: String(cString: strerror(errno))) }
+        if linkat(folder, name, AT_FDCWD, target, 0) == 0 {
+            var linked = stat()
+            if lstat(target, &linked) == 0, linked.st_dev == opened.st_dev, linked.st_ino == opened.st_ino {
+                try syncFile(target)
+                return
+            }
+            unlink(target)  // the name now holds another file: copy the one that was opened
+        } else if !(errno == EXDEV || errno == EPERM || errno == EMLINK) {
+            throw SpoolError.cannotStore(path: target, reason: String(cString: strerror(errno)))
+        }
+        guard lseek(descriptor, 0, SEEK_SET) == 0 else { throw SpoolError.cannotStore(path: target, reason: "seek: " + String(cString: strerror(errno))) }
+        try copyContents(of: descriptor, to: target)
+    }
+
+    /// Copies what `input` reads to a new file `target`, fsync'd; removes `target` on failure.
+    public static func copyContents(of input: Int32, to target: String) throws {
         let output = open(target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o640)
         guard output >= 0 else { throw SpoolError.cannotStore(path: target, reason: String(cString: strerror(errno))) }
         var buffer = [UInt8](repeating: 0, count: 1 << 20)

@@ -138,6 +138,8 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
     public var dropFolder: String? = stateDirectory + "/drop"
     /// Seconds between retries of dropped files that could not be stored (disk full, worklist locked).
     public var dropRetryInterval: Double = 30
+    /// Seconds a drop-folder folder must stay empty and unchanged before it is removed (with its inotify watch).
+    public var dropRemoveEmptyFoldersAfter: Double = 120
     // [storage]
     public var spoolFolder = stateDirectory + "/spool"
     public var archiveFolder = stateDirectory + "/archive"
@@ -209,11 +211,12 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
             r.integer("max_pdu", into: &c.maxPDU, range: 4096...131_072, rule: "bytes, between 4096 and 131072")
             c.allowedCallers = r.callers("allowed_callers")
         }
-        reader.section("drop_folder", keys: ["path", "retry_seconds"]) { r in
+        reader.section("drop_folder", keys: ["path", "retry_seconds", "remove_empty_folders_after_seconds"]) { r in
             var path = c.dropFolder ?? ""
             r.string("path", into: &path, rule: "an absolute path, or \"\" to turn the drop folder off") { $0.isEmpty || $0.hasPrefix("/") }
             c.dropFolder = path.isEmpty ? nil : path
             r.number("retry_seconds", into: &c.dropRetryInterval, range: 1...86_400)
+            r.number("remove_empty_folders_after_seconds", into: &c.dropRemoveEmptyFoldersAfter, range: 0...86_400)
         }
         reader.section("storage", keys: ["spool", "archive", "quarantine", "after_triage", "minimum_free_space_mb",
                                          "retention_days", "spool_limit", "archive_limit", "retention_interval_seconds"]) { r in

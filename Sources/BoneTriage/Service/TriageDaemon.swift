@@ -82,7 +82,9 @@ public final class TriageDaemon: @unchecked Sendable {
             logger.warning("no [dicom] allowed_callers: every association will be refused; add the PACS's AE title and address")
         }
         let receiver = try StorageReceiver(configuration: c, intake: intake, logger: logger)
-        let watcher = try c.dropFolder.map { try DropFolderWatcher(root: $0) }
+        let watcher = try c.dropFolder.map {
+            try DropFolderWatcher(root: $0, removeEmptyFoldersAfter: c.dropRemoveEmptyFoldersAfter, rescanInterval: c.dropRetryInterval, logger: logger)
+        }
 
         let threads = DispatchGroup()
         Self.spawn("dicom-receiver", group: threads) { receiver.run() }
@@ -159,7 +161,8 @@ public final class TriageDaemon: @unchecked Sendable {
         var leftInPlace = Set<String>()
         func ingest(_ path: String) {
             if case .leftInPlace = intake.ingest(dropped: path, dropRoot: watcher.root) {
-                if FileManager.default.fileExists(atPath: path) { leftInPlace.insert(path) }
+                var st = stat()  // lstat: a path longer than PATH_MAX is kept too
+                if lstat(path, &st) == 0 || errno == ENAMETOOLONG { leftInPlace.insert(path) }
             } else {
                 leftInPlace.remove(path)
             }
@@ -167,9 +170,14 @@ public final class TriageDaemon: @unchecked Sendable {
         let existing = watcher.existingFiles()
         if !existing.isEmpty { logger.info("\(existing.count) file(s) were dropped while the daemon was down") }
         for path in existing where !isStopping { ingest(path) }
-        var lastRetry = Date()
+        var lastRetry = Date(), lastSweep = Date.distantPast
         while !isStopping {
             for path in watcher.nextFiles(timeout: 0.5) where !isStopping { ingest(path) }
+            // Emptied folders go, with their watches (the drop folder itself stays).
+            if Date().timeIntervalSince(lastSweep) >= 1 {
+                lastSweep = Date()
+                watcher.removeEmptyFolders()
+            }
             // Files the spool or the worklist could not take: inotify will not announce them again.
             if !leftInPlace.isEmpty, Date().timeIntervalSince(lastRetry) >= configuration.dropRetryInterval {
                 lastRetry = Date()

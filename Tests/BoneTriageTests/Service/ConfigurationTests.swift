@@ -96,6 +96,19 @@ struct ConfigurationTests {
         }
     }
 
+    @Test("[drop_folder] remove_empty_folders_after_seconds: read, defaulted, bounded")
+    func dropFolderFolderRemoval() throws {
+        #expect(BoneTriageConfiguration().dropRemoveEmptyFoldersAfter == 120)
+        let c = try BoneTriageConfiguration.parse("[drop_folder]\nremove_empty_folders_after_seconds = 0\nretry_seconds = 5\n", path: "d.toml")
+        #expect(c.dropRemoveEmptyFoldersAfter == 0 && c.dropRetryInterval == 5)
+        do {
+            _ = try BoneTriageConfiguration.parse("[drop_folder]\nremove_empty_folders_after_seconds = -1\n", path: "d.toml")
+            Issue.record("a negative wait was accepted")
+        } catch let error as ConfigurationError {
+            #expect(error.description.contains("remove_empty_folders_after_seconds"), "\(error)")
+        }
+    }
+
     @Test("IPv4 addresses and CIDR blocks")
     func addresses() {
         #expect(IPv4Range("10.0.0.0/8")?.contains(IPv4Range.parseAddress("10.200.3.4") ?? 0) == true)
