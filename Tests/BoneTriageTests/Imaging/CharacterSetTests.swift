@@ -36,6 +36,8 @@ struct CharacterSetTests {
         ("\\ISO 2022 IR 149", hex("486F6E675E47696C646F6E673D1B242943FBF35E1B242943D1CED4D73D1B242943C8AB5E1B242943B1E6B5BF"),
          "Hong^Gildong=洪^吉洞=홍^길동"),
         ("GB18030", hex("57616E675E5869616F446F6E673DCDF55ED0A1B6AB3D"), "Wang^XiaoDong=王^小东="),
+        ("\\ISO 2022 IR 58", hex("5A68616E675E5869616F446F6E673D1B242941D5C55E1B242941D0A1B6AB"), "Zhang^XiaoDong=张^小东"),
+        ("\\ISO 2022 IR 100", hex("4275635E4A1B2D41E972F46D65"), "Buc^Jérôme"),
         // Sets DCMTK 3.6.7 does not convert on glibc: Latin-9 (the euro sign) and JIS X 0201 alone.
         ("ISO_IR 203", hex("4575726FA45E4AE972F46D65"), "Euro€^Jérôme"),
         ("ISO 2022 IR 13", hex("D4CFC0DE5EC0DBB3"), "ﾔﾏﾀﾞ^ﾀﾛｳ"),
@@ -53,7 +55,7 @@ struct CharacterSetTests {
         return path
     }
 
-    @Test("names in ISO_IR 100, ISO_IR 192, ISO 2022 IR 87 (with and without IR 13), ISO 2022 IR 149, GB18030, ISO_IR 203 and ISO 2022 IR 13 read as UTF-8",
+    @Test("names in ISO_IR 100, ISO_IR 192, ISO 2022 IR 87 (with and without IR 13), ISO 2022 IR 149, IR 58, IR 100, GB18030, ISO_IR 203 and ISO 2022 IR 13 read as UTF-8",
           arguments: cases)
     func converted(_ charset: String, _ bytes: Data, _ expected: String) throws {
         let dir = try TemporaryDirectory()

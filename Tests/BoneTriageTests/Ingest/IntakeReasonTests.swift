@@ -126,6 +126,42 @@ struct IntakeReasonTests {
         }
     }
 
+    @Test("a dataset without a SOP Instance UID is answered 0xA900 saying so, not as a mismatch with ''")
+    func missingSOPInstanceUID() throws {
+        let setup = try Setup()
+        let sop = Self.study + ".5"
+        var w = DicomWriter.radiograph(study: Self.study, sop: sop, rows: 8, columns: 8)
+        w.nativePixels(bytes: 64)
+        w.omitSOPInstanceUID = true
+        let received = setup.intake.spool.temporaryPath(tag: "cstore")
+        try w.write(to: received)
+        let status = setup.intake.store(ReceivedInstance(temporaryPath: received, sopClassUID: w.sopClassUID, sopInstanceUID: sop,
+                                                         callingAETitle: "PACS", peerAddress: "127.0.0.1"))
+        #expect(status == .datasetDoesNotMatch)
+        let reasons = try setup.reasons()
+        #expect(reasons.count == 1 && reasons[0].contains("the dataset has no SOP Instance UID (0008,0018)") && !reasons[0].contains("''"), "\(reasons)")
+    }
+
+    @Test("'sending it uncompressed may help' only where the data is compressed")
+    func uncompressedHint() throws {
+        let dir = try TemporaryDirectory()
+        var rle = DicomWriter.radiograph(study: Self.study, sop: Self.study + ".6", rows: 64, columns: 64)
+        rle.encapsulatedPixels([Data(repeating: 0xEE, count: 64)], transferSyntax: "1.2.840.10008.1.2.5")  // not RLE segments
+        try rle.write(to: dir.path("rle.dcm"))
+        var native = DicomWriter.radiograph(study: Self.study, sop: Self.study + ".7", rows: 8, columns: 8)
+        native.set(0x0028, 0x0002, "US", DicomWriter.us(2))
+        native.nativePixels(bytes: 128)
+        try native.write(to: dir.path("native.dcm"))
+        for (name, hint) in [("rle.dcm", true), ("native.dcm", false)] {
+            do {
+                _ = try DicomReader.render(path: dir.path(name))
+                Issue.record("\(name) was rendered")
+            } catch let ImagingError.undecodable(_, reason) {
+                #expect(reason.contains("sending it uncompressed may help") == hint, "\(name): \(reason)")
+            }
+        }
+    }
+
     @Test("a decoder failure's description says what went wrong and what to do, not what became of the file")
     func decoderFailureDescription() {
         let error = ImagingError.decoderFailed(path: "/x/a.dcm", reason: "crashed the decoder process twice (killed by signal 11, Segmentation fault)")

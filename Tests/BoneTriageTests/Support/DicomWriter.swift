@@ -11,6 +11,8 @@ struct DicomWriter {
     var sopClassUID = "1.2.840.10008.5.1.4.1.1.1"  // CR Image Storage
     var sopInstanceUID: String
     var transferSyntax = "1.2.840.10008.1.2.1"
+    /// Leaves SOP Instance UID (0008,0018) out of the dataset (the File Meta header still names it).
+    var omitSOPInstanceUID = false
     private var elements: [Element] = []
     /// Encapsulated Pixel Data: an empty Basic Offset Table, these fragments, a sequence delimiter.
     private var fragments: [Data]?
@@ -93,7 +95,7 @@ struct DicomWriter {
         guard !emptyDataset else { return file }
         var all = elements
         all.append(Element(group: 0x0008, element: 0x0016, vr: "UI", value: Data(sopClassUID.utf8)))
-        all.append(Element(group: 0x0008, element: 0x0018, vr: "UI", value: Data(sopInstanceUID.utf8)))
+        if !omitSOPInstanceUID { all.append(Element(group: 0x0008, element: 0x0018, vr: "UI", value: Data(sopInstanceUID.utf8))) }
         for e in all.sorted(by: { ($0.group, $0.element) < ($1.group, $1.element) }) { file += Self.encode(e) }
         if let fragments {
             file += Data([0xE0, 0x7F, 0x10, 0x00]) + Data("OB".utf8) + Data([0, 0, 0xFF, 0xFF, 0xFF, 0xFF])
