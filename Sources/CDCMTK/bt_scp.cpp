@@ -56,12 +56,60 @@ static void setError(char *error, size_t size, const std::string &text) {
     if (error && size > 0) snprintf(error, size, "%s", text.c_str());
 }
 
+static const char *const verificationSyntaxes[] = {
+    UID_LittleEndianExplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax,
+    UID_LittleEndianImplicitTransferSyntax,
+};
+
+/// Compressed syntaxes first, lossless before lossy, so a sender that offers the file's own encoding
+/// sends it as it is; the uncompressed ones last.
+static const char *const storageSyntaxes[] = {
+    UID_JPEGLSLosslessTransferSyntax,
+    UID_JPEGProcess14SV1TransferSyntax,
+    UID_JPEGProcess14TransferSyntax,
+    UID_JPEG2000LosslessOnlyTransferSyntax,
+    UID_RLELosslessTransferSyntax,
+    UID_DeflatedExplicitVRLittleEndianTransferSyntax,
+    UID_JPEG2000TransferSyntax,
+    UID_JPEGLSLossyTransferSyntax,
+    UID_JPEGProcess1TransferSyntax,
+    UID_JPEGProcess2_4TransferSyntax,
+    UID_LittleEndianExplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax,
+    UID_LittleEndianImplicitTransferSyntax,
+};
+
 /// One association, on its own thread: C-ECHO through DCMTK, C-STORE here.
 class StorageAssociation : public DcmThreadSCP {
 public:
-    explicit StorageAssociation(bt_scp *owner) : owner(owner) {}
+    StorageAssociation(bt_scp *owner, T_ASC_Association *association) : owner(owner), association(association) {}
 
 protected:
+    /// Accepts, from what the peer proposes, Verification and every storage SOP class DCMTK knows, each
+    /// with the first of our transfer syntaxes (in our order of preference) that the peer offers for it.
+    /// Built per association from the peer's proposal: a fixed profile holds fewer contexts than there
+    /// are storage SOP classes. Anything else is refused context by context (abstract or transfer syntax
+    /// not supported); an association left with no accepted context is refused by DCMTK.
+    OFCondition negotiateAssociation() override {
+        T_ASC_Parameters *params = association->params;
+        const char *verification[] = {UID_VerificationSOPClass};
+        OFCondition cond = ASC_acceptContextsWithPreferredTransferSyntaxes(
+            params, verification, 1, const_cast<const char **>(verificationSyntaxes), int(sizeof verificationSyntaxes / sizeof *verificationSyntaxes));
+        // The storage pass refuses what it does not accept, except contexts already accepted (Verification).
+        if (cond.good())
+            cond = ASC_acceptContextsWithPreferredTransferSyntaxes(params, dcmAllStorageSOPClassUIDs, numberOfDcmAllStorageSOPClassUIDs,
+                                                                   const_cast<const char **>(storageSyntaxes),
+                                                                   int(sizeof storageSyntaxes / sizeof *storageSyntaxes));
+        // No context proposed at all: nothing accepted, so DCMTK refuses the association (no acceptable context).
+        if (cond == ASC_NOPRESENTATIONCONTEXTPROPOSED) return EC_Normal;
+        if (cond.bad()) {
+            owner->log(BT_LOG_ERROR, "cannot negotiate the presentation contexts of " + describePeer() + ": " + cond.text());
+            refuseAssociation(DCMSCP_INTERNAL_ERROR);
+        }
+        return cond;
+    }
+
     OFBool checkCalledAETitleAccepted(const OFString &calledAE) override {
         return trimmed(calledAE) == owner->aeTitle;
     }
@@ -115,6 +163,7 @@ protected:
 
 private:
     bt_scp *owner;
+    T_ASC_Association *association;
     int verdict = -1;
     uint64_t stored = 0;
     int receiving = -1;
@@ -199,29 +248,6 @@ private:
     }
 };
 
-/// Compressed syntaxes first, lossless before lossy, so a sender that offers the file's own encoding
-/// sends it as it is; the uncompressed ones last.
-static OFList<OFString> acceptedTransferSyntaxes() {
-    const char *uids[] = {
-        UID_JPEGLSLosslessTransferSyntax,
-        UID_JPEGProcess14SV1TransferSyntax,
-        UID_JPEGProcess14TransferSyntax,
-        UID_JPEG2000LosslessOnlyTransferSyntax,
-        UID_RLELosslessTransferSyntax,
-        UID_DeflatedExplicitVRLittleEndianTransferSyntax,
-        UID_JPEG2000TransferSyntax,
-        UID_JPEGLSLossyTransferSyntax,
-        UID_JPEGProcess1TransferSyntax,
-        UID_JPEGProcess2_4TransferSyntax,
-        UID_LittleEndianExplicitTransferSyntax,
-        UID_BigEndianExplicitTransferSyntax,
-        UID_LittleEndianImplicitTransferSyntax,
-    };
-    OFList<OFString> list;
-    for (const char *uid : uids) list.push_back(uid);
-    return list;
-}
-
 extern "C" bt_scp *bt_scp_open(const bt_scp_settings *settings, bt_scp_callbacks callbacks, char *error, size_t errorSize) {
     static std::once_flag once;
     std::call_once(once, [] { OFLog::configure(OFLogger::FATAL_LOG_LEVEL); });
@@ -247,15 +273,7 @@ extern "C" bt_scp *bt_scp_open(const bt_scp_settings *settings, bt_scp_callbacks
     config.setDIMSETimeout(settings->dimse_timeout);
     config.setHostLookupEnabled(OFFalse);
     config.setProgressNotificationMode(OFTrue);
-    OFList<OFString> echoSyntaxes;
-    echoSyntaxes.push_back(UID_LittleEndianExplicitTransferSyntax);
-    echoSyntaxes.push_back(UID_BigEndianExplicitTransferSyntax);
-    echoSyntaxes.push_back(UID_LittleEndianImplicitTransferSyntax);
-    config.addPresentationContext(UID_VerificationSOPClass, echoSyntaxes);
-    OFList<OFString> storageSyntaxes = acceptedTransferSyntaxes();
-    for (int i = 0; i < numberOfDcmAllStorageSOPClassUIDs; i++) {
-        config.addPresentationContext(dcmAllStorageSOPClassUIDs[i], storageSyntaxes);
-    }
+    // No presentation contexts in the profile: StorageAssociation::negotiateAssociation accepts them.
 
     // DCMTK 3.6.7 always listens on every interface; it opens an ephemeral socket that is replaced
     // here by one bound to the configured address and port.
@@ -326,7 +344,7 @@ extern "C" int bt_scp_run(bt_scp *scp) {
         try {
             std::thread([scp, association] {
                 {
-                    StorageAssociation worker(scp);
+                    StorageAssociation worker(scp, association);
                     worker.setSharedConfig(scp->config);
                     worker.run(association);
                 }
@@ -349,6 +367,11 @@ extern "C" int bt_scp_run(bt_scp *scp) {
 extern "C" void bt_scp_stop(bt_scp *scp) { scp->stopping.store(true); }
 extern "C" int bt_scp_active_associations(const bt_scp *scp) { return scp->active.load(); }
 extern "C" uint64_t bt_scp_total_associations(const bt_scp *scp) { return scp->total.load(); }
+
+extern "C" int bt_scp_storage_sop_class_count(void) { return numberOfDcmAllStorageSOPClassUIDs; }
+extern "C" const char *bt_scp_storage_sop_class(int index) {
+    return index >= 0 && index < numberOfDcmAllStorageSOPClassUIDs ? dcmAllStorageSOPClassUIDs[index] : nullptr;
+}
 
 extern "C" void bt_scp_close(bt_scp *scp) {
     if (!scp) return;

@@ -111,6 +111,11 @@ public final class StorageReceiver: @unchecked Sendable {
         context.takeUnretainedValue().callers.withLock { $0 = callers }
     }
 
+    /// The storage SOP classes the receiver accepts (DCMTK 3.6.7's `dcmAllStorageSOPClassUIDs`), besides Verification.
+    public static var storageSOPClassUIDs: [String] {
+        (0..<Int(bt_scp_storage_sop_class_count())).compactMap { bt_scp_storage_sop_class(Int32($0)).map { String(cString: $0) } }
+    }
+
     public var activeAssociations: Int { Int(bt_scp_active_associations(handle)) }
     public var totalAssociations: UInt64 { bt_scp_total_associations(handle) }
 }

@@ -71,6 +71,9 @@ void bt_scp_stop(bt_scp *scp);
 /// Thread-safe: associations being served now, and served in all.
 int bt_scp_active_associations(const bt_scp *scp);
 uint64_t bt_scp_total_associations(const bt_scp *scp);
+/// The storage SOP classes accepted (DCMTK's dcmAllStorageSOPClassUIDs): their count, and one by index.
+int bt_scp_storage_sop_class_count(void);
+const char *bt_scp_storage_sop_class(int index);
 /// Only after bt_scp_run has returned (or was never called).
 void bt_scp_close(bt_scp *scp);
 
