@@ -77,6 +77,8 @@ public final class StorageReceiver: @unchecked Sendable {
                     settings.port = UInt16(c.port)
                     settings.incoming_folder = incoming
                     settings.max_associations = Int32(c.maxAssociations)
+                    settings.max_pending_connections = Int32(c.maxPendingConnections)
+                    settings.max_pending_per_address = Int32(c.maxPendingConnectionsPerAddress)
                     settings.acse_timeout = Int32(c.acseTimeout)
                     settings.dimse_timeout = Int32(c.dimseTimeout)
                     settings.max_pdu = UInt32(c.maxPDU)
@@ -104,7 +106,8 @@ public final class StorageReceiver: @unchecked Sendable {
     /// its own thread.
     public func run() { _ = bt_scp_run(handle) }
 
-    /// Stops accepting associations within about a second; running ones finish.
+    /// Stops accepting connections within about half a second and closes those that have not sent their
+    /// A-ASSOCIATE-RQ; running associations finish.
     public func stop() { bt_scp_stop(handle) }
 
     public func updateAllowedCallers(_ callers: [AllowedCaller]) {
@@ -117,5 +120,7 @@ public final class StorageReceiver: @unchecked Sendable {
     }
 
     public var activeAssociations: Int { Int(bt_scp_active_associations(handle)) }
+    /// Connections accepted that have not sent their A-ASSOCIATE-RQ yet.
+    public var pendingConnections: Int { Int(bt_scp_pending_connections(handle)) }
     public var totalAssociations: UInt64 { bt_scp_total_associations(handle) }
 }

@@ -108,6 +108,69 @@ struct DicomReceiverTests {
         let dose = try #require(recorded[study])
         #expect(dose["state"] as? String == "not_applicable", "\(dose)")
     }
+
+    @Test("connections that never send an A-ASSOCIATE-RQ do not delay a real sender, and a stop does not wait for them")
+    func idleConnectionsDoNotStall() throws {
+        let daemon = try DaemonHarness()
+        daemon.acseTimeout = 30
+        try daemon.start()
+        defer { _ = try? daemon.stop() }
+        let files = try TemporaryDirectory()
+        try RadiographFactory.make(at: files.path("x.dcm"), study: "1.2.826.0.1.3680043.10.12.1")
+
+        // Eight silent connections, from the sender's address and from four others (a port scanner, a
+        // half-open peer). Before, each one held the listener for acse_timeout_seconds in turn.
+        var idle: [Int32] = []
+        defer { idle.forEach { close($0) } }
+        for i in 0..<8 { idle.append(try AssociationProbe.connect(port: daemon.port, from: i < 4 ? "127.0.0.1" : "127.0.0.\(i - 2)")) }
+        let echo = try daemon.echo()
+        #expect(echo.status == 0, "\(echo.output)\n\(daemon.log)")
+        let store = try daemon.storescu([files.path("x.dcm")])
+        #expect(store.status == 0, "\(store.output)\n\(daemon.log)")
+        // Served while every silent connection was still open: nothing waited for one to time out.
+        let closed = idle.filter { AssociationProbe.closedByPeer($0) }
+        #expect(closed.isEmpty, "\(closed.count) of the silent connections were closed before the sender was served")
+
+        // A stop closes the silent connections at once rather than waiting out their ACSE timeout (30 s).
+        #expect(try daemon.stop(timeout: 20) == 0)
+        #expect(idle.allSatisfy { AssociationProbe.waitUntilClosedByPeer($0) })
+        #expect(daemon.log.contains("8 connection(s) that had not sent an A-ASSOCIATE-RQ closed"), "\(daemon.log)")
+    }
+
+    @Test("connections waiting for their A-ASSOCIATE-RQ are limited per address and in all; one beyond is closed at once, with a warning")
+    func pendingConnectionLimits() throws {
+        let daemon = try DaemonHarness()
+        daemon.acseTimeout = 30
+        daemon.dicomConfig = "max_pending_connections = 3\nmax_pending_connections_per_address = 2"
+        try daemon.start()
+        defer { _ = try? daemon.stop() }
+        var held: [Int32] = []
+        defer { held.forEach { close($0) } }
+
+        // Two silent connections from 127.0.0.2 are held; a third from there is closed at once (well
+        // before the 30 s ACSE timeout: the probe gives up waiting after 10 s).
+        held.append(try AssociationProbe.connect(port: daemon.port, from: "127.0.0.2"))
+        held.append(try AssociationProbe.connect(port: daemon.port, from: "127.0.0.2"))
+        let third = try AssociationProbe.connect(port: daemon.port, from: "127.0.0.2", receiveTimeout: 10)
+        defer { close(third) }
+        #expect(AssociationProbe.waitUntilClosedByPeer(third), "the third connection from one address was not closed")
+        // One from 127.0.0.3 makes three in all; a fourth, from any address, is closed at once.
+        held.append(try AssociationProbe.connect(port: daemon.port, from: "127.0.0.3"))
+        let fourth = try AssociationProbe.connect(port: daemon.port, from: "127.0.0.4", receiveTimeout: 10)
+        defer { close(fourth) }
+        #expect(AssociationProbe.waitUntilClosedByPeer(fourth), "a connection beyond max_pending_connections was not closed")
+        #expect(held.allSatisfy { !AssociationProbe.closedByPeer($0) }, "a connection within the limits was closed")
+        let log = daemon.log
+        #expect(log.contains("connection from 127.0.0.2 closed at once") && log.contains("[dicom] max_pending_connections_per_address"), "\(log)")
+        #expect(log.contains("connection from 127.0.0.4 closed at once") && log.contains("(the limit is [dicom] max_pending_connections)"), "\(log)")
+
+        // While the limit is reached a real sender is turned away too (that is what the limit costs);
+        // once a silent connection goes, it gets through.
+        #expect(try daemon.echo().status != 0)
+        close(held.removeLast())
+        try daemon.waitFor("an echo once a pending connection was closed", timeout: 20) { try daemon.echo().status == 0 }
+        #expect(daemon.isRunning)
+    }
 }
 
 /// A minimal X-Ray Radiation Dose SR (1.2.840.10008.5.1.4.1.1.88.67), made with DCMTK's dump2dcm: the
