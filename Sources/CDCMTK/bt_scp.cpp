@@ -109,7 +109,8 @@ static thread_local ConnectionThread *currentConnection = nullptr;
 
 /// DCMTK's TCP transport, plus the accounting: DUL calls createConnection(socket) right after accept(),
 /// on the thread that called ASC_receiveAssociation. That tells the listener the accept is done, and a
-/// connection beyond the pending limits gets no transport (DCMTK then closes the socket at once).
+/// connection beyond the pending limits gets no transport (DCMTK then closes the socket at once). An
+/// address the allow-list names is exempt from the overall limit (not from the per-address one).
 class CountingTransportLayer : public DcmTransportLayer {
 public:
     explicit CountingTransportLayer(bt_scp *owner) : owner(owner) {}
@@ -123,6 +124,7 @@ public:
             inet_ntop(AF_INET, &peer.sin_addr, text, sizeof text);
         std::string address = text, why;
         PendingConnection *connection = nullptr, *doomed = nullptr;
+        bool listed = owner->callbacks.listed_address && owner->callbacks.listed_address(owner->callbacks.context, text) != 0;
         {
             std::lock_guard<std::mutex> lock(owner->mutex);
             owner->accepting = false;
@@ -132,7 +134,7 @@ public:
                 why = "not accepted through the listener";
             } else if (owner->stopping.load()) {
                 why = "the receiver is stopping";
-            } else if (int(owner->pending.size()) >= owner->settings.max_pending_connections) {
+            } else if (int(owner->pending.size()) >= owner->settings.max_pending_connections && !listed) {
                 why = std::to_string(owner->pending.size()) + " connections already waiting for their A-ASSOCIATE-RQ (the limit is [dicom] max_pending_connections)";
             } else if (fromAddress >= owner->settings.max_pending_per_address) {
                 why = std::to_string(fromAddress) + " connections from this address already waiting for their A-ASSOCIATE-RQ (the limit is [dicom] max_pending_connections_per_address)";

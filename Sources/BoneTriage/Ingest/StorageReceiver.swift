@@ -46,6 +46,11 @@ public final class StorageReceiver: @unchecked Sendable {
             if callers.contains(where: { $0.admits(aeTitle: title, from: ip) }) { return Int32(BT_SCP_ACCEPT) }
             return callers.contains(where: { $0.aeTitle == title }) ? Int32(BT_SCP_REFUSE_HOST) : Int32(BT_SCP_REFUSE_CALLING_AE)
         }
+        callbacks.listed_address = { raw, address in
+            guard let raw, let address, let ip = IPv4Range.parseAddress(String(cString: address)) else { return 0 }
+            let callers = Unmanaged<Context>.fromOpaque(raw).takeUnretainedValue().callers.withLock { $0 }
+            return callers.contains { $0.hosts.contains { $0.contains(ip) } } ? 1 : 0
+        }
         callbacks.store = { raw, request in
             guard let raw, let r = request?.pointee, let path = r.file_path else { return StoreStatus.outOfResources.rawValue }
             let context = Unmanaged<Context>.fromOpaque(raw).takeUnretainedValue()

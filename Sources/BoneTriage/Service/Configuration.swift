@@ -88,7 +88,8 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
     public var allowedCallers: [AllowedCaller] = []
     public var maxAssociations = 8
     /// TCP connections accepted but still waiting for their A-ASSOCIATE-RQ (at most acse_timeout each):
-    /// in all, and from one IPv4 address. A connection beyond either limit is closed at once.
+    /// in all, and from one IPv4 address. A connection beyond either limit is closed at once; one from an
+    /// address in an allowed caller's hosts is held to the per-address limit only.
     public var maxPendingConnections = 64
     public var maxPendingConnectionsPerAddress = 8
     public var acseTimeout = 10

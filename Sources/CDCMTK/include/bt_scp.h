@@ -29,6 +29,8 @@ typedef struct bt_scp_settings {
     int max_associations;
     /// Connections accepted but still waiting for their A-ASSOCIATE-RQ: at most this many in all, and
     /// at most max_pending_per_address from one IPv4 address; a connection beyond either is closed at once.
+    /// A connection from a listed address (callbacks.listed_address) is held to the per-address limit only,
+    /// so strangers filling the overall limit cannot lock out the senders the allow-list names.
     int max_pending_connections;
     int max_pending_per_address;
     /// Seconds to wait for an A-ASSOCIATE-RQ after connect, and for the next DIMSE message.
@@ -61,6 +63,8 @@ typedef struct bt_scp_callbacks {
     void *context;
     /// Whether a calling AE title from this peer address may associate: one of BT_SCP_ACCEPT / _REFUSE_*.
     int (*accept_caller)(void *context, const char *calling_ae, const char *peer_address);
+    /// Whether this peer address is one the allowed callers name in their hosts (1) or not (0). Optional.
+    int (*listed_address)(void *context, const char *peer_address);
     /// Takes over the received file (moves or removes it) and returns the DIMSE status to answer.
     uint16_t (*store)(void *context, const bt_scp_store_request *request);
     /// One line per association event (no patient data is ever passed here).
