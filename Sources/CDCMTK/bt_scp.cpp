@@ -3,16 +3,20 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <string>
@@ -20,29 +24,168 @@
 
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dcuid.h"
+#include "dcmtk/dcmnet/dcmlayer.h"
+#include "dcmtk/dcmnet/dcmtrans.h"
 #include "dcmtk/dcmnet/diutil.h"
 #include "dcmtk/dcmnet/dulstruc.h"
 #include "dcmtk/dcmnet/scpthrd.h"
 #include "dcmtk/oflog/oflog.h"
+
+class PendingConnection;
 
 struct bt_scp {
     std::string aeTitle, bindAddress, incoming;
     bt_scp_settings settings{};
     bt_scp_callbacks callbacks{};
     T_ASC_Network *network = nullptr;
+    std::unique_ptr<DcmTransportLayer> transport;
     uint16_t port = 0;
     std::atomic<bool> stopping{false};
     std::atomic<int> active{0};
     std::atomic<uint64_t> total{0};
     std::atomic<uint64_t> fileCounter{0};
     std::string fileStem;
-    std::mutex mutex;
-    std::condition_variable idle;
     DcmSharedSCPConfig config;
+
+    // Guarded by mutex: the connection threads, the connections still waiting for their
+    // A-ASSOCIATE-RQ (by id, and how many per peer address), and the accept hand-over.
+    std::mutex mutex;
+    std::condition_variable changed;
+    int threads = 0;
+    uint64_t nextConnection = 1;
+    std::map<uint64_t, PendingConnection *> pending;
+    std::map<std::string, int> pendingByAddress;
+    bool accepting = false;
+    std::chrono::steady_clock::time_point limitWarningWindow{};
+    int limitWarningsInWindow = 0;
+    uint64_t unreportedLimitCloses = 0;
 
     void log(int level, const std::string &message) const {
         if (callbacks.log) callbacks.log(callbacks.context, level, message.c_str());
     }
+};
+
+/// A connection's TCP transport while DCMTK owns it. From accept() until its A-ASSOCIATE-RQ has been
+/// read it is listed in bt_scp::pending, so the limits can count it and a stop can shut it down; it
+/// leaves the list before its socket is closed, so a stop never touches a descriptor that was reused.
+class PendingConnection : public DcmTCPConnection {
+public:
+    PendingConnection(bt_scp *owner, DcmNativeSocketType socket, uint64_t id, std::string address)
+        : DcmTCPConnection(socket), owner(owner), id(id), address(std::move(address)) {}
+    ~PendingConnection() override { unlist(owner, id); }
+    void closeTransportConnection() override {
+        unlist(owner, id);
+        DcmTCPConnection::closeTransportConnection();
+    }
+    /// Only with owner->mutex held, while listed: ends a blocked read of the A-ASSOCIATE-RQ at once.
+    void interrupt() { shutdown(getSocket(), SHUT_RDWR); }
+    /// Forgets the socket without closing it (whoever else holds it closes it).
+    void disown() { setSocket(DcmNativeSocketType(-1)); }
+
+    /// Removes connection `id` from the pending list if it is still there.
+    static void unlist(bt_scp *owner, uint64_t id) {
+        std::lock_guard<std::mutex> lock(owner->mutex);
+        auto it = owner->pending.find(id);
+        if (it == owner->pending.end()) return;
+        auto count = owner->pendingByAddress.find(it->second->address);
+        if (count != owner->pendingByAddress.end() && --count->second <= 0) owner->pendingByAddress.erase(count);
+        owner->pending.erase(it);
+    }
+
+private:
+    bt_scp *owner;
+    uint64_t id;
+    std::string address;
+};
+
+/// What the thread serving one connection learns from the transport layer's createConnection hook,
+/// which DCMTK calls on that thread right after accept().
+struct ConnectionThread {
+    uint64_t id = 0;
+    std::string address;
+    bool closedAtLimit = false;
+};
+static thread_local ConnectionThread *currentConnection = nullptr;
+
+/// DCMTK's TCP transport, plus the accounting: DUL calls createConnection(socket) right after accept(),
+/// on the thread that called ASC_receiveAssociation. That tells the listener the accept is done, and a
+/// connection beyond the pending limits gets no transport (DCMTK then closes the socket at once). An
+/// address the allow-list names is exempt from the overall limit (not from the per-address one).
+class CountingTransportLayer : public DcmTransportLayer {
+public:
+    explicit CountingTransportLayer(bt_scp *owner) : owner(owner) {}
+
+    DcmTransportConnection *createConnection(DcmNativeSocketType socket, OFBool useSecureLayer) override {
+        ConnectionThread *thread = currentConnection;
+        sockaddr_in peer{};
+        socklen_t length = sizeof peer;
+        char text[INET_ADDRSTRLEN] = "unknown";
+        if (getpeername(socket, reinterpret_cast<sockaddr *>(&peer), &length) == 0 && peer.sin_family == AF_INET)
+            inet_ntop(AF_INET, &peer.sin_addr, text, sizeof text);
+        std::string address = text, why;
+        PendingConnection *connection = nullptr, *doomed = nullptr;
+        bool listed = owner->callbacks.listed_address && owner->callbacks.listed_address(owner->callbacks.context, text) != 0;
+        {
+            std::lock_guard<std::mutex> lock(owner->mutex);
+            owner->accepting = false;
+            owner->changed.notify_all();
+            int fromAddress = owner->pendingByAddress.count(address) ? owner->pendingByAddress[address] : 0;
+            if (useSecureLayer || thread == nullptr) {
+                why = "not accepted through the listener";
+            } else if (owner->stopping.load()) {
+                why = "the receiver is stopping";
+            } else if (int(owner->pending.size()) >= owner->settings.max_pending_connections && !listed) {
+                why = std::to_string(owner->pending.size()) + " connections already waiting for their A-ASSOCIATE-RQ (the limit is [dicom] max_pending_connections)";
+            } else if (fromAddress >= owner->settings.max_pending_per_address) {
+                why = std::to_string(fromAddress) + " connections from this address already waiting for their A-ASSOCIATE-RQ (the limit is [dicom] max_pending_connections_per_address)";
+            } else {
+                uint64_t id = owner->nextConnection++;
+                try {
+                    connection = new PendingConnection(owner, socket, id, address);
+                    owner->pending[id] = connection;
+                    owner->pendingByAddress[address] = fromAddress + 1;
+                    thread->id = id;
+                    thread->address = address;
+                } catch (const std::exception &e) {
+                    // DCMTK closes the socket when it gets no transport: the object must not close it too.
+                    owner->pending.erase(id);
+                    if (connection) connection->disown();
+                    doomed = connection;
+                    connection = nullptr;
+                    why = std::string("out of memory: ") + e.what();
+                }
+            }
+            if (connection == nullptr) {
+                if (thread) {
+                    thread->closedAtLimit = true;
+                    thread->address = address;
+                }
+                // At most 5 lines in 10 seconds, so a flood of connections cannot flood the journal;
+                // the next line says how many went unreported.
+                auto now = std::chrono::steady_clock::now();
+                if (now - owner->limitWarningWindow >= std::chrono::seconds(10)) {
+                    owner->limitWarningWindow = now;
+                    owner->limitWarningsInWindow = 0;
+                }
+                if (owner->limitWarningsInWindow >= 5) {
+                    owner->unreportedLimitCloses++;
+                    why.clear();
+                }
+                if (!why.empty()) {
+                    owner->limitWarningsInWindow++;
+                    if (owner->unreportedLimitCloses > 0)
+                        why += "; " + std::to_string(owner->unreportedLimitCloses) + " more connection(s) closed so since the last such line";
+                    owner->unreportedLimitCloses = 0;
+                }
+            }
+        }
+        delete doomed;  // outside the lock: its destructor takes it
+        if (connection == nullptr && !why.empty()) owner->log(BT_LOG_WARNING, "connection from " + address + " closed at once: " + why);
+        return connection;
+    }
+
+private:
+    bt_scp *owner;
 };
 
 static std::string trimmed(const OFString &value) {
@@ -56,12 +199,60 @@ static void setError(char *error, size_t size, const std::string &text) {
     if (error && size > 0) snprintf(error, size, "%s", text.c_str());
 }
 
+static const char *const verificationSyntaxes[] = {
+    UID_LittleEndianExplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax,
+    UID_LittleEndianImplicitTransferSyntax,
+};
+
+/// Compressed syntaxes first, lossless before lossy, so a sender that offers the file's own encoding
+/// sends it as it is; the uncompressed ones last.
+static const char *const storageSyntaxes[] = {
+    UID_JPEGLSLosslessTransferSyntax,
+    UID_JPEGProcess14SV1TransferSyntax,
+    UID_JPEGProcess14TransferSyntax,
+    UID_JPEG2000LosslessOnlyTransferSyntax,
+    UID_RLELosslessTransferSyntax,
+    UID_DeflatedExplicitVRLittleEndianTransferSyntax,
+    UID_JPEG2000TransferSyntax,
+    UID_JPEGLSLossyTransferSyntax,
+    UID_JPEGProcess1TransferSyntax,
+    UID_JPEGProcess2_4TransferSyntax,
+    UID_LittleEndianExplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax,
+    UID_LittleEndianImplicitTransferSyntax,
+};
+
 /// One association, on its own thread: C-ECHO through DCMTK, C-STORE here.
 class StorageAssociation : public DcmThreadSCP {
 public:
-    explicit StorageAssociation(bt_scp *owner) : owner(owner) {}
+    StorageAssociation(bt_scp *owner, T_ASC_Association *association) : owner(owner), association(association) {}
 
 protected:
+    /// Accepts, from what the peer proposes, Verification and every storage SOP class DCMTK knows, each
+    /// with the first of our transfer syntaxes (in our order of preference) that the peer offers for it.
+    /// Built per association from the peer's proposal: a fixed profile holds fewer contexts than there
+    /// are storage SOP classes. Anything else is refused context by context (abstract or transfer syntax
+    /// not supported); an association left with no accepted context is refused by DCMTK.
+    OFCondition negotiateAssociation() override {
+        T_ASC_Parameters *params = association->params;
+        const char *verification[] = {UID_VerificationSOPClass};
+        OFCondition cond = ASC_acceptContextsWithPreferredTransferSyntaxes(
+            params, verification, 1, const_cast<const char **>(verificationSyntaxes), int(sizeof verificationSyntaxes / sizeof *verificationSyntaxes));
+        // The storage pass refuses what it does not accept, except contexts already accepted (Verification).
+        if (cond.good())
+            cond = ASC_acceptContextsWithPreferredTransferSyntaxes(params, dcmAllStorageSOPClassUIDs, numberOfDcmAllStorageSOPClassUIDs,
+                                                                   const_cast<const char **>(storageSyntaxes),
+                                                                   int(sizeof storageSyntaxes / sizeof *storageSyntaxes));
+        // No context proposed at all: nothing accepted, so DCMTK refuses the association (no acceptable context).
+        if (cond == ASC_NOPRESENTATIONCONTEXTPROPOSED) return EC_Normal;
+        if (cond.bad()) {
+            owner->log(BT_LOG_ERROR, "cannot negotiate the presentation contexts of " + describePeer() + ": " + cond.text());
+            refuseAssociation(DCMSCP_INTERNAL_ERROR);
+        }
+        return cond;
+    }
+
     OFBool checkCalledAETitleAccepted(const OFString &calledAE) override {
         return trimmed(calledAE) == owner->aeTitle;
     }
@@ -115,6 +306,7 @@ protected:
 
 private:
     bt_scp *owner;
+    T_ASC_Association *association;
     int verdict = -1;
     uint64_t stored = 0;
     int receiving = -1;
@@ -199,29 +391,6 @@ private:
     }
 };
 
-/// Compressed syntaxes first, lossless before lossy, so a sender that offers the file's own encoding
-/// sends it as it is; the uncompressed ones last.
-static OFList<OFString> acceptedTransferSyntaxes() {
-    const char *uids[] = {
-        UID_JPEGLSLosslessTransferSyntax,
-        UID_JPEGProcess14SV1TransferSyntax,
-        UID_JPEGProcess14TransferSyntax,
-        UID_JPEG2000LosslessOnlyTransferSyntax,
-        UID_RLELosslessTransferSyntax,
-        UID_DeflatedExplicitVRLittleEndianTransferSyntax,
-        UID_JPEG2000TransferSyntax,
-        UID_JPEGLSLossyTransferSyntax,
-        UID_JPEGProcess1TransferSyntax,
-        UID_JPEGProcess2_4TransferSyntax,
-        UID_LittleEndianExplicitTransferSyntax,
-        UID_BigEndianExplicitTransferSyntax,
-        UID_LittleEndianImplicitTransferSyntax,
-    };
-    OFList<OFString> list;
-    for (const char *uid : uids) list.push_back(uid);
-    return list;
-}
-
 extern "C" bt_scp *bt_scp_open(const bt_scp_settings *settings, bt_scp_callbacks callbacks, char *error, size_t errorSize) {
     static std::once_flag once;
     std::call_once(once, [] { OFLog::configure(OFLogger::FATAL_LOG_LEVEL); });
@@ -234,6 +403,8 @@ extern "C" bt_scp *bt_scp_open(const bt_scp_settings *settings, bt_scp_callbacks
     scp->settings.ae_title = nullptr;
     scp->settings.bind_address = nullptr;
     scp->settings.incoming_folder = nullptr;
+    scp->settings.max_pending_connections = std::max(1, settings->max_pending_connections);
+    scp->settings.max_pending_per_address = std::max(1, settings->max_pending_per_address);
     scp->callbacks = callbacks;
     std::random_device random;
     scp->fileStem = std::to_string(getpid()) + "-" + std::to_string(random());
@@ -247,15 +418,7 @@ extern "C" bt_scp *bt_scp_open(const bt_scp_settings *settings, bt_scp_callbacks
     config.setDIMSETimeout(settings->dimse_timeout);
     config.setHostLookupEnabled(OFFalse);
     config.setProgressNotificationMode(OFTrue);
-    OFList<OFString> echoSyntaxes;
-    echoSyntaxes.push_back(UID_LittleEndianExplicitTransferSyntax);
-    echoSyntaxes.push_back(UID_BigEndianExplicitTransferSyntax);
-    echoSyntaxes.push_back(UID_LittleEndianImplicitTransferSyntax);
-    config.addPresentationContext(UID_VerificationSOPClass, echoSyntaxes);
-    OFList<OFString> storageSyntaxes = acceptedTransferSyntaxes();
-    for (int i = 0; i < numberOfDcmAllStorageSOPClassUIDs; i++) {
-        config.addPresentationContext(dcmAllStorageSOPClassUIDs[i], storageSyntaxes);
-    }
+    // No presentation contexts in the profile: StorageAssociation::negotiateAssociation accepts them.
 
     // DCMTK 3.6.7 always listens on every interface; it opens an ephemeral socket that is replaced
     // here by one bound to the configured address and port.
@@ -289,66 +452,143 @@ extern "C" bt_scp *bt_scp_open(const bt_scp_settings *settings, bt_scp_callbacks
     key->networkSpecific.TCP.listenSocket = fd;
     key->networkSpecific.TCP.port = scp->port;
     scp->network->acceptorPort = scp->port;
+    // Non-blocking: a connection gone between poll() and accept() gives EAGAIN, never a blocked thread.
+    // (Accepted sockets do not inherit O_NONBLOCK on Linux.)
+    int flags = fcntl(fd, F_GETFL);
+    scp->transport.reset(new CountingTransportLayer(scp));
+    cond = flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ? EC_IllegalCall : ASC_setTransportLayer(scp->network, scp->transport.get(), 0);
+    if (cond.bad()) {
+        setError(error, errorSize, std::string("cannot set up the DICOM listener: ") + (flags < 0 || cond == EC_IllegalCall ? strerror(errno) : cond.text()));
+        ASC_dropNetwork(&scp->network);
+        delete scp;
+        return nullptr;
+    }
     return scp;
 }
 
 extern "C" uint16_t bt_scp_port(const bt_scp *scp) { return scp->port; }
 
-extern "C" int bt_scp_run(bt_scp *scp) {
-    while (!scp->stopping.load()) {
-        T_ASC_Association *association = nullptr;
-        OFCondition cond = ASC_receiveAssociation(scp->network, &association, scp->settings.max_pdu, nullptr, nullptr, OFFalse,
-                                                  DUL_NOBLOCK, 1);
-        if (cond == DUL_NOASSOCIATIONREQUEST) {
-            ASC_destroyAssociation(&association);
-            continue;
-        }
-        if (cond.bad()) {
-            scp->log(BT_LOG_WARNING, std::string("connection dropped before an association was set up: ") + cond.text());
-            if (association) {
-                ASC_dropAssociation(association);
-                ASC_destroyAssociation(&association);
-            }
-            continue;
-        }
-        if (scp->active.load() >= scp->settings.max_associations) {
-            scp->log(BT_LOG_WARNING, "association refused: " + std::to_string(scp->settings.max_associations) +
-                                         " associations already running (raise [dicom] max_associations)");
-            T_ASC_RejectParameters reject{ASC_RESULT_REJECTEDTRANSIENT, ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
-                                          ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED};
-            ASC_rejectAssociation(association, &reject);
-            ASC_dropAssociation(association);
-            ASC_destroyAssociation(&association);
-            continue;
-        }
-        scp->active.fetch_add(1);
-        scp->total.fetch_add(1);
-        try {
-            std::thread([scp, association] {
-                {
-                    StorageAssociation worker(scp);
-                    worker.setSharedConfig(scp->config);
-                    worker.run(association);
-                }
-                std::lock_guard<std::mutex> lock(scp->mutex);
-                scp->active.fetch_sub(1);
-                scp->idle.notify_all();
-            }).detach();
-        } catch (const std::exception &e) {
-            scp->active.fetch_sub(1);
-            scp->log(BT_LOG_ERROR, std::string("cannot start a thread for an association: ") + e.what());
-            ASC_dropAssociation(association);
-            ASC_destroyAssociation(&association);
+/// One connection, on its own thread: accept() and the A-ASSOCIATE-RQ (read within the ACSE timeout),
+/// then the association (when fewer than max_associations are running). The listener waits only for
+/// the accept, so a peer that connects and says nothing holds this thread, not the listener.
+static void serveConnection(bt_scp *scp) {
+    ConnectionThread thread;
+    currentConnection = &thread;
+    T_ASC_Association *association = nullptr;
+    OFCondition cond = ASC_receiveAssociation(scp->network, &association, scp->settings.max_pdu, nullptr, nullptr, OFFalse,
+                                              DUL_NOBLOCK, 1);
+    currentConnection = nullptr;
+    {
+        // If accept() itself failed, createConnection was never called: hand the listener back its turn.
+        std::lock_guard<std::mutex> lock(scp->mutex);
+        if (scp->accepting) {
+            scp->accepting = false;
+            scp->changed.notify_all();
         }
     }
+    // The A-ASSOCIATE-RQ is in (or the connection is over): it no longer counts as pending.
+    if (thread.id) PendingConnection::unlist(scp, thread.id);
+
+    auto drop = [&association] {
+        if (association) {
+            ASC_dropAssociation(association);
+            ASC_destroyAssociation(&association);
+        }
+    };
+    if (thread.closedAtLimit || cond == DUL_NOASSOCIATIONREQUEST) {
+        drop();
+    } else if (cond.bad()) {
+        std::string from = thread.address.empty() ? std::string() : " from " + thread.address;
+        if (scp->stopping.load())
+            scp->log(BT_LOG_INFO, "connection" + from + " closed at stop before it sent an A-ASSOCIATE-RQ");
+        else
+            scp->log(BT_LOG_WARNING, "connection" + from + " dropped before an association was set up: " + cond.text() +
+                                         " (a peer must send its A-ASSOCIATE-RQ within [dicom] acse_timeout_seconds)");
+        drop();
+    } else {
+        int running = scp->active.load();
+        bool admitted = false;
+        while (!scp->stopping.load() && running < scp->settings.max_associations && !admitted)
+            admitted = scp->active.compare_exchange_weak(running, running + 1);
+        if (!admitted) {
+            bool stopping = scp->stopping.load();
+            scp->log(BT_LOG_WARNING, "association from " + thread.address + " refused: " +
+                                         (stopping ? std::string("the receiver is stopping")
+                                                   : std::to_string(scp->settings.max_associations) +
+                                                         " associations already running (raise [dicom] max_associations)"));
+            T_ASC_RejectParameters reject{ASC_RESULT_REJECTEDTRANSIENT, ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
+                                          stopping ? ASC_REASON_SP_PRES_TEMPORARYCONGESTION : ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED};
+            ASC_rejectAssociation(association, &reject);
+            drop();
+        } else {
+            scp->total.fetch_add(1);
+            {
+                StorageAssociation worker(scp, association);
+                worker.setSharedConfig(scp->config);
+                worker.run(association);
+            }
+            scp->active.fetch_sub(1);
+        }
+    }
+    std::lock_guard<std::mutex> lock(scp->mutex);
+    scp->threads--;
+    scp->changed.notify_all();
+}
+
+extern "C" int bt_scp_run(bt_scp *scp) {
+    auto *key = reinterpret_cast<PRIVATE_NETWORKKEY *>(scp->network->network);
+    const int listening = key->networkSpecific.TCP.listenSocket;
+    while (!scp->stopping.load()) {
+        pollfd ready{listening, POLLIN, 0};
+        if (poll(&ready, 1, 500) <= 0 || !(ready.revents & POLLIN)) continue;
+        {
+            std::lock_guard<std::mutex> lock(scp->mutex);
+            scp->accepting = true;
+            scp->threads++;
+        }
+        try {
+            std::thread(serveConnection, scp).detach();
+        } catch (const std::exception &e) {
+            {
+                std::lock_guard<std::mutex> lock(scp->mutex);
+                scp->accepting = false;
+                scp->threads--;
+            }
+            // Take the connection off the queue, or the loop would find it again at once.
+            int refused = accept4(listening, nullptr, nullptr, SOCK_CLOEXEC);
+            if (refused >= 0) close(refused);
+            scp->log(BT_LOG_ERROR, std::string("connection closed: cannot start a thread for it: ") + e.what());
+            continue;
+        }
+        // Wait for the accept only (the thread's createConnection, or its return), not for the RQ.
+        std::unique_lock<std::mutex> lock(scp->mutex);
+        scp->changed.wait(lock, [scp] { return !scp->accepting; });
+    }
+    // Connections that have not sent their A-ASSOCIATE-RQ are shut down now rather than waited for
+    // (up to acse_timeout_seconds); running associations finish.
     std::unique_lock<std::mutex> lock(scp->mutex);
-    scp->idle.wait(lock, [scp] { return scp->active.load() == 0; });
+    size_t interrupted = scp->pending.size();
+    for (auto &entry : scp->pending) entry.second->interrupt();
+    lock.unlock();
+    if (interrupted > 0)
+        scp->log(BT_LOG_INFO, "stopping: " + std::to_string(interrupted) + " connection(s) that had not sent an A-ASSOCIATE-RQ closed");
+    lock.lock();
+    scp->changed.wait(lock, [scp] { return scp->threads == 0; });
     return 0;
 }
 
 extern "C" void bt_scp_stop(bt_scp *scp) { scp->stopping.store(true); }
 extern "C" int bt_scp_active_associations(const bt_scp *scp) { return scp->active.load(); }
 extern "C" uint64_t bt_scp_total_associations(const bt_scp *scp) { return scp->total.load(); }
+extern "C" int bt_scp_pending_connections(const bt_scp *scp) {
+    std::lock_guard<std::mutex> lock(const_cast<bt_scp *>(scp)->mutex);
+    return int(scp->pending.size());
+}
+
+extern "C" int bt_scp_storage_sop_class_count(void) { return numberOfDcmAllStorageSOPClassUIDs; }
+extern "C" const char *bt_scp_storage_sop_class(int index) {
+    return index >= 0 && index < numberOfDcmAllStorageSOPClassUIDs ? dcmAllStorageSOPClassUIDs[index] : nullptr;
+}
 
 extern "C" void bt_scp_close(bt_scp *scp) {
     if (!scp) return;

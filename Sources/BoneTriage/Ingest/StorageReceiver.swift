@@ -46,6 +46,11 @@ public final class StorageReceiver: @unchecked Sendable {
             if callers.contains(where: { $0.admits(aeTitle: title, from: ip) }) { return Int32(BT_SCP_ACCEPT) }
             return callers.contains(where: { $0.aeTitle == title }) ? Int32(BT_SCP_REFUSE_HOST) : Int32(BT_SCP_REFUSE_CALLING_AE)
         }
+        callbacks.listed_address = { raw, address in
+            guard let raw, let address, let ip = IPv4Range.parseAddress(String(cString: address)) else { return 0 }
+            let callers = Unmanaged<Context>.fromOpaque(raw).takeUnretainedValue().callers.withLock { $0 }
+            return callers.contains { $0.hosts.contains { $0.contains(ip) } } ? 1 : 0
+        }
         callbacks.store = { raw, request in
             guard let raw, let r = request?.pointee, let path = r.file_path else { return StoreStatus.outOfResources.rawValue }
             let context = Unmanaged<Context>.fromOpaque(raw).takeUnretainedValue()
@@ -77,6 +82,8 @@ public final class StorageReceiver: @unchecked Sendable {
                     settings.port = UInt16(c.port)
                     settings.incoming_folder = incoming
                     settings.max_associations = Int32(c.maxAssociations)
+                    settings.max_pending_connections = Int32(c.maxPendingConnections)
+                    settings.max_pending_per_address = Int32(c.maxPendingConnectionsPerAddress)
                     settings.acse_timeout = Int32(c.acseTimeout)
                     settings.dimse_timeout = Int32(c.dimseTimeout)
                     settings.max_pdu = UInt32(c.maxPDU)
@@ -104,13 +111,21 @@ public final class StorageReceiver: @unchecked Sendable {
     /// its own thread.
     public func run() { _ = bt_scp_run(handle) }
 
-    /// Stops accepting associations within about a second; running ones finish.
+    /// Stops accepting connections within about half a second and closes those that have not sent their
+    /// A-ASSOCIATE-RQ; running associations finish.
     public func stop() { bt_scp_stop(handle) }
 
     public func updateAllowedCallers(_ callers: [AllowedCaller]) {
         context.takeUnretainedValue().callers.withLock { $0 = callers }
     }
 
+    /// The storage SOP classes the receiver accepts (DCMTK 3.6.7's `dcmAllStorageSOPClassUIDs`), besides Verification.
+    public static var storageSOPClassUIDs: [String] {
+        (0..<Int(bt_scp_storage_sop_class_count())).compactMap { bt_scp_storage_sop_class(Int32($0)).map { String(cString: $0) } }
+    }
+
     public var activeAssociations: Int { Int(bt_scp_active_associations(handle)) }
+    /// Connections accepted that have not sent their A-ASSOCIATE-RQ yet.
+    public var pendingConnections: Int { Int(bt_scp_pending_connections(handle)) }
     public var totalAssociations: UInt64 { bt_scp_total_associations(handle) }
 }

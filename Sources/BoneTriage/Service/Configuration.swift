@@ -131,6 +131,11 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
     public var port = 11112
     public var allowedCallers: [AllowedCaller] = []
     public var maxAssociations = 8
+    /// TCP connections accepted but still waiting for their A-ASSOCIATE-RQ (at most acse_timeout each):
+    /// in all, and from one IPv4 address. A connection beyond either limit is closed at once; one from an
+    /// address in an allowed caller's hosts is held to the per-address limit only.
+    public var maxPendingConnections = 64
+    public var maxPendingConnectionsPerAddress = 8
     public var acseTimeout = 10
     public var dimseTimeout = 60
     public var maxPDU = 65536
@@ -199,6 +204,7 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
         reader.knownSections(["dicom", "drop_folder", "storage", "worklist", "model", "triage"])
 
         reader.section("dicom", keys: ["ae_title", "bind_address", "port", "allowed_callers", "max_associations",
+                                       "max_pending_connections", "max_pending_connections_per_address",
                                        "acse_timeout_seconds", "dimse_timeout_seconds", "max_pdu"]) { r in
             r.string("ae_title", into: &c.aeTitle, rule: "1 to 16 characters of printable ASCII without backslash, e.g. \"BONETRIAGE\"") { Self.isAETitle($0) }
             r.string("bind_address", into: &c.bindAddress, rule: "an IPv4 address: \"0.0.0.0\" for every interface, \"127.0.0.1\" for this machine only") {
@@ -206,6 +212,8 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
             }
             r.integer("port", into: &c.port, range: 0...65535, rule: "a TCP port (104 needs CAP_NET_BIND_SERVICE; 11112 does not; 0 picks a free one, for tests)")
             r.integer("max_associations", into: &c.maxAssociations, range: 1...256)
+            r.integer("max_pending_connections", into: &c.maxPendingConnections, range: 1...4096)
+            r.integer("max_pending_connections_per_address", into: &c.maxPendingConnectionsPerAddress, range: 1...4096)
             r.integer("acse_timeout_seconds", into: &c.acseTimeout, range: 1...600)
             r.integer("dimse_timeout_seconds", into: &c.dimseTimeout, range: 1...3600)
             r.integer("max_pdu", into: &c.maxPDU, range: 4096...131_072, rule: "bytes, between 4096 and 131072")

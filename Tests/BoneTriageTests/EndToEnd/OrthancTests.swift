@@ -29,36 +29,52 @@ struct OrthancTests {
         return r.output
     }
 
+    /// Orthanc on free ports with a throwaway configuration, knowing the daemon as modality `bt`;
+    /// stopped (then killed) by `stop`.
+    final class Running {
+        let process: Process
+        let base: String
+        let dir: TemporaryDirectory
+
+        init(daemon: DaemonHarness) throws {
+            dir = try TemporaryDirectory()
+            let http = OrthancTests.freePort(), dicom = OrthancTests.freePort()
+            let config: [String: Any] = [
+                "Name": "bonetriage-test", "StorageDirectory": dir.path("storage"), "IndexDirectory": dir.path("index"),
+                "HttpPort": http, "DicomPort": dicom, "DicomAet": "ORTHANC", "RemoteAccessAllowed": false,
+                "AuthenticationEnabled": false, "Plugins": [String](),
+                "DicomModalities": ["bt": ["BONETRIAGE", "127.0.0.1", daemon.port]],
+            ]
+            try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: dir.path("orthanc.json")))
+            process = Process()
+            process.executableURL = URL(fileURLWithPath: try #require(OrthancServer.path))
+            process.arguments = [dir.path("orthanc.json")]
+            process.standardOutput = FileHandle.nullDevice
+            _ = FileManager.default.createFile(atPath: dir.path("orthanc.log"), contents: nil)
+            process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: dir.path("orthanc.log")))
+            try process.run()
+            base = "http://127.0.0.1:\(http)"
+            try daemon.waitFor("Orthanc's REST API", timeout: 60) {
+                (try? DaemonHarness.run("curl", ["-s", "-f", self.base + "/system"]))?.status == 0
+            }
+        }
+
+        func stop() {
+            process.terminate()
+            let deadline = Date().addingTimeInterval(10)
+            while process.isRunning && Date() < deadline { usleep(100_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+    }
+
     @Test("Orthanc C-STOREs an uploaded study to the daemon, which triages it")
     func orthancSendsAStudy() throws {
         let daemon = try DaemonHarness(quietPeriod: 1)
         try daemon.start()
         defer { _ = try? daemon.stop() }
-        let dir = try TemporaryDirectory()
-        let http = Self.freePort(), dicom = Self.freePort()
-        let config: [String: Any] = [
-            "Name": "bonetriage-test", "StorageDirectory": dir.path("storage"), "IndexDirectory": dir.path("index"),
-            "HttpPort": http, "DicomPort": dicom, "DicomAet": "ORTHANC", "RemoteAccessAllowed": false,
-            "AuthenticationEnabled": false, "Plugins": [String](),
-            "DicomModalities": ["bt": ["BONETRIAGE", "127.0.0.1", daemon.port]],
-        ]
-        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: dir.path("orthanc.json")))
-        let orthanc = Process()
-        orthanc.executableURL = URL(fileURLWithPath: try #require(OrthancServer.path))
-        orthanc.arguments = [dir.path("orthanc.json")]
-        orthanc.standardOutput = FileHandle.nullDevice
-        orthanc.standardError = try FileHandle(forWritingTo: { _ = FileManager.default.createFile(atPath: dir.path("orthanc.log"), contents: nil); return URL(fileURLWithPath: dir.path("orthanc.log")) }())
-        try orthanc.run()
-        defer {
-            orthanc.terminate()
-            let deadline = Date().addingTimeInterval(10)
-            while orthanc.isRunning && Date() < deadline { usleep(100_000) }
-            if orthanc.isRunning { kill(orthanc.processIdentifier, SIGKILL) }
-        }
-        let base = "http://127.0.0.1:\(http)"
-        try daemon.waitFor("Orthanc's REST API", timeout: 60) {
-            (try? DaemonHarness.run("curl", ["-s", "-f", base + "/system"]))?.status == 0
-        }
+        let orthanc = try Running(daemon: daemon)
+        defer { orthanc.stop() }
+        let dir = orthanc.dir, base = orthanc.base
 
         let study = "1.2.826.0.1.3680043.10.9.1"
         var parent: String?
@@ -79,6 +95,39 @@ struct OrthancTests {
         #expect(row["state"] as? String == "triaged" && row["images"] as? Int == 3, "\(row)")
         #expect(row["calling_ae_title"] as? String == "ORTHANC")
         #expect(daemon.log.contains("association accepted: 'ORTHANC' from 127.0.0.1"))
+    }
+
+    @Test("Orthanc pushes a study with a CR and its X-Ray Radiation Dose SR: every instance arrives, the CR is triaged, the SR recorded as not applicable")
+    func orthancSendsAStudyWithADoseReport() throws {
+        let daemon = try DaemonHarness(quietPeriod: 1)
+        try daemon.start()
+        defer { _ = try? daemon.stop() }
+        let orthanc = try Running(daemon: daemon)
+        defer { orthanc.stop() }
+        let study = "1.2.826.0.1.3680043.10.9.2"
+        let cr = orthanc.dir.path("cr.dcm"), sr = orthanc.dir.path("dose.dcm")
+        try RadiographFactory.make(at: cr, study: study, seed: 50)
+        try DoseReportFactory.make(at: sr, study: study, sopInstanceUID: study + ".9.1")
+        var parents: Set<String> = []
+        for path in [cr, sr] {
+            let answer = try curl(["-X", "POST", "--data-binary", "@" + path, orthanc.base + "/instances"])
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(answer.utf8)) as? [String: Any], "\(answer)")
+            parents.insert(try #require(object["ParentStudy"] as? String, "\(answer)"))
+        }
+        #expect(parents.count == 1, "Orthanc filed the CR and the SR in different studies")
+        let orthancStudy = try #require(parents.first)
+        let stored = try curl(["-X", "POST", "--data-binary", "\"\(orthancStudy)\"", orthanc.base + "/modalities/bt/store"])
+        let result = try #require(try JSONSerialization.jsonObject(with: Data(stored.utf8)) as? [String: Any], "Orthanc answered: \(stored)\n\(daemon.log)")
+        #expect(result["FailedInstancesCount"] as? Int == 0 && result["InstancesCount"] as? Int == 2, "\(stored)")
+
+        let triaged = try daemon.waitForTriage([study], timeout: 60)
+        let row = try #require(triaged[study])
+        #expect(row["state"] as? String == "triaged" && row["images"] as? Int == 2 && row["eligible_images"] as? Int == 1, "\(row)")
+        let images = try daemon.show(study).images
+        let report = try #require(images.first { $0["sop_instance_uid"] as? String == study + ".9.1" }, "\(images)")
+        #expect(report["eligible"] as? Bool == false && report["probability"] is NSNull, "\(report)")
+        let radiograph = try #require(images.first { $0["sop_instance_uid"] as? String != study + ".9.1" })
+        #expect(radiograph["probability"] as? Double != nil, "\(radiograph)")
     }
 }
 

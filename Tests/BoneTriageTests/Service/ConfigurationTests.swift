@@ -37,6 +37,8 @@ struct ConfigurationTests {
             port = 4242
             allowed_callers = [{ ae_title = "PACS", hosts = ["10.0.0.5", "10.1.0.0/16"] }, { ae_title = "MODALITY" }]
             max_associations = 3
+            max_pending_connections = 20
+            max_pending_connections_per_address = 2
             [drop_folder]
             path = ""
             [storage]
@@ -56,6 +58,8 @@ struct ConfigurationTests {
             decoders_per_worker = 3
             """, path: "good.toml")
         #expect(good.aeTitle == "TRIAGE1" && good.bindAddress == "127.0.0.1" && good.port == 4242 && good.maxAssociations == 3)
+        #expect(good.maxPendingConnections == 20 && good.maxPendingConnectionsPerAddress == 2)
+        #expect(BoneTriageConfiguration().maxPendingConnections == 64 && BoneTriageConfiguration().maxPendingConnectionsPerAddress == 8)
         #expect(good.dropFolder == nil && good.afterTriage == .delete && good.modelPath == "/srv/bt/model.safetensors")
         #expect(good.quietPeriod == 12.5 && good.workers == 2 && good.triageUnknownBodyPart)
         #expect(good.coveredBodyParts == ["HUMERUS", "SHOULDER"])
@@ -74,6 +78,8 @@ struct ConfigurationTests {
                 bind_address = "localhost"
                 port = 70000
                 allowed_callers = [{ ae_title = "PACS", hosts = ["10.0.0.300"] }, { host = "x" }]
+                max_pending_connections = 0
+                max_pending_connections_per_address = "many"
                 [storage]
                 spool = "/srv/bt"
                 archive = "/srv/bt/archive"
@@ -90,7 +96,8 @@ struct ConfigurationTests {
         } catch let error as ConfigurationError {
             let text = error.description
             for needle in ["ae_title", "bind_address", "port = 70000", "10.0.0.300", "allowed_callers[1] host: unknown key", "after_triage",
-                           "quiet_period_seconds", "workers = 0", "isolate_decoder", "decode_timeout_seconds = 0", "decoders_per_worker = 0", "[printer]: unknown section", "must be separate folders"] {
+                           "quiet_period_seconds", "workers = 0", "isolate_decoder", "decode_timeout_seconds = 0", "decoders_per_worker = 0", "[printer]: unknown section",
+                           "max_pending_connections = 0", "max_pending_connections_per_address", "must be separate folders"] {
                 #expect(text.contains(needle), "missing \(needle) in:\n\(text)")
             }
         }

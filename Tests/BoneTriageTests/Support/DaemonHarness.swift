@@ -13,6 +13,9 @@ final class DaemonHarness {
     /// `keep`, `archive` or `delete`: [storage] after_triage.
     var afterTriage = "keep"
     var quietPeriod: Double
+    /// [dicom] acse_timeout_seconds, and further [dicom] lines (`extraConfig` lands in [triage]).
+    var acseTimeout = 3
+    var dicomConfig = ""
     private(set) var process: Process?
     private(set) var port: Int = 0
     private var logHandle: FileHandle?
@@ -65,7 +68,8 @@ final class DaemonHarness {
             bind_address = "127.0.0.1"
             port = \(port)
             allowed_callers = \(callers)
-            acse_timeout_seconds = 3
+            acse_timeout_seconds = \(acseTimeout)
+            \(dicomConfig)
             [drop_folder]
             path = "\(dropFolder)"
             [storage]
