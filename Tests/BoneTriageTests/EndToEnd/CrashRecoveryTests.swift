@@ -43,12 +43,23 @@ struct CrashRecoveryTests {
             let pipe = Pipe()
             sender.standardOutput = pipe
             sender.standardError = pipe
+            // The kill lands after the 1st, 3rd and 5th acknowledgement, whatever the machine's load
+            // (a fixed delay after starting the sender may come before the first answer on a busy machine).
+            let killAfter = 1 + 2 * round
+            let output = Locked(Data())
+            let reader = Thread {
+                while case let chunk = pipe.fileHandleForReading.availableData, !chunk.isEmpty { output.withLock { $0.append(chunk) } }
+            }
             try sender.run()
-            usleep(UInt32(60_000 + round * 70_000))
+            reader.start()
+            func successes() -> Int {
+                output.withLock { String(decoding: $0, as: UTF8.self) }.components(separatedBy: "Received Store Response (Success)").count - 1
+            }
+            try daemon.waitFor("\(killAfter) acknowledgements before the kill", timeout: 60) { successes() >= killAfter || !sender.isRunning }
             daemon.kill9()
-            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             sender.waitUntilExit()
-            let acked = acknowledged(output, uids: uids)
+            while reader.isExecuting { usleep(10_000) }
+            let acked = acknowledged(output.withLock { String(decoding: $0, as: UTF8.self) }, uids: uids)
             ackedPerRound.append(acked.count)
             try daemon.start()
             if !acked.isEmpty {
