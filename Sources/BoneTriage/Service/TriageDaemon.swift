@@ -60,8 +60,7 @@ public final class TriageDaemon: @unchecked Sendable {
         let scheduler = TriageScheduler(quietPeriod: c.quietPeriod)
         var restored = 0
         for study in try worklist.studies(matching: { var f = WorklistFilter(); f.states = [.receiving, .pending]; return f }()) {
-            guard let id = study.id else { continue }
-            scheduler.restore(study: study.studyInstanceUID, instances: try worklist.images(ofStudy: id).map(\.sopInstanceUID),
+            scheduler.restore(study: study.studyInstanceUID, instances: try worklist.images(ofStudy: study.studyInstanceUID).map(\.sopInstanceUID),
                               lastArrival: study.lastReceivedAt)
             restored += 1
         }

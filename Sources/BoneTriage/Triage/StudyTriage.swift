@@ -168,8 +168,7 @@ public final class StudyTriage: @unchecked Sendable {
 
     private func run(_ uid: String) throws -> TriageOutcome {
         let study = try worklist.study(studyInstanceUID: uid)
-        guard let studyID = study.id else { throw WorklistError.studyNotFound(handle: uid) }
-        let images = try worklist.images(ofStudy: studyID)
+        let images = try worklist.images(ofStudy: study.studyInstanceUID)
         let eligible = images.filter(\.eligible)
         guard !eligible.isEmpty else {
             let reasons = Set(images.compactMap(\.eligibilityReason)).sorted()

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 
 /// Errors of the worklist, each saying what to do next.
 public enum WorklistError: Error, CustomStringConvertible, Equatable {
@@ -134,7 +133,8 @@ public struct WorklistFilter: Sendable, Equatable {
 }
 
 /// The one door to the worklist: nothing outside `Worklist/` writes SQL. SQLite is the first
-/// implementation; a shared PostgreSQL worklist would be another.
+/// implementation; a shared PostgreSQL worklist would be another. Its values are plain `Sendable`
+/// records identified by UIDs: no database type or row id leaves an implementation.
 public protocol WorklistStore: Sendable {
     func recordArrival(_ arrival: InstanceArrival) throws -> ArrivalOutcome
     func markPending(studyInstanceUID: String) throws
@@ -163,8 +163,10 @@ public protocol WorklistStore: Sendable {
     func study(handle: String) throws -> Study
     /// The study with exactly this Study Instance UID, whatever characters it has (the daemon's lookup).
     func study(studyInstanceUID: String) throws -> Study
-    func images(ofStudy id: Int64) throws -> [StudyImage]
-    func reviews(ofStudy id: Int64) throws -> [Review]
+    /// The study's images, in order of arrival.
+    func images(ofStudy studyInstanceUID: String) throws -> [StudyImage]
+    /// The study's audit trail, oldest first.
+    func reviews(ofStudy studyInstanceUID: String) throws -> [Review]
     @discardableResult func recordReview(studyHandle: String, reviewer: String, action: ReviewAction,
                                          label: Finding?, note: String?, at: Date) throws -> Review
 }

@@ -78,7 +78,7 @@ struct StorageRetentionTests {
         try store.markFilesRemoved(["/spool/\(u.normal)/1.dcm"], at: Date())
         #expect(try store.finishedStudyFiles(under: "/spool").first { $0.studyInstanceUID == u.normal }?.paths.count == 2)
         let study = try store.study(studyInstanceUID: u.normal)
-        let images = try store.images(ofStudy: try #require(study.id))
+        let images = try store.images(ofStudy: study.studyInstanceUID)
         #expect(images.filter { $0.fileRemovedAt != nil }.map(\.filePath) == ["/spool/\(u.normal)/1.dcm"])
     }
 

@@ -78,7 +78,7 @@ struct WorklistStoreTests {
         #expect(try store.recordArrival(b) == .addedToStudy)
         let s = try store.study(handle: "1.2.3")
         #expect(s.imageCount == 2 && s.eligibleImageCount == 1 && s.bodyPart == "HUMERUS" && s.state == .receiving)
-        #expect(try store.images(ofStudy: s.id ?? -1).map(\.sopInstanceUID) == ["1.2.3.1", "1.2.3.2"])
+        #expect(try store.images(ofStudy: s.studyInstanceUID).map(\.sopInstanceUID) == ["1.2.3.1", "1.2.3.2"])
     }
 
     @Test("triage: the study probability is the mean of its eligible images, the verdict uses the threshold")
@@ -91,7 +91,7 @@ struct WorklistStoreTests {
         #expect(flagged.priority == 800 && flagged.modelID == "humerus-v1" && flagged.isFlagged)
         let normal = try store.study(handle: WorklistFixture.uids.normal)
         #expect(abs((normal.probability ?? 0) - 0.2) < 1e-12 && normal.verdict == .normal)
-        let images = try store.images(ofStudy: normal.id ?? -1)
+        let images = try store.images(ofStudy: normal.studyInstanceUID)
         #expect(images.compactMap(\.probability) == [0.1, 0.2, 0.3])
         let ct = try store.study(handle: WorklistFixture.uids.ct)
         #expect(ct.state == .notApplicable && ct.stateReason == "no eligible image (CT)" && ct.verdict == nil)
@@ -114,7 +114,7 @@ struct WorklistStoreTests {
         try store.recordReview(studyHandle: uid, reviewer: "bob", action: .override, label: .normal, note: "old callus", at: t.addingTimeInterval(2))
         let s = try store.study(handle: uid)
         #expect(s.reviewState == .overridden && s.reviewLabel == .normal && !s.isFlagged)
-        let trail = try store.reviews(ofStudy: s.id ?? -1)
+        let trail = try store.reviews(ofStudy: s.studyInstanceUID)
         #expect(trail.map(\.reviewer) == ["alice", "alice", "bob"])
         #expect(trail.map(\.action) == [.confirm, .confirm, .override])
         #expect(trail.map(\.label) == [.abnormal, .abnormal, .normal])
@@ -142,7 +142,7 @@ struct WorklistStoreTests {
         try WorklistFixture.triage(store, study: uid, sops: late, probabilities: [0.6, 0.7, 0.8, 0.99])
         let s = try store.study(handle: uid)
         #expect(s.changedAfterReview && s.reviewState == .confirmed && s.verdict == .abnormal && s.isFlagged)
-        #expect(try store.reviews(ofStudy: s.id ?? -1).count == 1)
+        #expect(try store.reviews(ofStudy: s.studyInstanceUID).count == 1)
         #expect(try store.studies(matching: { var f = WorklistFilter(); f.flaggedOnly = true; return f }()).map(\.studyInstanceUID).contains(uid))
         try store.recordReview(studyHandle: uid, reviewer: "alice", action: .confirm, label: nil, note: "seen the new image", at: Date())
         #expect(try !store.study(handle: uid).changedAfterReview)
@@ -177,8 +177,8 @@ struct WorklistStoreTests {
         let store = try SQLiteWorklist(path: dir.path("w.sqlite"), create: true)
         try WorklistFixture.seed(store)
         let flagged = try store.study(handle: WorklistFixture.uids.flagged)
-        #expect(try store.study(handle: String(flagged.shortID.prefix(8))).id == flagged.id)
-        #expect(try store.study(handle: flagged.shortID.uppercased()).id == flagged.id)
+        #expect(try store.study(handle: String(flagged.shortID.prefix(8))).studyInstanceUID == flagged.studyInstanceUID)
+        #expect(try store.study(handle: flagged.shortID.uppercased()).studyInstanceUID == flagged.studyInstanceUID)
         #expect(throws: WorklistError.self) { try store.study(handle: "1.2.826.0.1") }  // all five share it
         do {
             _ = try store.study(handle: "1.2.826.0.1")
