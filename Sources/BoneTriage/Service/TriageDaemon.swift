@@ -96,7 +96,12 @@ public final class TriageDaemon: @unchecked Sendable {
             Self.spawn("triage-\(n)", group: threads) { [self] in
                 worker.prepare()
                 while let (study, queued) = scheduler.next(whileIdle: { worker.followModelReload() }) {
-                    for other in queued where other != study { try? worklist.markPending(studyInstanceUID: other) }
+                    for other in queued where other != study {
+                        // Only the listing shows it: the study is queued in the scheduler either way.
+                        do { try worklist.markPending(studyInstanceUID: other) } catch {
+                            logger.warning("a queued study could not be shown as pending: \(error)", metadata: ["study": "\(Study.shortID(for: other))"])
+                        }
+                    }
                     switch worker.triage(studyInstanceUID: study) {
                     case .triaged, .notApplicable: triaged.add(1, ordering: .relaxed)
                     case .failed: failed.add(1, ordering: .relaxed)

@@ -6,7 +6,7 @@ public final class SQLiteWorklist: WorklistStore {
     public let path: String
     private let pool: DatabasePool
 
-    /// `Study.isFlagged` as SQL.
+    /// `StudyRules.isFlagged` as SQL, for the listing's index and order (a test checks that they agree).
     static let flaggedSQL = "(verdict = 'abnormal' AND (reviewState = 'unreviewed' OR changedAfterReview))"
 
     /// How long a writer waits for another process's transaction before giving up.
@@ -86,27 +86,7 @@ public final class SQLiteWorklist: WorklistStore {
                 row = StudyRow(id: nil, study: Study(studyInstanceUID: a.studyInstanceUID, source: a.source, receivedAt: a.receivedAt))
                 outcome = .newStudy
             }
-            var study = row.study
-            // Metadata: the first non-empty value wins, so a late instance never blanks a field. A note on
-            // text kept as received comes with the first instance whose text the study takes.
-            let takesText = (study.patientID == nil && a.patientID != nil) || (study.patientName == nil && a.patientName != nil)
-                || (study.accessionNumber == nil && a.accessionNumber != nil) || (study.studyDescription == nil && a.studyDescription != nil)
-            if takesText, study.characterSetNote == nil { study.characterSetNote = a.characterSetNote }
-            study.patientID = study.patientID ?? a.patientID
-            study.patientName = study.patientName ?? a.patientName
-            study.accessionNumber = study.accessionNumber ?? a.accessionNumber
-            study.studyDate = study.studyDate ?? a.studyDate
-            study.modality = study.modality ?? a.modality
-            study.bodyPart = study.bodyPart ?? a.bodyPart
-            study.studyDescription = study.studyDescription ?? a.studyDescription
-            study.callingAETitle = study.callingAETitle ?? a.callingAETitle
-            study.peerAddress = study.peerAddress ?? a.peerAddress
-            study.firstReceivedAt = min(study.firstReceivedAt, a.receivedAt)
-            study.lastReceivedAt = max(study.lastReceivedAt, a.receivedAt)
-            study.imageCount += 1
-            study.eligibleImageCount += a.eligible ? 1 : 0
-            if study.state != .receiving { study.state = .receiving; study.stateReason = nil }
-            row.study = study
+            row.study.take(a)
             try row.save(db)
             guard let studyID = row.id else { throw WorklistError.studyNotFound(handle: a.studyInstanceUID) }
             let image = StudyImage(studyInstanceUID: a.studyInstanceUID, sopInstanceUID: a.sopInstanceUID, seriesInstanceUID: a.seriesInstanceUID,
@@ -141,51 +121,27 @@ public final class SQLiteWorklist: WorklistStore {
     private func setState(_ uid: String, _ state: StudyState, reason: String?) throws {
         try write { db in
             var row = try Self.studyRow(db, uid: uid)
-            row.study.state = state
-            row.study.stateReason = reason
+            try row.study.move(to: state, reason: reason)
             try row.update(db)
         }
     }
 
-    /// Per-image probabilities, their mean as the study probability, the verdict at the threshold, all
-    /// in one transaction. A study that was already reviewed keeps its history and is marked changed.
+    /// Per-image probabilities and the study's outcome (`Study.recordTriage`: the mean, the verdict at
+    /// the threshold), in one transaction. A study that was already reviewed keeps its history and is marked changed.
     @discardableResult
     public func recordTriage(_ r: TriageResult) throws -> Study {
         try write { db in
             var row = try Self.studyRow(db, uid: r.studyInstanceUID)
             guard let studyID = row.id else { throw WorklistError.studyNotFound(handle: r.studyInstanceUID) }
-            var study = row.study
-            if let count = r.imageCount, count != study.imageCount {
-                throw WorklistError.triageSuperseded(shortID: study.shortID, classified: count, now: study.imageCount)
-            }
+            try row.study.checkCurrent(r)
             var images = try ImageRow.fetchAll(db, sql: ImageRow.selectSQL + " WHERE i.studyID = ?", arguments: [studyID])
             for i in images.indices {
-                images[i].image.probability = images[i].image.eligible ? r.imageProbabilities[images[i].image.sopInstanceUID] : nil
-                if images[i].image.eligible { images[i].image.eligibilityReason = r.imageProblems[images[i].image.sopInstanceUID] }
+                images[i].image.take(r)
                 try images[i].update(db)
             }
-            let probabilities = images.compactMap(\.image.probability)
-            guard !probabilities.isEmpty else {
-                study.state = .notApplicable
-                study.stateReason = "no eligible image was classified"
-                row.study = study
-                try row.update(db)
-                return study
-            }
-            let mean = probabilities.reduce(0, +) / Double(probabilities.count)
-            study.probability = mean
-            study.verdict = mean >= r.threshold ? .abnormal : .normal
-            study.threshold = r.threshold
-            study.modelID = r.modelID
-            study.modelHash = r.modelHash
-            study.triagedAt = r.triagedAt
-            study.state = .triaged
-            study.stateReason = nil
-            study.priority = Int((mean * 1000).rounded())
-            if study.reviewState != .unreviewed { study.changedAfterReview = true }
-            row.study = study
+            row.study.recordTriage(r, imageProbabilities: images.compactMap(\.image.probability))
             try row.update(db)
-            return study
+            return row.study
         }
     }
 
@@ -323,29 +279,9 @@ public final class SQLiteWorklist: WorklistStore {
         try write { db in
             var row = try Self.resolve(db, handle: studyHandle)
             guard let studyID = row.id else { throw WorklistError.studyNotFound(handle: studyHandle) }
-            var study = row.study
-            let finalLabel: Finding
-            switch action {
-            case .confirm:
-                // A verdict from an earlier triage can be confirmed while late images arrive; the next
-                // triage then marks the study changed after review.
-                guard let verdict = study.verdict else {
-                    throw WorklistError.nothingToConfirm(shortID: study.shortID, state: study.state)
-                }
-                finalLabel = verdict
-            case .override:
-                guard let label else { throw WorklistError.invalidHandle("override needs a label") }
-                finalLabel = label
-            }
-            let review = Review(studyInstanceUID: study.studyInstanceUID, reviewer: reviewer, reviewedAt: at, action: action,
-                                fromVerdict: study.verdict, label: finalLabel, note: note)
+            let review = try row.study.review(by: reviewer, action: action, label: label, note: note, at: at)
             var reviewRow = ReviewRow(id: nil, studyID: studyID, review: review)
             try reviewRow.insert(db)
-            study.reviewState = action == .confirm ? .confirmed : .overridden
-            study.reviewLabel = finalLabel
-            study.reviewedAt = at
-            study.changedAfterReview = false
-            row.study = study
             try row.update(db)
             return review
         }

@@ -1,25 +1,5 @@
 import Foundation
 
-/// Where a study is in its life: arriving, waiting for triage, triaged, or set aside with a reason.
-public enum StudyState: String, Codable, Sendable, CaseIterable {
-    case receiving, pending, triaged
-    case notApplicable = "not_applicable"
-    case failed
-}
-
-/// The model's call on a study, or a radiologist's label.
-public enum Finding: String, Codable, Sendable, CaseIterable {
-    case abnormal, normal
-}
-
-public enum ReviewState: String, Codable, Sendable, CaseIterable {
-    case unreviewed, confirmed, overridden
-}
-
-public enum ReviewAction: String, Codable, Sendable {
-    case confirm, override
-}
-
 /// How a study reached BoneTriage.
 public enum StudySource: String, Codable, Sendable {
     case cstore, dropFolder = "drop_folder"
@@ -65,10 +45,6 @@ public struct Study: Codable, Sendable, Equatable {
     public var characterSetNote: String?
 
     public static func shortID(for uid: String) -> String { String(SHA256Digest.hex(Data(uid.utf8)).prefix(12)) }
-
-    /// Abnormal and not yet reviewed (or triaged again since its review): what the worklist puts first.
-    /// `SQLiteWorklist.flaggedSQL` is the same rule in SQL.
-    public var isFlagged: Bool { verdict == .abnormal && (reviewState == .unreviewed || changedAfterReview) }
 
     public init(studyInstanceUID: String, source: StudySource, receivedAt: Date) {
         self.studyInstanceUID = studyInstanceUID

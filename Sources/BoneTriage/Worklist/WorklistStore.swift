@@ -12,6 +12,8 @@ public enum WorklistError: Error, CustomStringConvertible, Equatable {
     /// Instances arrived while the study was being triaged: the result was not recorded, and the study
     /// is triaged again with them.
     case triageSuperseded(shortID: String, classified: Int, now: Int)
+    /// `StudyLifecycle` does not allow the change (e.g. a study already triaged put back in the queue).
+    case transitionRefused(shortID: String, from: StudyState, to: StudyState)
 
     public var description: String {
         switch self {
@@ -29,6 +31,8 @@ public enum WorklistError: Error, CustomStringConvertible, Equatable {
             return "study \(id) has no model verdict to confirm (state: \(state.rawValue)); record a label with `bonetriage override \(id) --label normal|abnormal`"
         case let .triageSuperseded(id, classified, now):
             return "study \(id) now has \(now) images, \(classified) when its triage started; it is triaged again"
+        case let .transitionRefused(id, from, to):
+            return "study \(id) is \(from.rawValue) and cannot become \(to.rawValue); it is left as it is"
         case let .invalidHandle(handle):
             return "'\(handle)' is not a study ID: give at least 4 characters of the ID shown by `bonetriage list`, or of the Study Instance UID"
         }
