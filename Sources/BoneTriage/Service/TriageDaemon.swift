@@ -53,8 +53,7 @@ public final class TriageDaemon: @unchecked Sendable {
         try quarantine.prepare()
         if c.afterTriage == .archive { try FileSystem.makeFolder(c.archiveFolder) }
         if let drop = c.dropFolder { try FileSystem.makeFolder(drop) }
-        try FileSystem.makeFolder((c.databasePath as NSString).deletingLastPathComponent)
-        let worklist = try SQLiteWorklist(path: c.databasePath, create: true)
+        let worklist = try Worklist.open(configuration: c, role: .daemon)
 
         let models = ModelSlot(loadModel())
         let scheduler = TriageScheduler(quietPeriod: c.quietPeriod)

@@ -30,6 +30,22 @@ struct WorklistStoreTests {
         #expect(!FileManager.default.fileExists(atPath: dir.path("none.sqlite")))
     }
 
+    @Test("the one factory: the daemon creates the worklist and its folder (mode 0660); a reviewer never creates one")
+    func factory() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("state/worklist.sqlite")
+        #expect(throws: WorklistError.databaseNotFound(path: path)) { try Worklist.open(path: path, role: .reviewer) }
+        #expect(!FileManager.default.fileExists(atPath: dir.path("state")))
+        var configuration = BoneTriageConfiguration()
+        configuration.databasePath = path
+        let daemon = try Worklist.open(configuration: configuration, role: .daemon)
+        let mode = try #require(FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int)
+        #expect(mode & 0o777 == 0o660)
+        _ = try daemon.recordArrival(InstanceArrival(studyInstanceUID: "1.2.3", sopInstanceUID: "1.2.3.1", filePath: "/s/1", eligible: true, source: .cstore))
+        let reviewer = try Worklist.open(path: path, role: .reviewer)
+        #expect(try reviewer.study(studyInstanceUID: "1.2.3").imageCount == 1)
+    }
+
     @Test("a database of the previous schema (v1) is upgraded in place and keeps its rows")
     func upgradeFromV1() throws {
         let dir = try TemporaryDirectory()
