@@ -30,18 +30,6 @@ struct StudyLifecycleTests {
         #expect(!StudyRules.isFlagged(verdict: nil, reviewState: .unreviewed, changedAfterReview: false))
     }
 
-    @Test("a study already triaged is never put back in the queue: marking it pending is refused and it stays triaged")
-    func triagedStudyIsNotQueuedAgain() throws {
-        let dir = try TemporaryDirectory()
-        let store = try SQLiteWorklist(path: dir.path("w.sqlite"), create: true)
-        try WorklistFixture.seed(store)
-        let triaged = try store.study(studyInstanceUID: WorklistFixture.uids.flagged)
-        #expect(throws: WorklistError.transitionRefused(shortID: triaged.shortID, from: .triaged, to: .pending)) {
-            try store.markPending(studyInstanceUID: triaged.studyInstanceUID)
-        }
-        #expect(try store.study(studyInstanceUID: triaged.studyInstanceUID) == triaged)
-    }
-
     @Test("the SQL mirror of the flagged rule (the listing's filter and order) agrees with StudyRules.isFlagged on every combination")
     func flaggedSQLAgrees() throws {
         let dir = try TemporaryDirectory()
