@@ -38,8 +38,8 @@ struct ShowCommand: ParsableCommand {
     func run() throws {
         let worklist = try location.open()
         let s = try worklist.study(handle: study)
-        let images = try worklist.images(ofStudy: s.id ?? -1)
-        let reviews = try worklist.reviews(ofStudy: s.id ?? -1)
+        let images = try worklist.images(ofStudy: s.studyInstanceUID)
+        let reviews = try worklist.reviews(ofStudy: s.studyInstanceUID)
         switch format {
         case .text: print(WorklistPresentation.detail(s, images: images, reviews: reviews))
         case .json:
@@ -115,7 +115,7 @@ struct ExportCommand: ParsableCommand {
         let studies = try worklist.studies(matching: try filters.filter())
         let text: String
         if mura {
-            text = WorklistPresentation.mura(try studies.map { ($0, try worklist.images(ofStudy: $0.id ?? -1)) })
+            text = WorklistPresentation.mura(try studies.map { ($0, try worklist.images(ofStudy: $0.studyInstanceUID)) })
         } else {
             text = WorklistPresentation.csv(studies)
         }

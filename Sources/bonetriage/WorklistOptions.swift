@@ -18,7 +18,7 @@ struct WorklistLocationOptions: ParsableArguments {
         return BoneTriageConfiguration.defaultDatabasePath
     }
 
-    func open() throws -> SQLiteWorklist { try SQLiteWorklist(path: databasePath(), create: false) }
+    func open() throws -> any WorklistStore { try Worklist.open(path: databasePath(), role: .reviewer) }
 }
 
 /// The filters `list` and `export` share.

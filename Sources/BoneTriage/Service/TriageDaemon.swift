@@ -53,15 +53,13 @@ public final class TriageDaemon: @unchecked Sendable {
         try quarantine.prepare()
         if c.afterTriage == .archive { try FileSystem.makeFolder(c.archiveFolder) }
         if let drop = c.dropFolder { try FileSystem.makeFolder(drop) }
-        try FileSystem.makeFolder((c.databasePath as NSString).deletingLastPathComponent)
-        let worklist = try SQLiteWorklist(path: c.databasePath, create: true)
+        let worklist = try Worklist.open(configuration: c, role: .daemon)
 
         let models = ModelSlot(loadModel())
         let scheduler = TriageScheduler(quietPeriod: c.quietPeriod)
         var restored = 0
         for study in try worklist.studies(matching: { var f = WorklistFilter(); f.states = [.receiving, .pending]; return f }()) {
-            guard let id = study.id else { continue }
-            scheduler.restore(study: study.studyInstanceUID, instances: try worklist.images(ofStudy: id).map(\.sopInstanceUID),
+            scheduler.restore(study: study.studyInstanceUID, instances: try worklist.images(ofStudy: study.studyInstanceUID).map(\.sopInstanceUID),
                               lastArrival: study.lastReceivedAt)
             restored += 1
         }
@@ -97,7 +95,12 @@ public final class TriageDaemon: @unchecked Sendable {
             Self.spawn("triage-\(n)", group: threads) { [self] in
                 worker.prepare()
                 while let (study, queued) = scheduler.next(whileIdle: { worker.followModelReload() }) {
-                    for other in queued where other != study { try? worklist.markPending(studyInstanceUID: other) }
+                    for other in queued where other != study {
+                        // Only the listing shows it: the study is queued in the scheduler either way.
+                        do { try worklist.markPending(studyInstanceUID: other) } catch {
+                            logger.warning("a queued study could not be shown as pending: \(error)", metadata: ["study": "\(Study.shortID(for: other))"])
+                        }
+                    }
                     switch worker.triage(studyInstanceUID: study) {
                     case .triaged, .notApplicable: triaged.add(1, ordering: .relaxed)
                     case .failed: failed.add(1, ordering: .relaxed)

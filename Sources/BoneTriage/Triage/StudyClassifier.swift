@@ -114,8 +114,9 @@ public final class StudyClassifier {
         }
         let probabilities = results.compactMap(\.probability)
         let threshold = model.head.description.threshold
-        let mean = probabilities.isEmpty ? nil : probabilities.reduce(0, +) / Double(probabilities.count)
-        return StudyResult(images: results, probability: mean, verdict: mean.map { $0 >= threshold ? .abnormal : .normal }, threshold: threshold)
+        let mean = StudyRules.studyProbability(probabilities)
+        return StudyResult(images: results, probability: mean, verdict: mean.map { StudyRules.verdict(probability: $0, threshold: threshold) },
+                           threshold: threshold)
     }
 }
 

@@ -115,7 +115,7 @@ public final class StudyTriage: @unchecked Sendable {
     }
 
     /// Triages that may be cut short (kill -9, a crash in a decoder) before a study is set aside.
-    public static let maximumInterruptedAttempts = 3
+    public static let maximumInterruptedAttempts = StudyLifecycle.maximumInterruptedAttempts
 
     public func triage(studyInstanceUID uid: String) -> TriageOutcome {
         let shortID = Study.shortID(for: uid)
@@ -124,9 +124,7 @@ public final class StudyTriage: @unchecked Sendable {
         do {
             let attempts = try worklist.beginTriage(studyInstanceUID: uid)
             defer { try? worklist.endTriage(studyInstanceUID: uid) }
-            guard attempts <= Self.maximumInterruptedAttempts else {
-                let reason = "the daemon died \(attempts - 1) times while triaging this study (a file may crash the decoder); "
-                    + "its files stay in the spool for inspection (see the log for the last file read)"
+            if let reason = StudyLifecycle.setAsideReason(interruptedAttempts: attempts) {
                 try worklist.markFailed(studyInstanceUID: uid, reason: reason)
                 logger.error("study set aside: \(reason)", metadata: ["study": "\(shortID)"])
                 return .failed(reason: reason)
@@ -168,8 +166,7 @@ public final class StudyTriage: @unchecked Sendable {
 
     private func run(_ uid: String) throws -> TriageOutcome {
         let study = try worklist.study(studyInstanceUID: uid)
-        guard let studyID = study.id else { throw WorklistError.studyNotFound(handle: uid) }
-        let images = try worklist.images(ofStudy: studyID)
+        let images = try worklist.images(ofStudy: study.studyInstanceUID)
         let eligible = images.filter(\.eligible)
         guard !eligible.isEmpty else {
             let reasons = Set(images.compactMap(\.eligibilityReason)).sorted()

@@ -6,7 +6,7 @@ public final class SQLiteWorklist: WorklistStore {
     public let path: String
     private let pool: DatabasePool
 
-    /// `Study.isFlagged` as SQL.
+    /// `StudyRules.isFlagged` as SQL, for the listing's index and order (a test checks that they agree).
     static let flaggedSQL = "(verdict = 'abnormal' AND (reviewState = 'unreviewed' OR changedAfterReview))"
 
     /// How long a writer waits for another process's transaction before giving up.
@@ -68,8 +68,8 @@ public final class SQLiteWorklist: WorklistStore {
         }
     }
 
-    private static func studyRow(_ db: Database, uid: String) throws -> Study {
-        guard let s = try Study.filter(Column("studyInstanceUID") == uid).fetchOne(db) else { throw WorklistError.studyNotFound(handle: uid) }
+    private static func studyRow(_ db: Database, uid: String) throws -> StudyRow {
+        guard let s = try StudyRow.filter(Column("studyInstanceUID") == uid).fetchOne(db) else { throw WorklistError.studyNotFound(handle: uid) }
         return s
     }
 
@@ -77,39 +77,22 @@ public final class SQLiteWorklist: WorklistStore {
 
     public func recordArrival(_ a: InstanceArrival) throws -> ArrivalOutcome {
         try write { db in
-            if try StudyImage.filter(Column("sopInstanceUID") == a.sopInstanceUID).fetchCount(db) > 0 { return .duplicate }
+            if try ImageRow.filter(Column("sopInstanceUID") == a.sopInstanceUID).fetchCount(db) > 0 { return .duplicate }
             var outcome = ArrivalOutcome.addedToStudy
-            var study: Study
-            if let existing = try Study.filter(Column("studyInstanceUID") == a.studyInstanceUID).fetchOne(db) {
-                study = existing
+            var row: StudyRow
+            if let existing = try StudyRow.filter(Column("studyInstanceUID") == a.studyInstanceUID).fetchOne(db) {
+                row = existing
             } else {
-                study = Study(studyInstanceUID: a.studyInstanceUID, source: a.source, receivedAt: a.receivedAt)
+                row = StudyRow(id: nil, study: Study(studyInstanceUID: a.studyInstanceUID, source: a.source, receivedAt: a.receivedAt))
                 outcome = .newStudy
             }
-            // Metadata: the first non-empty value wins, so a late instance never blanks a field. A note on
-            // text kept as received comes with the first instance whose text the study takes.
-            let takesText = (study.patientID == nil && a.patientID != nil) || (study.patientName == nil && a.patientName != nil)
-                || (study.accessionNumber == nil && a.accessionNumber != nil) || (study.studyDescription == nil && a.studyDescription != nil)
-            if takesText, study.characterSetNote == nil { study.characterSetNote = a.characterSetNote }
-            study.patientID = study.patientID ?? a.patientID
-            study.patientName = study.patientName ?? a.patientName
-            study.accessionNumber = study.accessionNumber ?? a.accessionNumber
-            study.studyDate = study.studyDate ?? a.studyDate
-            study.modality = study.modality ?? a.modality
-            study.bodyPart = study.bodyPart ?? a.bodyPart
-            study.studyDescription = study.studyDescription ?? a.studyDescription
-            study.callingAETitle = study.callingAETitle ?? a.callingAETitle
-            study.peerAddress = study.peerAddress ?? a.peerAddress
-            study.firstReceivedAt = min(study.firstReceivedAt, a.receivedAt)
-            study.lastReceivedAt = max(study.lastReceivedAt, a.receivedAt)
-            study.imageCount += 1
-            study.eligibleImageCount += a.eligible ? 1 : 0
-            if study.state != .receiving { study.state = .receiving; study.stateReason = nil }
-            study = try study.saved(db)
-            guard let studyID = study.id else { throw WorklistError.studyNotFound(handle: a.studyInstanceUID) }
-            let image = StudyImage(studyID: studyID, sopInstanceUID: a.sopInstanceUID, seriesInstanceUID: a.seriesInstanceUID,
+            row.study.take(a)
+            try row.save(db)
+            guard let studyID = row.id else { throw WorklistError.studyNotFound(handle: a.studyInstanceUID) }
+            let image = StudyImage(studyInstanceUID: a.studyInstanceUID, sopInstanceUID: a.sopInstanceUID, seriesInstanceUID: a.seriesInstanceUID,
                                    filePath: a.filePath, receivedAt: a.receivedAt, eligible: a.eligible, eligibilityReason: a.eligibilityReason)
-            try image.insert(db)
+            var imageRow = ImageRow(id: nil, studyID: studyID, image: image)
+            try imageRow.insert(db)
             return outcome
         }
     }
@@ -137,49 +120,28 @@ public final class SQLiteWorklist: WorklistStore {
 
     private func setState(_ uid: String, _ state: StudyState, reason: String?) throws {
         try write { db in
-            var study = try Self.studyRow(db, uid: uid)
-            study.state = state
-            study.stateReason = reason
-            try study.update(db)
+            var row = try Self.studyRow(db, uid: uid)
+            try row.study.move(to: state, reason: reason)
+            try row.update(db)
         }
     }
 
-    /// Per-image probabilities, their mean as the study probability, the verdict at the threshold, all
-    /// in one transaction. A study that was already reviewed keeps its history and is marked changed.
+    /// Per-image probabilities and the study's outcome (`Study.recordTriage`: the mean, the verdict at
+    /// the threshold), in one transaction. A study that was already reviewed keeps its history and is marked changed.
     @discardableResult
     public func recordTriage(_ r: TriageResult) throws -> Study {
         try write { db in
-            var study = try Self.studyRow(db, uid: r.studyInstanceUID)
-            guard let studyID = study.id else { throw WorklistError.studyNotFound(handle: r.studyInstanceUID) }
-            if let count = r.imageCount, count != study.imageCount {
-                throw WorklistError.triageSuperseded(shortID: study.shortID, classified: count, now: study.imageCount)
-            }
-            var images = try StudyImage.filter(Column("studyID") == studyID).fetchAll(db)
+            var row = try Self.studyRow(db, uid: r.studyInstanceUID)
+            guard let studyID = row.id else { throw WorklistError.studyNotFound(handle: r.studyInstanceUID) }
+            try row.study.checkCurrent(r)
+            var images = try ImageRow.fetchAll(db, sql: ImageRow.selectSQL + " WHERE i.studyID = ?", arguments: [studyID])
             for i in images.indices {
-                images[i].probability = images[i].eligible ? r.imageProbabilities[images[i].sopInstanceUID] : nil
-                if images[i].eligible { images[i].eligibilityReason = r.imageProblems[images[i].sopInstanceUID] }
+                images[i].image.take(r)
                 try images[i].update(db)
             }
-            let probabilities = images.compactMap(\.probability)
-            guard !probabilities.isEmpty else {
-                study.state = .notApplicable
-                study.stateReason = "no eligible image was classified"
-                try study.update(db)
-                return study
-            }
-            let mean = probabilities.reduce(0, +) / Double(probabilities.count)
-            study.probability = mean
-            study.verdict = mean >= r.threshold ? .abnormal : .normal
-            study.threshold = r.threshold
-            study.modelID = r.modelID
-            study.modelHash = r.modelHash
-            study.triagedAt = r.triagedAt
-            study.state = .triaged
-            study.stateReason = nil
-            study.priority = Int((mean * 1000).rounded())
-            if study.reviewState != .unreviewed { study.changedAfterReview = true }
-            try study.update(db)
-            return study
+            row.study.recordTriage(r, imageProbabilities: images.compactMap(\.image.probability))
+            try row.update(db)
+            return row.study
         }
     }
 
@@ -244,7 +206,7 @@ public final class SQLiteWorklist: WorklistStore {
 
     public func studies(matching f: WorklistFilter) throws -> [Study] {
         try read { db in
-            var request = Study.all()
+            var request = StudyRow.all()
             if f.flaggedOnly {
                 request = request.filter(sql: Self.flaggedSQL)
             }
@@ -255,32 +217,32 @@ public final class SQLiteWorklist: WorklistStore {
             if let part = f.bodyPart { request = request.filter(sql: "bodyPart = ? COLLATE NOCASE", arguments: [part]) }
             request = request.order(sql: "\(Self.flaggedSQL) DESC, priority DESC, firstReceivedAt ASC, id ASC")
             if let limit = f.limit { request = request.limit(limit) }
-            return try request.fetchAll(db)
+            return try request.fetchAll(db).map(\.study)
         }
     }
 
     /// A study by a prefix of its short ID or of its Study Instance UID (at least 4 characters), or by
     /// its whole Study Instance UID, whatever that holds.
     public func study(handle: String) throws -> Study {
-        try read { db in try Self.resolve(db, handle: handle) }
+        try read { db in try Self.resolve(db, handle: handle).study }
     }
 
     public func study(studyInstanceUID uid: String) throws -> Study {
-        try read { db in try Self.studyRow(db, uid: uid) }
+        try read { db in try Self.studyRow(db, uid: uid).study }
     }
 
-    private static func resolve(_ db: Database, handle raw: String) throws -> Study {
+    private static func resolve(_ db: Database, handle raw: String) throws -> StudyRow {
         let handle = raw.trimmingCharacters(in: .whitespaces)
-        if let exact = try Study.filter(Column("studyInstanceUID") == handle).fetchOne(db) { return exact }
+        if let exact = try StudyRow.filter(Column("studyInstanceUID") == handle).fetchOne(db) { return exact }
         guard handle.count >= 4, handle.allSatisfy({ $0.isASCII && ($0.isHexDigit || $0.isNumber || $0 == ".") }) else {
             throw WorklistError.invalidHandle(raw)
         }
         let pattern = handle.lowercased() + "%"
-        let matches = try Study.filter(sql: "shortID LIKE ? OR studyInstanceUID LIKE ?", arguments: [pattern, handle + "%"]).limit(50).fetchAll(db)
+        let matches = try StudyRow.filter(sql: "shortID LIKE ? OR studyInstanceUID LIKE ?", arguments: [pattern, handle + "%"]).limit(50).fetchAll(db)
         switch matches.count {
         case 0: throw WorklistError.studyNotFound(handle: handle)
         case 1: return matches[0]
-        default: throw WorklistError.ambiguousStudy(handle: handle, candidates: matches.map(\.shortID))
+        default: throw WorklistError.ambiguousStudy(handle: handle, candidates: matches.map(\.study.shortID))
         }
     }
 
@@ -296,12 +258,18 @@ public final class SQLiteWorklist: WorklistStore {
         }
     }
 
-    public func images(ofStudy id: Int64) throws -> [StudyImage] {
-        try read { db in try StudyImage.filter(Column("studyID") == id).order(Column("receivedAt"), Column("id")).fetchAll(db) }
+    public func images(ofStudy uid: String) throws -> [StudyImage] {
+        try read { db in
+            let study = try Self.studyRow(db, uid: uid)
+            return try ImageRow.fetchAll(db, sql: ImageRow.selectSQL + " WHERE i.studyID = ? ORDER BY i.receivedAt, i.id", arguments: [study.id]).map(\.image)
+        }
     }
 
-    public func reviews(ofStudy id: Int64) throws -> [Review] {
-        try read { db in try Review.filter(Column("studyID") == id).order(Column("id")).fetchAll(db) }
+    public func reviews(ofStudy uid: String) throws -> [Review] {
+        try read { db in
+            let study = try Self.studyRow(db, uid: uid)
+            return try ReviewRow.fetchAll(db, sql: ReviewRow.selectSQL + " WHERE r.studyID = ? ORDER BY r.id", arguments: [study.id]).map(\.review)
+        }
     }
 
     /// Appends to the audit trail and updates the study's review state, in one transaction.
@@ -309,29 +277,188 @@ public final class SQLiteWorklist: WorklistStore {
     public func recordReview(studyHandle: String, reviewer: String, action: ReviewAction, label: Finding?,
                              note: String?, at: Date = Date()) throws -> Review {
         try write { db in
-            var study = try Self.resolve(db, handle: studyHandle)
-            guard let studyID = study.id else { throw WorklistError.studyNotFound(handle: studyHandle) }
-            let finalLabel: Finding
-            switch action {
-            case .confirm:
-                // A verdict from an earlier triage can be confirmed while late images arrive; the next
-                // triage then marks the study changed after review.
-                guard let verdict = study.verdict else {
-                    throw WorklistError.nothingToConfirm(shortID: study.shortID, state: study.state)
-                }
-                finalLabel = verdict
-            case .override:
-                guard let label else { throw WorklistError.invalidHandle("override needs a label") }
-                finalLabel = label
-            }
-            let review = try Review(studyID: studyID, reviewer: reviewer, reviewedAt: at, action: action,
-                                    fromVerdict: study.verdict, label: finalLabel, note: note).inserted(db)
-            study.reviewState = action == .confirm ? .confirmed : .overridden
-            study.reviewLabel = finalLabel
-            study.reviewedAt = at
-            study.changedAfterReview = false
-            try study.update(db)
+            var row = try Self.resolve(db, handle: studyHandle)
+            guard let studyID = row.id else { throw WorklistError.studyNotFound(handle: studyHandle) }
+            let review = try row.study.review(by: reviewer, action: action, label: label, note: note, at: at)
+            var reviewRow = ReviewRow(id: nil, studyID: studyID, review: review)
+            try reviewRow.insert(db)
+            try row.update(db)
             return review
         }
     }
+}
+
+// MARK: Rows: the SQLite form of the worklist's values. Row ids and GRDB conformances stay here.
+
+/// A text column that must hold one of an enum's raw values; anything else is a damaged database.
+private func decodeEnum<E: RawRepresentable>(_ row: Row, _ column: String) throws -> E where E.RawValue == String {
+    guard let value: E = try decodeOptionalEnum(row, column) else {
+        throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "column \(column) is empty, which this BoneTriage does not expect")
+    }
+    return value
+}
+
+private func decodeOptionalEnum<E: RawRepresentable>(_ row: Row, _ column: String) throws -> E? where E.RawValue == String {
+    guard let raw: String = row[column] else { return nil }
+    guard let value = E(rawValue: raw) else {
+        throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "column \(column) holds '\(raw)', which this BoneTriage does not know")
+    }
+    return value
+}
+
+private struct StudyRow: FetchableRecord, MutablePersistableRecord {
+    static let databaseTableName = "study"
+    var id: Int64?
+    var study: Study
+
+    init(id: Int64?, study: Study) {
+        self.id = id
+        self.study = study
+    }
+
+    init(row: Row) throws {
+        id = row["id"]
+        var s = Study(studyInstanceUID: row["studyInstanceUID"], source: try decodeEnum(row, "source"), receivedAt: row["firstReceivedAt"])
+        s.shortID = row["shortID"]
+        s.patientID = row["patientID"]
+        s.patientName = row["patientName"]
+        s.accessionNumber = row["accessionNumber"]
+        s.studyDate = row["studyDate"]
+        s.modality = row["modality"]
+        s.bodyPart = row["bodyPart"]
+        s.studyDescription = row["studyDescription"]
+        s.callingAETitle = row["callingAETitle"]
+        s.peerAddress = row["peerAddress"]
+        s.lastReceivedAt = row["lastReceivedAt"]
+        s.imageCount = row["imageCount"]
+        s.eligibleImageCount = row["eligibleImageCount"]
+        s.state = try decodeEnum(row, "state")
+        s.stateReason = row["stateReason"]
+        s.probability = row["probability"]
+        s.verdict = try decodeOptionalEnum(row, "verdict")
+        s.threshold = row["threshold"]
+        s.modelID = row["modelID"]
+        s.modelHash = row["modelHash"]
+        s.triagedAt = row["triagedAt"]
+        s.priority = row["priority"]
+        s.reviewState = try decodeEnum(row, "reviewState")
+        s.reviewLabel = try decodeOptionalEnum(row, "reviewLabel")
+        s.reviewedAt = row["reviewedAt"]
+        s.changedAfterReview = row["changedAfterReview"]
+        s.characterSetNote = row["characterSetNote"]
+        study = s
+    }
+
+    func encode(to container: inout PersistenceContainer) throws {
+        let s = study
+        container["id"] = id
+        container["studyInstanceUID"] = s.studyInstanceUID
+        container["shortID"] = s.shortID
+        container["patientID"] = s.patientID
+        container["patientName"] = s.patientName
+        container["accessionNumber"] = s.accessionNumber
+        container["studyDate"] = s.studyDate
+        container["modality"] = s.modality
+        container["bodyPart"] = s.bodyPart
+        container["studyDescription"] = s.studyDescription
+        container["source"] = s.source.rawValue
+        container["callingAETitle"] = s.callingAETitle
+        container["peerAddress"] = s.peerAddress
+        container["firstReceivedAt"] = s.firstReceivedAt
+        container["lastReceivedAt"] = s.lastReceivedAt
+        container["imageCount"] = s.imageCount
+        container["eligibleImageCount"] = s.eligibleImageCount
+        container["state"] = s.state.rawValue
+        container["stateReason"] = s.stateReason
+        container["probability"] = s.probability
+        container["verdict"] = s.verdict?.rawValue
+        container["threshold"] = s.threshold
+        container["modelID"] = s.modelID
+        container["modelHash"] = s.modelHash
+        container["triagedAt"] = s.triagedAt
+        container["priority"] = s.priority
+        container["reviewState"] = s.reviewState.rawValue
+        container["reviewLabel"] = s.reviewLabel?.rawValue
+        container["reviewedAt"] = s.reviewedAt
+        container["changedAfterReview"] = s.changedAfterReview
+        container["characterSetNote"] = s.characterSetNote
+    }
+
+    mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+private struct ImageRow: FetchableRecord, MutablePersistableRecord {
+    static let databaseTableName = "image"
+    /// An image's columns with its study's UID (the public value names its study by UID, the row by id).
+    static let selectSQL = "SELECT i.*, s.studyInstanceUID FROM image i JOIN study s ON s.id = i.studyID"
+    var id: Int64?
+    var studyID: Int64
+    var image: StudyImage
+
+    init(id: Int64?, studyID: Int64, image: StudyImage) {
+        self.id = id
+        self.studyID = studyID
+        self.image = image
+    }
+
+    init(row: Row) throws {
+        id = row["id"]
+        studyID = row["studyID"]
+        var i = StudyImage(studyInstanceUID: row["studyInstanceUID"], sopInstanceUID: row["sopInstanceUID"],
+                           seriesInstanceUID: row["seriesInstanceUID"], filePath: row["filePath"], receivedAt: row["receivedAt"],
+                           eligible: row["eligible"], eligibilityReason: row["eligibilityReason"])
+        i.probability = row["probability"]
+        i.fileRemovedAt = row["fileRemovedAt"]
+        image = i
+    }
+
+    func encode(to container: inout PersistenceContainer) throws {
+        container["id"] = id
+        container["studyID"] = studyID
+        container["sopInstanceUID"] = image.sopInstanceUID
+        container["seriesInstanceUID"] = image.seriesInstanceUID
+        container["filePath"] = image.filePath
+        container["receivedAt"] = image.receivedAt
+        container["eligible"] = image.eligible
+        container["eligibilityReason"] = image.eligibilityReason
+        container["probability"] = image.probability
+        container["fileRemovedAt"] = image.fileRemovedAt
+    }
+
+    mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+private struct ReviewRow: FetchableRecord, MutablePersistableRecord {
+    static let databaseTableName = "review"
+    static let selectSQL = "SELECT r.*, s.studyInstanceUID FROM review r JOIN study s ON s.id = r.studyID"
+    var id: Int64?
+    var studyID: Int64
+    var review: Review
+
+    init(id: Int64?, studyID: Int64, review: Review) {
+        self.id = id
+        self.studyID = studyID
+        self.review = review
+    }
+
+    init(row: Row) throws {
+        id = row["id"]
+        studyID = row["studyID"]
+        review = Review(studyInstanceUID: row["studyInstanceUID"], reviewer: row["reviewer"], reviewedAt: row["reviewedAt"],
+                        action: try decodeEnum(row, "action"), fromVerdict: try decodeOptionalEnum(row, "fromVerdict"),
+                        label: try decodeEnum(row, "label"), note: row["note"])
+    }
+
+    func encode(to container: inout PersistenceContainer) throws {
+        container["id"] = id
+        container["studyID"] = studyID
+        container["reviewer"] = review.reviewer
+        container["reviewedAt"] = review.reviewedAt
+        container["action"] = review.action.rawValue
+        container["fromVerdict"] = review.fromVerdict?.rawValue
+        container["label"] = review.label.rawValue
+        container["note"] = review.note
+    }
+
+    mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }

@@ -1,36 +1,13 @@
 import Foundation
-import GRDB
-
-/// Where a study is in its life: arriving, waiting for triage, triaged, or set aside with a reason.
-public enum StudyState: String, Codable, Sendable, CaseIterable, DatabaseValueConvertible {
-    case receiving, pending, triaged
-    case notApplicable = "not_applicable"
-    case failed
-}
-
-/// The model's call on a study, or a radiologist's label.
-public enum Finding: String, Codable, Sendable, CaseIterable, DatabaseValueConvertible {
-    case abnormal, normal
-}
-
-public enum ReviewState: String, Codable, Sendable, CaseIterable, DatabaseValueConvertible {
-    case unreviewed, confirmed, overridden
-}
-
-public enum ReviewAction: String, Codable, Sendable, DatabaseValueConvertible {
-    case confirm, override
-}
 
 /// How a study reached BoneTriage.
-public enum StudySource: String, Codable, Sendable, DatabaseValueConvertible {
+public enum StudySource: String, Codable, Sendable {
     case cstore, dropFolder = "drop_folder"
 }
 
-/// One row of the worklist: a study with its metadata, triage result and current review.
-public struct Study: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "study"
-
-    public var id: Int64?
+/// One row of the worklist: a study with its metadata, triage result and current review, identified
+/// by its Study Instance UID (a plain value: how a store keeps it is the store's business).
+public struct Study: Codable, Sendable, Equatable {
     public var studyInstanceUID: String
     /// First 12 hex digits of the UID's SHA-256: the short handle the CLI prints and accepts.
     public var shortID: String
@@ -69,10 +46,6 @@ public struct Study: Codable, Sendable, Equatable, FetchableRecord, PersistableR
 
     public static func shortID(for uid: String) -> String { String(SHA256Digest.hex(Data(uid.utf8)).prefix(12)) }
 
-    /// Abnormal and not yet reviewed (or triaged again since its review): what the worklist puts first.
-    /// `SQLiteWorklist.flaggedSQL` is the same rule in SQL.
-    public var isFlagged: Bool { verdict == .abnormal && (reviewState == .unreviewed || changedAfterReview) }
-
     public init(studyInstanceUID: String, source: StudySource, receivedAt: Date) {
         self.studyInstanceUID = studyInstanceUID
         self.shortID = Study.shortID(for: studyInstanceUID)
@@ -86,16 +59,12 @@ public struct Study: Codable, Sendable, Equatable, FetchableRecord, PersistableR
         self.reviewState = .unreviewed
         self.changedAfterReview = false
     }
-
-    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }
 
 /// One image (DICOM instance or PNG file) of a study.
-public struct StudyImage: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "image"
-
-    public var id: Int64?
-    public var studyID: Int64
+public struct StudyImage: Codable, Sendable, Equatable {
+    /// The study the image belongs to.
+    public var studyInstanceUID: String
     public var sopInstanceUID: String
     public var seriesInstanceUID: String?
     public var filePath: String
@@ -106,9 +75,9 @@ public struct StudyImage: Codable, Sendable, Equatable, FetchableRecord, Persist
     /// When storage retention removed the file (the row, its probability and the study's result stay).
     public var fileRemovedAt: Date?
 
-    public init(studyID: Int64, sopInstanceUID: String, seriesInstanceUID: String?, filePath: String, receivedAt: Date,
+    public init(studyInstanceUID: String, sopInstanceUID: String, seriesInstanceUID: String?, filePath: String, receivedAt: Date,
                 eligible: Bool, eligibilityReason: String? = nil) {
-        self.studyID = studyID
+        self.studyInstanceUID = studyInstanceUID
         self.sopInstanceUID = sopInstanceUID
         self.seriesInstanceUID = seriesInstanceUID
         self.filePath = filePath
@@ -116,16 +85,12 @@ public struct StudyImage: Codable, Sendable, Equatable, FetchableRecord, Persist
         self.eligible = eligible
         self.eligibilityReason = eligibilityReason
     }
-
-    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }
 
 /// One entry of the append-only audit trail.
-public struct Review: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "review"
-
-    public var id: Int64?
-    public var studyID: Int64
+public struct Review: Codable, Sendable, Equatable {
+    /// The study reviewed.
+    public var studyInstanceUID: String
     public var reviewer: String
     public var reviewedAt: Date
     public var action: ReviewAction
@@ -134,5 +99,14 @@ public struct Review: Codable, Sendable, Equatable, FetchableRecord, Persistable
     public var label: Finding
     public var note: String?
 
-    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+    public init(studyInstanceUID: String, reviewer: String, reviewedAt: Date, action: ReviewAction, fromVerdict: Finding?,
+                label: Finding, note: String?) {
+        self.studyInstanceUID = studyInstanceUID
+        self.reviewer = reviewer
+        self.reviewedAt = reviewedAt
+        self.action = action
+        self.fromVerdict = fromVerdict
+        self.label = label
+        self.note = note
+    }
 }

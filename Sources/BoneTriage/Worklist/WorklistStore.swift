@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 
 /// Errors of the worklist, each saying what to do next.
 public enum WorklistError: Error, CustomStringConvertible, Equatable {
@@ -13,6 +12,8 @@ public enum WorklistError: Error, CustomStringConvertible, Equatable {
     /// Instances arrived while the study was being triaged: the result was not recorded, and the study
     /// is triaged again with them.
     case triageSuperseded(shortID: String, classified: Int, now: Int)
+    /// `StudyLifecycle` does not allow the change (e.g. a study already triaged put back in the queue).
+    case transitionRefused(shortID: String, from: StudyState, to: StudyState)
 
     public var description: String {
         switch self {
@@ -30,6 +31,8 @@ public enum WorklistError: Error, CustomStringConvertible, Equatable {
             return "study \(id) has no model verdict to confirm (state: \(state.rawValue)); record a label with `bonetriage override \(id) --label normal|abnormal`"
         case let .triageSuperseded(id, classified, now):
             return "study \(id) now has \(now) images, \(classified) when its triage started; it is triaged again"
+        case let .transitionRefused(id, from, to):
+            return "study \(id) is \(from.rawValue) and cannot become \(to.rawValue); it is left as it is"
         case let .invalidHandle(handle):
             return "'\(handle)' is not a study ID: give at least 4 characters of the ID shown by `bonetriage list`, or of the Study Instance UID"
         }
@@ -134,7 +137,8 @@ public struct WorklistFilter: Sendable, Equatable {
 }
 
 /// The one door to the worklist: nothing outside `Worklist/` writes SQL. SQLite is the first
-/// implementation; a shared PostgreSQL worklist would be another.
+/// implementation; a shared PostgreSQL worklist would be another. Its values are plain `Sendable`
+/// records identified by UIDs: no database type or row id leaves an implementation.
 public protocol WorklistStore: Sendable {
     func recordArrival(_ arrival: InstanceArrival) throws -> ArrivalOutcome
     func markPending(studyInstanceUID: String) throws
@@ -163,8 +167,10 @@ public protocol WorklistStore: Sendable {
     func study(handle: String) throws -> Study
     /// The study with exactly this Study Instance UID, whatever characters it has (the daemon's lookup).
     func study(studyInstanceUID: String) throws -> Study
-    func images(ofStudy id: Int64) throws -> [StudyImage]
-    func reviews(ofStudy id: Int64) throws -> [Review]
+    /// The study's images, in order of arrival.
+    func images(ofStudy studyInstanceUID: String) throws -> [StudyImage]
+    /// The study's audit trail, oldest first.
+    func reviews(ofStudy studyInstanceUID: String) throws -> [Review]
     @discardableResult func recordReview(studyHandle: String, reviewer: String, action: ReviewAction,
                                          label: Finding?, note: String?, at: Date) throws -> Review
 }

@@ -19,7 +19,7 @@ struct WorklistCommandTests {
     func run(_ args: [String]) throws -> Executable.Result { try Executable.run(args + ["--db", db]) }
     func short(_ uid: String) -> String { String(Study.shortID(for: uid).prefix(8)) }
     func reviewCount() throws -> Int {
-        try store.studies(matching: WorklistFilter()).reduce(0) { $0 + (try store.reviews(ofStudy: $1.id ?? -1).count) }
+        try store.studies(matching: WorklistFilter()).reduce(0) { $0 + (try store.reviews(ofStudy: $1.studyInstanceUID).count) }
     }
 
     @Test("list: the table, JSON and CSV, with filters")
@@ -67,7 +67,7 @@ struct WorklistCommandTests {
         let again = try run(["confirm", id])  // reviewer defaults to the login name
         #expect(again.status == 0, "\(again.stderr)")
         let s = try store.study(handle: id)
-        let trail = try store.reviews(ofStudy: s.id ?? -1)
+        let trail = try store.reviews(ofStudy: s.studyInstanceUID)
         #expect(trail.map(\.reviewer).prefix(2) == ["alice", "bob"] && trail.count == 3 && !trail[2].reviewer.isEmpty)
         #expect(trail[0].note == "displaced fracture" && trail[1].label == .normal)
         let shown = try run(["show", id])

@@ -55,33 +55,6 @@ struct StorageRetentionTests {
         }
     }
 
-    @Test("the worklist offers only finished studies, oldest first, with their files in that folder, and forgets removed files")
-    func finishedStudiesFromTheStore() throws {
-        let dir = try TemporaryDirectory()
-        let store = try SQLiteWorklist(path: dir.path("w.sqlite"), create: true)
-        try WorklistFixture.seed(store)  // flagged, normal (triaged), pending, hostile (triaged), CT (not applicable)
-        try WorklistFixture.add(store, study: "1.2.826.0.1.3680043.8.498.10006", images: 1, at: 500)  // still receiving
-        let failed = "1.2.826.0.1.3680043.8.498.10007"
-        try WorklistFixture.add(store, study: failed, images: 1, at: 600)
-        try store.markFailed(studyInstanceUID: failed, reason: "no image could be classified")
-        try WorklistFixture.add(store, study: "1.2.826.0.1.3680043.8.498.10008", images: 1, at: 700, folder: "/archive")
-
-        let u = WorklistFixture.uids
-        let finished = try store.finishedStudyFiles(under: "/spool")
-        // Triage time (base + 1 h) is later than the arrivals of the seeded studies, which all share it:
-        // ties keep the order of arrival; the CT and the failed study finished at their last arrival.
-        #expect(Set(finished.map(\.studyInstanceUID)) == [u.flagged, u.normal, u.hostile, u.ct, failed])
-        #expect(finished.map(\.finishedAt) == finished.map(\.finishedAt).sorted())
-        #expect(finished.first { $0.studyInstanceUID == u.normal }?.paths.count == 3)
-        #expect(try store.finishedStudyFiles(under: "/archive").isEmpty, "a receiving study is never offered")
-
-        try store.markFilesRemoved(["/spool/\(u.normal)/1.dcm"], at: Date())
-        #expect(try store.finishedStudyFiles(under: "/spool").first { $0.studyInstanceUID == u.normal }?.paths.count == 2)
-        let study = try store.study(studyInstanceUID: u.normal)
-        let images = try store.images(ofStudy: try #require(study.id))
-        #expect(images.filter { $0.fileRemovedAt != nil }.map(\.filePath) == ["/spool/\(u.normal)/1.dcm"])
-    }
-
     @Test("a pass removes the planned files and their emptied study folders, leaves everything else, and records it")
     func pass() throws {
         let dir = try TemporaryDirectory()

@@ -50,7 +50,7 @@ struct CharacterSetNoteTests {
         _ = try store.recordArrival(Self.arrival(Self.uid + ".4", name: "Other", description: "x", note: "a later note"))
         let study = try store.study(handle: Self.uid)
         #expect(study.characterSetNote == note && study.patientName == "Gérard^Zoë")
-        let detail = WorklistPresentation.detail(study, images: try store.images(ofStudy: try #require(study.id)), reviews: [])
+        let detail = WorklistPresentation.detail(study, images: try store.images(ofStudy: study.studyInstanceUID), reviews: [])
         #expect(detail.contains("NOT CONVERTED: " + note), "\(detail)")
         #expect(WorklistPresentation.jsonObject(study)["character_set_note"] as? String == note)
         #expect(WorklistPresentation.json([WorklistPresentation.jsonObject(study)]).contains("Gérard^Zoë"))

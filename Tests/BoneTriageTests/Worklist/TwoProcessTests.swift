@@ -50,7 +50,7 @@ struct TwoProcessTests {
             var a = InstanceArrival(studyInstanceUID: uid, sopInstanceUID: sop, filePath: "/spool/\(sop)", eligible: true, source: .cstore)
             a.bodyPart = "HUMERUS"
             _ = try store.recordArrival(a)
-            let images = try store.images(ofStudy: try store.study(handle: uid).id ?? -1)
+            let images = try store.images(ofStudy: try store.study(handle: uid).studyInstanceUID)
             let probabilities = Dictionary(uniqueKeysWithValues: images.enumerated().map { ($1.sopInstanceUID, Double(($0 * 37 + round) % 100) / 100) })
             try store.recordTriage(TriageResult(studyInstanceUID: uid, imageProbabilities: probabilities, threshold: 0.5, modelID: "m", modelHash: "h"))
             writes += 2
@@ -68,8 +68,8 @@ struct TwoProcessTests {
         var reviewsFound = 0
         for uid in studies {
             let s = try store.study(handle: uid)
-            let images = try store.images(ofStudy: s.id ?? -1)
-            let trail = try store.reviews(ofStudy: s.id ?? -1)
+            let images = try store.images(ofStudy: s.studyInstanceUID)
+            let trail = try store.reviews(ofStudy: s.studyInstanceUID)
             reviewsFound += trail.count
             // The study row agrees with its image rows: one transaction wrote both.
             let ps = images.compactMap(\.probability)

@@ -1,0 +1,399 @@
+import BoneTriage
+import Foundation
+import Testing
+
+/// A worklist backend under contract: how to open a new, empty store in a folder of its own. The
+/// next backend (PostgreSQL) adds itself here and must pass the same suite.
+struct WorklistBackend: Sendable, CustomTestStringConvertible {
+    let name: String
+    let open: @Sendable (_ folder: String) throws -> any WorklistStore
+    var testDescription: String { name }
+
+    static let all: [WorklistBackend] = [
+        WorklistBackend(name: "SQLite") { folder in try Worklist.open(path: folder + "/worklist.sqlite", role: .daemon) },
+    ]
+}
+
+/// What every worklist store does, whatever keeps it: pinned through the `WorklistStore` protocol alone.
+@Suite("Worklist store contract")
+struct WorklistStoreContractTests {
+    /// A fresh store with the folder that holds it (each test keeps the folder alive while it uses the store).
+    static func fresh(_ backend: WorklistBackend) throws -> (TemporaryDirectory, any WorklistStore) {
+        let dir = try TemporaryDirectory()
+        return (dir, try backend.open(dir.url.path))
+    }
+
+    static func arrival(_ study: String, _ sop: String, path: String? = nil, eligible: Bool = true) -> InstanceArrival {
+        var a = InstanceArrival(studyInstanceUID: study, sopInstanceUID: sop, filePath: path ?? "/spool/\(study)/\(sop).dcm",
+                                receivedAt: WorklistFixture.base, eligible: eligible, source: .cstore)
+        a.bodyPart = "HUMERUS"
+        return a
+    }
+
+    // MARK: Arrivals
+
+    @Test("arrivals: a new study, more images, and a repeated SOP Instance UID stored once", arguments: WorklistBackend.all)
+    func arrivals(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        var a = InstanceArrival(studyInstanceUID: "1.2.3", sopInstanceUID: "1.2.3.1", filePath: "/s/1", eligible: true, source: .dropFolder)
+        a.bodyPart = "HUMERUS"
+        #expect(try store.recordArrival(a) == .newStudy)
+        #expect(try store.recordArrival(a) == .duplicate)
+        var b = a
+        b.sopInstanceUID = "1.2.3.2"
+        b.bodyPart = nil
+        b.eligible = false
+        #expect(try store.recordArrival(b) == .addedToStudy)
+        let s = try store.study(handle: "1.2.3")
+        #expect(s.imageCount == 2 && s.eligibleImageCount == 1 && s.bodyPart == "HUMERUS" && s.state == .receiving)
+        #expect(try store.images(ofStudy: s.studyInstanceUID).map(\.sopInstanceUID) == ["1.2.3.1", "1.2.3.2"])
+    }
+
+    @Test("duplicates: a SOP Instance UID already stored changes nothing, even sent again for another study or from another file",
+          arguments: WorklistBackend.all)
+    func duplicates(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        #expect(try store.recordArrival(Self.arrival("1.2.40", "1.2.40.1")) == .newStudy)
+        try store.markPending(studyInstanceUID: "1.2.40")
+        #expect(try store.recordArrival(Self.arrival("1.2.40", "1.2.40.1", path: "/elsewhere/x.dcm")) == .duplicate)
+        #expect(try store.recordArrival(Self.arrival("1.2.41", "1.2.40.1")) == .duplicate)
+        let s = try store.study(studyInstanceUID: "1.2.40")
+        #expect(s.imageCount == 1 && s.state == .pending, "a duplicate neither counts nor reopens the study")
+        #expect(try store.imagePath(sopInstanceUID: "1.2.40.1") == "/spool/1.2.40/1.2.40.1.dcm")
+        #expect(throws: WorklistError.studyNotFound(handle: "1.2.41")) { try store.study(studyInstanceUID: "1.2.41") }
+    }
+
+    @Test("metadata: the first non-empty value wins; the arrival window widens; images keep their series and reasons",
+          arguments: WorklistBackend.all)
+    func metadata(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        var a = Self.arrival("1.2.50", "1.2.50.2")
+        a.receivedAt = WorklistFixture.base.addingTimeInterval(10)
+        a.seriesInstanceUID = "1.2.50.0"
+        a.accessionNumber = "ACC1"
+        a.callingAETitle = "MODALITY1"
+        _ = try store.recordArrival(a)
+        var b = Self.arrival("1.2.50", "1.2.50.1", eligible: false)
+        b.eligibilityReason = "CT is not a radiograph"
+        b.accessionNumber = "OTHER"
+        b.patientID = "PID1"
+        _ = try store.recordArrival(b)
+        let s = try store.study(studyInstanceUID: "1.2.50")
+        #expect(s.accessionNumber == "ACC1" && s.patientID == "PID1" && s.callingAETitle == "MODALITY1" && s.source == .cstore)
+        #expect(s.firstReceivedAt == WorklistFixture.base && s.lastReceivedAt == WorklistFixture.base.addingTimeInterval(10))
+        #expect(s.shortID == Study.shortID(for: "1.2.50"))
+        let images = try store.images(ofStudy: "1.2.50")
+        #expect(images.map(\.sopInstanceUID) == ["1.2.50.1", "1.2.50.2"], "in order of arrival")
+        #expect(images.map(\.studyInstanceUID) == ["1.2.50", "1.2.50"])
+        #expect(images.map(\.seriesInstanceUID) == [nil, "1.2.50.0"])
+        #expect(images.map(\.eligibilityReason) == ["CT is not a radiograph", nil])
+    }
+
+    @Test("character-set notes: a note comes with the first instance whose text the study takes", arguments: WorklistBackend.all)
+    func characterSetNotes(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        var a = Self.arrival("1.2.60", "1.2.60.1")
+        a.patientName = "Gérard^Zoë"
+        _ = try store.recordArrival(a)
+        var b = Self.arrival("1.2.60", "1.2.60.2")
+        b.patientName = "Other"
+        b.characterSetNote = "not taken"
+        _ = try store.recordArrival(b)
+        #expect(try store.study(studyInstanceUID: "1.2.60").characterSetNote == nil)
+        var c = Self.arrival("1.2.60", "1.2.60.3")
+        c.studyDescription = "Epaule"
+        c.characterSetNote = "kept as received"
+        _ = try store.recordArrival(c)
+        var d = Self.arrival("1.2.60", "1.2.60.4")
+        d.studyDescription = "x"
+        d.characterSetNote = "a later note"
+        _ = try store.recordArrival(d)
+        let s = try store.study(studyInstanceUID: "1.2.60")
+        #expect(s.characterSetNote == "kept as received" && s.patientName == "Gérard^Zoë" && s.studyDescription == "Epaule")
+    }
+
+    // MARK: States and triage
+
+    @Test("triage: the study probability is the mean of its eligible images, the verdict uses the threshold", arguments: WorklistBackend.all)
+    func triage(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        try WorklistFixture.seed(store)
+        let flagged = try store.study(handle: WorklistFixture.uids.flagged)
+        #expect(abs((flagged.probability ?? 0) - 0.8) < 1e-12 && flagged.verdict == .abnormal && flagged.state == .triaged)
+        #expect(flagged.priority == 800 && flagged.modelID == "humerus-v1" && flagged.isFlagged)
+        let normal = try store.study(handle: WorklistFixture.uids.normal)
+        #expect(abs((normal.probability ?? 0) - 0.2) < 1e-12 && normal.verdict == .normal)
+        let images = try store.images(ofStudy: normal.studyInstanceUID)
+        #expect(images.compactMap(\.probability) == [0.1, 0.2, 0.3])
+        let ct = try store.study(handle: WorklistFixture.uids.ct)
+        #expect(ct.state == .notApplicable && ct.stateReason == "no eligible image (CT)" && ct.verdict == nil)
+        // A study whose images are all ineligible cannot get a verdict, whatever the caller passes.
+        let result = try store.recordTriage(TriageResult(studyInstanceUID: WorklistFixture.uids.ct, imageProbabilities: ["\(WorklistFixture.uids.ct).1": 0.99],
+                                                         threshold: 0.5, modelID: "m", modelHash: "h"))
+        #expect(result.state == .notApplicable && result.verdict == nil)
+    }
+
+    @Test("triage records per-image problems, the model and its time; a result for fewer images than the study has is refused, untouched",
+          arguments: WorklistBackend.all)
+    func supersededTriage(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        let uid = "1.2.70"
+        for i in 1...3 { _ = try store.recordArrival(Self.arrival(uid, "\(uid).\(i)")) }
+        let at = WorklistFixture.base.addingTimeInterval(60)
+        let stale = TriageResult(studyInstanceUID: uid, imageProbabilities: ["\(uid).1": 0.9, "\(uid).2": 0.9], threshold: 0.5,
+                                 modelID: "m1", modelHash: "h1", triagedAt: at, imageCount: 2)
+        #expect(throws: WorklistError.triageSuperseded(shortID: Study.shortID(for: uid), classified: 2, now: 3)) { try store.recordTriage(stale) }
+        #expect(try store.study(studyInstanceUID: uid).state == .receiving)
+        #expect(try store.images(ofStudy: uid).allSatisfy { $0.probability == nil })
+
+        let current = TriageResult(studyInstanceUID: uid, imageProbabilities: ["\(uid).1": 0.2, "\(uid).2": 0.4], threshold: 0.5,
+                                   modelID: "m1", modelHash: "h1", triagedAt: at, imageCount: 3, imageProblems: ["\(uid).3": "could not be decoded: truncated"])
+        let s = try store.recordTriage(current)
+        #expect(s.state == .triaged && s.verdict == .normal && s.modelID == "m1" && s.modelHash == "h1" && s.triagedAt == at && s.threshold == 0.5)
+        #expect(abs((s.probability ?? 0) - 0.3) < 1e-12 && s.priority == 300)
+        #expect(try store.study(studyInstanceUID: uid) == s, "what recordTriage returns is what is stored")
+        let images = try store.images(ofStudy: uid)
+        #expect(images.map(\.probability) == [0.2, 0.4, nil])
+        #expect(images.map(\.eligibilityReason) == [nil, nil, "could not be decoded: truncated"])
+        try store.recordImageProblems(["\(uid).1": "gone"])
+        #expect(try store.images(ofStudy: uid).first?.eligibilityReason == "gone")
+    }
+
+    @Test("states: pending, not applicable and failed keep their reason; a late instance reopens the study; a finished study is never queued",
+          arguments: WorklistBackend.all)
+    func states(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        _ = try store.recordArrival(Self.arrival("1.2.80", "1.2.80.1"))
+        try store.markPending(studyInstanceUID: "1.2.80")
+        #expect(try store.study(studyInstanceUID: "1.2.80").state == .pending)
+        try store.markFailed(studyInstanceUID: "1.2.80", reason: "no image could be classified")
+        var s = try store.study(studyInstanceUID: "1.2.80")
+        #expect(s.state == .failed && s.stateReason == "no image could be classified")
+        #expect(throws: WorklistError.transitionRefused(shortID: s.shortID, from: .failed, to: .pending)) {
+            try store.markPending(studyInstanceUID: "1.2.80")
+        }
+        #expect(try store.study(studyInstanceUID: "1.2.80").state == .failed)
+        _ = try store.recordArrival(Self.arrival("1.2.80", "1.2.80.2"))
+        s = try store.study(studyInstanceUID: "1.2.80")
+        #expect(s.state == .receiving && s.stateReason == nil)
+        try store.markNotApplicable(studyInstanceUID: "1.2.80", reason: "body part SKULL is not covered")
+        s = try store.study(studyInstanceUID: "1.2.80")
+        #expect(s.state == .notApplicable && s.stateReason == "body part SKULL is not covered")
+
+        try WorklistFixture.seed(store)
+        let triaged = try store.study(studyInstanceUID: WorklistFixture.uids.flagged)
+        #expect(throws: WorklistError.transitionRefused(shortID: triaged.shortID, from: .triaged, to: .pending)) {
+            try store.markPending(studyInstanceUID: triaged.studyInstanceUID)
+        }
+        #expect(try store.study(studyInstanceUID: triaged.studyInstanceUID) == triaged)
+        #expect(throws: WorklistError.studyNotFound(handle: "9.9.9")) { try store.markPending(studyInstanceUID: "9.9.9") }
+    }
+
+    @Test("triage attempts: counted until one ends; a study never triaged has none", arguments: WorklistBackend.all)
+    func triageAttempts(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        _ = try store.recordArrival(Self.arrival("1.2.90", "1.2.90.1"))
+        _ = try store.recordArrival(Self.arrival("1.2.91", "1.2.91.1"))
+        #expect(try store.beginTriage(studyInstanceUID: "1.2.90") == 1)
+        #expect(try store.beginTriage(studyInstanceUID: "1.2.90") == 2, "the first never ended: the process died during it")
+        #expect(try store.beginTriage(studyInstanceUID: "1.2.91") == 1, "counted per study")
+        try store.endTriage(studyInstanceUID: "1.2.90")
+        #expect(try store.beginTriage(studyInstanceUID: "1.2.90") == 1)
+        #expect(throws: WorklistError.studyNotFound(handle: "9.9.9")) { try store.beginTriage(studyInstanceUID: "9.9.9") }
+    }
+
+    // MARK: Files
+
+    @Test("file paths: where each instance is, moved files, and the paths under a folder (a sibling folder is not under it)",
+          arguments: WorklistBackend.all)
+    func filePaths(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        _ = try store.recordArrival(Self.arrival("1.2.100", "1.2.100.1", path: "/spool/a/1.dcm"))
+        _ = try store.recordArrival(Self.arrival("1.2.100", "1.2.100.2", path: "/spool/a/2.dcm"))
+        _ = try store.recordArrival(Self.arrival("1.2.101", "1.2.101.1", path: "/spool2/b/1.dcm"))
+        #expect(try store.imagePath(sopInstanceUID: "1.2.100.2") == "/spool/a/2.dcm")
+        #expect(try store.imagePath(sopInstanceUID: "9.9") == nil)
+        #expect(try store.imagePaths(under: "/spool") == ["/spool/a/1.dcm", "/spool/a/2.dcm"])
+        #expect(try store.imagePaths(under: "/spool/") == ["/spool/a/1.dcm", "/spool/a/2.dcm"])
+        try store.updateImagePaths(["1.2.100.1": "/archive/a/1.dcm"])
+        #expect(try store.imagePath(sopInstanceUID: "1.2.100.1") == "/archive/a/1.dcm")
+        #expect(try store.imagePaths(under: "/spool") == ["/spool/a/2.dcm"])
+        #expect(try store.imagePaths(under: "/archive") == ["/archive/a/1.dcm"])
+    }
+
+    @Test("retention: only finished studies, oldest first, with their files in that folder; removed files are forgotten, their rows kept",
+          arguments: WorklistBackend.all)
+    func retention(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        try WorklistFixture.seed(store)  // flagged, normal (triaged), pending, hostile (triaged), CT (not applicable)
+        try WorklistFixture.add(store, study: "1.2.826.0.1.3680043.8.498.10006", images: 1, at: 500)  // still receiving
+        let failed = "1.2.826.0.1.3680043.8.498.10007"
+        try WorklistFixture.add(store, study: failed, images: 1, at: 600)
+        try store.markFailed(studyInstanceUID: failed, reason: "no image could be classified")
+        try WorklistFixture.add(store, study: "1.2.826.0.1.3680043.8.498.10008", images: 1, at: 700, folder: "/archive")
+
+        let u = WorklistFixture.uids
+        let finished = try store.finishedStudyFiles(under: "/spool")
+        // Triage time (base + 1 h) is later than the arrivals of the seeded studies, which all share it:
+        // ties keep the order of arrival; the CT and the failed study finished at their last arrival.
+        #expect(Set(finished.map(\.studyInstanceUID)) == [u.flagged, u.normal, u.hostile, u.ct, failed])
+        #expect(finished.map(\.finishedAt) == finished.map(\.finishedAt).sorted())
+        #expect(finished.first { $0.studyInstanceUID == u.normal }?.paths.count == 3)
+        #expect(finished.first { $0.studyInstanceUID == u.ct }?.finishedAt == WorklistFixture.base.addingTimeInterval(401))
+        #expect(finished.first { $0.studyInstanceUID == u.flagged }?.shortID == Study.shortID(for: u.flagged))
+        #expect(try store.finishedStudyFiles(under: "/archive").isEmpty, "a receiving study is never offered")
+
+        try store.markFilesRemoved(["/spool/\(u.normal)/1.dcm"], at: WorklistFixture.base.addingTimeInterval(7200))
+        #expect(try store.finishedStudyFiles(under: "/spool").first { $0.studyInstanceUID == u.normal }?.paths.count == 2)
+        let images = try store.images(ofStudy: u.normal)
+        #expect(images.count == 3 && images.compactMap(\.probability).count == 3, "the rows and their probabilities stay")
+        #expect(images.filter { $0.fileRemovedAt != nil }.map(\.filePath) == ["/spool/\(u.normal)/1.dcm"])
+        #expect(images.compactMap(\.fileRemovedAt) == [WorklistFixture.base.addingTimeInterval(7200)])
+    }
+
+    // MARK: Reviews
+
+    @Test("reviews: confirm and override, twice, all kept in order in the trail", arguments: WorklistBackend.all)
+    func reviews(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        try WorklistFixture.seed(store)
+        let uid = WorklistFixture.uids.flagged
+        let t = WorklistFixture.base
+        let first = try store.recordReview(studyHandle: uid, reviewer: "alice", action: .confirm, label: nil, note: "fracture", at: t)
+        try store.recordReview(studyHandle: uid, reviewer: "alice", action: .confirm, label: nil, note: nil, at: t.addingTimeInterval(1))
+        try store.recordReview(studyHandle: uid, reviewer: "bob", action: .override, label: .normal, note: "old callus", at: t.addingTimeInterval(2))
+        let s = try store.study(handle: uid)
+        #expect(s.reviewState == .overridden && s.reviewLabel == .normal && s.reviewedAt == t.addingTimeInterval(2) && !s.isFlagged)
+        let trail = try store.reviews(ofStudy: s.studyInstanceUID)
+        #expect(trail.first == first, "an entry is never changed by a later review")
+        #expect(trail.map(\.studyInstanceUID) == [uid, uid, uid])
+        #expect(trail.map(\.reviewer) == ["alice", "alice", "bob"])
+        #expect(trail.map(\.action) == [.confirm, .confirm, .override])
+        #expect(trail.map(\.label) == [.abnormal, .abnormal, .normal])
+        #expect(trail.allSatisfy { $0.fromVerdict == .abnormal })
+        #expect(trail.first?.note == "fracture")
+        #expect(try store.reviews(ofStudy: WorklistFixture.uids.normal).isEmpty)
+
+        #expect(throws: WorklistError.nothingToConfirm(shortID: Study.shortID(for: WorklistFixture.uids.pending), state: .pending)) {
+            try store.recordReview(studyHandle: WorklistFixture.uids.pending, reviewer: "alice", action: .confirm, label: nil, note: nil, at: t)
+        }
+        #expect(try store.reviews(ofStudy: WorklistFixture.uids.pending).isEmpty, "a refused review leaves no entry")
+        let overridden = try store.recordReview(studyHandle: WorklistFixture.uids.pending, reviewer: "carol", action: .override, label: .abnormal, note: nil, at: t)
+        #expect(overridden.fromVerdict == nil && overridden.label == .abnormal)
+        #expect(throws: WorklistError.studyNotFound(handle: "9.9.9")) { try store.reviews(ofStudy: "9.9.9") }
+    }
+
+    @Test("a late image re-triages a reviewed study: history kept, marked changed, flagged again", arguments: WorklistBackend.all)
+    func retriageAfterReview(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        try WorklistFixture.seed(store)
+        let uid = WorklistFixture.uids.normal
+        try store.recordReview(studyHandle: uid, reviewer: "alice", action: .confirm, label: nil, note: nil, at: Date())
+        let late = try WorklistFixture.add(store, study: uid, images: 4, at: 1000)  // sops 1-3 are duplicates, 4 is new
+        #expect(try store.study(handle: uid).imageCount == 4 && store.study(handle: uid).state == .receiving)
+        try WorklistFixture.triage(store, study: uid, sops: late, probabilities: [0.6, 0.7, 0.8, 0.99])
+        let s = try store.study(handle: uid)
+        #expect(s.changedAfterReview && s.reviewState == .confirmed && s.verdict == .abnormal && s.isFlagged)
+        #expect(try store.reviews(ofStudy: s.studyInstanceUID).count == 1)
+        #expect(try store.studies(matching: { var f = WorklistFilter(); f.flaggedOnly = true; return f }()).map(\.studyInstanceUID).contains(uid))
+        try store.recordReview(studyHandle: uid, reviewer: "alice", action: .confirm, label: nil, note: "seen the new image", at: Date())
+        #expect(try !store.study(handle: uid).changedAfterReview)
+    }
+
+    // MARK: Listing
+
+    @Test("order and filters: flagged first, then priority and arrival", arguments: WorklistBackend.all)
+    func orderAndFilters(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        try WorklistFixture.seed(store)
+        let u = WorklistFixture.uids
+        #expect(try store.studies(matching: WorklistFilter()).map(\.studyInstanceUID) == [u.flagged, u.hostile, u.normal, u.pending, u.ct])
+        var f = WorklistFilter()
+        f.flaggedOnly = true
+        #expect(try store.studies(matching: f).map(\.studyInstanceUID) == [u.flagged, u.hostile])
+        f = WorklistFilter(); f.states = [.pending, .notApplicable]
+        #expect(try store.studies(matching: f).map(\.studyInstanceUID) == [u.pending, u.ct])
+        f = WorklistFilter(); f.bodyPart = "humerus"
+        #expect(try store.studies(matching: f).count == 3)
+        f = WorklistFilter(); f.since = WorklistFixture.base.addingTimeInterval(150); f.until = WorklistFixture.base.addingTimeInterval(350)
+        #expect(try store.studies(matching: f).map(\.studyInstanceUID) == [u.hostile, u.pending])
+        f = WorklistFilter(); f.limit = 2
+        #expect(try store.studies(matching: f).count == 2)
+        try store.recordReview(studyHandle: u.flagged, reviewer: "a", action: .confirm, label: nil, note: nil, at: Date())
+        f = WorklistFilter(); f.review = .confirmed
+        #expect(try store.studies(matching: f).map(\.studyInstanceUID) == [u.flagged])
+    }
+
+    @Test("the flagged filter and the order agree with the one flagged rule (StudyRules.isFlagged) in every review situation",
+          arguments: WorklistBackend.all)
+    func flaggedRuleAgrees(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        // Every verdict (none, normal, abnormal) x review (none, confirmed, overridden) x changed after review.
+        var n = 0
+        for probability in [nil, 0.2, 0.9] as [Double?] {
+            for review in [nil, ReviewAction.confirm, .override] {
+                for changed in [false, true] {
+                    if review == nil && changed { continue }
+                    if probability == nil && (review == .confirm || changed) { continue }  // nothing to confirm, nothing to re-triage
+                    n += 1
+                    let uid = "1.2.200.\(n)"
+                    _ = try store.recordArrival(Self.arrival(uid, "\(uid).1"))
+                    if let probability {
+                        try store.recordTriage(TriageResult(studyInstanceUID: uid, imageProbabilities: ["\(uid).1": probability], threshold: 0.5, modelID: "m", modelHash: "h"))
+                    }
+                    if let review {
+                        try store.recordReview(studyHandle: uid, reviewer: "r", action: review, label: review == .override ? .normal : nil, note: nil, at: WorklistFixture.base)
+                    }
+                    if changed, let probability {
+                        _ = try store.recordArrival(Self.arrival(uid, "\(uid).2"))
+                        try store.recordTriage(TriageResult(studyInstanceUID: uid, imageProbabilities: ["\(uid).1": probability, "\(uid).2": probability],
+                                                            threshold: 0.5, modelID: "m", modelHash: "h"))
+                    }
+                }
+            }
+        }
+        let all = try store.studies(matching: WorklistFilter())
+        #expect(all.count == n)
+        var f = WorklistFilter()
+        f.flaggedOnly = true
+        let flagged = try store.studies(matching: f).map(\.studyInstanceUID)
+        #expect(flagged == all.filter(\.isFlagged).map(\.studyInstanceUID))
+        #expect(flagged.count == 3, "abnormal: unreviewed, confirmed then changed, overridden then changed")
+        let firstAreFlagged = all.prefix(flagged.count).allSatisfy(\.isFlagged)
+        #expect(firstAreFlagged, "flagged studies come first")
+    }
+
+    @Test("study handles: short-ID and UID prefixes, ambiguity, nonsense", arguments: WorklistBackend.all)
+    func handles(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        try WorklistFixture.seed(store)
+        let flagged = try store.study(handle: WorklistFixture.uids.flagged)
+        #expect(try store.study(handle: String(flagged.shortID.prefix(8))).studyInstanceUID == flagged.studyInstanceUID)
+        #expect(try store.study(handle: flagged.shortID.uppercased()).studyInstanceUID == flagged.studyInstanceUID)
+        #expect(throws: WorklistError.self) { try store.study(handle: "1.2.826.0.1") }  // all five share it
+        do {
+            _ = try store.study(handle: "1.2.826.0.1")
+        } catch let WorklistError.ambiguousStudy(_, candidates) {
+            #expect(candidates.count == 5)
+        }
+        #expect(throws: WorklistError.studyNotFound(handle: "ffffffff")) { try store.study(handle: "ffffffff") }
+        #expect(throws: WorklistError.invalidHandle("ab")) { try store.study(handle: "ab") }
+        #expect(throws: WorklistError.invalidHandle("x'; DROP TABLE study;--")) { try store.study(handle: "x'; DROP TABLE study;--") }
+        #expect(throws: WorklistError.invalidHandle("1.2%")) { try store.study(handle: "1.2%") }
+    }
+}
