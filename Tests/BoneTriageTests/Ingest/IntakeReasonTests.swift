@@ -27,6 +27,15 @@ struct IntakeReasonTests {
                                     headers: headers, notify: { _ in })
         }
 
+        /// `w` as a C-STORE from PACS would leave it (written into the spool's `.incoming`), given to the
+        /// intake; the status it answers.
+        func receive(_ w: DicomWriter, emptyDataset: Bool = false) throws -> StoreStatus {
+            let received = intake.spool.temporaryPath(tag: "cstore")
+            try w.write(to: received, emptyDataset: emptyDataset)
+            return intake.store(ReceivedInstance(temporaryPath: received, sopClassUID: w.sopClassUID, sopInstanceUID: w.sopInstanceUID,
+                                                 callingAETitle: "PACS", peerAddress: "127.0.0.1"))
+        }
+
         /// Every `.reason` file in the quarantine.
         func reasons() throws -> [String] {
             try FileManager.default.contentsOfDirectory(atPath: dir.path("quarantine")).filter { $0.hasSuffix(".reason") }
@@ -38,11 +47,8 @@ struct IntakeReasonTests {
     func emptyDataset() throws {
         let setup = try Setup()
         let sop = Self.study + ".1"
-        let received = setup.intake.spool.temporaryPath(tag: "cstore")
         // What DCMTK leaves on disk for a C-STORE whose dataset is empty: the File Meta header alone.
-        try DicomWriter(sopInstanceUID: sop).write(to: received, emptyDataset: true)
-        let status = setup.intake.store(ReceivedInstance(temporaryPath: received, sopClassUID: "1.2.840.10008.5.1.4.1.1.1",
-                                                         sopInstanceUID: sop, callingAETitle: "PACS", peerAddress: "127.0.0.1"))
+        let status = try setup.receive(DicomWriter(sopInstanceUID: sop), emptyDataset: true)
         #expect(status == .cannotUnderstand)
         let reasons = try setup.reasons()
         #expect(reasons.count == 1 && reasons[0].contains("empty dataset"), "\(reasons)")
@@ -56,10 +62,7 @@ struct IntakeReasonTests {
         let sop = Self.study + ".2"
         var w = DicomWriter.radiograph(study: Self.study, sop: sop, rows: 16384, columns: 16384, bitsAllocated: 16)
         w.nativePixels(bytes: 512, bitsAllocated: 16)
-        let received = setup.intake.spool.temporaryPath(tag: "cstore")
-        try w.write(to: received)
-        let status = setup.intake.store(ReceivedInstance(temporaryPath: received, sopClassUID: w.sopClassUID, sopInstanceUID: sop,
-                                                         callingAETitle: "PACS", peerAddress: "127.0.0.1"))
+        let status = try setup.receive(w)
         #expect(status == .cannotUnderstand)
         let reasons = try setup.reasons()
         #expect(reasons.count == 1 && reasons[0].contains("holds 512 bytes") && reasons[0].contains("resend"), "\(reasons)")
@@ -133,10 +136,7 @@ struct IntakeReasonTests {
         var w = DicomWriter.radiograph(study: Self.study, sop: sop, rows: 8, columns: 8)
         w.nativePixels(bytes: 64)
         w.omitSOPInstanceUID = true
-        let received = setup.intake.spool.temporaryPath(tag: "cstore")
-        try w.write(to: received)
-        let status = setup.intake.store(ReceivedInstance(temporaryPath: received, sopClassUID: w.sopClassUID, sopInstanceUID: sop,
-                                                         callingAETitle: "PACS", peerAddress: "127.0.0.1"))
+        let status = try setup.receive(w)
         #expect(status == .datasetDoesNotMatch)
         let reasons = try setup.reasons()
         #expect(reasons.count == 1 && reasons[0].contains("the dataset has no SOP Instance UID (0008,0018)") && !reasons[0].contains("''"), "\(reasons)")
