@@ -53,8 +53,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            path: "Sources/bonetriage"
+            path: "Sources/bonetriage",
+            plugins: ["BuildStamp"]
         ),
+        // `bonetriage --version`'s git commit (tools/build_stamp.sh; none in a build from a tarball).
+        .plugin(name: "BuildStamp", capability: .buildTool(), path: "Plugins/BuildStamp"),
         .testTarget(
             name: "BoneTriageTests",
             dependencies: ["BoneTriage", "CKernels", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
