@@ -178,6 +178,11 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
     public var decodeTimeout: Double = 60
     /// Decoder processes per triage worker: a study's images are decoded this many at a time.
     public var decodersPerWorker = 2
+    // [service]
+    /// The running daemon's counts for `bonetriage status` (systemd's RuntimeDirectory=, removed at stop).
+    public var statusFile = defaultStatusFile
+
+    public static let defaultStatusFile = "/run/bonetriage/status"
 
     public init() {}
 
@@ -201,7 +206,7 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
         }
         var reader = ConfigurationReader(root: table)
         var c = BoneTriageConfiguration()
-        reader.knownSections(["dicom", "drop_folder", "storage", "worklist", "model", "triage"])
+        reader.knownSections(["dicom", "drop_folder", "storage", "worklist", "model", "triage", "service"])
 
         reader.section("dicom", keys: ["ae_title", "bind_address", "port", "allowed_callers", "max_associations",
                                        "max_pending_connections", "max_pending_connections_per_address",
@@ -261,6 +266,9 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
             r.bool("isolate_decoder", into: &c.isolateDecoder)
             r.number("decode_timeout_seconds", into: &c.decodeTimeout, range: 1...3600)
             r.integer("decoders_per_worker", into: &c.decodersPerWorker, range: 1...16)
+        }
+        reader.section("service", keys: ["status_file"]) { r in
+            r.absolutePath("status_file", into: &c.statusFile, example: defaultStatusFile)
         }
         let folders = [("storage.spool", c.spoolFolder), ("storage.archive", c.archiveFolder), ("storage.quarantine", c.quarantineFolder)]
             + (c.dropFolder.map { [("drop_folder.path", $0)] } ?? [])
