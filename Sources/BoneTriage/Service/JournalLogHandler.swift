@@ -2,7 +2,8 @@ import Foundation
 import Logging
 
 /// One line per event on stderr. Under journald (`JOURNAL_STREAM` set) each line starts with its syslog
-/// priority (`<6>`) so `journalctl -p warning` works, and carries no timestamp (journald adds one);
+/// priority (`<6>`) so `journalctl -p warning` works, and carries neither a timestamp nor the program's
+/// name (journald adds both: `bonetriage[pid]:`);
 /// on a terminal or in a file it starts with an ISO 8601 timestamp and the level.
 public struct JournalLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
@@ -44,10 +45,11 @@ public struct JournalLogHandler: LogHandler {
             let value = Self.oneLine("\(merged[key].map { "\($0)" } ?? "")")
             return value.contains(" ") ? "\(key)=\"\(value)\"" : "\(key)=\(value)"
         }
-        let body = "\(label): \(Self.oneLine(message))" + (fields.isEmpty ? "" : " " + fields.joined(separator: " "))
+        let body = Self.oneLine(message) + (fields.isEmpty ? "" : " " + fields.joined(separator: " "))
+        // journald already starts the line with `bonetriage[pid]:`; the label would say it twice.
         if journald { return "<\(Self.priority(level))>\(body)\n" }
         let stamp = ISO8601DateFormatter.string(from: date, timeZone: .current, formatOptions: [.withInternetDateTime])
-        return "\(stamp) \(level.rawValue.uppercased()) \(body)\n"
+        return "\(stamp) \(level.rawValue.uppercased()) \(label): \(body)\n"
     }
 
     /// Control characters from peers or files must not forge log lines.

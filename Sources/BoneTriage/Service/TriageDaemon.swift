@@ -30,6 +30,9 @@ public final class TriageDaemon: @unchecked Sendable {
     private let running: Mutex<BoneTriageConfiguration>
     /// Studies that found no model loaded; queued again when a reload brings one.
     private let waitingForModel = Mutex<Set<String>>([])
+    /// Where each drop-folder study waiting for triage was dropped (its folder under the drop folder),
+    /// for the log lines that name a study's source; forgotten once the study is triaged.
+    private let dropSources = Mutex<[String: String]>([:])
 
     /// `decoderExecutable`: the `bonetriage` binary for the isolated decoder (`[triage] isolate_decoder`);
     /// by default this process's own.
@@ -95,15 +98,24 @@ public final class TriageDaemon: @unchecked Sendable {
             Self.spawn("triage-\(n)", group: threads) { [self] in
                 worker.prepare()
                 while let (study, queued) = scheduler.next(whileIdle: { worker.followModelReload() }) {
-                    for other in queued where other != study {
+                    for complete in queued {
+                        let record = try? worklist.study(studyInstanceUID: complete)
+                        logger.info("study complete, queued for triage", metadata: ["study": "\(Study.shortID(for: complete))",
+                                                                                   "instances": "\(record.map { String($0.imageCount) } ?? "?")",
+                                                                                   "source": "\(source(of: complete, record))"])
+                        guard complete != study else { continue }
                         // Only the listing shows it: the study is queued in the scheduler either way.
-                        do { try worklist.markPending(studyInstanceUID: other) } catch {
-                            logger.warning("a queued study could not be shown as pending: \(error)", metadata: ["study": "\(Study.shortID(for: other))"])
+                        do { try worklist.markPending(studyInstanceUID: complete) } catch {
+                            logger.warning("a queued study could not be shown as pending: \(error)", metadata: ["study": "\(Study.shortID(for: complete))"])
                         }
                     }
-                    switch worker.triage(studyInstanceUID: study) {
-                    case .triaged, .notApplicable: triaged.add(1, ordering: .relaxed)
-                    case .failed: failed.add(1, ordering: .relaxed)
+                    switch worker.triage(studyInstanceUID: study, source: source(of: study, try? worklist.study(studyInstanceUID: study))) {
+                    case .triaged, .notApplicable:
+                        triaged.add(1, ordering: .relaxed)
+                        dropSources.withLock { $0[study] = nil }
+                    case .failed:
+                        failed.add(1, ordering: .relaxed)
+                        dropSources.withLock { $0[study] = nil }
                     case .waitingForModel: waitingForModel.withLock { _ = $0.insert(study) }
                     case .superseded: break
                     }
@@ -125,17 +137,22 @@ public final class TriageDaemon: @unchecked Sendable {
         }
 
         let signals = installSignalHandlers(receiver: receiver, models: models, scheduler: scheduler)
-        logger.info("listening", metadata: ["ae_title": "\(c.aeTitle)", "address": "\(c.bindAddress):\(receiver.port)",
+        logger.info("listening", metadata: ["version": "\(BoneTriageVersion.number)", "ae_title": "\(c.aeTitle)", "address": "\(c.bindAddress):\(receiver.port)",
                                             "drop_folder": "\(c.dropFolder ?? "off")", "workers": "\(c.workers)",
                                             "model": "\(models.current.model?.path ?? "none")",
                                             "decoding": "\(c.isolateDecoder ? "isolated" : "in-process")"])
         notifier.notify("READY=1\nSTATUS=" + status(receiver, scheduler, models))
+        let statusFile = StatusFilePublisher(path: c.statusFile, logger: logger)
+        statusFile.publish(status(receiver, scheduler, models))
 
+        // The status file follows the counts within this tick (2 s), and is rewritten at least every 30 s.
         let watchdogInterval = ProcessInfo.processInfo.environment["WATCHDOG_USEC"].flatMap(Double.init).map { $0 / 2_000_000 }
-        let tick = min(watchdogInterval ?? 5, 5)
+        let tick = min(watchdogInterval ?? 2, 2)
         while stopSignal.wait(timeout: .now() + tick) == .timedOut {
             if watchdogInterval != nil { notifier.notify("WATCHDOG=1") }
-            notifier.notify("STATUS=" + status(receiver, scheduler, models))
+            let line = status(receiver, scheduler, models)
+            notifier.notify("STATUS=" + line)
+            statusFile.publish(line)
         }
 
         logger.info("stopping: no new associations or dropped files; running associations and triages finish")
@@ -146,6 +163,7 @@ public final class TriageDaemon: @unchecked Sendable {
         threads.wait()
         headers.close()
         signals.forEach { $0.cancel() }
+        statusFile.remove()
         logger.info("stopped", metadata: ["received": "\(received.load(ordering: .relaxed))", "triaged": "\(triaged.load(ordering: .relaxed))"])
     }
 
@@ -163,7 +181,9 @@ public final class TriageDaemon: @unchecked Sendable {
     private func watch(_ watcher: DropFolderWatcher, intake: InstanceIntake) {
         var leftInPlace = Set<String>()
         func ingest(_ path: String) {
-            if case .leftInPlace = intake.ingest(dropped: path, dropRoot: watcher.root) {
+            let outcome = intake.ingest(dropped: path, dropRoot: watcher.root)
+            if case let .recorded(notice) = outcome { noteDropSource(path, root: watcher.root, study: notice.studyInstanceUID) }
+            if case .leftInPlace = outcome {
                 var st = stat()  // lstat: a path longer than PATH_MAX is kept too
                 if lstat(path, &st) == 0 || errno == ENAMETOOLONG { leftInPlace.insert(path) }
             } else {
@@ -186,6 +206,28 @@ public final class TriageDaemon: @unchecked Sendable {
                 lastRetry = Date()
                 for path in leftInPlace.sorted() where !isStopping { ingest(path) }
             }
+        }
+    }
+
+    /// The first folder (or file, at the top) a drop-folder study came in, relative to the drop folder.
+    private func noteDropSource(_ path: String, root: String, study: String) {
+        guard let parts = DropTree.components(of: path, root: (root as NSString).standardizingPath) else { return }
+        let shown = parts.count > 1 ? parts.dropLast().joined(separator: "/") : parts.joined(separator: "/")
+        dropSources.withLock { sources in
+            if sources[study] == nil { sources[study] = DropTree.shortened(shown) }
+        }
+    }
+
+    /// "C-STORE from PACS at 10.0.0.5", "drop folder ward3/tuesday" (no patient data: the AE title and
+    /// address of the sender, the folder the file was dropped in).
+    private func source(of uid: String, _ study: Study?) -> String {
+        guard let study else { return "unknown" }
+        switch study.source {
+        case .cstore:
+            return "C-STORE from \(study.callingAETitle ?? "?") at \(study.peerAddress ?? "?")"
+        case .dropFolder:
+            // After a restart the folder is no longer known (the drop folder keeps no file once taken in).
+            return dropSources.withLock { $0[uid] }.map { "drop folder \($0)" } ?? "drop folder"
         }
     }
 
@@ -273,7 +315,8 @@ public final class TriageDaemon: @unchecked Sendable {
         let counts = scheduler.counts
         return "associations \(receiver.activeAssociations) · received \(received.load(ordering: .relaxed)) · assembling \(counts.receiving)"
             + " · queued \(counts.queued) · triaging \(counts.triaging) · done \(triaged.load(ordering: .relaxed))"
-            + " · failed \(failed.load(ordering: .relaxed))" + (models.current.model == nil ? " · NO MODEL" : "")
+            + " · failed \(failed.load(ordering: .relaxed)) · workers \(configuration.workers)"
+            + (models.current.model.map { " · model \($0.model.head.description.modelID)" } ?? " · NO MODEL")
     }
 
     private static func spawn(_ name: String, group: DispatchGroup, _ body: @escaping @Sendable () -> Void) {
@@ -285,5 +328,38 @@ public final class TriageDaemon: @unchecked Sendable {
         thread.name = name
         thread.stackSize = 8 << 20
         thread.start()
+    }
+}
+
+/// Keeps `[service] status_file` in step with the daemon's counts for `bonetriage status`: rewritten
+/// when they change and at least every 30 s (so that its age shows the daemon is alive), removed at a
+/// clean stop. A file that cannot be written is said once and the daemon goes on.
+final class StatusFilePublisher {
+    let path: String
+    let logger: Logger
+    let startedAt = Date()
+    private var published: (status: String, at: Date)?
+    private var warned = false
+
+    init(path: String, logger: Logger) {
+        self.path = path
+        self.logger = logger
+        // Under systemd, RuntimeDirectory= made it; by hand, a folder every user may read.
+        mkdir((path as NSString).deletingLastPathComponent, 0o755)
+    }
+
+    func publish(_ status: String, now: Date = Date()) {
+        if let published, published.status == status, now.timeIntervalSince(published.at) < 30 { return }
+        published = (status, now)
+        do {
+            try DaemonStatus(pid: getpid(), version: BoneTriageVersion.number, startedAt: startedAt, updatedAt: now, status: status).write(to: path)
+        } catch {
+            if !warned { logger.warning("\(error); `bonetriage status` cannot see this daemon (see [service] status_file)") }
+            warned = true
+        }
+    }
+
+    func remove() {
+        if published != nil { unlink(path) }
     }
 }

@@ -117,7 +117,9 @@ public final class StudyTriage: @unchecked Sendable {
     /// Triages that may be cut short (kill -9, a crash in a decoder) before a study is set aside.
     public static let maximumInterruptedAttempts = StudyLifecycle.maximumInterruptedAttempts
 
-    public func triage(studyInstanceUID uid: String) -> TriageOutcome {
+    /// `source`: where the study came from, as the daemon's "study complete" line says it (C-STORE
+    /// caller or drop-folder path), repeated on the outcome's line so that an admin can match the two.
+    public func triage(studyInstanceUID uid: String, source: String? = nil) -> TriageOutcome {
         let shortID = Study.shortID(for: uid)
         let started = Date()
         logger.debug("triage started", metadata: ["study": "\(shortID)"])
@@ -131,14 +133,15 @@ public final class StudyTriage: @unchecked Sendable {
             }
             let outcome = try run(uid)
             let ms = Int(Date().timeIntervalSince(started) * 1000)
+            let named: Logger.Metadata = source.map { ["study": "\(shortID)", "source": "\($0)"] } ?? ["study": "\(shortID)"]
             switch outcome {
             case let .triaged(p, verdict):
-                logger.info("study triaged", metadata: ["study": "\(shortID)", "probability": "\(String(format: "%.3f", p))",
-                                                        "verdict": "\(verdict.rawValue)", "ms": "\(ms)"])
+                logger.info("study triaged", metadata: named.merging(["probability": "\(String(format: "%.3f", p))",
+                                                                      "verdict": "\(verdict.rawValue)", "ms": "\(ms)"]) { a, _ in a })
             case let .notApplicable(reason):
-                logger.info("study not applicable: \(reason)", metadata: ["study": "\(shortID)"])
+                logger.info("study not applicable: \(reason)", metadata: named)
             case let .failed(reason):
-                logger.error("study triage failed: \(reason)", metadata: ["study": "\(shortID)"])
+                logger.error("study triage failed: \(reason)", metadata: named)
             case .superseded:
                 logger.info("late instances arrived during triage; the study is triaged again", metadata: ["study": "\(shortID)"])
             case .waitingForModel:
