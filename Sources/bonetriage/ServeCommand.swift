@@ -16,7 +16,7 @@ struct ServeCommand: ParsableCommand {
     var config: String = BoneTriageConfiguration.defaultPath
     @Option(help: "Log level: debug, info, warning or error.")
     var logLevel: String = "info"
-    @Flag(help: "Only check the configuration, print what it resolves to, and exit (0 when usable).")
+    @Flag(help: "Only check the configuration, and what it names on this machine (model file, bind address, writable folders), print what it resolves to, and exit: 1 on what will not work, 0 when usable (warnings on stderr).")
     var checkConfig = false
 
     func validate() throws {
@@ -26,12 +26,23 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         let settings = try BoneTriageConfiguration.load(path: config)
         if checkConfig {
+            let findings = ConfigurationCheck().findings(settings)
+            for finding in findings {
+                let kind = finding.severity == .failure ? "error" : "warning"
+                FileHandle.standardError.write(Data("\(kind): \(finding)\n".utf8))
+            }
+            guard !findings.contains(where: { $0.severity == .failure }) else {
+                FileHandle.standardError.write(Data("configuration \(config) will not work: fix the error(s) above\n".utf8))
+                throw ExitCode(1)
+            }
+            print("version: \(BoneTriageVersion.description(commit: BuildStamp.commit))")
             print("configuration \(config) is usable")
             print("  DICOM: AE \(settings.aeTitle) on \(settings.bindAddress):\(settings.port), \(settings.allowedCallers.count) allowed caller(s)")
             print("  drop folder: \(settings.dropFolder ?? "off"); spool: \(settings.spoolFolder); after triage: \(settings.afterTriage.rawValue)")
             print("  worklist: \(settings.databasePath); model: \(settings.modelPath ?? DefaultModel.path())")
             print("  triage: \(settings.workers) worker(s), decoding " + (settings.isolateDecoder
                 ? "in child processes (one per worker, two for headers; time-out \(Int(settings.decodeTimeout)) s)" : "inside the daemon"))
+            print("  status file: \(settings.statusFile)")
             return
         }
         let level = Logger.Level(rawValue: logLevel) ?? .info
