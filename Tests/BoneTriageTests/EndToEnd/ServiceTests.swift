@@ -57,7 +57,7 @@ struct ServiceTests {
         // journald: each line starts with its syslog priority and carries no timestamp of its own.
         let lines = daemon.log.split(separator: "\n")
         #expect(!lines.isEmpty && lines.allSatisfy { $0.hasPrefix("<6>") || $0.hasPrefix("<4>") || $0.hasPrefix("<3>") }, "\(daemon.log)")
-        #expect(lines.contains { $0.hasPrefix("<6>bonetriage: listening") })
+        #expect(lines.contains { $0.hasPrefix("<6>listening") })
     }
 
     @Test("a port already in use, or a bad configuration, stops the start with a message that says what to fix")
@@ -84,8 +84,10 @@ struct ServiceTests {
         let blocked = try Executable.run(["serve", "--config", second.configPath])
         #expect(blocked.status == 1 && blocked.stderr.contains("blocker/spool") && blocked.stderr.contains("write access"), "\(blocked.stderr)")
 
-        let check = try Executable.run(["serve", "--config", ConfigurationTests.shipped, "--check-config"])
-        #expect(check.status == 0 && check.stdout.contains("is usable"), "\(check.stderr)")
+        // With a model at hand (BONETRIAGE_MODEL: the shipped file names none), as `make install` provides one.
+        let check = try DaemonHarness.run("/usr/bin/env", ["BONETRIAGE_MODEL=\(second.dir.path("model.safetensors"))", try #require(Executable.url).path,
+                                                           "serve", "--config", ConfigurationTests.shipped, "--check-config"])
+        #expect(check.status == 0 && check.output.contains("is usable"), "\(check.output)")
     }
 }
 
@@ -94,8 +96,9 @@ struct JournalLogHandlerTests {
     @Test("priority prefixes under journald; control characters cannot forge a line")
     func format() {
         let journal = JournalLogHandler(label: "bonetriage", environment: ["JOURNAL_STREAM": "1:2"])
+        // journald writes `bonetriage[pid]:` itself: the line does not repeat the name.
         #expect(journal.line(level: .warning, message: "refused 'EVIL\nINFO forged' peer", metadata: ["study": "abc", "why": "two words"])
-                == "<4>bonetriage: refused 'EVIL INFO forged' peer study=abc why=\"two words\"\n")
+                == "<4>refused 'EVIL INFO forged' peer study=abc why=\"two words\"\n")
         #expect(journal.line(level: .error, message: "x", metadata: nil).hasPrefix("<3>"))
         let terminal = JournalLogHandler(label: "bonetriage", environment: [:])
         let line = terminal.line(level: .info, message: "listening", metadata: nil)

@@ -103,6 +103,19 @@ struct ConfigurationTests {
         }
     }
 
+    @Test("[service] status_file: defaulted to systemd's runtime folder, read, an absolute path")
+    func statusFile() throws {
+        #expect(BoneTriageConfiguration().statusFile == "/run/bonetriage/status")
+        #expect(try BoneTriageConfiguration.parse("[service]\nstatus_file = \"/tmp/bt/status\"\n", path: "s.toml").statusFile == "/tmp/bt/status")
+        do {
+            _ = try BoneTriageConfiguration.parse("[service]\nstatus_file = \"status\"\npid_file = \"/x\"\n", path: "s.toml")
+            Issue.record("a relative status file was accepted")
+        } catch let error as ConfigurationError {
+            #expect(error.description.contains("[service] status_file = status: must be an absolute path"), "\(error)")
+            #expect(error.description.contains("[service] pid_file: unknown key"), "\(error)")
+        }
+    }
+
     @Test("[drop_folder] remove_empty_folders_after_seconds: read, defaulted, bounded")
     func dropFolderFolderRemoval() throws {
         #expect(BoneTriageConfiguration().dropRemoveEmptyFoldersAfter == 120)

@@ -30,6 +30,7 @@ final class DaemonHarness {
     var archive: String { dir.path("archive") }
     var quarantine: String { dir.path("quarantine") }
     var configPath: String { dir.path("bonetriage.toml") }
+    var statusFile: String { dir.path("status") }
     var logPath: String { dir.path("daemon-\(runs).log") }
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
     var allLogs: String { (1...max(runs, 1)).map { (try? String(contentsOfFile: dir.path("daemon-\($0).log"), encoding: .utf8)) ?? "" }.joined() }
@@ -82,6 +83,8 @@ final class DaemonHarness {
             database = "\(database)"
             [model]
             path = "\(dir.path("model.safetensors"))"
+            [service]
+            status_file = "\(statusFile)"
             [triage]
             quiet_period_seconds = \(quietPeriod)
             engine_threads = 1
