@@ -20,6 +20,8 @@ FILES = [
 def roff(text):
     """Text for a roff line: backslashes and hyphens escaped, no line starting as a request."""
     text = text.replace("\\", "\\e").replace("-", "\\-")
+    # Non-ASCII as groff's own escapes, so that the page needs no preconv (groff -ww stays quiet).
+    text = "".join(c if ord(c) < 128 else "\\[u%04X]" % ord(c) for c in text)
     lines = []
     for line in text.split("\n"):
         line = line.strip()
@@ -57,7 +59,7 @@ def synopsis(path, command):
     if command.get("subcommands"):
         parts.append("\\fIcommand\\fR")
     for arg in command.get("arguments") or []:
-        if not arg.get("shouldDisplay", True) or arg.get("names") and arg["names"][0]["name"] in ("help", "version"):
+        if not arg.get("shouldDisplay", True) or {n["name"] for n in arg.get("names") or []} & {"help", "version"}:
             continue
         label = option_label(arg)
         parts.append("[" + label + "]" if arg.get("isOptional") else label)
@@ -110,9 +112,7 @@ def main():
         if command.get("discussion"):
             out.append(paragraphs(command["discussion"]))
         if not command.get("subcommands"):
-            out.append(".RS")
             out.append(describe_arguments(command))
-            out.append(".RE")
     out.append(".SH OPTIONS")
     out.append(describe_arguments(root))
     out.append(".SH FILES")

@@ -104,7 +104,8 @@ public struct ConfigurationCheck: Sendable {
         var missing = false
         var st = stat()
         while stat(path, &st) != 0 {
-            guard errno == ENOENT else { return "cannot be checked: \(errorText())" }
+            // ENOTDIR: a file stands where a folder above it should be; found on the way up.
+            guard errno == ENOENT || errno == ENOTDIR else { return "cannot be checked: \(errorText())" }
             missing = true
             let parent = (path as NSString).deletingLastPathComponent
             if parent == path || parent.isEmpty { return "cannot be created: no folder above it exists" }

@@ -111,7 +111,7 @@ struct ConfigurationTests {
             _ = try BoneTriageConfiguration.parse("[service]\nstatus_file = \"status\"\npid_file = \"/x\"\n", path: "s.toml")
             Issue.record("a relative status file was accepted")
         } catch let error as ConfigurationError {
-            #expect(error.description.contains("[service] status_file = status: must be an absolute path"), "\(error)")
+            #expect(error.description.contains("[service] status_file = \"status\": must be an absolute path"), "\(error)")
             #expect(error.description.contains("[service] pid_file: unknown key"), "\(error)")
         }
     }
