@@ -143,9 +143,9 @@ public final class StudyTriage: @unchecked Sendable {
             case let .failed(reason):
                 logger.error("study triage failed: \(reason)", metadata: named)
             case .superseded:
-                logger.info("late instances arrived during triage; the study is triaged again", metadata: ["study": "\(shortID)"])
+                logger.info("late instances arrived during triage; the study is triaged again", metadata: named)
             case .waitingForModel:
-                logger.warning("no model is loaded; the study waits (fix [model] path and send SIGHUP)", metadata: ["study": "\(shortID)"])
+                logger.warning("no model is loaded; the study waits (fix [model] path and send SIGHUP)", metadata: named)
             }
             return outcome
         } catch {
