@@ -369,11 +369,14 @@ public final class InstanceIntake: Sendable {
         var a = InstanceArrival(studyInstanceUID: uid(from: Data("bonetriage-drop-folder:\(folder)".utf8)),
                                 sopInstanceUID: contentUID(path: path), filePath: path, eligible: true, source: .dropFolder)
         a.bodyPart = components.first { $0.uppercased().hasPrefix("XR_") }.map { String($0.dropFirst(3)).uppercased() }
-        a.patientID = components.first { $0.lowercased().hasPrefix("patient") }
+        a.patientID = components.first(where: isPatientFolder)
         a.studyDescription = folder.isEmpty ? nil : folder
         a.modality = "OT"
         return a
     }
+
+    /// A MURA-style patient folder (`patient11185`): its name is the study's patient ID.
+    static func isPatientFolder(_ name: String) -> Bool { name.lowercased().hasPrefix("patient") }
 
     /// A DICOM UID under the 2.25 root (ISO/IEC 9834-8): the first 128 bits of a SHA-256, in decimal.
     static func uid(from data: Data) -> String {

@@ -210,9 +210,12 @@ public final class TriageDaemon: @unchecked Sendable {
     }
 
     /// The first folder (or file, at the top) a drop-folder study came in, relative to the drop folder.
+    /// A MURA-style patient folder (`patient11185`), which the intake reads as the patient ID, is shown
+    /// as `patient*`: the log never carries a patient ID at info level.
     private func noteDropSource(_ path: String, root: String, study: String) {
         guard let parts = DropTree.components(of: path, root: (root as NSString).standardizingPath) else { return }
-        let shown = parts.count > 1 ? parts.dropLast().joined(separator: "/") : parts.joined(separator: "/")
+        let folders = (parts.count > 1 ? Array(parts.dropLast()) : parts).map { InstanceIntake.isPatientFolder($0) ? "patient*" : $0 }
+        let shown = folders.joined(separator: "/")
         dropSources.withLock { sources in
             if sources[study] == nil { sources[study] = DropTree.shortened(shown) }
         }
