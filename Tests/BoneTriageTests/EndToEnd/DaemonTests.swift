@@ -256,7 +256,7 @@ struct DaemonTests {
         #expect(latest["changed_after_review"] as? Bool == true, "\(latest)")
         #expect(latest["review_state"] as? String == "overridden" && latest["review_label"] as? String == "abnormal")
         let (_, images, reviews) = try daemon.show(study)
-        #expect(reviews.count == 1 && reviews.first?["reviewer"] as? String == "dr.test")
+        #expect(reviews.count == 1 && reviews.first?["stated_reviewer"] as? String == "dr.test")
         #expect(images.allSatisfy { $0["probability"] as? Double != nil })
     }
 
