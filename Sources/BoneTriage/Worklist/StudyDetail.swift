@@ -50,7 +50,7 @@ extension WorklistPresentation {
         for r in reviews {
             let change = r.action == .confirm ? "confirmed \(r.label.rawValue)" : "overrode \(r.fromVerdict?.rawValue ?? "no verdict") -> \(r.label.rawValue)"
             let text = "\(r.attribution): \(change)" + (r.note.map { "  \"\($0)\"" } ?? "")
-            out += wrap(printable(text), first: "  " + local(r.reviewedAt, "yyyy-MM-dd HH:mm") + "  ", rest: String(repeating: " ", count: 4))
+            out += wrap(printable(text), first: "  " + local(r.reviewedAt, "yyyy-MM-dd HH:mm") + "  ", rest: String(repeating: " ", count: 20))
         }
         return out.joined(separator: "\n")
     }
