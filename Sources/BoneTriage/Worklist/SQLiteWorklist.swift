@@ -5,8 +5,6 @@ import GRDB
 public final class SQLiteWorklist: WorklistStore {
     public let path: String
     private let pool: DatabasePool
-    /// Opened read-only: this user may read the worklist but not write it (`list`, `show`, `export`).
-    public let isReadOnly: Bool
 
     /// `StudyRules.isFlagged` as SQL, for the listing's index and order (a test checks that they agree).
     static let flaggedSQL = "(verdict = 'abnormal' AND (reviewState = 'unreviewed' OR changedAfterReview))"
@@ -50,7 +48,6 @@ public final class SQLiteWorklist: WorklistStore {
             }
         }
         let readOnly = !create && !WorklistAccess.mayWrite(path)
-        isReadOnly = readOnly
         var configuration = Configuration()
         configuration.busyMode = .timeout(Self.busyTimeout)
         configuration.foreignKeysEnabled = true

@@ -87,9 +87,9 @@ extension WorklistPresentation {
     /// From the first to the last arrival, the second date given only when the day differs.
     static func span(_ first: Date, _ last: Date) -> String {
         let start = local(first, "yyyy-MM-dd HH:mm:ss")
-        if last <= first { return start }
-        let sameDay = local(first, "yyyy-MM-dd") == local(last, "yyyy-MM-dd")
-        return start + " to " + local(last, sameDay ? "HH:mm:ss" : "yyyy-MM-dd HH:mm:ss")
+        let end = local(last, "yyyy-MM-dd HH:mm:ss")
+        if end <= start { return start }
+        return start + " to " + (end.prefix(10) == start.prefix(10) ? String(end.dropFirst(11)) : end)
     }
 
     /// How a radiologist finds the image in the PACS or the drop folder: the file name it was dropped
