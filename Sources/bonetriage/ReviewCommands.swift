@@ -60,10 +60,6 @@ struct ConfirmCommand: ParsableCommand {
     var studies: [String]
     @OptionGroup var review: ReviewOptions
 
-    func validate() throws {
-        guard !studies.isEmpty else { throw ValidationError("name at least one study: bonetriage confirm ID [ID ...]") }
-    }
-
     func run() throws {
         for (s, r) in try review.record(location, studies: studies, action: .confirm, label: nil) {
             print("confirmed \(s.shortID.prefix(8)) as \(r.label.rawValue) (reviewer \(r.attribution))")
@@ -82,10 +78,6 @@ struct OverrideCommand: ParsableCommand {
     @Option(help: "Your label: normal or abnormal.")
     var label: Finding
     @OptionGroup var review: ReviewOptions
-
-    func validate() throws {
-        guard !studies.isEmpty else { throw ValidationError("name at least one study: bonetriage override ID [ID ...] --label normal|abnormal") }
-    }
 
     func run() throws {
         for (s, r) in try review.record(location, studies: studies, action: .override, label: label) {
