@@ -81,11 +81,4 @@ enum Terminal {
         let env = ProcessInfo.processInfo.environment
         return isatty(STDOUT_FILENO) != 0 && env["NO_COLOR"] == nil && env["TERM"] != "dumb"
     }
-
-    static func loginName() -> String {
-        if let name = getlogin(), let s = String(validatingCString: name), !s.isEmpty { return s }
-        if let user = ProcessInfo.processInfo.environment["USER"], !user.isEmpty { return user }
-        if let pw = getpwuid(geteuid()), let s = String(validatingCString: pw.pointee.pw_name) { return s }
-        return "uid\(geteuid())"
-    }
 }

@@ -32,6 +32,9 @@ public struct DicomMetadata: Sendable, Equatable, Codable {
     /// Character Set (0008,0005) (an unknown set, bytes invalid in it): that text is kept as received,
     /// and this says why. Names no patient data.
     public var characterSetNote: String?
+    /// Series Number (0020,0011) and Instance Number (0020,0013): how the PACS numbers the image.
+    public var seriesNumber: Int?
+    public var instanceNumber: Int?
 }
 
 /// How a DICOM image was turned into 8 bits.
@@ -174,6 +177,8 @@ public enum DicomReader {
             bitsAllocated: number(0x0028, 0x0100), bitsStored: number(0x0028, 0x0101), pixelRepresentation: number(0x0028, 0x0103),
             transferSyntaxUID: String(cString: bt_dicom_transfer_syntax(h)), hasFileMeta: bt_dicom_has_file_meta(h) != 0,
             numberOfStudyRelatedInstances: number(0x0020, 0x1208))
+        m.seriesNumber = number(0x0020, 0x0011)
+        m.instanceNumber = number(0x0020, 0x0013)
         if let note = bt_dicom_text_note(h) {
             m.characterSetNote = String(cString: note) + (notUTF8 ? " (bytes that are not UTF-8 are shown as ISO 8859-1 reads them)" : "")
         } else if notUTF8 {

@@ -270,7 +270,9 @@ public final class InstanceIntake: Sendable {
         do {
             if Self.isPNG(temporary, name: name) {
                 try headers.checkPNG(path: temporary, maximumPixels: maximumPixels)
-                arrival = try Self.pngArrival(path: temporary, relative: relative)
+                var dropped = try Self.pngArrival(path: temporary, relative: relative)
+                dropped.fileName = name
+                arrival = dropped
                 expected = nil
                 ext = "png"
             } else {
@@ -279,7 +281,9 @@ public final class InstanceIntake: Sendable {
                     throw ImagingError.notDICOM(path: relative, reason: "it has no Study Instance UID (0020,000D)")
                 }
                 let sop = metadata.sopInstanceUID.flatMap { $0.isEmpty ? nil : $0 } ?? Self.contentUID(path: temporary)
-                arrival = Self.arrival(metadata, study: study, sop: sop, path: temporary, source: .dropFolder)
+                var dropped = Self.arrival(metadata, study: study, sop: sop, path: temporary, source: .dropFolder)
+                dropped.fileName = name
+                arrival = dropped
                 expected = metadata.numberOfStudyRelatedInstances
                 ext = "dcm"
             }
@@ -357,26 +361,46 @@ public final class InstanceIntake: Sendable {
         a.bodyPart = m.bodyPartExamined.flatMap { $0.isEmpty ? nil : $0.uppercased() }
         a.studyDescription = m.studyDescription
         a.characterSetNote = m.characterSetNote
+        a.seriesNumber = m.seriesNumber
+        a.instanceNumber = m.instanceNumber
+        a.viewPosition = m.viewPosition
+        a.laterality = m.laterality
         return a
     }
 
     /// A PNG study is its folder: the Study UID is derived from the folder's path under the drop folder,
-    /// the SOP UID from the file's content (so the same image dropped twice is stored once), and the body
-    /// part from a MURA-style `XR_<PART>` folder name when there is one.
+    /// the SOP UID from the file's content (so the same image dropped twice is stored once), and in
+    /// MURA's layout (`XR_<PART>/patient<N>/study<M>_<label>/image<K>.png`, under any folders) the body
+    /// part from `XR_<PART>` and the patient ID from the patient folder.
     static func pngArrival(path: String, relative: String) throws -> InstanceArrival {
         let folder = (relative as NSString).deletingLastPathComponent
         let components = folder.split(separator: "/").map(String.init)
         var a = InstanceArrival(studyInstanceUID: uid(from: Data("bonetriage-drop-folder:\(folder)".utf8)),
                                 sopInstanceUID: contentUID(path: path), filePath: path, eligible: true, source: .dropFolder)
-        a.bodyPart = components.first { $0.uppercased().hasPrefix("XR_") }.map { String($0.dropFirst(3)).uppercased() }
-        a.patientID = components.first(where: isPatientFolder)
+        let part = components.lastIndex { $0.uppercased().hasPrefix("XR_") }
+        a.bodyPart = part.map { String(components[$0].dropFirst(3)).uppercased() }
+        a.patientID = muraPatient(components, after: part)
         a.studyDescription = folder.isEmpty ? nil : folder
         a.modality = "OT"
         return a
     }
 
-    /// A MURA-style patient folder (`patient11185`): its name is the study's patient ID.
+    /// A folder that may name a patient (`patient11185`, MURA's patient folder): the intake may read it
+    /// as the patient ID, and the daemon's log masks it.
     static func isPatientFolder(_ name: String) -> Bool { name.lowercased().hasPrefix("patient") }
+
+    /// The patient folder: the one right after `XR_<PART>` when it is named patient..., else the last
+    /// folder named `patient<digits>`, else the last named patient... (never a folder above the layout,
+    /// such as `patients-2026`, when the layout is there).
+    static func muraPatient(_ components: [String], after part: Int?) -> String? {
+        let isPatient = isPatientFolder
+        if let part, part + 1 < components.count, isPatient(components[part + 1]) { return components[part + 1] }
+        let below = part.map { Array(components[($0 + 1)...]) } ?? components
+        if let numbered = below.last(where: { isPatient($0) && $0.dropFirst("patient".count).allSatisfy(\.isNumber) && $0.count > "patient".count }) {
+            return numbered
+        }
+        return below.last(where: isPatient)
+    }
 
     /// A DICOM UID under the 2.25 root (ISO/IEC 9834-8): the first 128 bits of a SHA-256, in decimal.
     static func uid(from data: Data) -> String {

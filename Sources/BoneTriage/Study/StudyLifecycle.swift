@@ -144,10 +144,21 @@ extension Study {
         if reviewState != .unreviewed { changedAfterReview = true }
     }
 
+    /// Whether the study has a review that still stands: reviewed, and not triaged again since.
+    public var hasStandingReview: Bool { reviewState != .unreviewed && !changedAfterReview }
+
     /// A radiologist's review: confirming needs a verdict (one from an earlier triage may be confirmed
     /// while late images arrive; the next triage then marks the study changed after review), overriding
-    /// needs a label. Returns the audit-trail entry to append.
-    public mutating func review(by reviewer: String, action: ReviewAction, label: Finding?, note: String?, at date: Date) throws -> Review {
+    /// needs a label. A study whose review still stands is not confirmed again, nor overridden to the
+    /// label it has: `previous` (its last audit-trail entry) says who reviewed it, when, and how.
+    /// Returns the audit-trail entry to append.
+    public mutating func review(by reviewer: ReviewerIdentity, action: ReviewAction, label: Finding?, note: String?, at date: Date,
+                                previous: Review?) throws -> Review {
+        if hasStandingReview, let current = reviewLabel, action == .confirm || label == current {
+            let earlier = previous ?? Review(studyInstanceUID: studyInstanceUID, reviewer: "(not in the audit trail)", reviewedAt: reviewedAt ?? date,
+                                             action: reviewState == .confirmed ? .confirm : .override, fromVerdict: verdict, label: current, note: nil)
+            throw WorklistError.alreadyReviewed(shortID: shortID, requested: action, previous: earlier)
+        }
         let finalLabel: Finding
         switch action {
         case .confirm:
@@ -157,8 +168,8 @@ extension Study {
             guard let label else { throw WorklistError.invalidHandle("override needs a label") }
             finalLabel = label
         }
-        let entry = Review(studyInstanceUID: studyInstanceUID, reviewer: reviewer, reviewedAt: date, action: action,
-                           fromVerdict: verdict, label: finalLabel, note: note)
+        let entry = Review(studyInstanceUID: studyInstanceUID, reviewer: reviewer.login, reviewedAt: date, action: action,
+                           fromVerdict: verdict, label: finalLabel, note: note, statedReviewer: reviewer.statedName)
         reviewState = action == .confirm ? .confirmed : .overridden
         reviewLabel = finalLabel
         reviewedAt = date
@@ -168,6 +179,15 @@ extension Study {
 }
 
 extension StudyImage {
+    /// What an arrival says of where the image is: series and instance numbers, view, laterality, file name.
+    public mutating func take(details a: InstanceArrival) {
+        seriesNumber = a.seriesNumber
+        instanceNumber = a.instanceNumber
+        viewPosition = a.viewPosition
+        laterality = a.laterality
+        fileName = a.fileName
+    }
+
     /// A triage's result for this image: a probability only when eligible, and why an eligible one
     /// could not be classified.
     public mutating func take(_ result: TriageResult) {

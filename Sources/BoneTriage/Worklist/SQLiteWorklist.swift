@@ -16,14 +16,24 @@ public final class SQLiteWorklist: WorklistStore {
     /// `confirm` and `override`; SQLite gives the -wal and -shm files the same mode). Others: nothing.
     public static let creationMode: mode_t = 0o660
 
-    /// Opens (and with `create`, creates with `creationMode`) the database, and upgrades its schema in place.
-    /// A database written by a newer BoneTriage is refused rather than touched.
+    /// Opens (and with `create`, creates with `creationMode`) the database, and upgrades its schema in place
+    /// when it is older. A database written by a newer BoneTriage is refused rather than touched.
+    ///
+    /// A user who may read the database but not write it (`access(2)`: real uid and groups) opens it
+    /// read-only: nothing is written on open, the WAL is read through SQLite's read-only shared memory
+    /// (or, when the daemon is not running and has left no WAL, the file is read as it is), and an
+    /// older schema is an error that says the daemon upgrades it when it starts.
     public init(path: String, create: Bool) throws {
         self.path = path
         var info = stat()
         let exists = stat(path, &info) == 0
         if !exists && errno == EACCES {
-            throw WorklistError.databaseUnusable(path: path, reason: "permission denied; ask the administrator to add your account to group bonetriage")
+            throw WorklistError.databaseUnusable(path: path, reason: "permission denied on its folder; ask the administrator to add your account to group "
+                                                 + WorklistAccess.reviewersGroup)
+        }
+        if exists && access(path, R_OK) != 0 {
+            throw WorklistError.databaseUnusable(path: path, reason: "permission denied; ask the administrator to add your account to group "
+                                                 + WorklistAccess.groupName(info.st_gid) + " (the group of the file)")
         }
         if !exists {
             guard create else { throw WorklistError.databaseNotFound(path: path) }
@@ -37,23 +47,42 @@ public final class SQLiteWorklist: WorklistStore {
                 close(fd)
             }
         }
+        let readOnly = !create && !WorklistAccess.mayWrite(path)
         var configuration = Configuration()
         configuration.busyMode = .timeout(Self.busyTimeout)
         configuration.foreignKeysEnabled = true
+        configuration.readonly = readOnly
         do {
-            pool = try DatabasePool(path: path, configuration: configuration)
+            pool = try DatabasePool(path: readOnly ? Self.readOnlyLocation(path) : path, configuration: configuration)
             let migrator = WorklistSchema.migrator
-            let (applied, superseded) = try pool.read { db in (try migrator.appliedIdentifiers(db), try migrator.hasBeenSuperseded(db)) }
+            let (applied, superseded, current) = try pool.read { db in
+                (try migrator.appliedIdentifiers(db), try migrator.hasBeenSuperseded(db), try migrator.hasCompletedMigrations(db))
+            }
             if superseded {
                 let known = Set(migrator.migrations)
                 throw WorklistError.newerSchema(path: path, unknownMigrations: applied.filter { !known.contains($0) }.sorted())
             }
-            try migrator.migrate(pool)
+            if !current {
+                if readOnly { throw WorklistError.olderSchema(path: path, missingMigrations: migrator.migrations.filter { !applied.contains($0) }) }
+                try migrator.migrate(pool)
+            }
         } catch let error as WorklistError {
             throw error
         } catch let error as DatabaseError {
             throw WorklistError.databaseUnusable(path: path, reason: error.message ?? error.description)
         }
+    }
+
+    /// Where a read-only connection opens the database: the file itself while its WAL is there (the
+    /// daemon runs); when there is none and this user may not create one in the folder, the file as an
+    /// immutable URI, which SQLite reads without a WAL or locks (nothing else writes it then).
+    private static func readOnlyLocation(_ path: String) -> String {
+        let folder = (path as NSString).deletingLastPathComponent
+        guard !FileManager.default.fileExists(atPath: path + "-wal"), !WorklistAccess.mayWrite(folder.isEmpty ? "." : folder) else { return path }
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        var allowed = CharacterSet.urlPathAllowed
+        allowed.remove(charactersIn: "?#%")
+        return "file:" + (absolute.addingPercentEncoding(withAllowedCharacters: allowed) ?? absolute) + "?immutable=1"
     }
 
     private func write<T>(_ body: (Database) throws -> T) throws -> T {
@@ -89,8 +118,9 @@ public final class SQLiteWorklist: WorklistStore {
             row.study.take(a)
             try row.save(db)
             guard let studyID = row.id else { throw WorklistError.studyNotFound(handle: a.studyInstanceUID) }
-            let image = StudyImage(studyInstanceUID: a.studyInstanceUID, sopInstanceUID: a.sopInstanceUID, seriesInstanceUID: a.seriesInstanceUID,
+            var image = StudyImage(studyInstanceUID: a.studyInstanceUID, sopInstanceUID: a.sopInstanceUID, seriesInstanceUID: a.seriesInstanceUID,
                                    filePath: a.filePath, receivedAt: a.receivedAt, eligible: a.eligible, eligibilityReason: a.eligibilityReason)
+            image.take(details: a)
             var imageRow = ImageRow(id: nil, studyID: studyID, image: image)
             try imageRow.insert(db)
             return outcome
@@ -272,18 +302,25 @@ public final class SQLiteWorklist: WorklistStore {
         }
     }
 
-    /// Appends to the audit trail and updates the study's review state, in one transaction.
+    /// Appends one entry per study to the audit trail and updates each study's review state, all in one
+    /// transaction: a study unknown, or one `Study.review` refuses, and nothing is recorded.
     @discardableResult
-    public func recordReview(studyHandle: String, reviewer: String, action: ReviewAction, label: Finding?,
-                             note: String?, at: Date = Date()) throws -> Review {
+    public func recordReviews(studyInstanceUIDs: [String], by reviewer: ReviewerIdentity, action: ReviewAction, label: Finding?,
+                              note: String?, at: Date) throws -> [Review] {
         try write { db in
-            var row = try Self.resolve(db, handle: studyHandle)
-            guard let studyID = row.id else { throw WorklistError.studyNotFound(handle: studyHandle) }
-            let review = try row.study.review(by: reviewer, action: action, label: label, note: note, at: at)
-            var reviewRow = ReviewRow(id: nil, studyID: studyID, review: review)
-            try reviewRow.insert(db)
-            try row.update(db)
-            return review
+            var reviews: [Review] = []
+            for uid in studyInstanceUIDs {
+                var row = try Self.studyRow(db, uid: uid)
+                guard let studyID = row.id else { throw WorklistError.studyNotFound(handle: uid) }
+                let previous = try ReviewRow.fetchOne(db, sql: ReviewRow.selectSQL + " WHERE r.studyID = ? ORDER BY r.id DESC LIMIT 1",
+                                                      arguments: [studyID])?.review
+                let review = try row.study.review(by: reviewer, action: action, label: label, note: note, at: at, previous: previous)
+                var reviewRow = ReviewRow(id: nil, studyID: studyID, review: review)
+                try reviewRow.insert(db)
+                try row.update(db)
+                reviews.append(review)
+            }
+            return reviews
         }
     }
 }
@@ -409,6 +446,11 @@ private struct ImageRow: FetchableRecord, MutablePersistableRecord {
                            eligible: row["eligible"], eligibilityReason: row["eligibilityReason"])
         i.probability = row["probability"]
         i.fileRemovedAt = row["fileRemovedAt"]
+        i.seriesNumber = row["seriesNumber"]
+        i.instanceNumber = row["instanceNumber"]
+        i.viewPosition = row["viewPosition"]
+        i.laterality = row["laterality"]
+        i.fileName = row["fileName"]
         image = i
     }
 
@@ -423,6 +465,11 @@ private struct ImageRow: FetchableRecord, MutablePersistableRecord {
         container["eligibilityReason"] = image.eligibilityReason
         container["probability"] = image.probability
         container["fileRemovedAt"] = image.fileRemovedAt
+        container["seriesNumber"] = image.seriesNumber
+        container["instanceNumber"] = image.instanceNumber
+        container["viewPosition"] = image.viewPosition
+        container["laterality"] = image.laterality
+        container["fileName"] = image.fileName
     }
 
     mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
@@ -446,7 +493,7 @@ private struct ReviewRow: FetchableRecord, MutablePersistableRecord {
         studyID = row["studyID"]
         review = Review(studyInstanceUID: row["studyInstanceUID"], reviewer: row["reviewer"], reviewedAt: row["reviewedAt"],
                         action: try decodeEnum(row, "action"), fromVerdict: try decodeOptionalEnum(row, "fromVerdict"),
-                        label: try decodeEnum(row, "label"), note: row["note"])
+                        label: try decodeEnum(row, "label"), note: row["note"], statedReviewer: row["statedReviewer"])
     }
 
     func encode(to container: inout PersistenceContainer) throws {
@@ -458,6 +505,7 @@ private struct ReviewRow: FetchableRecord, MutablePersistableRecord {
         container["fromVerdict"] = review.fromVerdict?.rawValue
         container["label"] = review.label.rawValue
         container["note"] = review.note
+        container["statedReviewer"] = review.statedReviewer
     }
 
     mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }

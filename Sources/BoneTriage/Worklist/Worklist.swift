@@ -6,7 +6,11 @@ public enum WorklistRole: Sendable {
     /// `SQLiteWorklist.creationMode`, so that the radiologists' group can review), and upgrades its schema.
     case daemon
     /// The radiologists' commands: never create a database; a missing one is an error that says where to look.
+    /// A user who may read the worklist but not write it opens it read-only (`list`, `show`, `export`).
     case reviewer
+    /// `confirm` and `override`: as `reviewer`, once this user is found allowed to write the worklist;
+    /// if not, an error names the group to join and the file, before anything else is done.
+    case recordingReviews
 }
 
 /// The one way the daemon and the CLI open the worklist. The backend is chosen here: SQLite today.
@@ -18,6 +22,9 @@ public enum Worklist {
             if !folder.isEmpty { try FileSystem.makeFolder(folder) }
             return try SQLiteWorklist(path: path, create: true)
         case .reviewer:
+            return try SQLiteWorklist(path: path, create: false)
+        case .recordingReviews:
+            try WorklistAccess.requireWrite(path: path)
             return try SQLiteWorklist(path: path, create: false)
         }
     }

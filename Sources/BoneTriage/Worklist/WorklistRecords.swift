@@ -74,6 +74,14 @@ public struct StudyImage: Codable, Sendable, Equatable {
     public var probability: Double?
     /// When storage retention removed the file (the row, its probability and the study's result stay).
     public var fileRemovedAt: Date?
+    /// Series Number (0020,0011) and Instance Number (0020,0013): where a radiologist finds the image in the PACS.
+    public var seriesNumber: Int?
+    public var instanceNumber: Int?
+    /// View Position (0018,5101), e.g. PA, and Image Laterality (0020,0062), else Laterality (0020,0060): L, R, B or U.
+    public var viewPosition: String?
+    public var laterality: String?
+    /// The name the file had in the drop folder (PNG or DICOM); nil for an instance received over C-STORE.
+    public var fileName: String?
 
     public init(studyInstanceUID: String, sopInstanceUID: String, seriesInstanceUID: String?, filePath: String, receivedAt: Date,
                 eligible: Bool, eligibilityReason: String? = nil) {
@@ -91,6 +99,7 @@ public struct StudyImage: Codable, Sendable, Equatable {
 public struct Review: Codable, Sendable, Equatable {
     /// The study reviewed.
     public var studyInstanceUID: String
+    /// The login of the user who ran the review command (from the real uid).
     public var reviewer: String
     public var reviewedAt: Date
     public var action: ReviewAction
@@ -98,15 +107,23 @@ public struct Review: Codable, Sendable, Equatable {
     public var fromVerdict: Finding?
     public var label: Finding
     public var note: String?
+    /// A name the reviewer stated beside their login (`--reviewer`), e.g. the radiologist they review for.
+    public var statedReviewer: String?
 
     public init(studyInstanceUID: String, reviewer: String, reviewedAt: Date, action: ReviewAction, fromVerdict: Finding?,
-                label: Finding, note: String?) {
+                label: Finding, note: String?, statedReviewer: String? = nil) {
         self.studyInstanceUID = studyInstanceUID
         self.reviewer = reviewer
+        self.statedReviewer = statedReviewer
         self.reviewedAt = reviewedAt
         self.action = action
         self.fromVerdict = fromVerdict
         self.label = label
         self.note = note
     }
+}
+
+extension Review {
+    /// Who reviewed, as the history shows it: the login, and a stated name beside it ("alice (for Dr Smith)").
+    public var attribution: String { reviewer + (statedReviewer.map { " (for \($0))" } ?? "") }
 }

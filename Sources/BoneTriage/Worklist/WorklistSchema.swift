@@ -94,6 +94,20 @@ public enum WorklistSchema {
                 t.add(column: "characterSetNote", .text)
             }
         }
+        // v7: where each image is in the PACS (series and instance numbers), its view and laterality, the
+        // name it had in the drop folder; and a name a reviewer states beside their login.
+        migrator.registerMigration("v7-image-details-and-stated-reviewer") { db in
+            try db.alter(table: "image") { t in
+                t.add(column: "seriesNumber", .integer)
+                t.add(column: "instanceNumber", .integer)
+                t.add(column: "viewPosition", .text)
+                t.add(column: "laterality", .text)
+                t.add(column: "fileName", .text)
+            }
+            try db.alter(table: "review") { t in
+                t.add(column: "statedReviewer", .text)
+            }
+        }
         return migrator
     }
 }

@@ -14,6 +14,13 @@ public enum WorklistError: Error, CustomStringConvertible, Equatable {
     case triageSuperseded(shortID: String, classified: Int, now: Int)
     /// `StudyLifecycle` does not allow the change (e.g. a study already triaged put back in the queue).
     case transitionRefused(shortID: String, from: StudyState, to: StudyState)
+    /// A confirm of a study already reviewed (and not changed since), or an override to the label it
+    /// already has: nothing is recorded. `previous` is the review it has.
+    case alreadyReviewed(shortID: String, requested: ReviewAction, previous: Review)
+    /// A review command by a user who may not write the worklist (`path`: the file found not writable).
+    case reviewNotAllowed(path: String, group: String, groupMayWrite: Bool)
+    /// The database is of an older schema and this user may not write it to upgrade it.
+    case olderSchema(path: String, missingMigrations: [String])
 
     public var description: String {
         switch self {
@@ -33,6 +40,22 @@ public enum WorklistError: Error, CustomStringConvertible, Equatable {
             return "study \(id) now has \(now) images, \(classified) when its triage started; it is triaged again"
         case let .transitionRefused(id, from, to):
             return "study \(id) is \(from.rawValue) and cannot become \(to.rawValue); it is left as it is"
+        case let .alreadyReviewed(id, requested, previous):
+            let other: Finding = previous.label == .abnormal ? .normal : .abnormal
+            let done = previous.action == .confirm ? "confirmed as \(previous.label.rawValue)" : "overridden to \(previous.label.rawValue)"
+            let what = requested == .confirm ? "study \(id) is already reviewed" : "study \(id) already has the label \(previous.label.rawValue)"
+            return "\(what): \(done) by \(previous.attribution) on \(WorklistError.localTime(previous.reviewedAt)); nothing recorded. "
+                + "To change its label: bonetriage override \(id) --label \(other.rawValue)"
+        case let .reviewNotAllowed(path, group, groupMayWrite):
+            if groupMayWrite {
+                return "you may read the worklist but not record reviews: \(path) is not writable by you; ask the administrator to add "
+                    + "your account to group \(group) (the group of \(path)), then log in again"
+            }
+            return "you may read the worklist but not record reviews: \(path) is not writable by you, and not even by its group \(group) "
+                + "(the daemon creates it with mode 0660); ask the administrator to make it group-writable and to add your account to group \(group)"
+        case let .olderSchema(path, missing):
+            return "the worklist database \(path) has an older schema (without \(missing.joined(separator: ", "))) and you may not write it; "
+                + "the daemon upgrades it when it starts (systemctl restart bonetriage), then try again"
         case let .invalidHandle(handle):
             return "'\(handle)' is not a study ID: give at least 4 characters of the ID shown by `bonetriage list`, or of the Study Instance UID"
         }
@@ -60,6 +83,13 @@ public struct InstanceArrival: Sendable {
     public var peerAddress: String?
     /// Why some of the text above is kept as received instead of converted to UTF-8 (see DicomMetadata).
     public var characterSetNote: String?
+    /// Where the image is in the PACS (Series and Instance Number), its view and laterality, and the
+    /// name it had in the drop folder: kept with the image (see StudyImage).
+    public var seriesNumber: Int?
+    public var instanceNumber: Int?
+    public var viewPosition: String?
+    public var laterality: String?
+    public var fileName: String?
 
     public init(studyInstanceUID: String, sopInstanceUID: String, seriesInstanceUID: String? = nil, filePath: String,
                 receivedAt: Date = Date(), eligible: Bool, eligibilityReason: String? = nil, source: StudySource) {
@@ -171,6 +201,30 @@ public protocol WorklistStore: Sendable {
     func images(ofStudy studyInstanceUID: String) throws -> [StudyImage]
     /// The study's audit trail, oldest first.
     func reviews(ofStudy studyInstanceUID: String) throws -> [Review]
-    @discardableResult func recordReview(studyHandle: String, reviewer: String, action: ReviewAction,
-                                         label: Finding?, note: String?, at: Date) throws -> Review
+    /// Reviews studies by Study Instance UID (a radiologist's handles are resolved with `study(handle:)`
+    /// first): one audit-trail entry per study, in the order given, all in one transaction; a study
+    /// unknown or refused by `Study.review` (nothing to confirm, already reviewed) and nothing is recorded.
+    @discardableResult func recordReviews(studyInstanceUIDs: [String], by reviewer: ReviewerIdentity, action: ReviewAction,
+                                          label: Finding?, note: String?, at: Date) throws -> [Review]
+}
+
+extension WorklistStore {
+    /// Reviews one study: `recordReviews` for its UID alone.
+    @discardableResult public func recordReview(studyInstanceUID: String, by reviewer: ReviewerIdentity, action: ReviewAction,
+                                                label: Finding?, note: String?, at: Date) throws -> Review {
+        let reviews = try recordReviews(studyInstanceUIDs: [studyInstanceUID], by: reviewer, action: action, label: label, note: note, at: at)
+        guard let review = reviews.first else { throw WorklistError.studyNotFound(handle: studyInstanceUID) }
+        return review
+    }
+}
+
+extension WorklistError {
+    /// A date as a radiologist reads it in a message: local, with the year and the zone (2026-11-18 at 14:05 CET).
+    static func localTime(_ date: Date) -> String {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = .current
+        f.dateFormat = "yyyy-MM-dd 'at' HH:mm zzz"
+        return f.string(from: date)
+    }
 }

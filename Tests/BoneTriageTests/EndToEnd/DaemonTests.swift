@@ -256,7 +256,7 @@ struct DaemonTests {
         #expect(latest["changed_after_review"] as? Bool == true, "\(latest)")
         #expect(latest["review_state"] as? String == "overridden" && latest["review_label"] as? String == "abnormal")
         let (_, images, reviews) = try daemon.show(study)
-        #expect(reviews.count == 1 && reviews.first?["reviewer"] as? String == "dr.test")
+        #expect(reviews.count == 1 && reviews.first?["stated_reviewer"] as? String == "dr.test")
         #expect(images.allSatisfy { $0["probability"] as? Double != nil })
     }
 
@@ -287,7 +287,9 @@ struct DaemonTests {
         let mean = others.reduce(0, +) / 2
         #expect(abs((triaged["probability"] as? Double ?? -1) - mean) < 1e-9, "the study probability is the mean of the images that were classified")
         let text = try Executable.run(["show", study, "--db", daemon.database])
-        #expect(text.stdout.contains("(not classified: could not be decoded: crashed the decoder process"), "\(text.stdout)")
+        // show wraps an image's line to 80 columns: read it with its continuation lines joined.
+        let unwrapped = text.stdout.replacingOccurrences(of: "\n" + String(repeating: " ", count: 9), with: " ")
+        #expect(unwrapped.contains("(not classified: could not be decoded: crashed the decoder process"), "\(text.stdout)")
         #expect(daemon.log.contains("crashed the decoder process"), "\(daemon.log)")
 
         // With no image left to classify, the study fails with the reason, kept with the image too.

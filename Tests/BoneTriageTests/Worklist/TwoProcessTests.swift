@@ -61,8 +61,10 @@ struct TwoProcessTests {
         let results = tally.all
         #expect(results.count >= 20, "only \(results.count) review commands ran in 8 s")
         #expect(writes >= 50, "only \(writes) writes in 8 s")
+        // A review of a study reviewed and not triaged again since is refused (exit 1, nothing recorded).
+        let alreadyReviewed = results.filter { $0.status == 1 && $0.stderr.contains("nothing recorded") }
         for r in results {
-            #expect(r.status == 0, "\(r.args.joined(separator: " ")) failed: \(r.stderr)")
+            #expect(r.status == 0 || (r.status == 1 && r.stderr.contains("nothing recorded")), "\(r.args.joined(separator: " ")) failed: \(r.stderr)")
             #expect(!r.stderr.lowercased().contains("locked"))
         }
         var reviewsFound = 0
@@ -82,6 +84,6 @@ struct TwoProcessTests {
                 #expect(s.reviewState == (last.action == .confirm ? .confirmed : .overridden) && s.reviewLabel == last.label)
             }
         }
-        #expect(reviewsFound == results.count, "every acknowledged review is in the trail")
+        #expect(reviewsFound == results.count - alreadyReviewed.count, "every acknowledged review is in the trail, no refused one")
     }
 }

@@ -263,33 +263,33 @@ struct WorklistStoreContractTests {
 
     // MARK: Reviews
 
-    @Test("reviews: confirm and override, twice, all kept in order in the trail", arguments: WorklistBackend.all)
+    @Test("reviews: confirm, override and override back, all kept in order in the trail", arguments: WorklistBackend.all)
     func reviews(_ backend: WorklistBackend) throws {
         let (dir, store) = try Self.fresh(backend)
         defer { withExtendedLifetime(dir) {} }
         try WorklistFixture.seed(store)
         let uid = WorklistFixture.uids.flagged
         let t = WorklistFixture.base
-        let first = try store.recordReview(studyHandle: uid, reviewer: "alice", action: .confirm, label: nil, note: "fracture", at: t)
-        try store.recordReview(studyHandle: uid, reviewer: "alice", action: .confirm, label: nil, note: nil, at: t.addingTimeInterval(1))
-        try store.recordReview(studyHandle: uid, reviewer: "bob", action: .override, label: .normal, note: "old callus", at: t.addingTimeInterval(2))
+        let first = try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "alice"), action: .confirm, label: nil, note: "fracture", at: t)
+        try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "bob"), action: .override, label: .normal, note: "old callus", at: t.addingTimeInterval(1))
+        try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "alice"), action: .override, label: .abnormal, note: nil, at: t.addingTimeInterval(2))
         let s = try store.study(handle: uid)
-        #expect(s.reviewState == .overridden && s.reviewLabel == .normal && s.reviewedAt == t.addingTimeInterval(2) && !s.isFlagged)
+        #expect(s.reviewState == .overridden && s.reviewLabel == .abnormal && s.reviewedAt == t.addingTimeInterval(2) && !s.isFlagged)
         let trail = try store.reviews(ofStudy: s.studyInstanceUID)
         #expect(trail.first == first, "an entry is never changed by a later review")
         #expect(trail.map(\.studyInstanceUID) == [uid, uid, uid])
-        #expect(trail.map(\.reviewer) == ["alice", "alice", "bob"])
-        #expect(trail.map(\.action) == [.confirm, .confirm, .override])
-        #expect(trail.map(\.label) == [.abnormal, .abnormal, .normal])
+        #expect(trail.map(\.reviewer) == ["alice", "bob", "alice"])
+        #expect(trail.map(\.action) == [.confirm, .override, .override])
+        #expect(trail.map(\.label) == [.abnormal, .normal, .abnormal])
         #expect(trail.allSatisfy { $0.fromVerdict == .abnormal })
         #expect(trail.first?.note == "fracture")
         #expect(try store.reviews(ofStudy: WorklistFixture.uids.normal).isEmpty)
 
         #expect(throws: WorklistError.nothingToConfirm(shortID: Study.shortID(for: WorklistFixture.uids.pending), state: .pending)) {
-            try store.recordReview(studyHandle: WorklistFixture.uids.pending, reviewer: "alice", action: .confirm, label: nil, note: nil, at: t)
+            try store.recordReview(studyInstanceUID: WorklistFixture.uids.pending, by: ReviewerIdentity(login: "alice"), action: .confirm, label: nil, note: nil, at: t)
         }
         #expect(try store.reviews(ofStudy: WorklistFixture.uids.pending).isEmpty, "a refused review leaves no entry")
-        let overridden = try store.recordReview(studyHandle: WorklistFixture.uids.pending, reviewer: "carol", action: .override, label: .abnormal, note: nil, at: t)
+        let overridden = try store.recordReview(studyInstanceUID: WorklistFixture.uids.pending, by: ReviewerIdentity(login: "carol"), action: .override, label: .abnormal, note: nil, at: t)
         #expect(overridden.fromVerdict == nil && overridden.label == .abnormal)
         #expect(throws: WorklistError.studyNotFound(handle: "9.9.9")) { try store.reviews(ofStudy: "9.9.9") }
     }
@@ -300,7 +300,7 @@ struct WorklistStoreContractTests {
         defer { withExtendedLifetime(dir) {} }
         try WorklistFixture.seed(store)
         let uid = WorklistFixture.uids.normal
-        try store.recordReview(studyHandle: uid, reviewer: "alice", action: .confirm, label: nil, note: nil, at: Date())
+        try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "alice"), action: .confirm, label: nil, note: nil, at: Date())
         let late = try WorklistFixture.add(store, study: uid, images: 4, at: 1000)  // sops 1-3 are duplicates, 4 is new
         #expect(try store.study(handle: uid).imageCount == 4 && store.study(handle: uid).state == .receiving)
         try WorklistFixture.triage(store, study: uid, sops: late, probabilities: [0.6, 0.7, 0.8, 0.99])
@@ -308,8 +308,114 @@ struct WorklistStoreContractTests {
         #expect(s.changedAfterReview && s.reviewState == .confirmed && s.verdict == .abnormal && s.isFlagged)
         #expect(try store.reviews(ofStudy: s.studyInstanceUID).count == 1)
         #expect(try store.studies(matching: { var f = WorklistFilter(); f.flaggedOnly = true; return f }()).map(\.studyInstanceUID).contains(uid))
-        try store.recordReview(studyHandle: uid, reviewer: "alice", action: .confirm, label: nil, note: "seen the new image", at: Date())
+        try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "alice"), action: .confirm, label: nil, note: "seen the new image", at: Date())
         #expect(try !store.study(handle: uid).changedAfterReview)
+    }
+
+    // MARK: Image details and reviews by UID
+
+    @Test("image details: series and instance numbers, view, laterality and the drop-folder file name round-trip; absent stays absent",
+          arguments: WorklistBackend.all)
+    func imageDetails(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        var a = Self.arrival("1.2.300", "1.2.300.1")
+        a.seriesNumber = 3
+        a.instanceNumber = 12
+        a.viewPosition = "PA"
+        a.laterality = "L"
+        _ = try store.recordArrival(a)
+        var b = Self.arrival("1.2.300", "1.2.300.2", path: "/spool/1.2.300/2.png")
+        b.fileName = "image2.png"
+        _ = try store.recordArrival(b)
+        let images = try store.images(ofStudy: "1.2.300")
+        #expect(images.map(\.seriesNumber) == [3, nil] && images.map(\.instanceNumber) == [12, nil])
+        #expect(images.map(\.viewPosition) == ["PA", nil] && images.map(\.laterality) == ["L", nil])
+        #expect(images.map(\.fileName) == [nil, "image2.png"])
+    }
+
+    @Test("the reviewer is recorded as given: the login, and a stated name only beside it", arguments: WorklistBackend.all)
+    func statedReviewer(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        try WorklistFixture.seed(store)
+        let u = WorklistFixture.uids
+        let recorded = try store.recordReviews(studyInstanceUIDs: [u.flagged], by: ReviewerIdentity(login: "alice", statedName: "Dr Smith"),
+                                               action: .confirm, label: nil, note: nil, at: WorklistFixture.base)
+        try store.recordReviews(studyInstanceUIDs: [u.normal], by: ReviewerIdentity(login: "bob"), action: .confirm, label: nil, note: nil,
+                                at: WorklistFixture.base)
+        let flaggedTrail = try store.reviews(ofStudy: u.flagged)
+        #expect(flaggedTrail == recorded)
+        #expect(flaggedTrail.map(\.reviewer) == ["alice"] && flaggedTrail.map(\.statedReviewer) == ["Dr Smith"])
+        #expect(flaggedTrail.first?.attribution == "alice (for Dr Smith)")
+        let normalTrail = try store.reviews(ofStudy: u.normal)
+        #expect(normalTrail.map(\.reviewer) == ["bob"] && normalTrail.map(\.statedReviewer) == [nil])
+        #expect(normalTrail.first?.attribution == "bob")
+    }
+
+    @Test("several studies are reviewed in one transaction: all recorded, or none when one is refused", arguments: WorklistBackend.all)
+    func severalStudies(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        try WorklistFixture.seed(store)
+        let u = WorklistFixture.uids
+        let alice = ReviewerIdentity(login: "alice")
+        // The pending study has no verdict to confirm: the whole command records nothing.
+        #expect(throws: WorklistError.nothingToConfirm(shortID: Study.shortID(for: u.pending), state: .pending)) {
+            try store.recordReviews(studyInstanceUIDs: [u.flagged, u.pending, u.normal], by: alice, action: .confirm, label: nil, note: nil,
+                                    at: WorklistFixture.base)
+        }
+        #expect(try store.reviews(ofStudy: u.flagged).isEmpty && store.study(studyInstanceUID: u.flagged).reviewState == .unreviewed)
+        #expect(try store.reviews(ofStudy: u.normal).isEmpty)
+        #expect(throws: WorklistError.studyNotFound(handle: "9.9.9")) {
+            try store.recordReviews(studyInstanceUIDs: [u.flagged, "9.9.9"], by: alice, action: .confirm, label: nil, note: nil, at: WorklistFixture.base)
+        }
+        #expect(try store.reviews(ofStudy: u.flagged).isEmpty)
+
+        let recorded = try store.recordReviews(studyInstanceUIDs: [u.flagged, u.hostile, u.normal], by: alice, action: .override, label: .abnormal,
+                                               note: "series of fractures", at: WorklistFixture.base)
+        #expect(recorded.map(\.studyInstanceUID) == [u.flagged, u.hostile, u.normal], "one entry per study, in the order given")
+        #expect(recorded.map(\.fromVerdict) == [.abnormal, .abnormal, .normal] && recorded.allSatisfy { $0.label == .abnormal })
+        for uid in [u.flagged, u.hostile, u.normal] {
+            let s = try store.study(studyInstanceUID: uid)
+            let entries = try store.reviews(ofStudy: uid).count
+            #expect(s.reviewState == .overridden && s.reviewLabel == .abnormal && entries == 1)
+        }
+        #expect(try store.recordReviews(studyInstanceUIDs: [], by: alice, action: .confirm, label: nil, note: nil, at: WorklistFixture.base).isEmpty)
+    }
+
+    @Test("already reviewed: a confirm, or an override to the label it has, records nothing and says by whom, when and with which label; changed after review, it can be confirmed again", arguments: WorklistBackend.all)
+    func alreadyReviewed(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        try WorklistFixture.seed(store)
+        let uid = WorklistFixture.uids.normal
+        let t = WorklistFixture.base
+        let first = try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "alice", statedName: "Dr Smith"), action: .confirm,
+                                           label: nil, note: nil, at: t)
+        let again = WorklistError.alreadyReviewed(shortID: Study.shortID(for: uid), requested: .confirm, previous: first)
+        #expect(throws: again) {
+            try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "bob"), action: .confirm, label: nil, note: nil, at: t.addingTimeInterval(60))
+        }
+        #expect(again.description.contains("alice (for Dr Smith)") && again.description.contains("normal") && again.description.contains("override"))
+        #expect(throws: WorklistError.alreadyReviewed(shortID: Study.shortID(for: uid), requested: .override, previous: first)) {
+            try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "bob"), action: .override, label: .normal, note: nil, at: t.addingTimeInterval(60))
+        }
+        #expect(try store.reviews(ofStudy: uid) == [first], "a refused review leaves no entry")
+        // Overridden to the other label, then confirming is refused too (the override is what was reviewed).
+        let changed = try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "bob"), action: .override, label: .abnormal, note: nil,
+                                             at: t.addingTimeInterval(120))
+        #expect(throws: WorklistError.alreadyReviewed(shortID: Study.shortID(for: uid), requested: .confirm, previous: changed)) {
+            try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "carol"), action: .confirm, label: nil, note: nil, at: t.addingTimeInterval(180))
+        }
+        // A late image re-triages it: changed after review, it may be confirmed again.
+        let sops = try WorklistFixture.add(store, study: uid, images: 4, at: 1000)
+        try WorklistFixture.triage(store, study: uid, sops: sops, probabilities: [0.1, 0.1, 0.1, 0.1])
+        #expect(try store.study(studyInstanceUID: uid).changedAfterReview)
+        try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "carol"), action: .confirm, label: nil, note: nil, at: t.addingTimeInterval(240))
+        let s = try store.study(studyInstanceUID: uid)
+        #expect(!s.changedAfterReview && s.reviewState == .confirmed && s.reviewLabel == .normal)
+        #expect(try store.reviews(ofStudy: uid).map(\.reviewer) == ["alice", "bob", "carol"])
     }
 
     // MARK: Listing
@@ -332,7 +438,7 @@ struct WorklistStoreContractTests {
         #expect(try store.studies(matching: f).map(\.studyInstanceUID) == [u.hostile, u.pending])
         f = WorklistFilter(); f.limit = 2
         #expect(try store.studies(matching: f).count == 2)
-        try store.recordReview(studyHandle: u.flagged, reviewer: "a", action: .confirm, label: nil, note: nil, at: Date())
+        try store.recordReview(studyInstanceUID: u.flagged, by: ReviewerIdentity(login: "a"), action: .confirm, label: nil, note: nil, at: Date())
         f = WorklistFilter(); f.review = .confirmed
         #expect(try store.studies(matching: f).map(\.studyInstanceUID) == [u.flagged])
     }
@@ -356,7 +462,7 @@ struct WorklistStoreContractTests {
                         try store.recordTriage(TriageResult(studyInstanceUID: uid, imageProbabilities: ["\(uid).1": probability], threshold: 0.5, modelID: "m", modelHash: "h"))
                     }
                     if let review {
-                        try store.recordReview(studyHandle: uid, reviewer: "r", action: review, label: review == .override ? .normal : nil, note: nil, at: WorklistFixture.base)
+                        try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "r"), action: review, label: review == .override ? .normal : nil, note: nil, at: WorklistFixture.base)
                     }
                     if changed, let probability {
                         _ = try store.recordArrival(Self.arrival(uid, "\(uid).2"))

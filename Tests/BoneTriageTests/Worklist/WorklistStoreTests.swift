@@ -62,7 +62,7 @@ struct WorklistStoreTests {
         let store = try SQLiteWorklist(path: path, create: false)
         let s = try store.study(handle: "1.2.3.4")
         #expect(s.probability == 0.8 && s.verdict == .abnormal && s.reviewState == .unreviewed && !s.changedAfterReview)
-        try store.recordReview(studyHandle: "1.2.3.4", reviewer: "alice", action: .confirm, label: nil, note: nil, at: Date())
+        try store.recordReview(studyInstanceUID: "1.2.3.4", by: ReviewerIdentity(login: "alice"), action: .confirm, label: nil, note: nil, at: Date())
         #expect(try store.study(handle: "1.2.3.4").reviewState == .confirmed)
     }
 
@@ -87,9 +87,10 @@ struct WorklistStoreTests {
         try WorklistFixture.seed(store)
         let uid = WorklistFixture.uids.flagged
         let t = WorklistFixture.base
-        try store.recordReview(studyHandle: uid, reviewer: "alice", action: .confirm, label: nil, note: "fracture", at: t)
-        try store.recordReview(studyHandle: uid, reviewer: "alice", action: .confirm, label: nil, note: nil, at: t.addingTimeInterval(1))
-        try store.recordReview(studyHandle: uid, reviewer: "bob", action: .override, label: .normal, note: "old callus", at: t.addingTimeInterval(2))
+        try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "alice"), action: .confirm, label: nil, note: "fracture", at: t)
+        try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "bob"), action: .override, label: .normal, note: "old callus", at: t.addingTimeInterval(1))
+        try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "alice", statedName: "Dr Smith"), action: .override, label: .abnormal,
+                               note: nil, at: t.addingTimeInterval(2))
         let queue = try DatabaseQueue(path: path)
         #expect(throws: DatabaseError.self) { try queue.write { try $0.execute(sql: "UPDATE review SET label = 'abnormal'") } }
         #expect(throws: DatabaseError.self) { try queue.write { try $0.execute(sql: "DELETE FROM review") } }
