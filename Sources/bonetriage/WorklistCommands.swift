@@ -162,7 +162,7 @@ struct ExportCommand: ParsableCommand {
             return
         }
         if let report {
-            FileHandle.standardError.write(Data((report.text + (out == "-" ? "" : " to \(out)") + "\n").utf8))
+            FileHandle.standardError.write(Data((report.text(destination: out == "-" ? nil : out) + "\n").utf8))
         } else if out != "-" {
             FileHandle.standardError.write(Data("wrote \(written) studies to \(out)\n".utf8))
         }

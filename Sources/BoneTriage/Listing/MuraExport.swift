@@ -49,9 +49,9 @@ public enum MuraExport {
             omitted[why] = entry
         }
 
-        /// Lines for standard error: one per reason, in a fixed order.
-        public var text: String {
-            var lines = ["wrote \(written) \(written == 1 ? "study" : "studies") in MURA form"]
+        /// Lines for standard error: what was written (to `destination`), then one line per reason left out.
+        public func text(destination: String? = nil) -> String {
+            var lines = ["wrote \(written) \(written == 1 ? "study" : "studies") in MURA form" + (destination.map { " to \($0)" } ?? "")]
             for why in Omission.allCases {
                 guard let entry = omitted[why] else { continue }
                 lines.append("left out \(entry.count): \(why.rawValue): \(entry.ids.joined(separator: ", "))\(entry.count > entry.ids.count ? ", ..." : "")")

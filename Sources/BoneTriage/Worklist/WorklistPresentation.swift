@@ -11,8 +11,17 @@ public enum WorklistPresentation {
         var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
         var t = tm()
         guard gmtime_r(&seconds, &t) != nil else { return date.formatted(.iso8601) }
-        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        return "\(t.tm_year + 1900)-\(two(t.tm_mon + 1))-\(two(t.tm_mday))T\(two(t.tm_hour)):\(two(t.tm_min)):\(two(t.tm_sec))Z"
+        let year = Int(t.tm_year) + 1900
+        guard (0...9999).contains(year) else { return date.formatted(.iso8601) }
+        // yyyy-MM-ddTHH:mm:ssZ in 20 bytes, without building a string per field.
+        var bytes = [UInt8](repeating: 0, count: 20)
+        func put(_ value: Int, _ at: Int, _ width: Int) {
+            var v = value
+            for i in stride(from: at + width - 1, through: at, by: -1) { bytes[i] = UInt8(48 + v % 10); v /= 10 }
+        }
+        put(year, 0, 4); bytes[4] = 45; put(Int(t.tm_mon) + 1, 5, 2); bytes[7] = 45; put(Int(t.tm_mday), 8, 2); bytes[10] = 84
+        put(Int(t.tm_hour), 11, 2); bytes[13] = 58; put(Int(t.tm_min), 14, 2); bytes[16] = 58; put(Int(t.tm_sec), 17, 2); bytes[19] = 90
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// A day as a DICOM date (DA, local): 20261118.
@@ -21,7 +30,7 @@ public enum WorklistPresentation {
     /// A DICOM date (DA, 20261118) as 2026-11-18; anything else as it is.
     public static func studyDate(_ da: String?) -> String {
         guard let da else { return "" }
-        let digits = da.trimmingCharacters(in: .whitespaces)
+        let digits = trimmed(da[...])
         guard digits.count == 8, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return da }
         return "\(digits.prefix(4))-\(digits.dropFirst(4).prefix(2))-\(digits.suffix(2))"
     }
@@ -311,9 +320,15 @@ public enum WorklistPresentation {
     /// DICOM person names are `Family^Given^Middle^Prefix^Suffix`; show "Family, Given".
     static func displayName(_ pn: String?) -> String {
         guard let pn, !pn.isEmpty else { return "" }
-        let parts = pn.split(separator: "^", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        let parts = pn.split(separator: "^", omittingEmptySubsequences: false).map(trimmed)
         if parts.count >= 2, !parts[1].isEmpty { return "\(parts[0]), \(parts[1])" }
         return parts[0]
+    }
+
+    /// Without leading and trailing spaces; Foundation's trimming only when there are some (a listing trims 100,000 names).
+    static func trimmed(_ text: Substring) -> String {
+        guard let first = text.first, let last = text.last, first.isWhitespace || last.isWhitespace else { return String(text) }
+        return text.trimmingCharacters(in: .whitespaces)
     }
 
     public static func detail(_ s: Study, images: [StudyImage], reviews: [Review]) -> String {
