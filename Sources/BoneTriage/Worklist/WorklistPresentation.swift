@@ -140,12 +140,18 @@ public enum WorklistPresentation {
     /// written by hand: `list --format json` streams 100,000 of them.
     public static func jsonLine(_ s: Study) -> String {
         var out = "{"
+        out.reserveCapacity(1024)
         var first = true
-        func key(_ k: String) { out += first ? "\"\(k)\":" : ",\"\(k)\":"; first = false }
-        func str(_ k: String, _ v: String?) { key(k); if let v { appendJSONString(v, to: &out) } else { out += "null" } }
-        func num(_ k: String, _ v: Double?) { key(k); out += v.map { $0.isFinite ? "\($0)" : "null" } ?? "null" }
-        func int(_ k: String, _ v: Int) { key(k); out += String(v) }
-        func bool(_ k: String, _ v: Bool) { key(k); out += v ? "true" : "false" }
+        func key(_ k: StaticString) {
+            out += first ? "\"" : ",\""
+            out += k.description
+            out += "\":"
+            first = false
+        }
+        func str(_ k: StaticString, _ v: String?) { key(k); if let v { appendJSONString(v, to: &out) } else { out += "null" } }
+        func num(_ k: StaticString, _ v: Double?) { key(k); out += v.map { $0.isFinite ? "\($0)" : "null" } ?? "null" }
+        func int(_ k: StaticString, _ v: Int) { key(k); out += String(v) }
+        func bool(_ k: StaticString, _ v: Bool) { key(k); out += v ? "true" : "false" }
         str("accession_number", s.accessionNumber)
         str("body_part", s.bodyPart)
         str("calling_ae_title", s.callingAETitle)
