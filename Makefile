@@ -12,7 +12,7 @@ MODEL       := $(CACHE)/models/humerus.safetensors
 APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools python3-pip python3-venv orthanc curl groff-base man-db zsh
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo model fetch-backbone bench bench-compare bench-receive keras-fixture keras-venv keras-import-check fuzz train-default clean
+.PHONY: all deps build test demo model fetch-backbone bench bench-compare bench-receive bench-worklist keras-fixture keras-venv keras-import-check fuzz train-default clean
 
 all: build model
 
@@ -71,6 +71,12 @@ demo: model $(DEMO_DATA)/RG3_UNCR.dcm
 
 bench: build
 	$(BIN) bench
+
+# The radiologist's CLI on a synthetic worklist of 100,000 studies built through the store (built once
+# into .cache/bench/), each command timed as a user runs it; options through WORKLIST_ARGS, e.g.
+# make bench-worklist WORKLIST_ARGS="--studies 20000 --runs 3".
+bench-worklist: build
+	python3 Benchmarks/worklist_scale.py --bonetriage $(BIN) $(WORKLIST_ARGS)
 
 # Side-by-side with TensorFlow and ONNX Runtime (installed into a throwaway venv under .cache/).
 bench-compare: build

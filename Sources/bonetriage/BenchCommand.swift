@@ -6,7 +6,8 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure the Inception V3 engine: ms per image at batch 1 and 16, GFLOP/s, peak RSS.",
-        discussion: "Uses deterministic synthetic weights unless --weights names a backbone or model file; speed does not depend on the weights' values.")
+        discussion: "Uses deterministic synthetic weights unless --weights names a backbone or model file; speed does not depend on the weights' values.",
+        subcommands: [WorklistBenchCommand.self])
 
     @Option(help: "A backbone or model file to run instead of synthetic weights.")
     var weights: String?
@@ -31,5 +32,34 @@ struct BenchCommand: ParsableCommand {
             print(report.text)
             if profile { print(report.profileText) }
         }
+    }
+}
+
+/// `bonetriage bench worklist`: the synthetic worklist that Benchmarks/worklist_scale.py times the CLI on.
+struct WorklistBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worklist",
+        abstract: "Build a synthetic worklist of N studies through the store (2.42 images each, 72% reviewed, about 3% flagged, over 180 days).",
+        discussion: "Benchmarks/worklist_scale.py (make bench-worklist) then times list, export, show, confirm and override on it.")
+
+    @Option(help: "How many studies.")
+    var studies: Int = 100_000
+    @Option(help: "The worklist database to create.")
+    var out: String
+    @Flag(help: "Replace --out if it exists.")
+    var force = false
+
+    func run() throws {
+        guard studies > 0 else { throw ValidationError("--studies must be positive, not \(studies)") }
+        if FileManager.default.fileExists(atPath: out) {
+            guard force else { throw ValidationError("\(out) already exists; add --force to replace it") }
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: out + suffix) }
+        }
+        let store = try Worklist.open(path: out, role: .daemon)
+        let summary = try ScaleWorklist.build(into: store, studies: studies) { progress in
+            FileHandle.standardError.write(Data("\r\(progress)".utf8))
+        }
+        FileHandle.standardError.write(Data("\n".utf8))
+        print("\(out): \(summary)")
     }
 }

@@ -5,20 +5,43 @@ import Foundation
 struct ListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list",
-        abstract: "The worklist: flagged studies first, then by priority and arrival.",
-        discussion: "A '!' marks a flagged study (abnormal, not yet reviewed). IDs are accepted as prefixes by show, confirm and override.")
+        abstract: "The worklist, one page at a time: changed after review, then flagged by day, then the rest (--sort).",
+        discussion: """
+            A '!' marks a flagged study (abnormal, not yet reviewed); a '*' after the finding marks the radiologist's own label \
+            (an override). IDs are the shortest unique prefix (at least 8 characters): show, confirm and override accept them, \
+            a Study Instance UID or an accession number. On a terminal the table shows one screen; --all shows everything \
+            through a pager ($BONETRIAGE_PAGER, else $PAGER, else less -FRX). JSON and CSV list every study unless --limit.
+            """)
 
     @OptionGroup var location: WorklistLocationOptions
     @OptionGroup var filters: WorklistFilterOptions
     @Option(help: "table (fits 80 columns), json or csv.")
     var format: OutputFormat = .table
+    @Flag(help: "Every study, not one page (through a pager on a terminal).")
+    var all = false
+    @Flag(help: "Write to the terminal directly, without a pager.")
+    var noPager = false
+
+    func validate() throws {
+        if all && filters.limit != nil { throw ValidationError("--all and --limit contradict each other: give one") }
+    }
 
     func run() throws {
-        let studies = try location.open().studies(matching: try filters.filter())
-        switch format {
-        case .table: print(WorklistPresentation.table(studies, colour: Terminal.wantsColour))
-        case .json: print(WorklistPresentation.json(studies.map(WorklistPresentation.jsonObject)))
-        case .csv: FileHandle.standardOutput.write(Data(WorklistPresentation.csv(studies).utf8))
+        signal(SIGPIPE, SIG_IGN)
+        let store = try location.open()
+        var filter = try filters.filter()
+        do {
+            switch format {
+            case .table:
+                if !all { filter.limit = filter.limit ?? Terminal.pageSize }
+                let pager = all && !noPager && isatty(STDOUT_FILENO) != 0 ? Pager.start() : nil
+                defer { pager?.finish() }
+                try WorklistListing.table(store, filter, colour: Terminal.wantsColour, to: OutputWriter(fd: pager?.fd ?? STDOUT_FILENO))
+            case .json: try WorklistListing.json(store, filter, to: OutputWriter(fd: STDOUT_FILENO))
+            case .csv: try WorklistListing.csv(store, filter, to: OutputWriter(fd: STDOUT_FILENO))
+            }
+        } catch is OutputClosed {
+            return
         }
     }
 }
@@ -26,40 +49,48 @@ struct ListCommand: ParsableCommand {
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
-        abstract: "Write the worklist as RFC 4180 CSV (or MURA's path,label form with --mura).",
-        discussion: "Cells that would start with =, +, -, @, tab or carriage return get a leading apostrophe so spreadsheets never run them.")
+        abstract: "Write the worklist as RFC 4180 CSV (or MURA's path,label form with --mura), streamed.",
+        discussion: """
+            Cells that would start with =, +, -, @, tab or carriage return get a leading apostrophe so spreadsheets never run them. \
+            The file holds patient data: it is created with mode 0600, written whole under a temporary name in the same folder, \
+            then renamed; an existing file is replaced only with --force.
+            """)
 
     @OptionGroup var location: WorklistLocationOptions
     @OptionGroup var filters: WorklistFilterOptions
     @Option(help: "The file to write, or - for standard output.")
     var out: String
-    @Flag(help: "MURA's path,label form (1 = abnormal) from confirmed and overridden studies.")
+    @Flag(help: "MURA's path,label form (XR_<PART>/patient<ID>/study<N>_<positive|negative>/, 1 = abnormal) from the radiologists' labels, for reviewed drop-folder studies in MURA layout; standard error says which studies were left out and why.")
     var mura = false
+    @Flag(help: "Replace --out if it exists.")
+    var force = false
 
     func run() throws {
-        let worklist = try location.open()
-        let studies = try worklist.studies(matching: try filters.filter())
-        let text: String
-        if mura {
-            text = WorklistPresentation.mura(try studies.map { ($0, try worklist.images(ofStudy: $0.studyInstanceUID)) })
-        } else {
-            text = WorklistPresentation.csv(studies)
-        }
-        if out == "-" {
-            FileHandle.standardOutput.write(Data(text.utf8))
-            return
+        signal(SIGPIPE, SIG_IGN)
+        let store = try location.open()
+        let filter = try filters.filter()
+        var written = 0
+        var report: MuraExport.Report?
+        func body(_ writer: OutputWriter) throws {
+            if mura {
+                report = try WorklistListing.mura(store, filter, to: writer)
+            } else {
+                written = try WorklistListing.csv(store, filter, to: writer)
+            }
         }
         do {
-            try Data(text.utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
-        } catch {
-            throw ExportError(path: out, reason: (error as NSError).localizedDescription)
+            if out == "-" {
+                try body(OutputWriter(fd: STDOUT_FILENO))
+            } else {
+                try ExportFile.write(to: out, force: force, body)
+            }
+        } catch is OutputClosed {
+            return
         }
-        FileHandle.standardError.write(Data("wrote \(studies.count) studies to \(out)\n".utf8))
+        if let report {
+            FileHandle.standardError.write(Data((report.text(destination: out == "-" ? nil : out) + "\n").utf8))
+        } else if out != "-" {
+            FileHandle.standardError.write(Data("wrote \(written) studies to \(out)\n".utf8))
+        }
     }
-}
-
-struct ExportError: Error, CustomStringConvertible {
-    let path: String
-    let reason: String
-    var description: String { "cannot write \(path): \(reason); choose a folder you can write to, or --out - for standard output" }
 }

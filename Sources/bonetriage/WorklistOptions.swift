@@ -29,44 +29,45 @@ struct WorklistFilterOptions: ParsableArguments {
     var state: [StudyState] = []
     @Option(help: "Only studies with this review state (unreviewed, confirmed, overridden).")
     var review: ReviewState?
-    @Option(help: "Only studies that arrived on or after this date (YYYY-MM-DD, local) or time (ISO 8601).")
+    @Option(help: "Only studies that arrived at or after this time: today, yesterday, a span back from now (90m, 2h, 3d, 2w), a local date (2026-11-30) or time (2026-11-30T08:00), or ISO 8601 with a zone.")
     var since: String?
-    @Option(help: "Only studies that arrived before the end of this date (YYYY-MM-DD, local) or before this time (ISO 8601).")
+    @Option(help: "Only studies that arrived before this time (a date or today/yesterday: before its end); as --since.")
     var until: String?
     @Option(help: "Only this body part (e.g. HUMERUS; case does not matter).")
     var bodyPart: String?
-    @Option(help: "At most this many studies.")
+    @Option(help: "Only the studies with exactly this accession number.")
+    var accession: String?
+    @Option(help: "Only this patient: exactly this patient ID, or a patient name beginning with this text (DOE^J; case does not matter).")
+    var patient: String?
+    @Option(help: "priority (changed after review, then flagged by arrival day, newest first, most probable first within a day, then the rest newest first), arrival (newest first) or probability (highest first).")
+    var sort: WorklistSort = .priority
+    @Option(help: "At most this many studies (the table's page: the terminal's height, else 40).")
     var limit: Int?
 
-    func filter() throws -> WorklistFilter {
+    func filter(now: Date = Date()) throws -> WorklistFilter {
         var f = WorklistFilter()
         f.flaggedOnly = flagged
         f.states = state
         f.review = review
-        f.since = try since.map { try Self.date($0, option: "--since", endOfDay: false) }
-        f.until = try until.map { try Self.date($0, option: "--until", endOfDay: true) }
+        do {
+            f.since = try since.map { try TimeExpression.parse($0, option: "--since", endOfDay: false, now: now) }
+            f.until = try until.map { try TimeExpression.parse($0, option: "--until", endOfDay: true, now: now) }
+        } catch let error as TimeExpression.Invalid {
+            throw ValidationError(error.description)
+        }
         f.bodyPart = bodyPart
+        f.accession = accession
+        f.patient = patient.flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0.trimmingCharacters(in: .whitespaces) }
+        f.sort = sort
         if let limit {
             guard limit > 0 else { throw ValidationError("--limit must be a positive number, not \(limit)") }
             f.limit = limit
         }
         return f
     }
-
-    static func date(_ text: String, option: String, endOfDay: Bool) throws -> Date {
-        let day = DateFormatter()
-        day.locale = Locale(identifier: "en_US_POSIX")
-        day.timeZone = .current
-        day.dateFormat = "yyyy-MM-dd"
-        day.isLenient = false
-        if text.count == 10, let d = day.date(from: text) {
-            return endOfDay ? Calendar.current.date(byAdding: .day, value: 1, to: d) ?? d : d
-        }
-        if let t = try? Date(text, strategy: .iso8601) { return t }
-        throw ValidationError("\(option) '\(text)' is not a date; use YYYY-MM-DD or an ISO 8601 time such as 2026-11-26T14:00:00Z")
-    }
 }
 
+extension WorklistSort: ExpressibleByArgument {}
 extension StudyState: ExpressibleByArgument {}
 extension ReviewState: ExpressibleByArgument {}
 extension Finding: ExpressibleByArgument {}
@@ -80,5 +81,15 @@ enum Terminal {
     static var wantsColour: Bool {
         let env = ProcessInfo.processInfo.environment
         return isatty(STDOUT_FILENO) != 0 && env["NO_COLOR"] == nil && env["TERM"] != "dumb"
+    }
+
+    /// The table's page on a terminal: its height less the header, the summary and the prompt; else 40.
+    static var pageSize: Int {
+        var size = winsize()
+        let measured = withUnsafeMutablePointer(to: &size) { ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), $0) }
+        guard isatty(STDOUT_FILENO) != 0, measured == 0, size.ws_row > 0 else {
+            return WorklistListing.defaultPageSize
+        }
+        return max(5, Int(size.ws_row) - 3)
     }
 }

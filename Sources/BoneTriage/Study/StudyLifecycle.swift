@@ -58,8 +58,19 @@ public enum StudyLifecycle {
     }
 }
 
-/// The study's rules, stated once. `SQLiteWorklist.flaggedSQL` mirrors `isFlagged` for its index (a
-/// test checks that they agree).
+/// Where a study stands in the worklist's priority order (`StudyRules.tier`): lower comes first.
+public enum WorklistTier: Int, Sendable, Comparable, CaseIterable {
+    /// Triaged again after its review (any verdict): the radiologist must look again.
+    case changedAfterReview = 0
+    /// Abnormal and not yet reviewed.
+    case flagged = 1
+    case other = 2
+
+    public static func < (a: WorklistTier, b: WorklistTier) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// The study's rules, stated once. Stores persist what they decide (flagged, tier, rank within a day,
+/// arrival day) with each study so that their indexes can serve the worklist's orders.
 public enum StudyRules {
     /// A study's probability: the mean of its classified images' probabilities; nil when none was classified.
     public static func studyProbability(_ imageProbabilities: [Double]) -> Double? {
@@ -78,11 +89,36 @@ public enum StudyRules {
     public static func isFlagged(verdict: Finding?, reviewState: ReviewState, changedAfterReview: Bool) -> Bool {
         verdict == .abnormal && (reviewState == .unreviewed || changedAfterReview)
     }
+
+    /// The priority order's tiers: first the studies changed after review, then flagged studies, then the others.
+    public static func tier(verdict: Finding?, reviewState: ReviewState, changedAfterReview: Bool) -> WorklistTier {
+        if changedAfterReview { return .changedAfterReview }
+        return isFlagged(verdict: verdict, reviewState: reviewState, changedAfterReview: false) ? .flagged : .other
+    }
+
+    /// The order within a tier and an arrival day, highest first: the priority (most probable first) in the
+    /// first two tiers; 0 for the others, which are simply newest first.
+    public static func rankWithinDay(tier: WorklistTier, priority: Int) -> Int { tier == .other ? 0 : priority }
+
+    /// The local day a study arrived, as the number yyyymmdd (2026-11-30 is 20261130): in the priority
+    /// order, a newer day comes first, so today's studies are never buried under older, more probable ones.
+    public static func arrivalDay(_ date: Date, timeZone: TimeZone = .current) -> Int {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = timeZone
+        let c = calendar.dateComponents([.year, .month, .day], from: date)
+        return (c.year ?? 0) * 10_000 + (c.month ?? 0) * 100 + (c.day ?? 0)
+    }
 }
 
 extension Study {
     /// Abnormal and not yet reviewed (or triaged again since its review): `StudyRules.isFlagged`.
     public var isFlagged: Bool { StudyRules.isFlagged(verdict: verdict, reviewState: reviewState, changedAfterReview: changedAfterReview) }
+
+    /// Its tier in the priority order: `StudyRules.tier`.
+    public var tier: WorklistTier { StudyRules.tier(verdict: verdict, reviewState: reviewState, changedAfterReview: changedAfterReview) }
+
+    /// Its place within its tier and arrival day: `StudyRules.rankWithinDay`.
+    public var rankWithinDay: Int { StudyRules.rankWithinDay(tier: tier, priority: priority) }
 
     /// An instance arrived: its metadata fills what the study lacks (the first non-empty value wins,
     /// so a late instance never blanks a field; a note on text kept as received comes with the first
@@ -100,7 +136,10 @@ extension Study {
         studyDescription = studyDescription ?? a.studyDescription
         callingAETitle = callingAETitle ?? a.callingAETitle
         peerAddress = peerAddress ?? a.peerAddress
-        firstReceivedAt = min(firstReceivedAt, a.receivedAt)
+        if a.receivedAt < firstReceivedAt {
+            firstReceivedAt = a.receivedAt
+            arrivalDay = StudyRules.arrivalDay(a.receivedAt)
+        }
         lastReceivedAt = max(lastReceivedAt, a.receivedAt)
         imageCount += 1
         eligibleImageCount += a.eligible ? 1 : 0

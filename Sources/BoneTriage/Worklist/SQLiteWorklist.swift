@@ -6,9 +6,6 @@ public final class SQLiteWorklist: WorklistStore {
     public let path: String
     private let pool: DatabasePool
 
-    /// `StudyRules.isFlagged` as SQL, for the listing's index and order (a test checks that they agree).
-    static let flaggedSQL = "(verdict = 'abnormal' AND (reviewState = 'unreviewed' OR changedAfterReview))"
-
     /// How long a writer waits for another process's transaction before giving up.
     public static let busyTimeout: TimeInterval = 10
 
@@ -105,26 +102,32 @@ public final class SQLiteWorklist: WorklistStore {
     // MARK: Written by the daemon
 
     public func recordArrival(_ a: InstanceArrival) throws -> ArrivalOutcome {
-        try write { db in
-            if try ImageRow.filter(Column("sopInstanceUID") == a.sopInstanceUID).fetchCount(db) > 0 { return .duplicate }
-            var outcome = ArrivalOutcome.addedToStudy
-            var row: StudyRow
-            if let existing = try StudyRow.filter(Column("studyInstanceUID") == a.studyInstanceUID).fetchOne(db) {
-                row = existing
-            } else {
-                row = StudyRow(id: nil, study: Study(studyInstanceUID: a.studyInstanceUID, source: a.source, receivedAt: a.receivedAt))
-                outcome = .newStudy
-            }
-            row.study.take(a)
-            try row.save(db)
-            guard let studyID = row.id else { throw WorklistError.studyNotFound(handle: a.studyInstanceUID) }
-            var image = StudyImage(studyInstanceUID: a.studyInstanceUID, sopInstanceUID: a.sopInstanceUID, seriesInstanceUID: a.seriesInstanceUID,
-                                   filePath: a.filePath, receivedAt: a.receivedAt, eligible: a.eligible, eligibilityReason: a.eligibilityReason)
-            image.take(details: a)
-            var imageRow = ImageRow(id: nil, studyID: studyID, image: image)
-            try imageRow.insert(db)
-            return outcome
+        try write { db in try Self.recordArrival(db, a) }
+    }
+
+    public func recordArrivals(_ arrivals: [InstanceArrival]) throws -> [ArrivalOutcome] {
+        try write { db in try arrivals.map { try Self.recordArrival(db, $0) } }
+    }
+
+    private static func recordArrival(_ db: Database, _ a: InstanceArrival) throws -> ArrivalOutcome {
+        if try ImageRow.filter(Column("sopInstanceUID") == a.sopInstanceUID).fetchCount(db) > 0 { return .duplicate }
+        var outcome = ArrivalOutcome.addedToStudy
+        var row: StudyRow
+        if let existing = try StudyRow.filter(Column("studyInstanceUID") == a.studyInstanceUID).fetchOne(db) {
+            row = existing
+        } else {
+            row = StudyRow(id: nil, study: Study(studyInstanceUID: a.studyInstanceUID, source: a.source, receivedAt: a.receivedAt))
+            outcome = .newStudy
         }
+        row.study.take(a)
+        try row.save(db)
+        guard let studyID = row.id else { throw WorklistError.studyNotFound(handle: a.studyInstanceUID) }
+        var image = StudyImage(studyInstanceUID: a.studyInstanceUID, sopInstanceUID: a.sopInstanceUID, seriesInstanceUID: a.seriesInstanceUID,
+                               filePath: a.filePath, receivedAt: a.receivedAt, eligible: a.eligible, eligibilityReason: a.eligibilityReason)
+        image.take(details: a)
+        var imageRow = ImageRow(id: nil, studyID: studyID, image: image)
+        try imageRow.insert(db)
+        return outcome
     }
 
     public func markPending(studyInstanceUID: String) throws {
@@ -235,24 +238,57 @@ public final class SQLiteWorklist: WorklistStore {
     // MARK: Read and reviewed by radiologists
 
     public func studies(matching f: WorklistFilter) throws -> [Study] {
+        var studies: [Study] = []
+        try forEachStudy(matching: f) { studies.append($0) }
+        return studies
+    }
+
+    public func forEachStudy(matching f: WorklistFilter, _ body: (Study) throws -> Void) throws {
+        let query = Self.listing(f)
         try read { db in
-            var request = StudyRow.all()
-            if f.flaggedOnly {
-                request = request.filter(sql: Self.flaggedSQL)
-            }
-            if !f.states.isEmpty { request = request.filter(f.states.map(\.rawValue).contains(Column("state"))) }
-            if let review = f.review { request = request.filter(Column("reviewState") == review.rawValue) }
-            if let since = f.since { request = request.filter(Column("firstReceivedAt") >= since) }
-            if let until = f.until { request = request.filter(Column("firstReceivedAt") < until) }
-            if let part = f.bodyPart { request = request.filter(sql: "bodyPart = ? COLLATE NOCASE", arguments: [part]) }
-            request = request.order(sql: "\(Self.flaggedSQL) DESC, priority DESC, firstReceivedAt ASC, id ASC")
-            if let limit = f.limit { request = request.limit(limit) }
-            return try request.fetchAll(db).map(\.study)
+            let rows = try Row.fetchCursor(db, sql: query.sql, arguments: query.arguments)
+            while let row = try rows.next() { try body(try StudyRow(listed: row).study) }
         }
     }
 
-    /// A study by a prefix of its short ID or of its Study Instance UID (at least 4 characters), or by
-    /// its whole Study Instance UID, whatever that holds.
+    public func counts(matching f: WorklistFilter) throws -> WorklistCounts {
+        let query = Self.counting(f)
+        return try read { db in
+            let row = try Row.fetchOne(db, sql: query.sql, arguments: query.arguments)
+            let total = (row?["total"] as Int?) ?? 0, flagged = (row?["flagged"] as Int?) ?? 0
+            return WorklistCounts(flagged: flagged, others: total - flagged)
+        }
+    }
+
+    public func shortIDPrefixes(of shortIDs: [String]?, minimumLength: Int) throws -> ShortIDPrefixes {
+        try read { db in
+            var longer: [String: Int] = [:]
+            func note(_ id: String, previous: String?, next: String?) {
+                let length = ShortIDPrefixes.length(of: id, previous: previous, next: next, minimumLength: minimumLength)
+                if length > minimumLength { longer[id] = length }
+            }
+            if let shortIDs {
+                // A page: each ID's neighbours in the short-ID index.
+                let (before, after) = (Self.neighbourBefore(""), Self.neighbourAfter(""))
+                for id in Set(shortIDs) {
+                    note(id, previous: try String.fetchOne(db, sql: before.sql, arguments: [id]), next: try String.fetchOne(db, sql: after.sql, arguments: [id]))
+                }
+            } else {
+                // Everything: one walk of the short-ID index, each ID against the one before and after it.
+                let ids = try String.fetchCursor(db, sql: Self.allShortIDs.sql)
+                var (previous, current): (String?, String?) = (nil, try ids.next())
+                while let id = current {
+                    let next = try ids.next()
+                    note(id, previous: previous, next: next)
+                    (previous, current) = (id, next)
+                }
+            }
+            return ShortIDPrefixes(minimumLength: minimumLength, longer: longer)
+        }
+    }
+
+    /// A study by its whole Study Instance UID, an exact accession number, or a prefix (at least 4
+    /// characters) of its short ID or of its Study Instance UID.
     public func study(handle: String) throws -> Study {
         try read { db in try Self.resolve(db, handle: handle).study }
     }
@@ -263,16 +299,127 @@ public final class SQLiteWorklist: WorklistStore {
 
     private static func resolve(_ db: Database, handle raw: String) throws -> StudyRow {
         let handle = raw.trimmingCharacters(in: .whitespaces)
-        if let exact = try StudyRow.filter(Column("studyInstanceUID") == handle).fetchOne(db) { return exact }
-        guard handle.count >= 4, handle.allSatisfy({ $0.isASCII && ($0.isHexDigit || $0.isNumber || $0 == ".") }) else {
-            throw WorklistError.invalidHandle(raw)
+        for query in handleQueries(handle) {
+            let matches = try Row.fetchAll(db, sql: query.sql, arguments: query.arguments).map { try StudyRow(listed: $0) }
+                .sorted { $0.study.shortID < $1.study.shortID }
+            switch (query.kind, matches.count) {
+            case (_, 0): continue
+            case (_, 1): return matches[0]
+            case (.accession, _): throw WorklistError.ambiguousAccession(accession: handle, candidates: matches.map(\.study.shortID))
+            default: throw WorklistError.ambiguousStudy(handle: handle, candidates: matches.map(\.study.shortID))
+            }
         }
-        let pattern = handle.lowercased() + "%"
-        let matches = try StudyRow.filter(sql: "shortID LIKE ? OR studyInstanceUID LIKE ?", arguments: [pattern, handle + "%"]).limit(50).fetchAll(db)
-        switch matches.count {
-        case 0: throw WorklistError.studyNotFound(handle: handle)
-        case 1: return matches[0]
-        default: throw WorklistError.ambiguousStudy(handle: handle, candidates: matches.map(\.study.shortID))
+        if isIDOrUIDPrefix(handle) { throw WorklistError.studyNotFound(handle: handle) }
+        throw WorklistError.invalidHandle(raw)
+    }
+
+    // MARK: The worklist's queries, each served by an index (a test reads their plans)
+
+    struct Query {
+        enum Kind { case listing, counting, uid, accession, prefix }
+        var kind: Kind
+        var sql: String
+        var arguments: StatementArguments
+    }
+
+    /// The columns each order sorts by, ending with the row id so that equal keys keep one order, and
+    /// the index that serves it (forced, so that a filter never makes SQLite sort 100,000 rows itself).
+    static func order(_ sort: WorklistSort, flaggedOnly: Bool) -> (index: String, orderBy: String) {
+        switch sort {
+        case .priority:
+            return (flaggedOnly ? "study_order_flagged" : "study_order_priority",
+                    "worklistTier, arrivalDay DESC, rankWithinDay DESC, firstReceivedAt DESC, id")
+        case .arrival: return ("study_order_arrival", "firstReceivedAt DESC, id DESC")
+        case .probability: return ("study_order_probability", "probability DESC, firstReceivedAt DESC, id DESC")
+        }
+    }
+
+    /// The WHERE clause of a filter (order and limit aside).
+    static func conditions(_ f: WorklistFilter) -> (sql: String, arguments: StatementArguments) {
+        var terms: [String] = [], arguments = StatementArguments()
+        if f.flaggedOnly { terms.append("flagged = 1") }
+        if !f.states.isEmpty {
+            terms.append("state IN (" + f.states.map { _ in "?" }.joined(separator: ", ") + ")")
+            arguments += StatementArguments(f.states.map(\.rawValue))
+        }
+        if let review = f.review { terms.append("reviewState = ?"); arguments += [review.rawValue] }
+        if let since = f.since { terms.append("firstReceivedAt >= ?"); arguments += [since] }
+        if let until = f.until { terms.append("firstReceivedAt < ?"); arguments += [until] }
+        if let part = f.bodyPart { terms.append("bodyPart = ? COLLATE NOCASE"); arguments += [part] }
+        if let accession = f.accession { terms.append("accessionNumber = ?"); arguments += [accession] }
+        if let patient = f.patient {
+            // A name prefix as a range of the NOCASE index (no LIKE: its wildcards are plain text here).
+            terms.append("(patientID = ? OR (patientName >= ? COLLATE NOCASE AND patientName < ? COLLATE NOCASE))")
+            arguments += [patient, patient, patient + "\u{10FFFF}"]
+        }
+        return (terms.isEmpty ? "" : " WHERE " + terms.joined(separator: " AND "), arguments)
+    }
+
+    /// A listing. Looking a study up by accession number or patient selects a handful of rows through
+    /// their own index, sorted in memory; every other listing walks its order's index.
+    static func listing(_ f: WorklistFilter) -> Query {
+        let (index, orderBy) = order(f.sort, flaggedOnly: f.flaggedOnly)
+        let (whereSQL, arguments) = conditions(f)
+        let byIdentity = f.accession != nil || f.patient != nil
+        var sql = "SELECT " + StudyRow.listedColumns.joined(separator: ", ") + " FROM study" + (byIdentity ? "" : " INDEXED BY \(index)")
+            + whereSQL + " ORDER BY " + orderBy
+        if let limit = f.limit { sql += " LIMIT \(max(0, limit))" }
+        return Query(kind: .listing, sql: sql, arguments: arguments)
+    }
+
+    static func counting(_ f: WorklistFilter) -> Query {
+        let (whereSQL, arguments) = conditions(f)
+        return Query(kind: .counting, sql: "SELECT count(*) AS total, coalesce(sum(flagged), 0) AS flagged FROM study" + whereSQL, arguments: arguments)
+    }
+
+    static let allShortIDs = Query(kind: .prefix, sql: "SELECT shortID FROM study ORDER BY shortID", arguments: [])
+    static func neighbourBefore(_ id: String) -> Query {
+        Query(kind: .prefix, sql: "SELECT shortID FROM study WHERE shortID < ? ORDER BY shortID DESC LIMIT 1", arguments: [id])
+    }
+    static func neighbourAfter(_ id: String) -> Query {
+        Query(kind: .prefix, sql: "SELECT shortID FROM study WHERE shortID > ? ORDER BY shortID LIMIT 1", arguments: [id])
+    }
+
+    static func isIDOrUIDPrefix(_ handle: String) -> Bool {
+        handle.count >= 4 && handle.allSatisfy { $0.isASCII && ($0.isHexDigit || $0 == ".") }
+    }
+
+    /// The lookups of a handle, in order: the whole UID, the accession number, then prefixes of the short
+    /// ID (hexadecimal) and of the UID (digits and dots), as index ranges.
+    static func handleQueries(_ handle: String) -> [Query] {
+        // The columns by name: a reader connection opened before a migration then prepares them afresh.
+        let select = "SELECT " + StudyRow.listedColumns.joined(separator: ", ") + " FROM study WHERE "
+        var queries = [
+            Query(kind: .uid, sql: select + "studyInstanceUID = ?", arguments: [handle]),
+            Query(kind: .accession, sql: select + "accessionNumber = ? LIMIT 50", arguments: [handle]),
+        ]
+        guard isIDOrUIDPrefix(handle) else { return queries }
+        var prefixes: [String] = []
+        var arguments = StatementArguments()
+        if handle.allSatisfy(\.isHexDigit) {
+            // Short IDs are lowercase hexadecimal: every one that starts with the prefix sorts below prefix + "g".
+            prefixes.append("(shortID >= ? AND shortID < ?)")
+            arguments += [handle.lowercased(), handle.lowercased() + "g"]
+        }
+        if handle.allSatisfy({ $0.isNumber || $0 == "." }) {
+            // UIDs are digits and dots, which all sort below ":".
+            prefixes.append("(studyInstanceUID >= ? AND studyInstanceUID < ?)")
+            arguments += [handle, handle + ":"]
+        }
+        queries.append(Query(kind: .prefix, sql: select + prefixes.joined(separator: " OR ") + " LIMIT 50", arguments: arguments))
+        return queries
+    }
+
+    /// What SQLite plans for each query the worklist's listing, counts, ID prefixes and handle lookups
+    /// issue (`EXPLAIN QUERY PLAN`), one line per step: to check that each is served by an index.
+    public func queryPlans(listing filter: WorklistFilter, handle: String) throws -> [(query: String, plan: [String])] {
+        let queries = [Self.listing(filter), Self.counting(filter), Self.allShortIDs, Self.neighbourBefore("abc"), Self.neighbourAfter("abc")]
+            + Self.handleQueries(handle)
+        return try read { db in
+            try queries.map { query in
+                let rows = try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + query.sql, arguments: query.arguments)
+                return (query.sql, rows.map { $0["detail"] as String? ?? "" })
+            }
         }
     }
 
@@ -353,10 +500,66 @@ private struct StudyRow: FetchableRecord, MutablePersistableRecord {
         self.study = study
     }
 
+    /// The columns a listing selects, in the order `init(listed:)` reads them.
+    static let listedColumns = ["id", "studyInstanceUID", "shortID", "source", "firstReceivedAt", "arrivalDay", "patientID", "patientName",
+                                "accessionNumber", "studyDate", "modality", "bodyPart", "studyDescription", "callingAETitle", "peerAddress",
+                                "lastReceivedAt", "imageCount", "eligibleImageCount", "state", "stateReason", "probability", "verdict",
+                                "threshold", "modelID", "modelHash", "triagedAt", "priority", "reviewState", "reviewLabel", "reviewedAt",
+                                "changedAfterReview", "characterSetNote"]
+
+    /// A row of a listing, read by position (a listing reads 100,000; by name costs a lookup per column).
+    init(listed row: Row) throws {
+        func text(_ i: Int) -> String? { row[i] }
+        func choice<E: RawRepresentable>(_ i: Int) throws -> E? where E.RawValue == String {
+            guard let raw = text(i) else { return nil }
+            guard let value = E(rawValue: raw) else {
+                throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "column \(Self.listedColumns[i]) holds '\(raw)', which this BoneTriage does not know")
+            }
+            return value
+        }
+        func required<E: RawRepresentable>(_ i: Int) throws -> E where E.RawValue == String {
+            guard let value: E = try choice(i) else {
+                throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "column \(Self.listedColumns[i]) is empty, which this BoneTriage does not expect")
+            }
+            return value
+        }
+        id = row[0]
+        var s = Study(studyInstanceUID: row[1], shortID: row[2], source: try required(3), receivedAt: row[4], arrivalDay: row[5])
+        s.patientID = text(6)
+        s.patientName = text(7)
+        s.accessionNumber = text(8)
+        s.studyDate = text(9)
+        s.modality = text(10)
+        s.bodyPart = text(11)
+        s.studyDescription = text(12)
+        s.callingAETitle = text(13)
+        s.peerAddress = text(14)
+        s.lastReceivedAt = row[15]
+        s.imageCount = row[16]
+        s.eligibleImageCount = row[17]
+        s.state = try required(18)
+        s.stateReason = text(19)
+        s.probability = row[20]
+        s.verdict = try choice(21)
+        s.threshold = row[22]
+        s.modelID = text(23)
+        s.modelHash = text(24)
+        s.triagedAt = row[25]
+        s.priority = row[26]
+        s.reviewState = try required(27)
+        s.reviewLabel = try choice(28)
+        s.reviewedAt = row[29]
+        s.changedAfterReview = row[30]
+        s.characterSetNote = text(31)
+        study = s
+    }
+
     init(row: Row) throws {
         id = row["id"]
-        var s = Study(studyInstanceUID: row["studyInstanceUID"], source: try decodeEnum(row, "source"), receivedAt: row["firstReceivedAt"])
-        s.shortID = row["shortID"]
+        var s = Study(studyInstanceUID: row["studyInstanceUID"], shortID: row["shortID"], source: try decodeEnum(row, "source"),
+                      receivedAt: row["firstReceivedAt"], arrivalDay: 0)
+        // A reader connection opened before this process migrated may still describe the old columns.
+        s.arrivalDay = row["arrivalDay"] ?? StudyRules.arrivalDay(s.firstReceivedAt)
         s.patientID = row["patientID"]
         s.patientName = row["patientName"]
         s.accessionNumber = row["accessionNumber"]
@@ -419,6 +622,12 @@ private struct StudyRow: FetchableRecord, MutablePersistableRecord {
         container["reviewedAt"] = s.reviewedAt
         container["changedAfterReview"] = s.changedAfterReview
         container["characterSetNote"] = s.characterSetNote
+        // What the worklist's orders and the flagged filter use, from `StudyRules` (the store only persists it).
+        let tier = s.tier
+        container["flagged"] = s.isFlagged
+        container["worklistTier"] = tier.rawValue
+        container["rankWithinDay"] = StudyRules.rankWithinDay(tier: tier, priority: s.priority)
+        container["arrivalDay"] = s.arrivalDay
     }
 
     mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }

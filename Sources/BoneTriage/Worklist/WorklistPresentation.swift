@@ -5,8 +5,35 @@ import Foundation
 public enum WorklistPresentation {
     // MARK: Values
 
-    /// UTC, to the second: 2026-11-26T18:44:09Z.
-    public static func iso(_ date: Date?) -> String? { date.map { $0.formatted(.iso8601) } }
+    /// UTC, to the second: 2026-11-26T18:44:09Z (by hand: a listing formats 300,000 of them).
+    public static func iso(_ date: Date?) -> String? {
+        guard let date else { return nil }
+        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
+        var t = tm()
+        guard gmtime_r(&seconds, &t) != nil else { return date.formatted(.iso8601) }
+        let year = Int(t.tm_year) + 1900
+        guard (0...9999).contains(year) else { return date.formatted(.iso8601) }
+        // yyyy-MM-ddTHH:mm:ssZ in 20 bytes, without building a string per field.
+        var bytes = [UInt8](repeating: 0, count: 20)
+        func put(_ value: Int, _ at: Int, _ width: Int) {
+            var v = value
+            for i in stride(from: at + width - 1, through: at, by: -1) { bytes[i] = UInt8(48 + v % 10); v /= 10 }
+        }
+        put(year, 0, 4); bytes[4] = 45; put(Int(t.tm_mon) + 1, 5, 2); bytes[7] = 45; put(Int(t.tm_mday), 8, 2); bytes[10] = 84
+        put(Int(t.tm_hour), 11, 2); bytes[13] = 58; put(Int(t.tm_min), 14, 2); bytes[16] = 58; put(Int(t.tm_sec), 17, 2); bytes[19] = 90
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// A day as a DICOM date (DA, local): 20261118.
+    public static func studyDateDA(_ date: Date) -> String { String(StudyRules.arrivalDay(date)) }
+
+    /// A DICOM date (DA, 20261118) as 2026-11-18; anything else as it is.
+    public static func studyDate(_ da: String?) -> String {
+        guard let da else { return "" }
+        let digits = trimmed(da[...])
+        guard digits.count == 8, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return da }
+        return "\(digits.prefix(4))-\(digits.dropFirst(4).prefix(2))-\(digits.suffix(2))"
+    }
 
     static func local(_ date: Date, _ format: String) -> String {
         let f = DateFormatter()
@@ -16,7 +43,17 @@ public enum WorklistPresentation {
         return f.string(from: date)
     }
 
-    static func probability(_ p: Double?) -> String { p.map { String(format: "%.3f", $0) } ?? "" }
+    static func probability(_ p: Double?) -> String { p.map { fixed($0, digits: 3) } ?? "" }
+
+    /// A probability (0 to 1) with `digits` decimals, as "%.<digits>f" prints it, without Foundation's formatter.
+    static func fixed(_ value: Double, digits: Int) -> String {
+        guard value.isFinite, value >= 0, value < 1e9 else { return String(format: "%.\(digits)f", value) }
+        var scale = 1
+        for _ in 0..<digits { scale *= 10 }
+        let scaled = Int((value * Double(scale)).rounded(.toNearestOrEven))
+        let fraction = String(scaled % scale)
+        return "\(scaled / scale)." + String(repeating: "0", count: digits - fraction.count) + fraction
+    }
 
     /// The model's verdict when triaged, else the state.
     static func outcome(_ s: Study) -> String {
@@ -28,6 +65,13 @@ public enum WorklistPresentation {
     }
 
     static func review(_ s: Study) -> String { s.changedAfterReview ? "changed" : s.reviewState.rawValue }
+
+    /// What the table shows as the study's finding: the radiologist's label when they overrode the
+    /// model, marked with a "*", else the model's verdict (or the state).
+    static func finding(_ s: Study) -> String {
+        if s.reviewState == .overridden, let label = s.reviewLabel { return (label == .abnormal ? "ABNORMAL" : "normal") + "*" }
+        return outcome(s)
+    }
 
     // MARK: JSON
 
@@ -92,6 +136,80 @@ public enum WorklistPresentation {
         ]
     }
 
+    /// One study as a JSON object on one line, with the keys and values of `jsonObject` (sorted keys),
+    /// written by hand: `list --format json` streams 100,000 of them.
+    public static func jsonLine(_ s: Study) -> String {
+        var out = "{"
+        out.reserveCapacity(1024)
+        var first = true
+        func key(_ k: StaticString) {
+            out += first ? "\"" : ",\""
+            out += k.description
+            out += "\":"
+            first = false
+        }
+        func str(_ k: StaticString, _ v: String?) { key(k); if let v { appendJSONString(v, to: &out) } else { out += "null" } }
+        func num(_ k: StaticString, _ v: Double?) { key(k); out += v.map { $0.isFinite ? "\($0)" : "null" } ?? "null" }
+        func int(_ k: StaticString, _ v: Int) { key(k); out += String(v) }
+        func bool(_ k: StaticString, _ v: Bool) { key(k); out += v ? "true" : "false" }
+        str("accession_number", s.accessionNumber)
+        str("body_part", s.bodyPart)
+        str("calling_ae_title", s.callingAETitle)
+        bool("changed_after_review", s.changedAfterReview)
+        str("character_set_note", s.characterSetNote)
+        str("description", s.studyDescription)
+        int("eligible_images", s.eligibleImageCount)
+        str("first_received_at", iso(s.firstReceivedAt))
+        bool("flagged", s.isFlagged)
+        str("id", s.shortID)
+        int("images", s.imageCount)
+        str("last_received_at", iso(s.lastReceivedAt))
+        str("modality", s.modality)
+        str("model_hash", s.modelHash)
+        str("model_id", s.modelID)
+        str("patient_id", s.patientID)
+        str("patient_name", s.patientName)
+        str("peer_address", s.peerAddress)
+        int("priority", s.priority)
+        num("probability", s.probability)
+        str("review_label", s.reviewLabel?.rawValue)
+        str("review_state", s.reviewState.rawValue)
+        str("reviewed_at", iso(s.reviewedAt))
+        str("source", s.source.rawValue)
+        str("state", s.state.rawValue)
+        str("state_reason", s.stateReason)
+        str("study_date", s.studyDate)
+        str("study_instance_uid", s.studyInstanceUID)
+        num("threshold", s.threshold)
+        str("triaged_at", iso(s.triagedAt))
+        str("verdict", s.verdict?.rawValue)
+        return out + "}"
+    }
+
+    /// A JSON string literal (RFC 8259): quotes, backslashes and control characters escaped.
+    static func appendJSONString(_ value: String, to out: inout String) {
+        out += "\""
+        if !value.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            out += value
+            out += "\""
+            return
+        }
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        out += "\""
+    }
+
     public static func json(_ object: Any) -> String {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data("null".utf8)
         return String(decoding: data, as: UTF8.self)
@@ -119,8 +237,9 @@ public enum WorklistPresentation {
     /// with an apostrophe so a spreadsheet never runs it as a formula.
     public static func csvField(_ raw: String) -> String {
         var value = raw
-        if let first = value.unicodeScalars.first, "=+-@\t\r".unicodeScalars.contains(first) { value = "'" + value }
-        let needsQuotes = value.contains { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" || $0 == "\r\n" } || value.hasPrefix(" ") || value.hasSuffix(" ")
+        if let first = value.utf8.first, "=+-@\t\r".utf8.contains(first) { value = "'" + value }
+        let needsQuotes = value.utf8.contains { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\"") || $0 == 0x0A || $0 == 0x0D }
+            || value.utf8.first == UInt8(ascii: " ") || value.utf8.last == UInt8(ascii: " ")
         return needsQuotes ? "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : value
     }
 
@@ -130,76 +249,92 @@ public enum WorklistPresentation {
         csvRecord(csvHeader) + studies.map { csvRecord(csvFields($0)) }.joined()
     }
 
-    /// MURA's `path,label` form (1 = abnormal) from the radiologists' labels: the folder holding each
-    /// reviewed study's images.
-    public static func mura(_ rows: [(study: Study, images: [StudyImage])]) -> String {
-        rows.compactMap { row -> String? in
-            guard let label = row.study.reviewLabel, row.study.reviewState != .unreviewed else { return nil }
-            let folders = Set(row.images.map { URL(fileURLWithPath: $0.filePath).deletingLastPathComponent().path })
-            guard let folder = commonFolder(Array(folders)) else { return nil }
-            return csvRecord([folder.hasSuffix("/") ? folder : folder + "/", label == .abnormal ? "1" : "0"])
-        }.joined()
-    }
-
-    static func commonFolder(_ folders: [String]) -> String? {
-        guard var common = folders.first?.split(separator: "/", omittingEmptySubsequences: false) else { return nil }
-        for f in folders.dropFirst() {
-            let parts = f.split(separator: "/", omittingEmptySubsequences: false)
-            common = Array(zip(common, parts).prefix { $0 == $1 }.map(\.0))
-        }
-        let joined = common.joined(separator: "/")
-        return joined.isEmpty ? "/" : joined
-    }
-
     // MARK: Text for a terminal
 
-    /// Fits `width` characters (default 80), one line per study, flagged studies marked with `!`.
-    public static func table(_ studies: [Study], colour: Bool, width: Int = 80) -> String {
-        // ! ID        ARRIVED      PATIENT      PART     IMG  PROB   VERDICT   REVIEW
-        let columns: [(String, Int)] = [("ID", 8), ("ARRIVED", 11), ("PATIENT", 12), ("PART", 8), ("IMG", 3),
-                                        ("PROB", 5), ("VERDICT", 9), ("REVIEW", 10)]
-        func cell(_ raw: String, _ w: Int, right: Bool = false) -> String {
-            let text = printable(raw)
-            let t = text.count > w ? String(text.prefix(w - 1)) + "~" : text
-            let pad = String(repeating: " ", count: w - t.count)
-            return right ? pad + t : t + pad
-        }
-        var header = "  " + columns.map { cell($0.0, $0.1, right: $0.0 == "IMG" || $0.0 == "PROB") }.joined(separator: " ")
+    /// The table's columns and widths: 80 characters with the two-character flag mark and the spaces.
+    static let tableColumns: [(title: String, width: Int)] = [("ID", 9), ("STUDY DATE", 10), ("ACCESSION", 10), ("PATIENT", 11),
+                                                             ("PART", 7), ("PROB", 4), ("FINDING", 9), ("REVIEW", 10)]
+
+    static func cell(_ raw: String, _ w: Int, right: Bool = false) -> String {
+        let text = printable(raw)
+        let t = text.count > w ? String(text.prefix(max(0, w - 1))) + "~" : text
+        let pad = String(repeating: " ", count: max(0, w - t.count))
+        return right ? pad + t : t + pad
+    }
+
+    /// The table's header line.
+    public static func tableHeader() -> String {
+        var header = "  " + tableColumns.map { cell($0.title, $0.width, right: $0.title == "PROB") }.joined(separator: " ")
         while header.hasSuffix(" ") { header.removeLast() }
-        var lines = [header]
+        return header
+    }
+
+    /// One study's line of the table: `id` is the prefix of its short ID to print (`ShortIDPrefixes`); an
+    /// ID longer than its column takes the room from the patient's name, so the line stays within 80.
+    public static func tableLine(_ s: Study, id: String, colour: Bool) -> String {
+        let flagged = s.isFlagged
+        let extra = max(0, id.count - 9)
+        let fields = [
+            cell(id, 9 + extra),
+            cell(studyDate(s.studyDate), 10),
+            cell(s.accessionNumber ?? "", 10),
+            cell(displayName(s.patientName), 11 - extra),
+            cell(s.bodyPart ?? "", 7),
+            cell(s.probability.map { fixed($0, digits: 2) } ?? "-", 4, right: true),
+            cell(finding(s), 9),
+            cell(review(s), 10),
+        ]
+        var line = (flagged ? "! " : "  ") + fields.joined(separator: " ")
+        while line.hasSuffix(" ") { line.removeLast() }
+        if colour && flagged { line = "\u{1B}[1;31m" + line + "\u{1B}[0m" }
+        else if colour && s.changedAfterReview { line = "\u{1B}[33m" + line + "\u{1B}[0m" }
+        return line
+    }
+
+    /// Fits `width` characters (default 80), one line per study, flagged studies marked with `!`, `*`
+    /// after a radiologist's own label. IDs are printed as `prefixes` gives them (8 characters without).
+    public static func table(_ studies: [Study], colour: Bool, width: Int = 80, prefixes: ShortIDPrefixes? = nil) -> String {
+        var lines = [tableHeader()]
         for s in studies {
-            let flagged = s.isFlagged
-            let fields = [
-                cell(String(s.shortID.prefix(8)), 8),
-                cell(local(s.firstReceivedAt, "MM-dd HH:mm"), 11),
-                cell(displayName(s.patientName), 12),
-                cell(s.bodyPart ?? "", 8),
-                cell(String(s.imageCount), 3, right: true),
-                cell(s.probability.map { String(format: "%.2f", $0) } ?? "-", 5, right: true),
-                cell(outcome(s), 9),
-                cell(review(s), 10),
-            ]
-            var line = (flagged ? "! " : "  ") + fields.joined(separator: " ")
-            while line.hasSuffix(" ") { line.removeLast() }
-            if colour && flagged { line = "\u{1B}[1;31m" + line + "\u{1B}[0m" }
-            else if colour && s.changedAfterReview { line = "\u{1B}[33m" + line + "\u{1B}[0m" }
-            lines.append(line)
+            lines.append(tableLine(s, id: prefixes?.prefix(of: s.shortID) ?? String(s.shortID.prefix(8)), colour: colour))
         }
         if studies.isEmpty { lines.append("  (no studies match)") }
         return lines.map { $0.count > width && !colour ? String($0.prefix(width)) : $0 }.joined(separator: "\n")
     }
 
+    /// The line under a page of the table: "3,057 flagged, 97,000 others; 1-40 shown; --all for everything".
+    public static func summary(_ counts: WorklistCounts, shown: Int) -> String {
+        let f = NumberFormatter()
+        f.numberStyle = .decimal
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.usesGroupingSeparator = true
+        f.groupingSeparator = ","
+        f.groupingSize = 3
+        func n(_ x: Int) -> String { f.string(from: NSNumber(value: x)) ?? String(x) }
+        let head = "\(n(counts.flagged)) flagged, \(n(counts.others)) \(counts.others == 1 ? "other" : "others")"
+        if shown >= counts.total { return head + "; all shown" }
+        return head + "; " + (shown == 0 ? "none shown" : "1-\(n(shown)) shown") + "; --all for everything"
+    }
+
     /// Text from the network or a file, made safe for a terminal: control characters (newlines,
     /// escape sequences that could repaint the screen) become "?".
     static func printable(_ text: String) -> String {
-        String(String.UnicodeScalarView(text.unicodeScalars.map { $0.properties.generalCategory == .control ? "?" : $0 }))
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F || $0 == 0xC2 }) { return text }  // no C0, DEL or C1 control
+        return String(String.UnicodeScalarView(text.unicodeScalars.map { $0.properties.generalCategory == .control ? "?" : $0 }))
     }
 
     /// DICOM person names are `Family^Given^Middle^Prefix^Suffix`; show "Family, Given".
     static func displayName(_ pn: String?) -> String {
         guard let pn, !pn.isEmpty else { return "" }
-        let parts = pn.split(separator: "^", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        let parts = pn.split(separator: "^", omittingEmptySubsequences: false).map(trimmed)
         if parts.count >= 2, !parts[1].isEmpty { return "\(parts[0]), \(parts[1])" }
         return parts[0]
     }
+
+    /// Without leading and trailing spaces; Foundation's trimming only when there are some (a listing trims 100,000 names).
+    static func trimmed(_ text: Substring) -> String {
+        guard let first = text.first, let last = text.last, first.isWhitespace || last.isWhitespace else { return String(text) }
+        return text.trimmingCharacters(in: .whitespaces)
+    }
+
 }

@@ -43,12 +43,25 @@ public struct Study: Codable, Sendable, Equatable {
     /// Why some of the study's text (patient name, IDs, description) is kept as received instead of
     /// converted to UTF-8: an unknown Specific Character Set (0008,0005), or bytes invalid in it.
     public var characterSetNote: String?
+    /// The local day of its first arrival (yyyymmdd, `StudyRules.arrivalDay`), written when it arrives.
+    public var arrivalDay: Int
+
+    /// A study as a store keeps it: its short ID and arrival day as stored, not derived again (a listing
+    /// reads 100,000 of them).
+    public init(studyInstanceUID: String, shortID: String, source: StudySource, receivedAt: Date, arrivalDay: Int) {
+        self.init(studyInstanceUID: studyInstanceUID, source: source, receivedAt: receivedAt, shortID: shortID, arrivalDay: arrivalDay)
+    }
 
     public static func shortID(for uid: String) -> String { String(SHA256Digest.hex(Data(uid.utf8)).prefix(12)) }
 
     public init(studyInstanceUID: String, source: StudySource, receivedAt: Date) {
+        self.init(studyInstanceUID: studyInstanceUID, source: source, receivedAt: receivedAt, shortID: Study.shortID(for: studyInstanceUID),
+                  arrivalDay: StudyRules.arrivalDay(receivedAt))
+    }
+
+    private init(studyInstanceUID: String, source: StudySource, receivedAt: Date, shortID: String, arrivalDay: Int) {
         self.studyInstanceUID = studyInstanceUID
-        self.shortID = Study.shortID(for: studyInstanceUID)
+        self.shortID = shortID
         self.source = source
         self.firstReceivedAt = receivedAt
         self.lastReceivedAt = receivedAt
@@ -58,6 +71,7 @@ public struct Study: Codable, Sendable, Equatable {
         self.priority = 0
         self.reviewState = .unreviewed
         self.changedAfterReview = false
+        self.arrivalDay = arrivalDay
     }
 }
 

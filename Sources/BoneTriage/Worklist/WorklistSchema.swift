@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 
 /// The worklist's schema as named, forward-only migrations. Never edit a shipped migration: add one.
@@ -93,6 +94,43 @@ public enum WorklistSchema {
             try db.alter(table: "study") { t in
                 t.add(column: "characterSetNote", .text)
             }
+        }
+        // v6: the worklist's orders and lookups, each served by an index. The store writes a study's
+        // flagged mark, tier and rank within a day (`StudyRules`) with the study, and its local arrival day
+        // when it arrives; existing rows are filled here from their columns.
+        migrator.registerMigration("v6-worklist-order") { db in
+            try db.alter(table: "study") { t in
+                t.add(column: "flagged", .boolean).notNull().defaults(to: false)
+                t.add(column: "worklistTier", .integer).notNull().defaults(to: WorklistTier.other.rawValue)
+                t.add(column: "rankWithinDay", .integer).notNull().defaults(to: 0)
+                t.add(column: "arrivalDay", .integer).notNull().defaults(to: 0)
+            }
+            let rows = try Row.fetchCursor(db, sql: "SELECT id, verdict, reviewState, changedAfterReview, priority, firstReceivedAt FROM study")
+            let update = try db.makeStatement(sql: "UPDATE study SET flagged = ?, worklistTier = ?, rankWithinDay = ?, arrivalDay = ? WHERE id = ?")
+            while let row = try rows.next() {
+                let verdict = (row["verdict"] as String?).flatMap(Finding.init(rawValue:))
+                let review = (row["reviewState"] as String?).flatMap(ReviewState.init(rawValue:)) ?? .unreviewed
+                let changed: Bool = row["changedAfterReview"]
+                let tier = StudyRules.tier(verdict: verdict, reviewState: review, changedAfterReview: changed)
+                let arrived: Date = row["firstReceivedAt"]
+                let id: Int64 = row["id"]
+                try update.execute(arguments: [StudyRules.isFlagged(verdict: verdict, reviewState: review, changedAfterReview: changed),
+                                                tier.rawValue, StudyRules.rankWithinDay(tier: tier, priority: row["priority"]),
+                                                StudyRules.arrivalDay(arrived), id])
+            }
+            try db.execute(sql: """
+                DROP INDEX study_worklist_order;
+                CREATE INDEX study_order_priority ON study(worklistTier, arrivalDay DESC, rankWithinDay DESC, firstReceivedAt DESC);
+                CREATE INDEX study_order_flagged ON study(flagged, worklistTier, arrivalDay DESC, rankWithinDay DESC, firstReceivedAt DESC);
+                CREATE INDEX study_order_arrival ON study(firstReceivedAt);
+                CREATE INDEX study_order_probability ON study(probability, firstReceivedAt);
+                CREATE INDEX study_accession ON study(accessionNumber);
+                CREATE INDEX study_patient_id ON study(patientID);
+                CREATE INDEX study_patient_name ON study(patientName COLLATE NOCASE);
+                CREATE INDEX study_state ON study(state);
+                CREATE INDEX study_review_state ON study(reviewState);
+                CREATE INDEX study_body_part ON study(bodyPart COLLATE NOCASE);
+                """)
         }
         // v7: where each image is in the PACS (series and instance numbers), its view and laterality, the
         // name it had in the drop folder; and a name a reviewer states beside their login.

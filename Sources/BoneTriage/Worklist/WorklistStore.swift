@@ -7,6 +7,8 @@ public enum WorklistError: Error, CustomStringConvertible, Equatable {
     case newerSchema(path: String, unknownMigrations: [String])
     case studyNotFound(handle: String)
     case ambiguousStudy(handle: String, candidates: [String])
+    /// Several studies carry this accession number.
+    case ambiguousAccession(accession: String, candidates: [String])
     case nothingToConfirm(shortID: String, state: StudyState)
     case invalidHandle(String)
     /// Instances arrived while the study was being triaged: the result was not recorded, and the study
@@ -34,6 +36,8 @@ public enum WorklistError: Error, CustomStringConvertible, Equatable {
             return "no study matches '\(handle)'; run `bonetriage list` to see study IDs"
         case let .ambiguousStudy(handle, candidates):
             return "'\(handle)' matches \(candidates.count) studies (\(candidates.prefix(5).joined(separator: ", "))\(candidates.count > 5 ? ", ..." : "")); type more characters of the ID"
+        case let .ambiguousAccession(accession, candidates):
+            return "accession number '\(accession)' belongs to \(candidates.count) studies (\(candidates.prefix(10).joined(separator: ", "))\(candidates.count > 10 ? ", ..." : "")); give one of their IDs instead"
         case let .nothingToConfirm(id, state):
             return "study \(id) has no model verdict to confirm (state: \(state.rawValue)); record a label with `bonetriage override \(id) --label normal|abnormal`"
         case let .triageSuperseded(id, classified, now):
@@ -57,7 +61,7 @@ public enum WorklistError: Error, CustomStringConvertible, Equatable {
             return "the worklist database \(path) has an older schema (without \(missing.joined(separator: ", "))) and you may not write it; "
                 + "the daemon upgrades it when it starts (systemctl restart bonetriage), then try again"
         case let .invalidHandle(handle):
-            return "'\(handle)' is not a study ID: give at least 4 characters of the ID shown by `bonetriage list`, or of the Study Instance UID"
+            return "'\(handle)' is not a study ID, Study Instance UID or accession number: IDs are hexadecimal (0-9, a-f), at least 4 characters of the ID shown by `bonetriage list`; a whole or partial Study Instance UID (digits and dots) or an exact accession number is accepted too"
         }
     }
 }
@@ -153,17 +157,71 @@ public struct FinishedStudyFiles: Sendable, Equatable {
     }
 }
 
-/// Which studies a listing or export shows.
+/// The worklist's documented orders, each served by an index.
+public enum WorklistSort: String, Sendable, CaseIterable {
+    /// First the studies changed after review (any verdict), then flagged studies by local arrival day,
+    /// newest day first, most probable first within a day, then all others newest first (`StudyRules.tier`).
+    case priority
+    /// Newest arrival first.
+    case arrival
+    /// Highest probability first (studies without one last), then newest first.
+    case probability
+}
+
+/// Which studies a listing or export shows, and in which order.
 public struct WorklistFilter: Sendable, Equatable {
     public var flaggedOnly = false
     public var states: [StudyState] = []
     public var review: ReviewState?
+    /// Arrived at or after this time.
     public var since: Date?
+    /// Arrived before this time.
     public var until: Date?
     public var bodyPart: String?
+    /// Exactly this accession number.
+    public var accession: String?
+    /// Exactly this patient ID, or a patient name beginning with this text (case-insensitive).
+    public var patient: String?
+    public var sort: WorklistSort = .priority
     public var limit: Int?
 
     public init() {}
+}
+
+/// How many studies a filter selects (its limit aside): flagged ones and the others.
+public struct WorklistCounts: Sendable, Equatable {
+    public var flagged: Int
+    public var others: Int
+    public var total: Int { flagged + others }
+
+    public init(flagged: Int, others: Int) {
+        self.flagged = flagged
+        self.others = others
+    }
+}
+
+/// The shortest prefix of each short ID that no other study shares, at least `minimumLength` long (like
+/// git's abbreviated hashes), so an ID copied from the table is never ambiguous.
+public struct ShortIDPrefixes: Sendable, Equatable {
+    public var minimumLength: Int
+    /// The short IDs that need more than `minimumLength` characters, with the length they need.
+    public var longer: [String: Int]
+
+    public init(minimumLength: Int, longer: [String: Int]) {
+        self.minimumLength = minimumLength
+        self.longer = longer
+    }
+
+    public func prefix(of shortID: String) -> String { String(shortID.prefix(longer[shortID] ?? minimumLength)) }
+
+    /// From the sorted short IDs' neighbours: each needs one character more than it shares with either.
+    public static func length(of shortID: String, previous: String?, next: String?, minimumLength: Int) -> Int {
+        func shared(_ other: String?) -> Int {
+            guard let other else { return 0 }
+            return zip(shortID, other).prefix(while: { pair in pair.0 == pair.1 }).count
+        }
+        return min(shortID.count, max(minimumLength, max(shared(previous), shared(next)) + 1))
+    }
 }
 
 /// The one door to the worklist: nothing outside `Worklist/` writes SQL. SQLite is the first
@@ -192,8 +250,19 @@ public protocol WorklistStore: Sendable {
     func finishedStudyFiles(under folder: String) throws -> [FinishedStudyFiles]
     /// Notes that retention removed these files (the rows stay).
     func markFilesRemoved(_ paths: [String], at: Date) throws
+    /// The same as `recordArrival` for each, in one transaction (a bulk import, the benchmark's worklist).
+    func recordArrivals(_ arrivals: [InstanceArrival]) throws -> [ArrivalOutcome]
     func studies(matching filter: WorklistFilter) throws -> [Study]
-    /// A radiologist's handle: a prefix of the short ID or of the Study Instance UID, or the whole UID.
+    /// The studies a filter selects, in its order, one at a time from a cursor: nothing is held for all of
+    /// them, so a listing of 100,000 studies starts at once and takes little memory.
+    func forEachStudy(matching filter: WorklistFilter, _ body: (Study) throws -> Void) throws
+    /// How many studies the filter selects (its limit and order aside), flagged and others.
+    func counts(matching filter: WorklistFilter) throws -> WorklistCounts
+    /// The shortest unique prefixes (at least `minimumLength` characters) of these short IDs (a page), or of
+    /// every study's (nil: a whole listing).
+    func shortIDPrefixes(of shortIDs: [String]?, minimumLength: Int) throws -> ShortIDPrefixes
+    /// A radiologist's handle: the whole Study Instance UID, then an exact accession number, then a prefix
+    /// of the short ID (hexadecimal) or of the Study Instance UID (digits and dots).
     func study(handle: String) throws -> Study
     /// The study with exactly this Study Instance UID, whatever characters it has (the daemon's lookup).
     func study(studyInstanceUID: String) throws -> Study

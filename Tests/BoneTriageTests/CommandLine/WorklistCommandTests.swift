@@ -27,7 +27,8 @@ struct WorklistCommandTests {
         let table = try run(["list"])
         #expect(table.status == 0, "\(table.stderr)")
         let lines = table.stdout.split(separator: "\n")
-        #expect(lines.count == 6 && lines.allSatisfy { $0.count <= 80 })
+        #expect(lines.count == 7 && lines.allSatisfy { $0.count <= 80 })
+        #expect(lines.last == "2 flagged, 3 others; all shown")
         #expect(lines[1].hasPrefix("! \(short(WorklistFixture.uids.flagged))"))
         #expect(!table.stdout.contains("\u{1B}["), "no colour when stdout is not a terminal")
 
@@ -87,7 +88,7 @@ struct WorklistCommandTests {
         #expect(nothing.status == 1 && nothing.stderr.contains("override"))
         let badLabel = try run(["override", short(WorklistFixture.uids.flagged), "--label", "maybe"])
         #expect(badLabel.status == 2)
-        let badDate = try run(["list", "--since", "yesterday"])
+        let badDate = try run(["list", "--since", "someday"])
         #expect(badDate.status == 2 && badDate.stderr.contains("YYYY-MM-DD"))
         let badState = try run(["list", "--state", "done"])
         #expect(badState.status == 2)
@@ -112,7 +113,8 @@ struct WorklistCommandTests {
         _ = try run(["confirm", short(WorklistFixture.uids.flagged), "--reviewer", "a"])
         _ = try run(["override", short(WorklistFixture.uids.normal), "--label", "abnormal", "--reviewer", "a"])
         let mura = try run(["export", "--out", "-", "--mura"])
-        #expect(parseCSV(mura.stdout) == [["/spool/\(WorklistFixture.uids.flagged)/", "1"], ["/spool/\(WorklistFixture.uids.normal)/", "1"]])
+        #expect(mura.status == 0 && mura.stdout.isEmpty, "C-STORE studies have no MURA path")
+        #expect(mura.stderr.contains("wrote 0 studies in MURA form") && mura.stderr.contains("left out 5: not in MURA layout"))
 
         let unwritable = try run(["export", "--out", "/nonexistent-folder/x.csv"])
         #expect(unwritable.status == 1 && unwritable.stderr.contains("cannot write /nonexistent-folder/x.csv"))

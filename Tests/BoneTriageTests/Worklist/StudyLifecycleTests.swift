@@ -30,12 +30,25 @@ struct StudyLifecycleTests {
         #expect(!StudyRules.isFlagged(verdict: nil, reviewState: .unreviewed, changedAfterReview: false))
     }
 
-    @Test("the SQL mirror of the flagged rule (the listing's filter and order) agrees with StudyRules.isFlagged on every combination")
-    func flaggedSQLAgrees() throws {
+    @Test("tiers: changed after review first (any verdict), then flagged, then the rest; the rank within a day is the priority in the first two")
+    func tiers() {
+        #expect(StudyRules.tier(verdict: .normal, reviewState: .confirmed, changedAfterReview: true) == .changedAfterReview)
+        #expect(StudyRules.tier(verdict: .abnormal, reviewState: .overridden, changedAfterReview: true) == .changedAfterReview)
+        #expect(StudyRules.tier(verdict: .abnormal, reviewState: .unreviewed, changedAfterReview: false) == .flagged)
+        #expect(StudyRules.tier(verdict: .abnormal, reviewState: .confirmed, changedAfterReview: false) == .other)
+        #expect(StudyRules.tier(verdict: nil, reviewState: .unreviewed, changedAfterReview: false) == .other)
+        #expect(StudyRules.rankWithinDay(tier: .flagged, priority: 800) == 800 && StudyRules.rankWithinDay(tier: .other, priority: 800) == 0)
+        let zone = TimeZone(identifier: "America/New_York") ?? .gmt
+        #expect(StudyRules.arrivalDay(Date(timeIntervalSince1970: 1_796_011_200), timeZone: zone) == 20261129, "04:00 UTC is still the day before in New York")
+        #expect(StudyRules.arrivalDay(Date(timeIntervalSince1970: 1_796_011_200), timeZone: .gmt) == 20261130)
+    }
+
+    @Test("migration v6 fills the flagged mark, tier, rank and arrival day of rows written before it, from StudyRules")
+    func orderBackfill() throws {
         let dir = try TemporaryDirectory()
         let path = dir.path("w.sqlite")
-        _ = try SQLiteWorklist(path: path, create: true)
         let queue = try DatabaseQueue(path: path)
+        try WorklistSchema.migrator.migrate(queue, upTo: "v5-character-set-note")
         var n = 0
         try queue.write { db in
             for verdict in [nil, Finding.normal, .abnormal] {
@@ -45,8 +58,9 @@ struct StudyLifecycleTests {
                         let uid = "1.2.300.\(n)"
                         try db.execute(sql: """
                             INSERT INTO study (studyInstanceUID, shortID, source, firstReceivedAt, lastReceivedAt, state, verdict, reviewState, changedAfterReview, priority)
-                            VALUES (?, ?, 'cstore', '2026-01-01 10:00:00.000', '2026-01-01 10:00:00.000', 'triaged', ?, ?, ?, ?)
-                            """, arguments: [uid, Study.shortID(for: uid), verdict?.rawValue, review.rawValue, changed, n])
+                            VALUES (?, ?, 'cstore', ?, ?, 'triaged', ?, ?, ?, ?)
+                            """, arguments: [uid, Study.shortID(for: uid), Date(timeIntervalSince1970: 1_795_000_000 + Double(n) * 86_400),
+                                             Date(timeIntervalSince1970: 1_795_000_000), verdict?.rawValue, review.rawValue, changed, n])
                     }
                 }
             }
@@ -60,6 +74,8 @@ struct StudyLifecycleTests {
         let flagged = try store.studies(matching: f)
         #expect(flagged.map(\.studyInstanceUID) == all.filter(\.isFlagged).map(\.studyInstanceUID))
         #expect(flagged.count == 4, "abnormal and unreviewed (changed or not), confirmed and changed, overridden and changed")
-        #expect(all.prefix(flagged.count).allSatisfy(\.isFlagged) && !all.dropFirst(flagged.count).contains(where: \.isFlagged))
+        #expect(all.map(\.tier) == all.map(\.tier).sorted(), "in tier order")
+        #expect(all.allSatisfy { $0.arrivalDay == StudyRules.arrivalDay($0.firstReceivedAt) })
+        #expect(try store.counts(matching: WorklistFilter()) == WorklistCounts(flagged: 4, others: 14))
     }
 }

@@ -91,4 +91,85 @@ struct WorklistPresentationTests {
         #expect(Set(keys).count == 1)
         #expect(keys.first?.isSuperset(of: ["id", "study_instance_uid", "probability", "verdict", "flagged", "review_state", "review_label", "changed_after_review"]) == true)
     }
+
+    @Test("the table shows the accession number, the study date with its year, and an override's label marked as the radiologist's")
+    func tableColumns() throws {
+        var s = Study(studyInstanceUID: "1.2.3", source: .cstore, receivedAt: WorklistFixture.base)
+        s.accessionNumber = "RX2026-0042"
+        s.studyDate = "20261118"
+        s.patientName = "DOE^JANE"
+        s.bodyPart = "HUMERUS"
+        s.state = .triaged
+        s.verdict = .abnormal
+        s.probability = 0.91
+        let header = WorklistPresentation.tableHeader()
+        #expect(header.contains("ACCESSION") && header.contains("STUDY DATE") && header.count <= 80)
+        let flagged = WorklistPresentation.tableLine(s, id: "abcdef12", colour: false)
+        #expect(flagged.hasPrefix("! abcdef12") && flagged.contains("2026-11-18") && flagged.contains("RX2026-00~") && flagged.contains("ABNORMAL"))
+        s.accessionNumber = "RX-42"
+        s.reviewState = .overridden
+        s.reviewLabel = .normal
+        let overridden = WorklistPresentation.tableLine(s, id: "abcdef12", colour: false)
+        #expect(overridden.contains("normal*") && !overridden.contains("ABNORMAL") && overridden.contains("overridden") && overridden.contains("RX-42"))
+        s.reviewState = .confirmed
+        s.reviewLabel = .abnormal
+        #expect(WorklistPresentation.tableLine(s, id: "abcdef12", colour: false).contains("ABNORMAL "))
+        s.patientName = String(repeating: "LONGNAME", count: 5)
+        s.reviewState = .overridden
+        let long = WorklistPresentation.tableLine(s, id: "abcdef1234ab", colour: false)
+        #expect(long.count <= 80 && long.contains("abcdef1234ab ") && long.hasSuffix("overridden"), "a long ID takes room from the name")
+        #expect(WorklistPresentation.studyDate("20261118") == "2026-11-18" && WorklistPresentation.studyDate("2026") == "2026")
+        #expect(WorklistPresentation.studyDate(nil) == "")
+    }
+
+    @Test("the summary line: counts with thousands separators, the rows shown, how to see everything")
+    func summary() {
+        #expect(WorklistPresentation.summary(WorklistCounts(flagged: 3057, others: 97000), shown: 40)
+                == "3,057 flagged, 97,000 others; 1-40 shown; --all for everything")
+        #expect(WorklistPresentation.summary(WorklistCounts(flagged: 2, others: 3), shown: 5) == "2 flagged, 3 others; all shown")
+        #expect(WorklistPresentation.summary(WorklistCounts(flagged: 0, others: 1), shown: 1) == "0 flagged, 1 other; all shown")
+    }
+
+    @Test("a streamed JSON line has the keys and values of the JSON object, hostile text included")
+    func jsonLine() throws {
+        let dir = try TemporaryDirectory()
+        let store = try SQLiteWorklist(path: dir.path("w.sqlite"), create: true)
+        try WorklistFixture.seed(store)
+        try store.recordReview(studyInstanceUID: WorklistFixture.uids.flagged, by: ReviewerIdentity(login: "a"), action: .confirm, label: nil, note: nil, at: WorklistFixture.base)
+        var studies = try store.studies(matching: WorklistFilter())
+        studies[0].patientName = "tab\t quote\" back\\ bell\u{07} nul\u{0} Zoë 王 / end"
+        for s in studies {
+            let line = WorklistPresentation.jsonLine(s)
+            #expect(!line.contains("\n"))
+            let parsed = try JSONSerialization.jsonObject(with: Data(line.utf8))
+            #expect(WorklistPresentation.json(parsed) == WorklistPresentation.json(WorklistPresentation.jsonObject(s)), "\(line)")
+        }
+        #expect(WorklistPresentation.iso(WorklistFixture.base) == WorklistFixture.base.formatted(.iso8601))
+        #expect(WorklistPresentation.iso(Date(timeIntervalSince1970: 1_795_000_000.9)) == "2026-11-18T11:06:40Z", "to the second, truncated")
+    }
+
+    @Test("MURA records: reviewed drop-folder studies in MURA layout, labelled from the radiologist; the rest left out with the reason")
+    func muraRecords() {
+        var s = Study(studyInstanceUID: "2.25.1", source: .dropFolder, receivedAt: WorklistFixture.base)
+        s.studyDescription = "valid/XR_humerus/patient11185/study1_positive"
+        #expect(MuraExport.record(s) == .failure(.notReviewed))
+        s.reviewState = .overridden
+        s.reviewLabel = .normal
+        #expect(MuraExport.record(s) == .success("XR_HUMERUS/patient11185/study1_negative/,0\r\n"))
+        s.reviewState = .confirmed
+        s.reviewLabel = .abnormal
+        #expect(MuraExport.record(s) == .success("XR_HUMERUS/patient11185/study1_positive/,1\r\n"))
+        s.changedAfterReview = true
+        #expect(MuraExport.record(s) == .failure(.changedAfterReview))
+        s.changedAfterReview = false
+        s.studyDescription = "incoming/batch7"
+        #expect(MuraExport.record(s) == .failure(.notMuraLayout))
+        s.studyDescription = "XR_WRIST/patient1"
+        #expect(MuraExport.record(s) == .failure(.notMuraLayout))
+        var c = Study(studyInstanceUID: "1.2.3", source: .cstore, receivedAt: WorklistFixture.base)
+        c.studyDescription = "XR_WRIST/patient1/study1"
+        c.reviewState = .confirmed
+        c.reviewLabel = .normal
+        #expect(MuraExport.record(c) == .failure(.notMuraLayout))
+    }
 }

@@ -420,18 +420,18 @@ struct WorklistStoreContractTests {
 
     // MARK: Listing
 
-    @Test("order and filters: flagged first, then priority and arrival", arguments: WorklistBackend.all)
+    @Test("order and filters: flagged first (most probable first within a day), then the others newest first", arguments: WorklistBackend.all)
     func orderAndFilters(_ backend: WorklistBackend) throws {
         let (dir, store) = try Self.fresh(backend)
         defer { withExtendedLifetime(dir) {} }
         try WorklistFixture.seed(store)
         let u = WorklistFixture.uids
-        #expect(try store.studies(matching: WorklistFilter()).map(\.studyInstanceUID) == [u.flagged, u.hostile, u.normal, u.pending, u.ct])
+        #expect(try store.studies(matching: WorklistFilter()).map(\.studyInstanceUID) == [u.flagged, u.hostile, u.ct, u.pending, u.normal])
         var f = WorklistFilter()
         f.flaggedOnly = true
         #expect(try store.studies(matching: f).map(\.studyInstanceUID) == [u.flagged, u.hostile])
         f = WorklistFilter(); f.states = [.pending, .notApplicable]
-        #expect(try store.studies(matching: f).map(\.studyInstanceUID) == [u.pending, u.ct])
+        #expect(try store.studies(matching: f).map(\.studyInstanceUID) == [u.ct, u.pending])
         f = WorklistFilter(); f.bodyPart = "humerus"
         #expect(try store.studies(matching: f).count == 3)
         f = WorklistFilter(); f.since = WorklistFixture.base.addingTimeInterval(150); f.until = WorklistFixture.base.addingTimeInterval(350)
@@ -479,8 +479,8 @@ struct WorklistStoreContractTests {
         let flagged = try store.studies(matching: f).map(\.studyInstanceUID)
         #expect(flagged == all.filter(\.isFlagged).map(\.studyInstanceUID))
         #expect(flagged.count == 3, "abnormal: unreviewed, confirmed then changed, overridden then changed")
-        let firstAreFlagged = all.prefix(flagged.count).allSatisfy(\.isFlagged)
-        #expect(firstAreFlagged, "flagged studies come first")
+        #expect(all.map(\.tier) == all.map(\.tier).sorted(), "changed after review first, then flagged, then the others")
+        #expect(all.filter { $0.tier == .flagged }.allSatisfy(\.isFlagged) && all.filter { $0.tier == .other }.allSatisfy { !$0.isFlagged })
     }
 
     @Test("study handles: short-ID and UID prefixes, ambiguity, nonsense", arguments: WorklistBackend.all)
