@@ -46,8 +46,10 @@ def cpu_name():
 
 
 def timed(argv, runs):
+    """The median time of `runs` runs of argv, or of each argv in turn when given a list of them."""
+    argvs = argv if isinstance(argv[0], list) else [argv] * runs
     times = []
-    for _ in range(runs):
+    for argv in argvs:
         start = time.perf_counter()
         result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         times.append(time.perf_counter() - start)
@@ -77,7 +79,11 @@ def main():
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         studies, images = conn.execute("SELECT count(*), (SELECT count(*) FROM image) FROM study").fetchone()
         reviews, flagged = conn.execute("SELECT (SELECT count(*) FROM review), (SELECT count(*) FROM study WHERE flagged)").fetchone()
-        flagged_id = conn.execute("SELECT shortID FROM study WHERE flagged ORDER BY id DESC LIMIT 1").fetchone()[0]
+        # A review is recorded once: each run of confirm and override takes a flagged study of its own.
+        flagged_ids = [row[0] for row in conn.execute("SELECT shortID FROM study WHERE flagged ORDER BY id DESC LIMIT ?", (2 * args.runs,))]
+        if len(flagged_ids) < 2 * args.runs:
+            sys.exit(f"{db} has {len(flagged_ids)} flagged studies left, {2 * args.runs} needed: run with --rebuild")
+        flagged_id = flagged_ids[0]
         accession = conn.execute("SELECT accessionNumber FROM study WHERE accessionNumber IS NOT NULL ORDER BY id LIMIT 1 OFFSET 5000").fetchone()[0]
         patient = conn.execute("SELECT patientName FROM study WHERE patientName IS NOT NULL ORDER BY id LIMIT 1").fetchone()[0].split("^")[0]
     folder = os.path.dirname(os.path.abspath(db))
@@ -92,8 +98,8 @@ def main():
         ("export --out e.csv", b + ["export", "--out", os.path.join(folder, "e.csv"), "--force"] + d),
         ("export --mura --out m.csv", b + ["export", "--mura", "--out", os.path.join(folder, "m.csv"), "--force"] + d),
         ("show", b + ["show", flagged_id] + d),
-        ("confirm", b + ["confirm", flagged_id] + d),
-        ("override", b + ["override", flagged_id, "--label", "normal"] + d),
+        ("confirm", [b + ["confirm", i] + d for i in flagged_ids[:args.runs]]),
+        ("override", [b + ["override", i, "--label", "normal"] + d for i in flagged_ids[args.runs:]]),
         ("list --accession", b + ["list", "--accession", accession] + d),
         ("list --patient", b + ["list", "--patient", patient] + d),
     ]

@@ -123,7 +123,7 @@ struct ListCommandTests {
     func exportFiles() throws {
         let out = dir.path("e.csv")
         let binary = try #require(Executable.url?.path)
-        let first = try shell("umask 000; exec '\(binary)' export --out '\(out)' --db '\(db)'")
+        let first = try Executable.shell("umask 000; exec '\(binary)' export --out '\(out)' --db '\(db)'")
         #expect(first.status == 0, "\(first.stderr)")
         #expect(first.stderr.contains("wrote 300 studies to \(out)"))
         var info = stat()
@@ -152,19 +152,5 @@ struct ListCommandTests {
         #expect(mura.stderr.contains("left out 58: not reviewed"))
         #expect(mura.stderr.contains("left out 240: not in MURA layout"))
         #expect(mura.stderr.contains(String(Study.shortID(for: "1.2.826.0.1.3680043.9.1").prefix(8))) || mura.stderr.contains(", ..."))
-    }
-
-    func shell(_ command: String) throws -> Executable.Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", command]
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Executable.Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
     }
 }

@@ -20,20 +20,7 @@ struct ReviewCommandTests {
 
     /// The binary with `--db`, and these variables changed in its environment.
     func run(_ args: [String], environment: [String: String] = [:]) throws -> Executable.Result {
-        let url = try #require(Executable.url)
-        let process = Process()
-        process.executableURL = url
-        process.arguments = args + ["--db", db]
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Executable.Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                                 stderr: String(decoding: stderr, as: UTF8.self))
+        try Executable.run(args + ["--db", db], environment: environment)
     }
 
     func short(_ uid: String) -> String { String(Study.shortID(for: uid).prefix(8)) }

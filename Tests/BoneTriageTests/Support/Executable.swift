@@ -18,11 +18,22 @@ enum Executable {
         let stderr: String
     }
 
-    static func run(_ arguments: [String]) throws -> Result {
+    /// The built binary with these arguments, and these variables changed in its environment.
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
         guard let url else { throw CocoaError(.fileNoSuchFile) }
+        return try run(url, arguments, environment: environment)
+    }
+
+    /// A shell command line (for what needs the shell: a umask, a redirection).
+    static func shell(_ command: String) throws -> Result {
+        try run(URL(fileURLWithPath: "/bin/sh"), ["-c", command])
+    }
+
+    private static func run(_ program: URL, _ arguments: [String], environment: [String: String] = [:]) throws -> Result {
         let process = Process()
-        process.executableURL = url
+        process.executableURL = program
         process.arguments = arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
