@@ -68,8 +68,8 @@ echo "dropped 2 PNG images and one unreadable file"
 step "waiting for the triage (quiet period 3 s)"
 i=0
 while :; do
-  json=$("$BIN" list --db "$DEMO/worklist.sqlite" --format json)
-  done_count=$(printf '%s' "$json" | grep -c '"state" : "\(triaged\|not_applicable\|failed\)"' || true)
+  # Finished studies: CSV rows (one per study, after the header) of the states a triage ends in.
+  done_count=$("$BIN" list --db "$DEMO/worklist.sqlite" --state triaged --state not_applicable --state failed --format csv | tail -n +2 | wc -l)
   [ "$done_count" -ge 3 ] && break
   i=$((i + 1)); [ $i -lt 120 ] || { cat "$LOG"; echo "triage did not finish" >&2; exit 1; }
   sleep 0.5
