@@ -57,6 +57,12 @@ public struct RenderedDicom: Sendable {
     /// The JPEG 2000 resolution level decoded: 0 is full resolution (Rows x Columns); r is 1/2^r of
     /// it in each dimension (rounded up). Always 0 for other transfer syntaxes.
     public var resolutionLevel: Int = 0
+
+    /// Where the frames lie on the full image, for the model input's resize; nil at full resolution.
+    public var reduction: ModelInput.Reduction? {
+        guard resolutionLevel > 0, let columns = metadata.columns, let rows = metadata.rows else { return nil }
+        return ModelInput.Reduction(level: resolutionLevel, fullWidth: columns, fullHeight: rows)
+    }
 }
 
 /// Reads DICOM through DCMTK (JPEG 2000 through OpenJPEG).
@@ -88,8 +94,17 @@ public enum DicomReader {
     /// `minimumDecodedSize`), JPEG 2000 is decoded at the lowest resolution level that keeps at least
     /// that many pixels in both dimensions, with `threads` OpenJPEG threads, and rendered as the full
     /// image would be; 0 (the default, for `inspect` and what radiologists see) decodes at full resolution.
+    /// A gray image that ends up with the min-max window (no usable window or VOI LUT in the file) is
+    /// decoded again at full resolution: its window comes from the full image's extreme values, which
+    /// a lower resolution level (an average) does not keep.
     public static func render(path: String, maximumPixels: UInt64 = defaultMaximumPixels, minimumSize: Int = 0,
                               threads: Int = 1) throws -> RenderedDicom {
+        let rendered = try render(path: path, maximumPixels: maximumPixels, minimumSize: minimumSize, threads: threads, once: ())
+        guard rendered.resolutionLevel > 0, rendered.decisions.voi == .minMax, rendered.frames.first?.channels == 1 else { return rendered }
+        return try render(path: path, maximumPixels: maximumPixels, minimumSize: 0, threads: threads, once: ())
+    }
+
+    private static func render(path: String, maximumPixels: UInt64, minimumSize: Int, threads: Int, once: Void) throws -> RenderedDicom {
         let handle = try open(path, metadataOnly: false)
         defer { bt_dicom_close(handle) }
         try checkPixelData(handle, path: path)

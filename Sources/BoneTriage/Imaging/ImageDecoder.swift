@@ -45,7 +45,7 @@ public final class InProcessDecoder: ImageDecoder {
             guard image.frames.count <= IsolatedDecoder.maximumFrames else {
                 return .unreadable(.undecodable(path: path, reason: "\(image.frames.count) frames; BoneTriage classifies at most \(IsolatedDecoder.maximumFrames) per file"))
             }
-            return .inputs(image.frames.map { ModelInput.make($0, spec: spec) })
+            return .inputs(image.frames.map { ModelInput.make($0, spec: spec, reduction: image.reduction) })
         } catch let error as ImagingError {
             return .unreadable(error)
         } catch {

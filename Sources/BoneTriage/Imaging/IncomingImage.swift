@@ -11,6 +11,8 @@ public struct IncomingImage: Sendable {
     public let eligibility: Eligibility
     public let frames: [Radiograph]
     public let decisions: RenderingDecisions?
+    /// The JPEG 2000 resolution level the frames were decoded at (0: full resolution), with the full size.
+    public var reduction: ModelInput.Reduction?
 
     static let pngSignature: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
 
@@ -33,6 +35,6 @@ public struct IncomingImage: Sendable {
         }
         let rendered = try DicomReader.render(path: path, maximumPixels: maximumPixels, minimumSize: minimumSize, threads: threads)
         return IncomingImage(path: path, format: .dicom, metadata: rendered.metadata, eligibility: eligibility,
-                             frames: rendered.frames, decisions: rendered.decisions)
+                             frames: rendered.frames, decisions: rendered.decisions, reduction: rendered.reduction)
     }
 }
