@@ -271,6 +271,17 @@ struct ReducedDecodeTests {
         let fullInput = try ModelInput.make(#require(full.frames.first), spec: Self.spec)
         #expect(inputs == [reducedInput])
         #expect(inputs != [fullInput], "the decoder took the full-resolution path")
+        // The daemon's decoder process, with two OpenJPEG threads.
+        if let executable = Executable.url {
+            let isolated = IsolatedDecoder(executable: executable.path, timeout: 30)
+            isolated.decodeThreads = 2
+            defer { isolated.close() }
+            guard case let .inputs(child) = isolated.decode(path: path, spec: Self.spec, maximumPixels: DicomReader.defaultMaximumPixels) else {
+                Issue.record("not decoded in the child")
+                return
+            }
+            #expect(child == [reducedInput])
+        }
     }
 
     @Test("a codestream whose reduced decode cannot give the declared size falls back or fails clearly, never crashes",
