@@ -589,6 +589,9 @@ extern "C" bt_image *bt_dicom_image_reduced(bt_dicom *dicom, uint64_t maxPixels,
     if (!shortfall.empty()) { setError(error, errorSize, shortfall); return nullptr; }
     bool openjpeg = false;
     int level = 0;
+    // A gray image without a VOI LUT or window gets the min-max window, from the full image's extremes
+    // (a lower resolution level averages them away): decode it in full straight away.
+    if (minSize > 0 && samples == 1 && !ds->tagExists(DCM_VOILUTSequence) && !ds->tagExists(DCM_WindowCenter)) minSize = 0;
     if (isJPEG2000(dicom->transferSyntax)) {
         std::string why;
         int width = int(columns), height = int(rows);
