@@ -1,5 +1,6 @@
 #include "bt_dicom.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <iconv.h>
@@ -322,9 +323,26 @@ OPJ_BOOL seekStream(OPJ_OFF_T to, void *user) {
 }
 void quiet(const char *, void *) {}
 
-/// Decodes one codestream into `out` (samples interleaved, as DICOM's planar configuration 0).
-bool decodeJ2K(const std::vector<uint8_t> &code, int rows, int columns, int samples, int bitsAllocated,
-               std::vector<uint8_t> &out, std::string &why) {
+uint32_t ceilShift(uint32_t value, uint32_t shift) { return uint32_t((uint64_t(value) + (uint64_t(1) << shift) - 1) >> shift); }
+
+/// The lowest resolution level whose image keeps at least `minSize` pixels in both dimensions, given the
+/// image area (x0, y0)-(x1, y1) on the reference grid and `resolutions` (decomposition levels + 1).
+int levelFor(uint32_t x0, uint32_t y0, uint32_t x1, uint32_t y1, uint32_t resolutions, int minSize) {
+    if (minSize <= 0 || resolutions < 2) return 0;
+    int level = 0;
+    for (uint32_t r = 1; r < resolutions && r < 31; ++r) {
+        uint32_t w = ceilShift(x1, r) - ceilShift(x0, r), h = ceilShift(y1, r) - ceilShift(y0, r);
+        if (w < uint32_t(minSize) || h < uint32_t(minSize)) break;
+        level = int(r);
+    }
+    return level;
+}
+
+/// Decodes one codestream into `out` (samples interleaved, as DICOM's planar configuration 0). With
+/// `level` -1, picks the resolution level from `minSize` (see `levelFor`); else decodes at `level`.
+/// `level` is set to the level decoded, `width` x `height` to the decoded size.
+bool decodeJ2K(const std::vector<uint8_t> &code, int rows, int columns, int samples, int bitsAllocated, int minSize, int threads,
+               int &level, int &width, int &height, std::vector<uint8_t> &out, std::string &why) {
     if (code.size() < 4) { why = "JPEG 2000 fragment is empty"; return false; }
     // A JP2 file box starts with 0000000C6A502020; a raw codestream with FF4FFF51.
     bool jp2 = code.size() >= 12 && code[4] == 0x6A && code[5] == 0x50;
@@ -342,21 +360,54 @@ bool decodeJ2K(const std::vector<uint8_t> &code, int rows, int columns, int samp
     opj_stream_set_skip_function(stream, skipStream);
     opj_stream_set_seek_function(stream, seekStream);
     opj_image_t *image = nullptr;
-    bool ok = opj_setup_decoder(codec, &parameters) && opj_read_header(stream, codec, &image) &&
-              opj_decode(codec, stream, image) && opj_end_decompress(codec, stream);
+    // 0 threads: the calling thread only (also when OPJ_NUM_THREADS is set in the environment).
+    bool ok = opj_setup_decoder(codec, &parameters) && opj_codec_set_threads(codec, threads > 1 ? threads : 0) &&
+              opj_read_header(stream, codec, &image) && image && image->numcomps > 0;
+    bool headerRead = ok;
+    uint32_t expectedWidth = uint32_t(columns), expectedHeight = uint32_t(rows);
+    if (ok && int(image->x1 - image->x0) == columns && int(image->y1 - image->y0) == rows && image->x1 > image->x0 && image->y1 > image->y0) {
+        if (level < 0) {
+            // The decomposition levels of every component (the main header's COD/COC); a tile that
+            // declares fewer makes OpenJPEG refuse the reduced decode, and the caller decodes in full.
+            uint32_t resolutions = 0;
+            if (opj_codestream_info_v2_t *cstr = opj_get_cstr_info(codec)) {
+                if (cstr->m_default_tile_info.tccp_info && cstr->nbcomps == image->numcomps) {
+                    resolutions = UINT32_MAX;
+                    for (uint32_t c = 0; c < cstr->nbcomps; ++c) resolutions = std::min(resolutions, cstr->m_default_tile_info.tccp_info[c].numresolutions);
+                }
+                opj_destroy_cstr_info(&cstr);
+            }
+            level = levelFor(image->x0, image->y0, image->x1, image->y1, resolutions, minSize);
+        }
+        if (level > 0) {
+            expectedWidth = ceilShift(image->x1, uint32_t(level)) - ceilShift(image->x0, uint32_t(level));
+            expectedHeight = ceilShift(image->y1, uint32_t(level)) - ceilShift(image->y0, uint32_t(level));
+            ok = opj_set_decoded_resolution_factor(codec, OPJ_UINT32(level));
+            if (!ok) why = "OpenJPEG refused resolution level " + std::to_string(level);
+        }
+    } else if (ok) {
+        level = 0;  // the header's size is checked against Rows and Columns below
+    }
+    if (level < 0) level = 0;
+    if (ok) ok = opj_decode(codec, stream, image) && opj_end_decompress(codec, stream);
     if (!ok || !image) {
-        why = "the JPEG 2000 codestream is corrupt (OpenJPEG could not decode it)";
-    } else if (int(image->numcomps) != samples || int(image->comps[0].w) != columns || int(image->comps[0].h) != rows) {
+        if (why.empty() || !headerRead) why = "the JPEG 2000 codestream is corrupt (OpenJPEG could not decode it)";
+        if (level > 0) why += " at resolution level " + std::to_string(level);
+        ok = false;
+    } else if (int(image->numcomps) != samples || image->comps[0].w != expectedWidth || image->comps[0].h != expectedHeight) {
         why = "the JPEG 2000 image is " + std::to_string(image->comps[0].w) + "x" + std::to_string(image->comps[0].h) + "x" +
               std::to_string(image->numcomps) + " but the header says " + std::to_string(columns) + "x" + std::to_string(rows) + "x" +
               std::to_string(samples);
+        if (level > 0) why += " (" + std::to_string(expectedWidth) + "x" + std::to_string(expectedHeight) + " at resolution level " + std::to_string(level) + ")";
         ok = false;
     } else {
-        size_t pixels = size_t(rows) * size_t(columns);
+        width = int(expectedWidth);
+        height = int(expectedHeight);
+        size_t pixels = size_t(width) * size_t(height);
         int bytes = bitsAllocated / 8;
         out.assign(pixels * samples * bytes, 0);
         for (int c = 0; c < samples; ++c) {
-            if (image->comps[c].w != image->comps[0].w || image->comps[c].h != image->comps[0].h) {
+            if (image->comps[c].w != image->comps[0].w || image->comps[c].h != image->comps[0].h || !image->comps[c].data) {
                 why = "JPEG 2000 components differ in size (subsampled components are not supported)";
                 ok = false;
                 break;
@@ -382,7 +433,11 @@ bool isJPEG2000(const std::string &ts) {
 }
 
 /// Replaces encapsulated JPEG 2000 pixel data with the decoded native pixels.
-bool decodeJPEG2000InPlace(DcmDataset *ds, int rows, int columns, int samples, int frames, int bitsAllocated, std::string &why) {
+/// With `minSize` > 0, decodes at the reduced resolution `decodeJ2K` picks from the first frame (every
+/// frame at that level; if any fails there, all again at full resolution) and sets Rows and Columns to
+/// the decoded size. `level`, `width` and `height` tell what was decoded.
+bool decodeJPEG2000InPlace(DcmDataset *ds, int rows, int columns, int samples, int frames, int bitsAllocated, int minSize, int threads,
+                           int &level, int &width, int &height, std::string &why) {
     DcmElement *element = nullptr;
     if (ds->findAndGetElement(DCM_PixelData, element).bad() || !element) { why = "there is no Pixel Data element"; return false; }
     DcmPixelData *pixelData = OFstatic_cast(DcmPixelData *, element);
@@ -418,10 +473,29 @@ bool decodeJPEG2000InPlace(DcmDataset *ds, int rows, int columns, int samples, i
         return false;
     }
     std::vector<uint8_t> all;
-    for (auto &code : codes) {
-        std::vector<uint8_t> frame;
-        if (!decodeJ2K(code, rows, columns, samples, bitsAllocated, frame, why)) return false;
-        all.insert(all.end(), frame.begin(), frame.end());
+    auto decodeAll = [&](int wanted) -> bool {
+        all.clear();
+        level = wanted;
+        for (size_t i = 0; i < codes.size(); ++i) {
+            std::vector<uint8_t> frame;
+            int frameLevel = level, w = 0, h = 0;
+            bool decoded = decodeJ2K(codes[i], rows, columns, samples, bitsAllocated, minSize, threads, frameLevel, w, h, frame, why);
+            if (i == 0) level = frameLevel;  // the first frame picks the level; the others follow it
+            if (!decoded) return false;
+            if (i == 0) { width = w; height = h; }
+            if (w != width || h != height) { why = "JPEG 2000 frames differ in size"; return false; }
+            if (codes.size() == 1) all.swap(frame); else all.insert(all.end(), frame.begin(), frame.end());
+        }
+        return true;
+    };
+    if (!decodeAll(minSize > 0 ? -1 : 0)) {
+        // A codestream that lies about its levels or sizes: the full decode says what is wrong, if anything.
+        if (level <= 0 || !decodeAll(0)) return false;
+    }
+    if (level > 0) {
+        OFCondition resized = ds->putAndInsertUint16(DCM_Rows, Uint16(height));
+        if (resized.good()) resized = ds->putAndInsertUint16(DCM_Columns, Uint16(width));
+        if (resized.bad()) { why = std::string("cannot set the reduced size: ") + resized.text(); return false; }
     }
     ds->findAndDeleteElement(DCM_PixelData);
     OFCondition status = bitsAllocated == 16
@@ -491,6 +565,11 @@ extern "C" int bt_dicom_check_pixel_data(bt_dicom *dicom, char *error, size_t er
 }
 
 extern "C" bt_image *bt_dicom_image(bt_dicom *dicom, uint64_t maxPixels, bt_render_info *info, char *error, size_t errorSize) {
+    return bt_dicom_image_reduced(dicom, maxPixels, 0, 1, info, error, errorSize);
+}
+
+extern "C" bt_image *bt_dicom_image_reduced(bt_dicom *dicom, uint64_t maxPixels, int minSize, int threads, bt_render_info *info,
+                                            char *error, size_t errorSize) {
     initialiseOnce();
     DcmDataset *ds = dicom->file.getDataset();
     if (!ds->tagExists(DCM_PixelData)) { setError(error, errorSize, "it has no Pixel Data (7FE0,0010)"); return nullptr; }
@@ -509,9 +588,15 @@ extern "C" bt_image *bt_dicom_image(bt_dicom *dicom, uint64_t maxPixels, bt_rend
     std::string shortfall = pixelDataShortfall(dicom);
     if (!shortfall.empty()) { setError(error, errorSize, shortfall); return nullptr; }
     bool openjpeg = false;
+    int level = 0;
+    // A gray image without a VOI LUT or window gets the min-max window, from the full image's extremes
+    // (a lower resolution level averages them away): decode it in full straight away.
+    if (minSize > 0 && samples == 1 && !ds->tagExists(DCM_VOILUTSequence) && !ds->tagExists(DCM_WindowCenter)) minSize = 0;
     if (isJPEG2000(dicom->transferSyntax)) {
         std::string why;
-        if (!decodeJPEG2000InPlace(ds, int(rows), int(columns), int(samples), int(frames), int(bitsAllocated), why)) {
+        int width = int(columns), height = int(rows);
+        if (!decodeJPEG2000InPlace(ds, int(rows), int(columns), int(samples), int(frames), int(bitsAllocated), minSize, threads,
+                                   level, width, height, why)) {
             setError(error, errorSize, why);
             return nullptr;
         }
@@ -527,6 +612,9 @@ extern "C" bt_image *bt_dicom_image(bt_dicom *dicom, uint64_t maxPixels, bt_rend
     }
     memset(info, 0, sizeof(*info));
     info->used_openjpeg = openjpeg ? 1 : 0;
+    info->resolution_level = level;
+    info->full_width = int(columns);
+    info->full_height = int(rows);
     if (image->isMonochrome()) {
         if (image->getVoiLutCount() > 0 && image->setVoiLut(0)) {
             info->voi_method = 2;

@@ -56,7 +56,8 @@ public enum DecoderService {
             guard let spec = request.spec else {
                 return (.failure(.undecodable(path: request.path, reason: "the decoder process got no usable model input size")), [])
             }
-            switch InProcessDecoder.decode(path: request.path, spec: spec, maximumPixels: request.maximumPixels) {
+            let threads = min(64, max(1, request.threads ?? 1))
+            switch InProcessDecoder.decode(path: request.path, spec: spec, maximumPixels: request.maximumPixels, threads: threads) {
             case let .inputs(frames): return (DecodeAnswer(outcome: .inputs, frames: frames.count), frames)
             case let .notApplicable(reason): return (DecodeAnswer(outcome: .notApplicable, reason: reason), [])
             case let .unreadable(error): return (.failure(error), [])

@@ -54,6 +54,15 @@ public struct RenderedDicom: Sendable {
     public let metadata: DicomMetadata
     public let frames: [Radiograph]
     public let decisions: RenderingDecisions
+    /// The JPEG 2000 resolution level decoded: 0 is full resolution (Rows x Columns); r is 1/2^r of
+    /// it in each dimension (rounded up). Always 0 for other transfer syntaxes.
+    public var resolutionLevel: Int = 0
+
+    /// Where the frames lie on the full image, for the model input's resize; nil at full resolution.
+    public var reduction: ModelInput.Reduction? {
+        guard resolutionLevel > 0, let columns = metadata.columns, let rows = metadata.rows else { return nil }
+        return ModelInput.Reduction(level: resolutionLevel, fullWidth: columns, fullHeight: rows)
+    }
 }
 
 /// Reads DICOM through DCMTK (JPEG 2000 through OpenJPEG).
@@ -70,7 +79,32 @@ public enum DicomReader {
         return metadata(handle)
     }
 
-    public static func render(path: String, maximumPixels: UInt64 = defaultMaximumPixels) throws -> RenderedDicom {
+    /// How many times the model's input size a reduced decode keeps in both dimensions, so that the area
+    /// filter still averages several decoded pixels into each input pixel (see `minimumDecodedSize`).
+    public static let reductionMargin = 2
+
+    /// The smallest width and height worth decoding for `spec`: `reductionMargin` x its size for the
+    /// area filter; 0 (full resolution) for nearest, whose models were trained on pixels picked from
+    /// the full image (a lower resolution level is an average, not a pick).
+    public static func minimumDecodedSize(for spec: ModelInputSpec) -> Int {
+        spec.filter == .area ? reductionMargin * spec.size : 0
+    }
+
+    /// Reads and renders every frame. With `minimumSize` above 0 (the model's input: see
+    /// `minimumDecodedSize`), JPEG 2000 is decoded at the lowest resolution level that keeps at least
+    /// that many pixels in both dimensions, with `threads` OpenJPEG threads, and rendered as the full
+    /// image would be; 0 (the default, for `inspect` and what radiologists see) decodes at full resolution.
+    /// A gray image that ends up with the min-max window (no usable window or VOI LUT in the file) is
+    /// decoded again at full resolution: its window comes from the full image's extreme values, which
+    /// a lower resolution level (an average) does not keep.
+    public static func render(path: String, maximumPixels: UInt64 = defaultMaximumPixels, minimumSize: Int = 0,
+                              threads: Int = 1) throws -> RenderedDicom {
+        let rendered = try render(path: path, maximumPixels: maximumPixels, minimumSize: minimumSize, threads: threads, once: ())
+        guard rendered.resolutionLevel > 0, rendered.decisions.voi == .minMax, rendered.frames.first?.channels == 1 else { return rendered }
+        return try render(path: path, maximumPixels: maximumPixels, minimumSize: 0, threads: threads, once: ())
+    }
+
+    private static func render(path: String, maximumPixels: UInt64, minimumSize: Int, threads: Int, once: Void) throws -> RenderedDicom {
         let handle = try open(path, metadataOnly: false)
         defer { bt_dicom_close(handle) }
         try checkPixelData(handle, path: path)
@@ -81,7 +115,8 @@ public enum DicomReader {
         }
         var info = bt_render_info()
         var error = [CChar](repeating: 0, count: 512)
-        guard let image = bt_dicom_image(handle, maximumPixels, &info, &error, error.count) else {
+        guard let image = bt_dicom_image_reduced(handle, maximumPixels, Int32(clamping: max(0, minimumSize)), Int32(clamping: max(1, threads)),
+                                                 &info, &error, error.count) else {
             let hint = uncompressedSyntaxes.contains(meta.transferSyntaxUID) ? "" : "; sending it uncompressed may help"
             throw ImagingError.undecodable(path: path, reason: message(error) + hint)
         }
@@ -100,7 +135,7 @@ public enum DicomReader {
                                            windowWidth: windowed ? info.window_width : nil,
                                            invertedMonochrome1: info.inverted != 0, decodedWithOpenJPEG: info.used_openjpeg != 0,
                                            fileWindowIgnored: info.file_window_ignored != 0)
-        return RenderedDicom(metadata: meta, frames: frames, decisions: decisions)
+        return RenderedDicom(metadata: meta, frames: frames, decisions: decisions, resolutionLevel: Int(info.resolution_level))
     }
 
     /// Implicit and explicit VR little endian, explicit big endian, deflated: pixels as they are.

@@ -24,23 +24,28 @@ extension ImageDecoder {
     public func close() {}
 }
 
-/// Decodes in this process: reading, rendering (DCMTK, OpenJPEG, libpng) and resizing.
+/// Decodes in this process: reading, rendering (DCMTK, OpenJPEG, libpng) and resizing. JPEG 2000 is
+/// decoded at the lowest resolution the model's input needs (`DicomReader.minimumDecodedSize`).
 public final class InProcessDecoder: ImageDecoder {
-    public init() {}
+    /// OpenJPEG threads per image.
+    public let threads: Int
+
+    public init(threads: Int = 1) { self.threads = max(1, threads) }
 
     public func decode(path: String, spec: ModelInputSpec, maximumPixels: UInt64) -> DecodedImage {
-        Self.decode(path: path, spec: spec, maximumPixels: maximumPixels)
+        Self.decode(path: path, spec: spec, maximumPixels: maximumPixels, threads: threads)
     }
 
-    public static func decode(path: String, spec: ModelInputSpec, maximumPixels: UInt64) -> DecodedImage {
+    public static func decode(path: String, spec: ModelInputSpec, maximumPixels: UInt64, threads: Int = 1) -> DecodedImage {
         do {
-            let image = try IncomingImage.read(path: path, maximumPixels: maximumPixels)
+            let image = try IncomingImage.read(path: path, maximumPixels: maximumPixels,
+                                               minimumSize: DicomReader.minimumDecodedSize(for: spec), threads: threads)
             if case let .notApplicable(reason) = image.eligibility { return .notApplicable(reason: reason) }
             guard !image.frames.isEmpty else { return .unreadable(.undecodable(path: path, reason: "the image has no frame")) }
             guard image.frames.count <= IsolatedDecoder.maximumFrames else {
                 return .unreadable(.undecodable(path: path, reason: "\(image.frames.count) frames; BoneTriage classifies at most \(IsolatedDecoder.maximumFrames) per file"))
             }
-            return .inputs(image.frames.map { ModelInput.make($0, spec: spec) })
+            return .inputs(image.frames.map { ModelInput.make($0, spec: spec, reduction: image.reduction) })
         } catch let error as ImagingError {
             return .unreadable(error)
         } catch {

@@ -25,6 +25,9 @@ public final class IsolatedDecoder: ImageDecoder {
     /// Called with a line for the log when the child must be started again, and why.
     public var onEvent: (@Sendable (String) -> Void)?
 
+    /// OpenJPEG threads the child uses per image (1: its one thread).
+    public var decodeThreads = 1
+
     private var child: DecoderProcess?
 
     /// `executable` is a `bonetriage` binary; the daemon passes its own (`/proc/self/exe`).
@@ -48,9 +51,10 @@ public final class IsolatedDecoder: ImageDecoder {
         request.low = spec.range.lowerBound
         request.high = spec.range.upperBound
         request.filter = spec.filter.rawValue
+        request.threads = decodeThreads
         switch exchange(request, frameValues: spec.size * spec.size * 3) {
         case .unavailable:
-            return InProcessDecoder.decode(path: path, spec: spec, maximumPixels: maximumPixels)
+            return InProcessDecoder.decode(path: path, spec: spec, maximumPixels: maximumPixels, threads: decodeThreads)
         case let .failed(error):
             return .unreadable(error)
         case let .answered(answer, frames):
@@ -219,6 +223,8 @@ struct DecodeRequest: Codable {
     var low: Float?
     var high: Float?
     var filter: String?
+    /// OpenJPEG threads for `modelInput` (absent: 1).
+    var threads: Int?
 
     var spec: ModelInputSpec? {
         guard let size, size > 0, size <= 4096, let low, let high, low < high, let filter = filter.flatMap(ResizeFilter.init(rawValue:)) else { return nil }

@@ -22,8 +22,15 @@ public struct ModelInputSpec: Sendable, Equatable {
 
 /// Turns a rendered radiograph into the model's size x size x 3 float input (NHWC, one image).
 public enum ModelInput {
-    public static func make(_ image: Radiograph, spec: ModelInputSpec) -> [Float] {
-        let resized = resize(image, to: spec.size, filter: spec.filter)
+    /// `reduction`: the image is a JPEG 2000 resolution level (see `Reduction`), resized as the full
+    /// image would be; nil for a full-resolution image.
+    public static func make(_ image: Radiograph, spec: ModelInputSpec, reduction: Reduction? = nil) -> [Float] {
+        let resized: [Float]
+        if let reduction, reduction.level > 0, spec.filter == .area {
+            resized = resize(image, to: spec.size, reduction: reduction)
+        } else {
+            resized = resize(image, to: spec.size, filter: spec.filter)
+        }
         let low = spec.range.lowerBound, scale = (spec.range.upperBound - spec.range.lowerBound) / 255
         var out = [Float](repeating: 0, count: spec.size * spec.size * 3)
         let pixels = spec.size * spec.size
@@ -47,8 +54,11 @@ public enum ModelInput {
 
     /// Resamples to size x size, keeping channels; values stay in 0...255 as floats.
     public static func resize(_ image: Radiograph, to size: Int, filter: ResizeFilter) -> [Float] {
-        let columns = weights(from: image.width, to: size, filter: filter)
-        let rows = weights(from: image.height, to: size, filter: filter)
+        resize(image, to: size, columns: weights(from: image.width, to: size, filter: filter),
+               rows: weights(from: image.height, to: size, filter: filter))
+    }
+
+    static func resize(_ image: Radiograph, to size: Int, columns: [[(Int, Float)]], rows: [[(Int, Float)]]) -> [Float] {
         let ch = image.channels
         // Horizontal pass: height x size x ch.
         var horizontal = [Float](repeating: 0, count: image.height * size * ch)
@@ -75,6 +85,51 @@ public enum ModelInput {
             }
         }
         return out
+    }
+
+    /// Where a reduced image's pixels lie on the full image: JPEG 2000 resolution level `level` of a
+    /// `fullWidth` x `fullHeight` image. Its pixel n is the wavelet low-pass centred on full-resolution
+    /// pixel 2^level x n (not on the middle of the 2^level pixels from there), so the area filter reads
+    /// it shifted by (2^level - 1) / 2 full-resolution pixels, and at the full image's scale.
+    public struct Reduction: Sendable, Equatable {
+        public var level: Int
+        public var fullWidth: Int
+        public var fullHeight: Int
+        public init(level: Int, fullWidth: Int, fullHeight: Int) {
+            self.level = level
+            self.fullWidth = fullWidth
+            self.fullHeight = fullHeight
+        }
+    }
+
+    /// Area averaging of a reduced image over the same full-resolution areas as `resize(_:to:filter:)`
+    /// averages on the full image.
+    static func resize(_ image: Radiograph, to size: Int, reduction: Reduction) -> [Float] {
+        let columns = reducedAreaWeights(input: image.width, full: reduction.fullWidth, level: reduction.level, output: size)
+        let rows = reducedAreaWeights(input: image.height, full: reduction.fullHeight, level: reduction.level, output: size)
+        return resize(image, to: size, columns: columns, rows: rows)
+    }
+
+    /// Output pixel o covers full-resolution [o s, (o + 1) s), s = full / output. Reduced pixel n covers
+    /// full-resolution [2^l n + 1/2 - 2^(l-1), 2^l n + 1/2 + 2^(l-1)), in reduced units [n + d, n + 1 + d)
+    /// with d = 1/2^(l+1) - 1/2. Overlaps are clipped to the image and the weights renormalised.
+    static func reducedAreaWeights(input: Int, full: Int, level: Int, output: Int) -> [[(Int, Float)]] {
+        let factor = Double(1 << min(max(level, 0), 30))
+        let scale = Double(full) / Double(output) / factor
+        let shift = 0.5 / factor - 0.5
+        return (0..<output).map { o in
+            let start = max(0, Double(o) * scale - shift), end = min(Double(input), Double(o + 1) * scale - shift)
+            var taps: [(Int, Float)] = []
+            var total = 0.0
+            var i = Int(start.rounded(.down))
+            while Double(i) < end && i < input {
+                let overlap = min(end, Double(i + 1)) - max(start, Double(i))
+                if overlap > 1e-12 { taps.append((i, Float(overlap))); total += overlap }
+                i += 1
+            }
+            guard total > 0 else { return [(max(0, min(input - 1, Int(start))), Float(1))] }
+            return taps.map { ($0.0, Float(Double($0.1) / total)) }
+        }
     }
 
     /// For each output index, the input indices it reads and their weights (summing to 1).

@@ -98,15 +98,24 @@ public final class StudyTriage: @unchecked Sendable {
         self.models = models
         self.policy = policy
         self.logger = logger
+        // A worker decodes a study's images before its engine runs, so its decoders share the engine's
+        // threads: each decoder process gets engine_threads / decoders_per_worker OpenJPEG threads (at least 1).
         if let executable = policy.decoderExecutable {
-            decoders = (0..<max(1, policy.decodersPerWorker)).map { _ in
+            let count = max(1, policy.decodersPerWorker)
+            decoders = (0..<count).map { _ in
                 let isolated = IsolatedDecoder(executable: executable, timeout: policy.decodeTimeout)
+                isolated.decodeThreads = Self.decodeThreads(engineThreads: policy.engineThreads, decoders: count)
                 isolated.onEvent = { [logger] in logger.warning("\($0)") }
                 return isolated
             }
         } else {
-            decoders = [InProcessDecoder()]
+            decoders = [InProcessDecoder(threads: Self.decodeThreads(engineThreads: policy.engineThreads, decoders: 1))]
         }
+    }
+
+    /// OpenJPEG threads per decoder: the worker's engine threads split over its decoders, at least 1.
+    public static func decodeThreads(engineThreads: Int, decoders: Int) -> Int {
+        max(1, engineThreads / max(1, decoders))
     }
 
     /// Ends the worker's decoder processes, if it has any.

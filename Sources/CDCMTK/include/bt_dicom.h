@@ -52,12 +52,26 @@ typedef struct bt_render_info {
     int file_window_ignored;
     /// 1 when the JPEG 2000 codestream was decoded by OpenJPEG.
     int used_openjpeg;
+    /// The JPEG 2000 resolution level decoded: 0 is full resolution, r is 1/2^r of it in each dimension
+    /// (width and height above are the decoded image's; Rows and Columns were set to them for rendering).
+    int resolution_level;
+    /// Columns and Rows of the file (the full resolution).
+    int full_width, full_height;
 } bt_render_info;
 
 /// Decodes pixel data (every supported transfer syntax) and prepares 8-bit rendering: Modality LUT,
 /// then the first VOI window or VOI LUT (else min-max), MONOCHROME1 inverted, colour as RGB.
 /// Refuses images over `max_pixels` (rows x columns x frames). NULL on failure, with `error` set.
 bt_image *bt_dicom_image(bt_dicom *dicom, uint64_t max_pixels, bt_render_info *info, char *error, size_t error_size);
+/// As `bt_dicom_image`, for a picture that is only needed at `min_size` x `min_size` pixels or more
+/// (the model's input with the resize filter's margin): JPEG 2000 is decoded at the lowest resolution
+/// level (of those the codestream has) whose width and height are both at least `min_size`, with
+/// `threads` OpenJPEG threads (1 or less: the calling thread only). The reduced image is rendered as the
+/// full one would be (its Rows and Columns). A codestream whose reduced decode fails or gives another
+/// size than its header promises is decoded at full resolution instead. Other transfer syntaxes, and
+/// `min_size` 0, decode at full resolution.
+bt_image *bt_dicom_image_reduced(bt_dicom *dicom, uint64_t max_pixels, int min_size, int threads, bt_render_info *info,
+                                 char *error, size_t error_size);
 /// Writes frame `frame` (from 0) as width x height x channels bytes. 0 on success.
 int bt_image_render(bt_image *image, int frame, uint8_t *out, size_t out_size, char *error, size_t error_size);
 void bt_image_close(bt_image *image);
