@@ -6,22 +6,6 @@ import Testing
 /// What the intake keeps of each image so that `show` can point to it in the PACS or the drop folder.
 @Suite("Intake: image details and MURA drop-folder studies")
 struct ImageDetailsIntakeTests {
-    struct Setup {
-        let dir: TemporaryDirectory
-        let intake: InstanceIntake
-        let worklist: SQLiteWorklist
-
-        init() throws {
-            dir = try TemporaryDirectory()
-            let spool = Spool(root: dir.path("spool"))
-            _ = try spool.prepare()
-            let quarantine = Quarantine(root: dir.path("quarantine"))
-            try quarantine.prepare()
-            worklist = try SQLiteWorklist(path: dir.path("w.sqlite"), create: true)
-            intake = InstanceIntake(spool: spool, quarantine: quarantine, worklist: worklist, logger: Logger(label: "test"), notify: { _ in })
-        }
-    }
-
     static let study = "1.2.826.0.1.3680043.8.498.1515"
 
     static func radiograph(_ sop: String) -> DicomWriter {
@@ -32,7 +16,7 @@ struct ImageDetailsIntakeTests {
 
     @Test("series number, instance number, view position and laterality (Image Laterality, else Laterality) are kept when the file has them")
     func dicomDetails() throws {
-        let setup = try Setup()
+        let setup = try IntakeHarness()
         var first = Self.radiograph(Self.study + ".1")
         first.set(0x0020, 0x0011, "IS", "3")
         first.set(0x0020, 0x0013, "IS", "12")
@@ -43,10 +27,7 @@ struct ImageDetailsIntakeTests {
         second.set(0x0020, 0x0060, "CS", "R")
         let third = Self.radiograph(Self.study + ".3")
         for w in [first, second, third] {
-            let received = setup.intake.spool.temporaryPath(tag: "cstore")
-            try w.write(to: received)
-            #expect(setup.intake.store(ReceivedInstance(temporaryPath: received, sopClassUID: w.sopClassUID, sopInstanceUID: w.sopInstanceUID,
-                                                        callingAETitle: "PACS", peerAddress: "127.0.0.1")) == .success)
+            #expect(try setup.receive(w) == .success)
         }
         let images = try setup.worklist.images(ofStudy: Self.study)
         #expect(images.map(\.seriesNumber) == [3, 4, nil])
@@ -58,7 +39,7 @@ struct ImageDetailsIntakeTests {
 
     @Test("a MURA-layout PNG: its patient folder is the patient ID, its file name is kept, its part comes from XR_<PART>")
     func muraLayout() throws {
-        let setup = try Setup()
+        let setup = try IntakeHarness()
         let drop = setup.dir.path("drop")
         let folder = drop + "/patients-2026/XR_WRIST/patient11185/study1_positive"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -76,7 +57,7 @@ struct ImageDetailsIntakeTests {
 
     @Test("a DICOM file dropped in the drop folder keeps its file name beside its series and instance numbers")
     func droppedDicom() throws {
-        let setup = try Setup()
+        let setup = try IntakeHarness()
         let drop = setup.dir.path("drop")
         try FileManager.default.createDirectory(atPath: drop + "/ward3", withIntermediateDirectories: true)
         var w = Self.radiograph(Self.study + ".9")

@@ -11,41 +11,9 @@ struct IntakeReasonTests {
     static let spec = ModelInputSpec(size: 75, range: -1...1, filter: .area)
     static let study = "1.2.826.0.1.3680043.8.498.1414"
 
-    struct Setup {
-        let dir: TemporaryDirectory
-        let intake: InstanceIntake
-        let worklist: SQLiteWorklist
-
-        init(headers: any HeaderReader = InProcessHeaderReader()) throws {
-            dir = try TemporaryDirectory()
-            let spool = Spool(root: dir.path("spool"))
-            _ = try spool.prepare()
-            let quarantine = Quarantine(root: dir.path("quarantine"))
-            try quarantine.prepare()
-            worklist = try SQLiteWorklist(path: dir.path("w.sqlite"), create: true)
-            intake = InstanceIntake(spool: spool, quarantine: quarantine, worklist: worklist, logger: Logger(label: "test"),
-                                    headers: headers, notify: { _ in })
-        }
-
-        /// `w` as a C-STORE from PACS would leave it (written into the spool's `.incoming`), given to the
-        /// intake; the status it answers.
-        func receive(_ w: DicomWriter, emptyDataset: Bool = false) throws -> StoreStatus {
-            let received = intake.spool.temporaryPath(tag: "cstore")
-            try w.write(to: received, emptyDataset: emptyDataset)
-            return intake.store(ReceivedInstance(temporaryPath: received, sopClassUID: w.sopClassUID, sopInstanceUID: w.sopInstanceUID,
-                                                 callingAETitle: "PACS", peerAddress: "127.0.0.1"))
-        }
-
-        /// Every `.reason` file in the quarantine.
-        func reasons() throws -> [String] {
-            try FileManager.default.contentsOfDirectory(atPath: dir.path("quarantine")).filter { $0.hasSuffix(".reason") }
-                .map { try String(contentsOfFile: dir.path("quarantine") + "/" + $0, encoding: .utf8) }
-        }
-    }
-
     @Test("an empty C-STORE dataset is refused 0xC000 as empty, not as lacking a Study Instance UID")
     func emptyDataset() throws {
-        let setup = try Setup()
+        let setup = try IntakeHarness()
         let sop = Self.study + ".1"
         // What DCMTK leaves on disk for a C-STORE whose dataset is empty: the File Meta header alone.
         let status = try setup.receive(DicomWriter(sopInstanceUID: sop), emptyDataset: true)
@@ -58,7 +26,7 @@ struct IntakeReasonTests {
 
     @Test("a C-STORE of a file whose Pixel Data is short is refused 0xC000 and quarantined with the numbers")
     func shortPixelDataRefused() throws {
-        let setup = try Setup()
+        let setup = try IntakeHarness()
         let sop = Self.study + ".2"
         var w = DicomWriter.radiograph(study: Self.study, sop: sop, rows: 16384, columns: 16384, bitsAllocated: 16)
         w.nativePixels(bytes: 512, bitsAllocated: 16)
@@ -76,7 +44,7 @@ struct IntakeReasonTests {
         environment[DecoderService.faultVariable] = "hang:slow-header"
         let reader = IsolatedHeaderReader(executable: try #require(Executable.url).path, timeout: 1, processes: 1, environment: environment)
         defer { reader.close() }
-        let setup = try Setup(headers: reader)
+        let setup = try IntakeHarness(headers: reader)
         let drop = setup.dir.path("drop")
         try FileManager.default.createDirectory(atPath: drop, withIntermediateDirectories: true)
         var w = DicomWriter.radiograph(study: Self.study, sop: Self.study + ".3", rows: 8, columns: 8)
@@ -131,7 +99,7 @@ struct IntakeReasonTests {
 
     @Test("a dataset without a SOP Instance UID is answered 0xA900 saying so, not as a mismatch with ''")
     func missingSOPInstanceUID() throws {
-        let setup = try Setup()
+        let setup = try IntakeHarness()
         let sop = Self.study + ".5"
         var w = DicomWriter.radiograph(study: Self.study, sop: sop, rows: 8, columns: 8)
         w.nativePixels(bytes: 64)
