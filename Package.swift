@@ -29,6 +29,8 @@ let package = Package(
             linkerSettings: [
                 .linkedLibrary("dcmnet"), .linkedLibrary("dcmjpls"), .linkedLibrary("dcmjpeg"), .linkedLibrary("dcmimage"), .linkedLibrary("dcmimgle"),
                 .linkedLibrary("dcmdata"), .linkedLibrary("oflog"), .linkedLibrary("ofstd"), .linkedLibrary("openjp2"),
+                // libjpeg-turbo (libjpeg62-turbo-dev) for DCT-scaled decoding of 8-bit JPEG.
+                .linkedLibrary("jpeg"),
             ]
         ),
         .target(

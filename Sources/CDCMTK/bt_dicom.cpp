@@ -22,7 +22,10 @@
 #include "dcmtk/dcmjpls/djdecode.h"
 #include "dcmtk/oflog/oflog.h"
 
+#include <csetjmp>
 #include <openjpeg.h>
+// libjpeg(-turbo), 8-bit, for DCT-scaled decoding (DCMTK's own IJG copy has no scaling interface).
+#include <jpeglib.h>
 
 struct bt_dicom {
     DcmFileFormat file;
@@ -427,6 +430,63 @@ bool decodeJ2K(const std::vector<uint8_t> &code, int rows, int columns, int samp
     return ok;
 }
 
+/// The codestream of each frame of encapsulated pixel data: one frame may span several fragments;
+/// several frames must have one fragment each (no Basic Offset Table is needed then).
+bool frameCodestreams(DcmDataset *ds, int frames, const char *what, std::vector<std::vector<uint8_t>> &codes, std::string &why) {
+    DcmElement *element = nullptr;
+    if (ds->findAndGetElement(DCM_PixelData, element).bad() || !element) { why = "there is no Pixel Data element"; return false; }
+    DcmPixelData *pixelData = OFstatic_cast(DcmPixelData *, element);
+    DcmPixelSequence *sequence = nullptr;
+    E_TransferSyntax xfer = ds->getOriginalXfer();
+    if (pixelData->getEncapsulatedRepresentation(xfer, nullptr, sequence).bad() || !sequence) {
+        why = std::string("the ") + what + " pixel data is not encapsulated";
+        return false;
+    }
+    unsigned long fragments = sequence->card();
+    if (fragments < 2) { why = "the encapsulated pixel data has no fragment"; return false; }
+    auto fragmentBytes = [&](unsigned long i, std::vector<uint8_t> &into) -> bool {
+        DcmPixelItem *item = nullptr;
+        Uint8 *bytes = nullptr;
+        if (sequence->getItem(item, i).bad() || !item || item->getUint8Array(bytes).bad()) return false;
+        if (bytes) into.insert(into.end(), bytes, bytes + item->getLength());
+        return true;
+    };
+    codes.clear();
+    if (frames == 1) {
+        codes.emplace_back();
+        for (unsigned long i = 1; i < fragments; ++i) {
+            if (!fragmentBytes(i, codes.back())) { why = "fragment " + std::to_string(i) + " is unreadable"; return false; }
+        }
+    } else if (fragments - 1 == (unsigned long)frames) {
+        for (unsigned long i = 1; i < fragments; ++i) {
+            codes.emplace_back();
+            if (!fragmentBytes(i, codes.back())) { why = "fragment " + std::to_string(i) + " is unreadable"; return false; }
+        }
+    } else {
+        why = std::string("multi-frame ") + what + " with frames split over several fragments is not supported";
+        return false;
+    }
+    return true;
+}
+
+/// Puts decoded native pixels (all frames, samples interleaved) in place of the encapsulated ones, and
+/// the decoded size in Rows and Columns when it was reduced.
+bool replacePixelData(DcmDataset *ds, const std::vector<uint8_t> &all, int bitsAllocated, int samples, bool reduced, int width, int height,
+                      std::string &why) {
+    if (reduced) {
+        OFCondition resized = ds->putAndInsertUint16(DCM_Rows, Uint16(height));
+        if (resized.good()) resized = ds->putAndInsertUint16(DCM_Columns, Uint16(width));
+        if (resized.bad()) { why = std::string("cannot set the reduced size: ") + resized.text(); return false; }
+    }
+    ds->findAndDeleteElement(DCM_PixelData);
+    OFCondition status = bitsAllocated == 16
+        ? ds->putAndInsertUint16Array(DCM_PixelData, reinterpret_cast<const Uint16 *>(all.data()), all.size() / 2)
+        : ds->putAndInsertUint8Array(DCM_PixelData, all.data(), all.size());
+    if (status.bad()) { why = std::string("cannot store decoded pixels: ") + status.text(); return false; }
+    if (samples > 1) ds->putAndInsertUint16(DCM_PlanarConfiguration, 0);
+    return true;
+}
+
 bool isJPEG2000(const std::string &ts) {
     return ts == "1.2.840.10008.1.2.4.90" || ts == "1.2.840.10008.1.2.4.91" || ts == "1.2.840.10008.1.2.4.201" ||
            ts == "1.2.840.10008.1.2.4.202" || ts == "1.2.840.10008.1.2.4.203";
@@ -438,40 +498,9 @@ bool isJPEG2000(const std::string &ts) {
 /// the decoded size. `level`, `width` and `height` tell what was decoded.
 bool decodeJPEG2000InPlace(DcmDataset *ds, int rows, int columns, int samples, int frames, int bitsAllocated, int minSize, int threads,
                            int &level, int &width, int &height, std::string &why) {
-    DcmElement *element = nullptr;
-    if (ds->findAndGetElement(DCM_PixelData, element).bad() || !element) { why = "there is no Pixel Data element"; return false; }
-    DcmPixelData *pixelData = OFstatic_cast(DcmPixelData *, element);
-    DcmPixelSequence *sequence = nullptr;
-    E_TransferSyntax xfer = ds->getOriginalXfer();
-    if (pixelData->getEncapsulatedRepresentation(xfer, nullptr, sequence).bad() || !sequence) {
-        why = "the JPEG 2000 pixel data is not encapsulated";
-        return false;
-    }
-    unsigned long fragments = sequence->card();
-    if (fragments < 2) { why = "the encapsulated pixel data has no fragment"; return false; }
     if (bitsAllocated != 8 && bitsAllocated != 16) { why = "Bits Allocated " + std::to_string(bitsAllocated) + " is not supported with JPEG 2000"; return false; }
     std::vector<std::vector<uint8_t>> codes;
-    auto fragmentBytes = [&](unsigned long i, std::vector<uint8_t> &into) -> bool {
-        DcmPixelItem *item = nullptr;
-        Uint8 *bytes = nullptr;
-        if (sequence->getItem(item, i).bad() || !item || item->getUint8Array(bytes).bad()) return false;
-        if (bytes) into.insert(into.end(), bytes, bytes + item->getLength());
-        return true;
-    };
-    if (frames == 1) {  // one frame may span several fragments
-        codes.emplace_back();
-        for (unsigned long i = 1; i < fragments; ++i) {
-            if (!fragmentBytes(i, codes.back())) { why = "fragment " + std::to_string(i) + " is unreadable"; return false; }
-        }
-    } else if (fragments - 1 == (unsigned long)frames) {
-        for (unsigned long i = 1; i < fragments; ++i) {
-            codes.emplace_back();
-            if (!fragmentBytes(i, codes.back())) { why = "fragment " + std::to_string(i) + " is unreadable"; return false; }
-        }
-    } else {
-        why = "multi-frame JPEG 2000 with frames split over several fragments is not supported";
-        return false;
-    }
+    if (!frameCodestreams(ds, frames, "JPEG 2000", codes, why)) return false;
     std::vector<uint8_t> all;
     auto decodeAll = [&](int wanted) -> bool {
         all.clear();
@@ -492,18 +521,90 @@ bool decodeJPEG2000InPlace(DcmDataset *ds, int rows, int columns, int samples, i
         // A codestream that lies about its levels or sizes: the full decode says what is wrong, if anything.
         if (level <= 0 || !decodeAll(0)) return false;
     }
-    if (level > 0) {
-        OFCondition resized = ds->putAndInsertUint16(DCM_Rows, Uint16(height));
-        if (resized.good()) resized = ds->putAndInsertUint16(DCM_Columns, Uint16(width));
-        if (resized.bad()) { why = std::string("cannot set the reduced size: ") + resized.text(); return false; }
+    return replacePixelData(ds, all, bitsAllocated, samples, level > 0, width, height, why);
+}
+
+struct JPEGErrors {
+    jpeg_error_mgr manager;
+    jmp_buf jump;
+    char message[JMSG_LENGTH_MAX];
+};
+
+void jpegFailed(j_common_ptr info) {
+    auto *errors = reinterpret_cast<JPEGErrors *>(info->err);
+    (*info->err->format_message)(info, errors->message);
+    longjmp(errors->jump, 1);
+}
+void jpegQuiet(j_common_ptr, int) {}
+
+/// Decodes one gray 8-bit JPEG codestream scaled by 1/`denominator` into `out` (width x height bytes).
+/// Only plain data lives between setjmp and a libjpeg error's longjmp.
+bool decodeScaledJPEG(const std::vector<uint8_t> &code, int rows, int columns, int denominator, std::vector<uint8_t> &out, int &width,
+                      int &height, std::string &why) {
+    jpeg_decompress_struct info;
+    JPEGErrors errors;
+    info.err = jpeg_std_error(&errors.manager);
+    errors.manager.error_exit = jpegFailed;
+    errors.manager.emit_message = jpegQuiet;
+    errors.message[0] = 0;
+    jpeg_create_decompress(&info);
+    if (setjmp(errors.jump)) {
+        why = std::string("libjpeg: ") + errors.message;
+        jpeg_destroy_decompress(&info);
+        return false;
     }
-    ds->findAndDeleteElement(DCM_PixelData);
-    OFCondition status = bitsAllocated == 16
-        ? ds->putAndInsertUint16Array(DCM_PixelData, reinterpret_cast<const Uint16 *>(all.data()), all.size() / 2)
-        : ds->putAndInsertUint8Array(DCM_PixelData, all.data(), all.size());
-    if (status.bad()) { why = std::string("cannot store decoded pixels: ") + status.text(); return false; }
-    if (samples > 1) ds->putAndInsertUint16(DCM_PlanarConfiguration, 0);
+    jpeg_mem_src(&info, code.data(), (unsigned long)code.size());
+    jpeg_read_header(&info, TRUE);
+    if (info.num_components != 1 || info.data_precision != 8 || int(info.image_width) != columns || int(info.image_height) != rows) {
+        why = "the JPEG is " + std::to_string(info.image_width) + "x" + std::to_string(info.image_height) + ", " +
+              std::to_string(info.num_components) + " component(s) of " + std::to_string(info.data_precision) + " bits, not " +
+              std::to_string(columns) + "x" + std::to_string(rows) + " gray 8-bit as the header says";
+        jpeg_destroy_decompress(&info);
+        return false;
+    }
+    info.out_color_space = JCS_GRAYSCALE;
+    info.scale_num = 1;
+    info.scale_denom = (unsigned int)denominator;
+    info.dct_method = JDCT_ISLOW;
+    jpeg_start_decompress(&info);
+    width = int(info.output_width);
+    height = int(info.output_height);
+    out.resize(size_t(width) * size_t(height));
+    while (info.output_scanline < info.output_height) {
+        JSAMPROW row = out.data() + size_t(info.output_scanline) * size_t(width);
+        jpeg_read_scanlines(&info, &row, 1);
+    }
+    jpeg_finish_decompress(&info);
+    jpeg_destroy_decompress(&info);
     return true;
+}
+
+bool isEightBitLossyJPEG(const std::string &ts) { return ts == "1.2.840.10008.1.2.4.50" || ts == "1.2.840.10008.1.2.4.51"; }
+
+/// For a gray 8-bit JPEG needed at `minSize` pixels or more: the smallest DCT scale 1/2, 1/4 or 1/8 whose
+/// image keeps both sides at least `minSize`, decoded by libjpeg in place of the encapsulated pixels.
+/// False (with `why`) when it does not apply or fails: the caller then decodes in full through DCMTK,
+/// which says what is wrong with a broken file.
+bool decodeJPEGScaledInPlace(DcmDataset *ds, int rows, int columns, int samples, int frames, int bitsAllocated, int bitsStored,
+                             int minSize, int &level, int &width, int &height, std::string &why) {
+    if (minSize <= 0 || samples != 1 || bitsAllocated != 8 || bitsStored != 8) return false;
+    int denominator = 1;
+    for (int d : {8, 4, 2}) {
+        if ((columns + d - 1) / d >= minSize && (rows + d - 1) / d >= minSize) { denominator = d; break; }
+    }
+    if (denominator == 1) return false;
+    std::vector<std::vector<uint8_t>> codes;
+    if (!frameCodestreams(ds, frames, "JPEG", codes, why)) return false;
+    std::vector<uint8_t> all, frame;
+    for (size_t i = 0; i < codes.size(); ++i) {
+        int w = 0, h = 0;
+        if (!decodeScaledJPEG(codes[i], rows, columns, denominator, frame, w, h, why)) return false;
+        if (i == 0) { width = w; height = h; }
+        if (w != width || h != height) { why = "JPEG frames differ in size"; return false; }
+        all.insert(all.end(), frame.begin(), frame.end());
+    }
+    level = denominator == 8 ? 3 : denominator == 4 ? 2 : 1;
+    return replacePixelData(ds, all, 8, 1, true, width, height, why);
 }
 }  // namespace
 
@@ -602,7 +703,16 @@ extern "C" bt_image *bt_dicom_image_reduced(bt_dicom *dicom, uint64_t maxPixels,
         }
         openjpeg = true;
     }
-    E_TransferSyntax xfer = openjpeg ? EXS_LittleEndianExplicit : ds->getOriginalXfer();
+    bool dctScaled = false;
+    if (!openjpeg && isEightBitLossyJPEG(dicom->transferSyntax)) {
+        std::string why;
+        int width = int(columns), height = int(rows);
+        long bitsStored = bt_dicom_integer(dicom, 0x0028, 0x0101, 0);
+        dctScaled = decodeJPEGScaledInPlace(ds, int(rows), int(columns), int(samples), int(frames), int(bitsAllocated), int(bitsStored),
+                                            minSize, level, width, height, why);
+        if (!dctScaled) level = 0;
+    }
+    E_TransferSyntax xfer = openjpeg || dctScaled ? EXS_LittleEndianExplicit : ds->getOriginalXfer();
     auto result = std::make_unique<bt_image>();
     result->image.reset(new DicomImage(ds, xfer, CIF_MayDetachPixelData, 0, 0));
     DicomImage *image = result->image.get();
@@ -613,6 +723,7 @@ extern "C" bt_image *bt_dicom_image_reduced(bt_dicom *dicom, uint64_t maxPixels,
     memset(info, 0, sizeof(*info));
     info->used_openjpeg = openjpeg ? 1 : 0;
     info->resolution_level = level;
+    info->dct_scaled = dctScaled ? 1 : 0;
     info->full_width = int(columns);
     info->full_height = int(rows);
     if (image->isMonochrome()) {

@@ -54,14 +54,17 @@ public struct RenderedDicom: Sendable {
     public let metadata: DicomMetadata
     public let frames: [Radiograph]
     public let decisions: RenderingDecisions
-    /// The JPEG 2000 resolution level decoded: 0 is full resolution (Rows x Columns); r is 1/2^r of
-    /// it in each dimension (rounded up). Always 0 for other transfer syntaxes.
+    /// The reduced resolution decoded: 0 is full resolution (Rows x Columns); r is 1/2^r of it in each
+    /// dimension (rounded up): a JPEG 2000 resolution level, or a JPEG's DCT scaling (`dctScaled`).
+    /// Always 0 for other transfer syntaxes.
     public var resolutionLevel: Int = 0
+    /// The reduction is a JPEG's DCT scaling (each pixel covers its 2^r x 2^r block), not a JPEG 2000 level.
+    public var dctScaled = false
 
     /// Where the frames lie on the full image, for the model input's resize; nil at full resolution.
     public var reduction: ModelInput.Reduction? {
         guard resolutionLevel > 0, let columns = metadata.columns, let rows = metadata.rows else { return nil }
-        return ModelInput.Reduction(level: resolutionLevel, fullWidth: columns, fullHeight: rows)
+        return ModelInput.Reduction(level: resolutionLevel, fullWidth: columns, fullHeight: rows, blockAligned: dctScaled)
     }
 }
 
@@ -135,7 +138,8 @@ public enum DicomReader {
                                            windowWidth: windowed ? info.window_width : nil,
                                            invertedMonochrome1: info.inverted != 0, decodedWithOpenJPEG: info.used_openjpeg != 0,
                                            fileWindowIgnored: info.file_window_ignored != 0)
-        return RenderedDicom(metadata: meta, frames: frames, decisions: decisions, resolutionLevel: Int(info.resolution_level))
+        return RenderedDicom(metadata: meta, frames: frames, decisions: decisions, resolutionLevel: Int(info.resolution_level),
+                             dctScaled: info.dct_scaled != 0)
     }
 
     /// Implicit and explicit VR little endian, explicit big endian, deflated: pixels as they are.

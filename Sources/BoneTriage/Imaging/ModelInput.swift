@@ -90,33 +90,39 @@ public enum ModelInput {
     /// Where a reduced image's pixels lie on the full image: JPEG 2000 resolution level `level` of a
     /// `fullWidth` x `fullHeight` image. Its pixel n is the wavelet low-pass centred on full-resolution
     /// pixel 2^level x n (not on the middle of the 2^level pixels from there), so the area filter reads
-    /// it shifted by (2^level - 1) / 2 full-resolution pixels, and at the full image's scale.
+    /// it shifted by (2^level - 1) / 2 full-resolution pixels, and at the full image's scale. A JPEG
+    /// decoded with DCT scaling 1/2^level (`blockAligned`) has pixel n covering exactly full-resolution
+    /// pixels [2^level n, 2^level (n + 1)): no shift.
     public struct Reduction: Sendable, Equatable {
         public var level: Int
         public var fullWidth: Int
         public var fullHeight: Int
-        public init(level: Int, fullWidth: Int, fullHeight: Int) {
+        public var blockAligned: Bool
+        public init(level: Int, fullWidth: Int, fullHeight: Int, blockAligned: Bool = false) {
             self.level = level
             self.fullWidth = fullWidth
             self.fullHeight = fullHeight
+            self.blockAligned = blockAligned
         }
     }
 
     /// Area averaging of a reduced image over the same full-resolution areas as `resize(_:to:filter:)`
     /// averages on the full image.
     static func resize(_ image: Radiograph, to size: Int, reduction: Reduction) -> [Float] {
-        let columns = reducedAreaWeights(input: image.width, full: reduction.fullWidth, level: reduction.level, output: size)
-        let rows = reducedAreaWeights(input: image.height, full: reduction.fullHeight, level: reduction.level, output: size)
+        let aligned = reduction.blockAligned
+        let columns = reducedAreaWeights(input: image.width, full: reduction.fullWidth, level: reduction.level, output: size, blockAligned: aligned)
+        let rows = reducedAreaWeights(input: image.height, full: reduction.fullHeight, level: reduction.level, output: size, blockAligned: aligned)
         return resize(image, to: size, columns: columns, rows: rows)
     }
 
     /// Output pixel o covers full-resolution [o s, (o + 1) s), s = full / output. Reduced pixel n covers
     /// full-resolution [2^l n + 1/2 - 2^(l-1), 2^l n + 1/2 + 2^(l-1)), in reduced units [n + d, n + 1 + d)
-    /// with d = 1/2^(l+1) - 1/2. Overlaps are clipped to the image and the weights renormalised.
-    static func reducedAreaWeights(input: Int, full: Int, level: Int, output: Int) -> [[(Int, Float)]] {
+    /// with d = 1/2^(l+1) - 1/2 (d = 0 when `blockAligned`). Overlaps are clipped to the image and the
+    /// weights renormalised.
+    static func reducedAreaWeights(input: Int, full: Int, level: Int, output: Int, blockAligned: Bool = false) -> [[(Int, Float)]] {
         let factor = Double(1 << min(max(level, 0), 30))
         let scale = Double(full) / Double(output) / factor
-        let shift = 0.5 / factor - 0.5
+        let shift = blockAligned ? 0 : 0.5 / factor - 0.5
         return (0..<output).map { o in
             let start = max(0, Double(o) * scale - shift), end = min(Double(input), Double(o + 1) * scale - shift)
             var taps: [(Int, Float)] = []

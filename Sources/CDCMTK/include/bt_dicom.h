@@ -57,6 +57,10 @@ typedef struct bt_render_info {
     int resolution_level;
     /// Columns and Rows of the file (the full resolution).
     int full_width, full_height;
+    /// 1 when a JPEG (8-bit baseline or extended) was decoded by libjpeg with DCT scaling: then
+    /// `resolution_level` r means the image was scaled by 1/2^r, each pixel covering a 2^r x 2^r block
+    /// (where a JPEG 2000 level's pixel is centred on the first pixel of its block).
+    int dct_scaled;
 } bt_render_info;
 
 /// Decodes pixel data (every supported transfer syntax) and prepares 8-bit rendering: Modality LUT,
@@ -68,8 +72,10 @@ bt_image *bt_dicom_image(bt_dicom *dicom, uint64_t max_pixels, bt_render_info *i
 /// level (of those the codestream has) whose width and height are both at least `min_size`, with
 /// `threads` OpenJPEG threads (1 or less: the calling thread only). The reduced image is rendered as the
 /// full one would be (its Rows and Columns). A codestream whose reduced decode fails or gives another
-/// size than its header promises is decoded at full resolution instead. Other transfer syntaxes, and
-/// `min_size` 0, decode at full resolution.
+/// size than its header promises is decoded at full resolution instead. A gray 8-bit JPEG (baseline or
+/// extended, one frame per fragment or one frame) is decoded by libjpeg scaled by 1/2, 1/4 or 1/8, the
+/// smallest scale keeping both sides at least `min_size` (`dct_scaled` says so). Other transfer syntaxes
+/// (12-bit JPEG, lossless JPEG, JPEG-LS, RLE, native), and `min_size` 0, decode at full resolution.
 bt_image *bt_dicom_image_reduced(bt_dicom *dicom, uint64_t max_pixels, int min_size, int threads, bt_render_info *info,
                                  char *error, size_t error_size);
 /// Writes frame `frame` (from 0) as width x height x channels bytes. 0 on success.

@@ -2,10 +2,10 @@ import BoneTriage
 import Foundation
 import Testing
 
-/// JPEG 2000 decoded at the resolution the model needs (issue 16): the model input from the reduced
+/// JPEG 2000 and 8-bit JPEG decoded at the resolution the model needs (issue 16): the model input from the reduced
 /// decode against the full decode plus the area resize, on real radiographs and self-made encodings.
 /// The figures are printed per file ("reduced-decode ..." lines).
-@Suite("Reduced-resolution JPEG 2000 decoding for the model input")
+@Suite("Reduced-resolution JPEG 2000 and JPEG decoding for the model input")
 struct ReducedDecodeTests {
     static let spec = ModelInputSpec(size: 150, range: -1...0.9921875, filter: .area)
     static var minimumSize: Int { DicomReader.minimumDecodedSize(for: spec) }
@@ -306,6 +306,135 @@ struct ReducedDecodeTests {
         }
     }
 
+    // MARK: JPEG (8-bit baseline and extended) by DCT scaling
+
+    /// An 8-bit gray CR (native), its values `image`'s mapped linearly through `window` (centre, width) of its stored values.
+    static func eightBit(_ image: StoredImage, window: (Double, Double)) -> [UInt8] {
+        let low = window.0 - window.1 / 2
+        return image.values.map { UInt8(max(0, min(255, ((Double($0) - low) / window.1 * 255).rounded()))) }
+    }
+
+    /// Encodes 8-bit gray pixels with DCMTK's own JPEG encoder (dcmcjpeg, IJG; not this project's code):
+    /// `+eb` baseline (1.2.840.10008.1.2.4.50) or `+ee` extended (.51), at `quality`.
+    static func encodeJPEG(_ pixels: [UInt8], width: Int, height: Int, photometric: String, window: Bool, option: String, quality: Int,
+                           in dir: TemporaryDirectory, name: String) throws -> String {
+        var w = DicomWriter.radiograph(study: "1.2.826.0.1.3680043.8.498.1617", sop: "1.2.826.0.1.3680043.8.498.1617.1",
+                                       rows: height, columns: width, bitsAllocated: 8)
+        w.set(0x0028, 0x0004, "CS", photometric)
+        if window {
+            w.set(0x0028, 0x1050, "DS", "128")
+            w.set(0x0028, 0x1051, "DS", "256")
+        }
+        w.set(0x7FE0, 0x0010, "OB", Data(pixels) + (pixels.count % 2 == 1 ? Data([0]) : Data()))
+        let native = dir.path("\(name)-native.dcm"), path = dir.path("\(name).dcm")
+        try w.write(to: native)
+        try DicomTools.run("dcmcjpeg", [option, "+q", String(quality), native, path])
+        try? FileManager.default.removeItem(atPath: native)
+        return path
+    }
+
+    @Test("8-bit JPEG (baseline and extended, several sizes and qualities) decodes DCT-scaled (1/2, 1/4, 1/8), matching the full decode",
+          .enabled(if: DicomTools.find("dcmcjpeg") != nil, "skipped: DCMTK's dcmcjpeg is not installed (make deps installs dcmtk)"))
+    func jpegSelfMade() throws {
+        let dir = try TemporaryDirectory()
+        let scorer = try Scorer()
+        // width x height -> the scale expected for a 300-pixel minimum: 640x600 -> 1/2, 1300x1240 -> 1/4, 2600x2480 -> 1/8.
+        for (width, height, level) in [(640, 600, 1), (1300, 1240, 2), (2600, 2480, 3), (450, 420, 0)] {
+            let pixels = Self.eightBit(Self.syntheticRadiograph(width: width, height: height), window: (2000, 3600))
+            for (option, quality) in [("+eb", 90), ("+eb", 50), ("+ee", 75)] {
+                let name = "jpeg\(option.dropFirst())-q\(quality)-\(width)x\(height)"
+                let path = try Self.encodeJPEG(pixels, width: width, height: height, photometric: "MONOCHROME2", window: true,
+                                               option: option, quality: quality, in: dir, name: name)
+                let comparison = try Self.compare(path, name: name, scorer: scorer)
+                #expect(comparison.level == level, "\(comparison)")
+                let reduced = try DicomReader.render(path: path, minimumSize: Self.minimumSize)
+                #expect(reduced.dctScaled == (level > 0), "\(name): a JPEG reduced by DCT scaling says so")
+            }
+        }
+    }
+
+    @Test("DCT-scaled pixels cover their blocks: the block-aligned resize matches the full decode better than the JPEG 2000 phase would",
+          .enabled(if: DicomTools.find("dcmcjpeg") != nil, "skipped: DCMTK's dcmcjpeg is not installed"))
+    func jpegBlockAlignment() throws {
+        let dir = try TemporaryDirectory()
+        let pixels = Self.eightBit(Self.syntheticRadiograph(width: 2600, height: 2480), window: (2000, 3600))
+        let path = try Self.encodeJPEG(pixels, width: 2600, height: 2480, photometric: "MONOCHROME2", window: true, option: "+eb",
+                                       quality: 95, in: dir, name: "aligned")
+        let full = try DicomReader.render(path: path), reduced = try DicomReader.render(path: path, minimumSize: Self.minimumSize)
+        let fullFrame = try #require(full.frames.first), reducedFrame = try #require(reduced.frames.first)
+        let aligned = try #require(reduced.reduction)
+        #expect(aligned.blockAligned && aligned.level == 3)
+        var wavelet = aligned
+        wavelet.blockAligned = false
+        let reference = ModelInput.make(fullFrame, spec: Self.spec)
+        let madAligned = Self.meanAbsoluteDifference(reference, ModelInput.make(reducedFrame, spec: Self.spec, reduction: aligned))
+        let madShifted = Self.meanAbsoluteDifference(reference, ModelInput.make(reducedFrame, spec: Self.spec, reduction: wavelet))
+        print("reduced-decode jpeg block alignment: MAD \(String(format: "%.3f", madAligned)) aligned, \(String(format: "%.3f", madShifted)) with the JPEG 2000 phase")
+        #expect(madAligned < madShifted)
+    }
+
+    @Test("a JPEG that is not what its header says, or is cut short, falls back to DCMTK's full decode or fails clearly",
+          .enabled(if: DicomTools.find("dcmcjpeg") != nil, "skipped: DCMTK's dcmcjpeg is not installed"))
+    func jpegLyingOrCut() throws {
+        let dir = try TemporaryDirectory()
+        let pixels = Self.eightBit(Self.syntheticRadiograph(width: 1300, height: 1240), window: (2000, 3600))
+        let path = try Self.encodeJPEG(pixels, width: 1300, height: 1240, photometric: "MONOCHROME2", window: true, option: "+eb",
+                                       quality: 90, in: dir, name: "source")
+        // The codestream, taken back out of the file: between the first FFD8 and the last FFD9.
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let start = try #require((0..<(bytes.count - 1)).first { bytes[$0] == 0xFF && bytes[$0 + 1] == 0xD8 })
+        let end = try #require((0..<(bytes.count - 1)).reversed().first { bytes[$0] == 0xFF && bytes[$0 + 1] == 0xD9 })
+        let code = Data(bytes[start...(end + 1)])
+        func wrap(_ code: Data, rows: Int, columns: Int, to name: String) throws -> String {
+            var w = DicomWriter.radiograph(study: "1.2.826.0.1.3680043.8.498.1618", sop: "1.2.826.0.1.3680043.8.498.1618.1",
+                                           rows: rows, columns: columns, bitsAllocated: 8)
+            w.set(0x0028, 0x1050, "DS", "128")
+            w.set(0x0028, 0x1051, "DS", "256")
+            w.encapsulatedPixels([code.count % 2 == 1 ? code + Data([0]) : code], transferSyntax: "1.2.840.10008.1.2.4.50")
+            try w.write(to: dir.path(name))
+            return dir.path(name)
+        }
+        // The header says another size: the scaled path refuses it, and DCMTK's full decode decides.
+        let lying = try wrap(code, rows: 1240, columns: 1200, to: "lying.dcm")
+        let full = try? DicomReader.render(path: lying)
+        let reduced = try? DicomReader.render(path: lying, minimumSize: Self.minimumSize)
+        #expect(reduced?.dctScaled != true, "a JPEG whose size is not the header's is never DCT-scaled")
+        #expect((full == nil) == (reduced == nil), "the reduced path ends as the full decode does")
+        // Cut short at many places: never a crash; a scaled image, when there is one, has the scaled size.
+        for cut in stride(from: 20, to: code.count, by: max(1, code.count / 17)) {
+            let cutPath = try wrap(code.prefix(cut), rows: 1240, columns: 1300, to: "cut.dcm")
+            if let rendered = try? DicomReader.render(path: cutPath, minimumSize: Self.minimumSize), rendered.dctScaled {
+                let frame = try #require(rendered.frames.first)
+                #expect(frame.width == 325 && frame.height == 310)
+            }
+        }
+    }
+
+    @Test("8-bit JPEG re-encodings (baseline, extended; full size and halved) of the uncompressed RG1, RG3 and DX radiographs in ../shared",
+          .enabled(if: Fixtures.shared != nil && DicomTools.find("dcmcjpeg") != nil, "skipped: ../shared/data or dcmcjpeg is absent; the self-made JPEG tests still ran"))
+    func jpegSharedReencoded() throws {
+        let dir = try TemporaryDirectory()
+        let scorer = try Scorer()
+        let root = try #require(Fixtures.shared).appendingPathComponent("data/dicom/radiographs")
+        let sources: [(String, String, (Double, Double))] = [("RG1_UNCR.dcm", "MONOCHROME1", (15000, 30000)),
+                                                             ("RG3_UNCR.dcm", "MONOCHROME1", (550, 1024)),
+                                                             ("DX_cat_deid-data.dcm", "MONOCHROME2", (2048, 4096))]
+        for (file, photometric, window) in sources {
+            let original = try Self.storedValues(root.appendingPathComponent(file).path)
+            for (sizeLabel, image) in [("full", original), ("half", original.halved())] {
+                let pixels = Self.eightBit(image, window: window)
+                for (option, quality) in [("+eb", 90), ("+ee", 75)] {
+                    let name = "\(file.replacingOccurrences(of: ".dcm", with: ""))-\(sizeLabel)-jpeg\(option.dropFirst())-q\(quality)"
+                    let path = try Self.encodeJPEG(pixels, width: image.width, height: image.height, photometric: photometric, window: true,
+                                                   option: option, quality: quality, in: dir, name: name)
+                    let comparison = try Self.compare(path, name: name, scorer: scorer)
+                    #expect(comparison.level >= 1, "\(comparison): a radiograph of 600 pixels or more is DCT-scaled")
+                    try? FileManager.default.removeItem(atPath: path)
+                }
+            }
+        }
+    }
+
     // MARK: Real radiographs (../shared)
 
     /// The stored values of an uncompressed little-endian 16-bit file (its last Pixel Data element).
@@ -344,6 +473,24 @@ struct ReducedDecodeTests {
             compared += 1
         }
         #expect(compared >= 3)
+    }
+
+    @Test("every JPEG radiograph in ../shared: 8-bit gray ones large enough DCT-scaled, the others in full; all within 1 gray level",
+          .enabled(if: Fixtures.shared != nil, "skipped: ../shared/data is absent; the self-made JPEG tests still ran"))
+    func sharedJPEG() throws {
+        let scorer = try Scorer()
+        var compared = 0
+        for path in SharedDicomTests.files("radiographs") {
+            let meta = try DicomReader.metadata(path: path)
+            guard ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"].contains(meta.transferSyntaxUID) else { continue }
+            let comparison = try Self.compare(path, name: URL(fileURLWithPath: path).lastPathComponent, scorer: scorer)
+            let rendered = try DicomReader.render(path: path, minimumSize: Self.minimumSize)
+            let scalable = meta.bitsAllocated == 8 && rendered.decisions.voi != .minMax && rendered.frames.first?.channels == 1
+                && (min(meta.rows ?? 0, meta.columns ?? 0) + 1) / 2 >= Self.minimumSize
+            #expect(rendered.dctScaled == scalable, "\(comparison)")
+            compared += 1
+        }
+        #expect(compared >= 2)
     }
 
     @Test("JPEG 2000 re-encodings (lossless, lossy; full size and halved) of the uncompressed RG1, RG3 and DX radiographs in ../shared",
