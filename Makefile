@@ -12,7 +12,7 @@ MODEL       := $(CACHE)/models/humerus.safetensors
 APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools libjpeg62-turbo-dev python3-pip python3-venv orthanc curl groff-base man-db zsh
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo model fetch-backbone bench bench-compare bench-receive bench-worklist keras-fixture keras-venv keras-import-check fuzz train-default clean
+.PHONY: all deps build test demo model fetch-backbone bench bench-compare bench-decode bench-j2k-study bench-receive bench-worklist keras-fixture keras-venv keras-import-check fuzz train-default clean
 
 all: build model
 
@@ -45,6 +45,7 @@ $(MODEL): $(BACKBONE) $(HEAD) | build
 
 # Retrain the committed head on the shared MURA humerus training split (about 1.5 minutes).
 MURA ?= ../shared/data/MURA-v1.1
+SHARED_RADIOGRAPHS ?= ../shared/data/dicom/radiographs
 train-default: $(BACKBONE)
 	$(BIN) train --data $(MURA) --backbone $(BACKBONE) --out $(HEAD) --model $(MODEL)
 
@@ -88,6 +89,27 @@ bench-compare: build
 bench-receive: $(DEMO_WHEEL)
 	python3 Benchmarks/receive_throughput.py --bonetriage $(BIN) $(RECEIVE_ARGS)
 
+# File to model input per transfer syntax on the radiographs in ../shared (and re-encodings made in the
+# run): BoneTriage beside pydicom + pylibjpeg (full decode + resize) and DCMTK's dcm2pnm with scaling, in
+# a throwaway venv under .cache/. Options through DECODE_ARGS, e.g. make bench-decode DECODE_ARGS="--runs 9".
+DECODE_VENV := $(CACHE)/decode-venv
+bench-decode: build
+	@test -x $(DECODE_VENV)/bin/python || python3 -m venv $(DECODE_VENV)
+	@$(DECODE_VENV)/bin/python -c "import pydicom, pylibjpeg, openjpeg, libjpeg, jpeg_ls, numpy" 2>/dev/null || \
+	  $(DECODE_VENV)/bin/pip install --quiet pydicom==3.0.2 pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg pyjpegls numpy
+	$(DECODE_VENV)/bin/python Benchmarks/decode_compare.py --bonetriage $(BIN) $(DECODE_ARGS)
+
+# Issue 16's study: four JPEG 2000 DX images made from the real DX files in ../shared
+# (Benchmarks/make_j2k_dx_study.py), received and triaged by bench-receive's harness; its latency figures
+# (last image acknowledged -> triaged in the worklist, quiet period subtracted) are the ones to read.
+bench-j2k-study: build
+	@test -x $(DECODE_VENV)/bin/python || python3 -m venv $(DECODE_VENV)
+	@$(DECODE_VENV)/bin/python -c "import pydicom, openjpeg" 2>/dev/null || $(DECODE_VENV)/bin/pip install --quiet pydicom==3.0.2 pylibjpeg pylibjpeg-openjpeg numpy
+	rm -rf $(CACHE)/bench/j2k-dx
+	sources=$$($(DECODE_VENV)/bin/python Benchmarks/make_j2k_dx_study.py $(SHARED_RADIOGRAPHS) $(CACHE)/bench/j2k-dx $(J2K_STUDY_FLAGS)) && \
+	  python3 Benchmarks/receive_throughput.py --bonetriage $(BIN) --source "$$sources" --studies 4 --images 4 --parallel 1 \
+	    --storescp-modes fork --storescu-args="-R -xv" $(RECEIVE_ARGS)
+
 # A seed-style Keras classifier converted by tools/import_keras_model.py, with Keras' own outputs,
 # for the Swift suite to compare (TensorFlow in a throwaway venv under .cache/).
 KERAS_VENV := $(CACHE)/keras-venv
@@ -108,7 +130,7 @@ clean:
 # Fuzz the DICOM reader with libFuzzer + AddressSanitizer (Swift's clang ships both) for FUZZ_SECONDS.
 # The corpus starts from small self-made and shared files; crashes land in .cache/fuzz/ as crash-*.
 FUZZ_SECONDS ?= 600
-DCMTK_LIBS  := -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd -lopenjp2
+DCMTK_LIBS  := -ldcmjpls -ldcmjpeg -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd -lopenjp2 -ljpeg
 fuzz: deps
 	@mkdir -p $(CACHE)/fuzz/corpus
 	clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address -ISources/CDCMTK/include -I/usr/include/openjpeg-2.5 \

@@ -93,20 +93,33 @@ class BenchmarkError(Exception):
 # --------------------------------------------------------------------------------------------------
 
 def find_source(explicit, workdir):
-    """The radiograph to copy: --source, the demo's extracted copy, or the member of the pydicom-data wheel."""
+    """The radiographs to copy: --source (one file, or several separated by commas), the demo's extracted
+    copy, or the member of the pydicom-data wheel. A list of paths."""
     if explicit:
-        if not os.path.isfile(explicit):
-            raise BenchmarkError(f"--source {explicit}: no such file")
-        return explicit
+        paths = [p for p in explicit.split(",") if p]
+        for path in paths:
+            if not os.path.isfile(path):
+                raise BenchmarkError(f"--source {path}: no such file")
+        return paths
     if os.path.isfile(DEMO_FILE):
-        return DEMO_FILE
+        return [DEMO_FILE]
     if os.path.isfile(DEMO_WHEEL):
         # Only the one member is needed; extracting the whole wheel would write about 35 MB more.
         with zipfile.ZipFile(DEMO_WHEEL) as wheel:
-            return wheel.extract(WHEEL_MEMBER, os.path.join(workdir, "wheel"))
+            return [wheel.extract(WHEEL_MEMBER, os.path.join(workdir, "wheel"))]
     raise BenchmarkError(f"neither {DEMO_FILE} nor {DEMO_WHEEL} exists; fetch the wheel with "
                          f"`python3 -m pip download --no-deps pydicom-data==1.0.0 -d .cache/wheels` "
                          f"(or `make bench-receive`, which does it)")
+
+
+def body_parts(sources):
+    """Body Part Examined of each source, upper case, for the daemon's covered_body_parts."""
+    parts = set()
+    for source in sources:
+        match = re.search(r"\[([^\]]*)\]", run_checked(["dcmdump", "+P", "0018,0015", source]).stdout)
+        if match and match.group(1).strip():
+            parts.add(match.group(1).strip().upper())
+    return sorted(parts)
 
 
 def new_uid():
@@ -114,19 +127,19 @@ def new_uid():
     return "2.25." + str(uuid.uuid4().int)
 
 
-def make_study_set(source, folder, studies, images, announce):
-    """studies x images copies of source; each study with its own Study and Series Instance UID, each
+def make_study_set(sources, folder, studies, images, announce):
+    """studies x images copies of the sources (image i of a study copies sources[i % len]); each study with its own Study and Series Instance UID, each
     file with its own SOP Instance UID. announce: also set (0020,1208) Number of Study Related
     Instances to `images`. Returns [{"uid": ..., "files": [...]}]."""
     made = []
-    source_announces = has_study_instance_count(source)
+    source_announces = any(has_study_instance_count(source) for source in sources)
     for s in range(studies):
         study_dir = os.path.join(folder, f"study{s:03d}")
         os.makedirs(study_dir)
         files = []
         for i in range(images):
             path = os.path.join(study_dir, f"image{i:02d}.dcm")
-            shutil.copyfile(source, path)
+            shutil.copyfile(sources[i % len(sources)], path)
             files.append(path)
         study_uid = new_uid()
         # -nb: no .bak copies; -gin: a new SOP Instance UID per file (meta header too);
@@ -342,7 +355,7 @@ quarantine = {toml_string(os.path.join(state, "quarantine"))}
 database = {toml_string(os.path.join(state, "worklist.sqlite"))}
 [triage]
 quiet_period_seconds = {args.quiet_period}
-covered_body_parts = ["HUMERUS", "ARM", "EXTREMITY"]
+covered_body_parts = {json.dumps(sorted(set(["HUMERUS", "ARM", "EXTREMITY"] + getattr(args, "source_body_parts", []))))}
 """)
     return path
 
@@ -627,7 +640,8 @@ def parse_args():
     parser.add_argument("--storescu-args", default="-R", help="extra storescu options, the same for every receiver; write --storescu-args=\"...\" (default: %(default)s: "
                         "propose only the files' SOP class, as a modality would)")
     parser.add_argument("--storescp-args", default="", help="extra storescp options; write --storescp-args=\"...\"")
-    parser.add_argument("--source", help="the DICOM file to copy (default: RG3_UNCR.dcm from the demo or the pydicom-data wheel)")
+    parser.add_argument("--source", help="the DICOM file to copy, or several separated by commas: image i of every study copies the "
+                        "i-th, cyclically (default: RG3_UNCR.dcm from the demo or the pydicom-data wheel)")
     parser.add_argument("--workdir", help="where to make the temporary folder (default: the system's temp folder; "
                         "it should be a real disk, not tmpfs, so fsync costs what it costs)")
     parser.add_argument("--timeout", type=float, default=300, help="per round, seconds (default: %(default)s)")
@@ -667,12 +681,14 @@ def main():
     failed = []
     try:
         source = find_source(args.source, workdir)
-        log(f"making {args.studies} x {args.images} files twice from {source} in {workdir}")
+        args.source_body_parts = body_parts(source)
+        log(f"making {args.studies} x {args.images} files twice from {', '.join(source)} in {workdir}")
         quiet_set = make_study_set(source, os.path.join(workdir, "quiet"), args.studies, args.images, announce=False)
         announced_set = [] if args.no_announced else make_study_set(
             source, os.path.join(workdir, "announced"), args.studies, args.images, announce=True)
         warm_page_cache([quiet_set, announced_set])
-        setup = {"source": source, "bytes_per_image": os.path.getsize(quiet_set[0]["files"][0]),
+        study_bytes = sum(os.path.getsize(f) for f in quiet_set[0]["files"])
+        setup = {"source": ", ".join(source), "bytes_per_image": study_bytes // len(quiet_set[0]["files"]),
                  "bonetriage": args.bonetriage, "bonetriage_sha256": file_sha256(args.bonetriage)}
 
         rounds = []
