@@ -11,6 +11,9 @@ public enum DecoderService {
     /// (or hang) on any file whose path contains TEXT, to exercise the daemon's recovery end to end.
     public static let faultVariable = "BONETRIAGE_DECODER_FAULT"
 
+    /// Freed memory kept for the next image is returned to the system after this long without a request.
+    static let idleReleaseMilliseconds: Int32 = 1000
+
     public static func run() -> Int32 {
         bt_ignore_stop_signals()
         // The answers go through a private copy of stdout; whatever a library prints goes to stderr
@@ -23,10 +26,23 @@ public enum DecoderService {
             let parts = value.split(separator: ":", maxSplits: 1).map(String.init)
             return parts.count == 2 && !parts[1].isEmpty ? (parts[0], parts[1]) : nil
         }
+        // A study's images come one after another: reuse the heap between them, and give it back
+        // once no request has come for `idleRelease` (between studies).
+        _ = bt_memory_reuse_freed()
         var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        var holdingFreedMemory = false
         while true {
             guard let newline = pending.firstIndex(of: 0x0A) else {
+                if holdingFreedMemory {
+                    var request = pollfd(fd: 0, events: Int16(POLLIN), revents: 0)
+                    let ready = poll(&request, 1, idleReleaseMilliseconds)
+                    if ready < 0 && errno == EINTR { continue }
+                    if ready == 0 {
+                        _ = bt_memory_release_free()
+                        holdingFreedMemory = false
+                    }
+                }
                 let n = chunk.withUnsafeMutableBytes { Glibc.read(0, $0.baseAddress, $0.count) }
                 if n < 0 && errno == EINTR { continue }
                 guard n > 0 else { return 0 }  // the daemon closed the pipe: done
@@ -46,6 +62,7 @@ public enum DecoderService {
                 if mode == "hang" { while true { sleep(60) } }
             }
             let (answer, inputs) = serve(request)
+            holdingFreedMemory = true
             guard send(answer, inputs: inputs, to: channel) else { return 0 }
         }
     }

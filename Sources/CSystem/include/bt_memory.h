@@ -10,6 +10,12 @@ extern "C" {
 /// memory was returned.
 int bt_memory_release_free(void);
 
+/// Keeps freed heap memory for reuse instead of returning it at once (glibc's mallopt: mmap threshold
+/// 32 MiB, trim threshold 1 GiB), for a process that decodes one large image after another: each image
+/// then reuses the pages of the one before instead of faulting in fresh zeroed pages (a quarter to a
+/// third of a large image's decode time). Pair it with `bt_memory_release_free` when idle. 1 on success.
+int bt_memory_reuse_freed(void);
+
 #ifdef __cplusplus
 }
 #endif
