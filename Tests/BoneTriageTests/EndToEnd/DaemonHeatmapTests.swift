@@ -76,6 +76,30 @@ struct DaemonHeatmapTests {
         try daemon.waitFor("the heatmap after the restart; log:\n\(daemon.log)", timeout: 60) { try daemon.show(study).study["heatmaps"] as? Int == 1 }
     }
 
+    @Test("with after_triage = \"delete\", a flagged study's heatmaps are made by the worker before its files are deleted")
+    func deleteAfterTriage() throws {
+        let daemon = try DaemonHarness(extraConfig: "\n[heatmaps]\ncompute = \"flagged\"\n")
+        daemon.afterTriage = "delete"
+        try Self.writeAbnormalModel(to: daemon.dir.path("model.safetensors"))
+        try daemon.start()
+        defer { _ = try? daemon.stop() }
+        let files = try TemporaryDirectory()
+        let study = "1.2.826.0.1.3680043.10.13.4"
+        #expect(try daemon.storescu(try RadiographFactory.makeStudy(in: files, prefix: "d", study: study, count: 2)).status == 0)
+        _ = try daemon.waitForTriage([study])
+        try daemon.waitFor("the heatmaps; log:\n\(daemon.log)", timeout: 60) { try daemon.show(study).study["heatmaps"] as? Int == 2 }
+        let shown = try daemon.show(study)
+        #expect(shown.images.allSatisfy { $0["heatmap"] as? String == "made" }, "\(shown.images)")
+        try daemon.waitFor("the files deleted", timeout: 30) {
+            try daemon.show(study).images.allSatisfy { !FileManager.default.fileExists(atPath: $0["file_path"] as? String ?? "") }
+        }
+        // Within the triage (its line comes once the files are handled), not later from the deleted files.
+        let log = daemon.log
+        let heatmap = try #require(log.range(of: "heatmap made")), verdict = try #require(log.range(of: "study triaged"))
+        #expect(heatmap.lowerBound < verdict.lowerBound)
+        #expect(!log.contains("no heatmap for an image"))
+    }
+
     @Test("an image whose file is gone gets the reason recorded, not a heatmap, and the daemon carries on")
     func fileGone() throws {
         let daemon = try DaemonHarness(extraConfig: "\n[heatmaps]\ncompute = \"none\"\n")
