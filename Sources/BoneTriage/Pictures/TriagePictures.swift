@@ -254,24 +254,32 @@ public enum TriagePictures {
 
 /// The Secondary Capture's picture of one classified image (`TriagePictureMaking`): the radiograph with
 /// the heatmap the worklist holds for the study's current model, and the band. An image without such a
-/// heatmap (not made yet, or not possible) is an error: a picture without it would say less than it seems.
+/// heatmap (not made yet, or not possible) is an error (`PictureError.noHeatmap`: try again once the
+/// daemon made it) unless `requireHeatmap` is false: then the picture says "No heatmap yet" in its band
+/// (for `[heatmaps] compute = "none"`).
 public struct TriagePictureMaker: TriagePictureMaking {
     public let worklist: any WorklistStore
     public var maximumPixels: UInt64
+    public var requireHeatmap: Bool
 
-    public init(worklist: any WorklistStore, maximumPixels: UInt64 = DicomReader.defaultMaximumPixels) {
+    public init(worklist: any WorklistStore, maximumPixels: UInt64 = DicomReader.defaultMaximumPixels, requireHeatmap: Bool = true) {
         self.worklist = worklist
         self.maximumPixels = maximumPixels
+        self.requireHeatmap = requireHeatmap
     }
 
     public func picture(of image: StudyImage, in study: Study) throws -> RGBPicture {
         let stored = try worklist.heatmap(sopInstanceUID: image.sopInstanceUID)
-        guard let stored, stored.outcome.modelFingerprint == study.modelHash else {
-            throw PictureError.noHeatmap(sopInstanceUID: image.sopInstanceUID, reason: "not made yet for the study's current model")
+        let current = stored.flatMap { $0.outcome.modelFingerprint == study.modelHash ? $0.outcome : nil }
+        if requireHeatmap {
+            guard let current else {
+                throw PictureError.noHeatmap(sopInstanceUID: image.sopInstanceUID, reason: "not made yet for the study's current model")
+            }
+            guard current.heatmap != nil else {
+                throw PictureError.noHeatmap(sopInstanceUID: image.sopInstanceUID, reason: current.reason ?? "it could not be made")
+            }
         }
-        guard let heatmap = stored.outcome.heatmap else {
-            throw PictureError.noHeatmap(sopInstanceUID: image.sopInstanceUID, reason: stored.outcome.reason ?? "it could not be made")
-        }
+        let heatmap = current?.heatmap
         let radiograph = try TriagePictures.radiograph(path: image.filePath, maximumPixels: maximumPixels)
         return TriagePictures.overlay(radiograph, heatmap: heatmap,
                                       caption: PictureCaption(probability: image.probability, modelID: study.modelID)).picture

@@ -107,6 +107,10 @@ public final class StudyTriage: @unchecked Sendable {
     private var generation = 0
     private let decoders: [any ImageDecoder]
     private let heatmapClaims: HeatmapClaims
+    /// Whether the worklist may hold heatmap work: true at start, after each triage and each model
+    /// reload; false once a look found none (so that an idle worker does not query a large worklist
+    /// every second for nothing).
+    private var heatmapWorkMayExist = true
 
     public init(worklist: any WorklistStore, models: ModelSlot, policy: TriagePolicy, logger: Logger, heatmapClaims: HeatmapClaims = HeatmapClaims()) {
         self.heatmapClaims = heatmapClaims
@@ -157,6 +161,7 @@ public final class StudyTriage: @unchecked Sendable {
                 return .failed(reason: reason)
             }
             let outcome = try run(uid)
+            heatmapWorkMayExist = true
             let ms = Int(Date().timeIntervalSince(started) * 1000)
             let named: Logger.Metadata = source.map { ["study": "\(shortID)", "source": "\($0)"] } ?? ["study": "\(shortID)"]
             switch outcome {
@@ -296,6 +301,7 @@ public final class StudyTriage: @unchecked Sendable {
     public func followModelReload() {
         let current = models.current
         guard current.generation != generation, let loaded = current.model else { return }
+        heatmapWorkMayExist = true
         classifier = nil
         bt_memory_release_free()
         do {
@@ -319,7 +325,7 @@ public final class StudyTriage: @unchecked Sendable {
     /// its study's current model ([heatmaps] compute), and returns true; false when there is none to
     /// make (or no model), so that the worker waits.
     public func makeNextHeatmap() -> Bool {
-        guard policy.heatmapScope != .none else { return false }
+        guard policy.heatmapScope != .none, heatmapWorkMayExist else { return false }
         let current = models.current
         guard let loaded = current.model else { return false }
         let work: [HeatmapWork]
@@ -329,6 +335,7 @@ public final class StudyTriage: @unchecked Sendable {
             logger.warning("heatmaps: the worklist could not be read: \(error); tried again in a moment")
             return false
         }
+        if work.isEmpty { heatmapWorkMayExist = false }
         guard let item = work.first(where: { heatmapClaims.claim($0.sopInstanceUID) }) else { return false }
         defer { heatmapClaims.release(item.sopInstanceUID) }
         return makeHeatmap(item, loaded: loaded, generation: current.generation)

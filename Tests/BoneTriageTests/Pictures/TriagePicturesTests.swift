@@ -157,6 +157,10 @@ struct TriagePicturesTests {
         let image = try #require(try store.images(ofStudy: "1.2.77").first)
         let maker = TriagePictureMaker(worklist: store)
         #expect(throws: PictureError.self) { try maker.picture(of: image, in: study) }
+        // Unless a picture without a heatmap is asked for: the band says so.
+        let without = try TriagePictureMaker(worklist: store, requireHeatmap: false).picture(of: image, in: study)
+        #expect(without == TriagePictures.overlay(try TriagePictures.radiograph(path: image.filePath), heatmap: nil,
+                                                  caption: PictureCaption(probability: 0.8, modelID: "humerus-test-1")).picture)
         let heatmap = Heatmap(rows: 10, columns: 10, values: Self.heatmap(hotRow: 4, hotColumn: 4).values, method: "m", modelFingerprint: "model-a")
         try store.recordHeatmap(sopInstanceUID: "1.2.77.1", .made(heatmap), at: Date())
         let picture = try maker.picture(of: image, in: study)
