@@ -12,7 +12,7 @@ MODEL       := $(CACHE)/models/humerus.safetensors
 APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools libjpeg62-turbo-dev python3-pip python3-venv orthanc curl groff-base man-db zsh
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo model fetch-backbone bench bench-compare bench-decode bench-j2k-study bench-receive bench-worklist keras-fixture keras-venv keras-import-check fuzz train-default clean
+.PHONY: all deps build test demo docs-picture model fetch-backbone bench bench-compare bench-decode bench-heatmap bench-j2k-study bench-receive bench-worklist keras-fixture keras-venv keras-import-check fuzz train-default clean
 
 all: build model
 
@@ -72,6 +72,18 @@ demo: model $(DEMO_DATA)/RG3_UNCR.dcm
 
 bench: build
 	$(BIN) bench
+
+# What one image's heatmap (occlusion sensitivity) costs with the default model, at several batch sizes,
+# on this machine's CPU (named in the output).
+bench-heatmap: build model
+	$(BIN) bench heatmap --model $(MODEL)
+
+# The README's example picture: the demo's MIT-licensed radiograph (pydicom-data's RG3_UNCR.dcm, an
+# extremity CR) with its heatmap from the default model and the band, written into docs/. Never a MURA
+# image: MURA's terms forbid redistribution.
+docs-picture: model $(DEMO_DATA)/RG3_UNCR.dcm
+	$(BIN) classify $(DEMO_DATA)/RG3_UNCR.dcm --model $(MODEL) --pictures $(CACHE)/docs-picture
+	cp $(CACHE)/docs-picture/RG3_UNCR-overlay.png docs/heatmap-example.png
 
 # The radiologist's CLI on a synthetic worklist of 100,000 studies built through the store (built once
 # into .cache/bench/), each command timed as a user runs it; options through WORKLIST_ARGS, e.g.

@@ -7,7 +7,7 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Measure the Inception V3 engine: ms per image at batch 1 and 16, GFLOP/s, peak RSS.",
         discussion: "Uses deterministic synthetic weights unless --weights names a backbone or model file; speed does not depend on the weights' values.",
-        subcommands: [WorklistBenchCommand.self])
+        subcommands: [WorklistBenchCommand.self, HeatmapBenchCommand.self])
 
     @Option(help: "A backbone or model file to run instead of synthetic weights.")
     var weights: String?
@@ -32,6 +32,41 @@ struct BenchCommand: ParsableCommand {
             print(report.text)
             if profile { print(report.profileText) }
         }
+    }
+}
+
+/// `bonetriage bench heatmap`: what one image's heatmap costs on this CPU.
+struct HeatmapBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "heatmap",
+        abstract: "Measure the heatmap (occlusion sensitivity) cost per image at several batch sizes, naming the CPU.",
+        discussion: "Uses the model file given (its input size), else synthetic weights at --input-size; speed does not depend on the weights' values.")
+
+    @Option(help: "A model file (`bonetriage model join`) to run instead of synthetic weights.")
+    var model: String?
+    @Option(help: "Square input size in pixels (without --model).")
+    var inputSize: Int = 150
+    @Option(help: "Worker threads for the engine (default: all cores).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Timed heatmaps per batch size.")
+    var runs: Int = 3
+    @Option(parsing: .upToNextOption, help: "Batch sizes to compare.")
+    var batchSizes: [Int] = [16, 41, 82]
+
+    func run() throws {
+        let network: InceptionV3Network, head: LogisticHead, size: Int
+        if let model {
+            let loaded = try TriageModel.load(path: model)
+            size = loaded.spec.size
+            head = loaded.head.head
+            network = InceptionV3Network(weights: loaded.backbone)
+        } else {
+            size = inputSize
+            head = LogisticHead(weights: (0..<2048).map { Float(sin(Double($0))) * 0.01 }, bias: 0)
+            network = InceptionV3Network(weights: SyntheticWeights.backbone(variant: .keras, inputSize: inputSize))
+        }
+        print(try HeatmapBenchmark.run(network: network, head: head, inputSize: size, threads: threads, runs: runs,
+                                       batchSizes: batchSizes.filter { $0 > 0 }).text)
     }
 }
 

@@ -14,8 +14,17 @@ struct ClassifyCommand: ParsableCommand {
     var model: String?
     @Flag(help: "One JSON object.")
     var json = false
+    @Option(help: ArgumentHelp("Also make each file's heatmap (where the model looked) and write NAME-overlay.png and NAME-plain.png into this folder.",
+                               valueName: "dir"))
+    var pictures: String?
 
     func run() throws {
+        if let pictures {
+            let path = try DefaultModel.resolve(model)
+            for line in try FilePictures.write(paths: files, model: try LoadedModel.load(path: path), folder: pictures) { print(line) }
+            print("A triage aid, not a diagnosis.")
+            return
+        }
         let loaded = try TriageModel.load(path: try DefaultModel.resolve(model))
         let result = try StudyClassifier(model: loaded).classify(paths: files)
         if json {

@@ -12,6 +12,11 @@ struct ShowCommand: ParsableCommand {
     var study: String
     @Option(help: "text or json.")
     var format: DetailFormat = .text
+    @Option(name: .customLong("images"), help: ArgumentHelp(
+        "Write per image a PNG of the radiograph with its heatmap and the disclaimer band, and one of the plain rendering, into this folder.",
+        discussion: "Files are named after the image (drop-folder file name, or series and instance numbers): NAME-overlay.png and NAME-plain.png. An image whose file is gone, or without a heatmap yet, is said so.",
+        valueName: "dir"))
+    var imagesFolder: String?
 
     enum DetailFormat: String, ExpressibleByArgument { case text, json }
 
@@ -22,7 +27,16 @@ struct ShowCommand: ParsableCommand {
         let reviews = try worklist.reviews(ofStudy: s.studyInstanceUID)
         switch format {
         case .text: print(WorklistPresentation.detail(s, images: images, reviews: reviews))
-        case .json: print(WorklistPresentation.json(WorklistPresentation.detailJSONObject(s, images: images, reviews: reviews)))
+        case .json:
+            var heatmaps: [String: StoredHeatmap] = [:]
+            for image in images { heatmaps[image.sopInstanceUID] = try worklist.heatmap(sopInstanceUID: image.sopInstanceUID) }
+            print(WorklistPresentation.json(WorklistPresentation.detailJSONObject(s, images: images, reviews: reviews, heatmaps: heatmaps)))
+        }
+        if let folder = imagesFolder {
+            let lines = try StudyPictures.write(study: s, images: images, worklist: worklist, to: folder)
+            // With JSON on stdout, what was written goes to stderr.
+            let text = (format == .text ? "\nPictures\n" : "") + lines.map { "  " + $0 }.joined(separator: "\n") + "\n"
+            if format == .text { print(text, terminator: "") } else { FileHandle.standardError.write(Data(text.utf8)) }
         }
     }
 }

@@ -7,7 +7,8 @@ struct ListCommand: ParsableCommand {
         commandName: "list",
         abstract: "The worklist, one page at a time: changed after review, then flagged by day, then the rest (--sort).",
         discussion: """
-            A '!' marks a flagged study (abnormal, not yet reviewed); a '*' after the finding marks the radiologist's own label \
+            A '!' marks a flagged study (abnormal, not yet reviewed), a '#' beside it a study with pictures (heatmaps of where \
+            the model looked: show STUDY --images DIR); a '*' after the finding marks the radiologist's own label \
             (an override). IDs are the shortest unique prefix (at least 8 characters): show, confirm and override accept them, \
             a Study Instance UID or an accession number. On a terminal the table shows one screen; --all shows everything \
             through a pager ($BONETRIAGE_PAGER, else $PAGER, else less -FRX). JSON and CSV list every study unless --limit.

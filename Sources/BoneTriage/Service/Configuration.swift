@@ -178,6 +178,10 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
     public var decodeTimeout: Double = 60
     /// Decoder processes per triage worker: a study's images are decoded this many at a time.
     public var decodersPerWorker = 2
+    // [heatmaps]
+    /// Which triaged studies get heatmaps (where the model looked), made after the verdict is recorded
+    /// while no study waits for triage.
+    public var heatmapScope = HeatmapScope.flagged
     // [service]
     /// The running daemon's counts for `bonetriage status` (systemd's RuntimeDirectory=, removed at stop).
     public var statusFile = defaultStatusFile
@@ -206,7 +210,7 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
         }
         var reader = ConfigurationReader(root: table)
         var c = BoneTriageConfiguration()
-        reader.knownSections(["dicom", "drop_folder", "storage", "worklist", "model", "triage", "service"])
+        reader.knownSections(["dicom", "drop_folder", "storage", "worklist", "model", "triage", "heatmaps", "service"])
 
         reader.section("dicom", keys: ["ae_title", "bind_address", "port", "allowed_callers", "max_associations",
                                        "max_pending_connections", "max_pending_connections_per_address",
@@ -266,6 +270,11 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
             r.bool("isolate_decoder", into: &c.isolateDecoder)
             r.number("decode_timeout_seconds", into: &c.decodeTimeout, range: 1...3600)
             r.integer("decoders_per_worker", into: &c.decodersPerWorker, range: 1...16)
+        }
+        reader.section("heatmaps", keys: ["compute"]) { r in
+            var scope = c.heatmapScope.rawValue
+            r.string("compute", into: &scope, rule: "one of \"flagged\", \"all\", \"none\"") { HeatmapScope(rawValue: $0) != nil }
+            c.heatmapScope = HeatmapScope(rawValue: scope) ?? c.heatmapScope
         }
         reader.section("service", keys: ["status_file"]) { r in
             r.absolutePath("status_file", into: &c.statusFile, example: defaultStatusFile)

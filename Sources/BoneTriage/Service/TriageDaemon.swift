@@ -93,11 +93,13 @@ public final class TriageDaemon: @unchecked Sendable {
             Self.spawn("drop-folder", group: threads) { [self] in watch(watcher, intake: intake) }
         }
         let policy = TriagePolicy(configuration: c, decoderExecutable: decoderExecutable)
+        let heatmapClaims = HeatmapClaims()
         for n in 0..<c.workers {
-            let worker = StudyTriage(worklist: worklist, models: models, policy: policy, logger: logger)
+            let worker = StudyTriage(worklist: worklist, models: models, policy: policy, logger: logger, heatmapClaims: heatmapClaims)
             Self.spawn("triage-\(n)", group: threads) { [self] in
                 worker.prepare()
-                while let (study, queued) = scheduler.next(whileIdle: { worker.followModelReload() }) {
+                // While no study waits: follow a model reload, then make heatmaps one image at a time.
+                while let (study, queued) = scheduler.next(idleWork: { worker.followModelReload(); return worker.makeNextHeatmap() }) {
                     for complete in queued {
                         let record = try? worklist.study(studyInstanceUID: complete)
                         logger.info("study complete, queued for triage", metadata: ["study": "\(Study.shortID(for: complete))",

@@ -55,6 +55,8 @@ public struct TriagePolicy: Sendable {
     public var decodeTimeout: Double
     /// Decoder processes per worker (with an isolated decoder; decoding inside the daemon is one at a time).
     public var decodersPerWorker: Int
+    /// Which triaged studies get heatmaps ([heatmaps] compute).
+    public var heatmapScope: HeatmapScope
 
     /// `decoderExecutable` is used when the configuration isolates the decoder (the daemon passes its own binary).
     public init(configuration c: BoneTriageConfiguration, decoderExecutable: String? = nil) {
@@ -68,6 +70,7 @@ public struct TriagePolicy: Sendable {
         self.decoderExecutable = c.isolateDecoder ? decoderExecutable : nil
         decodeTimeout = c.decodeTimeout
         decodersPerWorker = c.decodersPerWorker
+        heatmapScope = c.heatmapScope
     }
 }
 
@@ -82,6 +85,17 @@ public enum TriageOutcome: Equatable, Sendable {
     case waitingForModel
 }
 
+/// The images whose heatmap a worker is making, so that two workers do not make the same one.
+public final class HeatmapClaims: Sendable {
+    private let claimed = Mutex<Set<String>>([])
+
+    public init() {}
+
+    /// True when no other worker has claimed the image.
+    public func claim(_ sopInstanceUID: String) -> Bool { claimed.withLock { $0.insert(sopInstanceUID).inserted } }
+    public func release(_ sopInstanceUID: String) { claimed.withLock { _ = $0.remove(sopInstanceUID) } }
+}
+
 /// One worker: owns an engine (not thread-safe) and triages one study at a time from the worklist.
 /// Sendable only so that it can be handed to its thread; it is used by that one thread alone.
 public final class StudyTriage: @unchecked Sendable {
@@ -92,8 +106,14 @@ public final class StudyTriage: @unchecked Sendable {
     private var classifier: StudyClassifier?
     private var generation = 0
     private let decoders: [any ImageDecoder]
+    private let heatmapClaims: HeatmapClaims
+    /// Whether the worklist may hold heatmap work: true at start, after each triage and each model
+    /// reload; false once a look found none (so that an idle worker does not query a large worklist
+    /// every second for nothing).
+    private var heatmapWorkMayExist = true
 
-    public init(worklist: any WorklistStore, models: ModelSlot, policy: TriagePolicy, logger: Logger) {
+    public init(worklist: any WorklistStore, models: ModelSlot, policy: TriagePolicy, logger: Logger, heatmapClaims: HeatmapClaims = HeatmapClaims()) {
+        self.heatmapClaims = heatmapClaims
         self.worklist = worklist
         self.models = models
         self.policy = policy
@@ -141,6 +161,7 @@ public final class StudyTriage: @unchecked Sendable {
                 return .failed(reason: reason)
             }
             let outcome = try run(uid)
+            heatmapWorkMayExist = true
             let ms = Int(Date().timeIntervalSince(started) * 1000)
             let named: Logger.Metadata = source.map { ["study": "\(shortID)", "source": "\($0)"] } ?? ["study": "\(shortID)"]
             switch outcome {
@@ -249,6 +270,14 @@ public final class StudyTriage: @unchecked Sendable {
         } catch WorklistError.triageSuperseded {
             return .superseded
         }
+        if policy.afterTriage == .delete, wantsHeatmaps(recorded) {
+            // Their files are deleted next: the heatmaps could not be made later.
+            for image in eligible where probabilities[image.sopInstanceUID] != nil && FileManager.default.fileExists(atPath: image.filePath) {
+                makeHeatmap(HeatmapWork(studyInstanceUID: uid, sopInstanceUID: image.sopInstanceUID, filePath: image.filePath,
+                                        fileRemovedAt: image.fileRemovedAt, modelFingerprint: loaded.identity),
+                            loaded: loaded, generation: current.generation)
+            }
+        }
         try afterTriage(images)
         guard let probability = recorded.probability, let verdict = recorded.verdict else {
             return .notApplicable(reason: recorded.stateReason ?? "no eligible image was classified")
@@ -272,6 +301,7 @@ public final class StudyTriage: @unchecked Sendable {
     public func followModelReload() {
         let current = models.current
         guard current.generation != generation, let loaded = current.model else { return }
+        heatmapWorkMayExist = true
         classifier = nil
         bt_memory_release_free()
         do {
@@ -280,6 +310,67 @@ public final class StudyTriage: @unchecked Sendable {
         } catch {
             logger.error("the triage engine could not be built for the reloaded model: \(error)")
         }
+    }
+
+    /// Whether `[heatmaps] compute` wants heatmaps for this study.
+    func wantsHeatmaps(_ study: Study) -> Bool {
+        switch policy.heatmapScope {
+        case .none: return false
+        case .all: return study.state == .triaged
+        case .flagged: return study.state == .triaged && study.verdict == .abnormal
+        }
+    }
+
+    /// Between studies, while none waits: makes and records the heatmap of one image that lacks one for
+    /// its study's current model ([heatmaps] compute), and returns true; false when there is none to
+    /// make (or no model), so that the worker waits.
+    public func makeNextHeatmap() -> Bool {
+        guard policy.heatmapScope != .none, heatmapWorkMayExist else { return false }
+        let current = models.current
+        guard let loaded = current.model else { return false }
+        let work: [HeatmapWork]
+        do {
+            work = try worklist.heatmapWork(scope: policy.heatmapScope, modelFingerprint: loaded.identity, limit: 8)
+        } catch {
+            logger.warning("heatmaps: the worklist could not be read: \(error); tried again in a moment")
+            return false
+        }
+        if work.isEmpty { heatmapWorkMayExist = false }
+        guard let item = work.first(where: { heatmapClaims.claim($0.sopInstanceUID) }) else { return false }
+        defer { heatmapClaims.release(item.sopInstanceUID) }
+        return makeHeatmap(item, loaded: loaded, generation: current.generation)
+    }
+
+    /// Makes one image's heatmap with this worker's engine and records it (or why it could not be made).
+    @discardableResult
+    private func makeHeatmap(_ item: HeatmapWork, loaded: LoadedModel, generation: Int) -> Bool {
+        let shortID = Study.shortID(for: item.studyInstanceUID)
+        let started = Date()
+        let outcome: HeatmapOutcome
+        do {
+            let classifier = try classifier(for: loaded, generation: generation)
+            let maker = OcclusionSensitivity(engine: classifier.engine, head: loaded.model.head.head, modelFingerprint: loaded.identity)
+            outcome = maker.outcome(path: item.filePath, fileRemovedAt: item.fileRemovedAt, decoder: decoders[0], spec: loaded.model.spec,
+                                    maximumPixels: policy.maximumPixels)
+        } catch {
+            logger.error("heatmaps: the engine could not be built: \(error)")
+            return false
+        }
+        do {
+            try worklist.recordHeatmap(sopInstanceUID: item.sopInstanceUID, outcome, at: Date())
+        } catch {
+            logger.warning("heatmaps: could not be recorded: \(error); tried again in a moment", metadata: ["study": "\(shortID)"])
+            return false
+        }
+        let ms = Int(Date().timeIntervalSince(started) * 1000)
+        switch outcome {
+        case let .made(h):
+            logger.info("heatmap made", metadata: ["study": "\(shortID)", "maximum": "\(String(format: "%.3f", Double(h.maximum)))", "ms": "\(ms)"])
+        case let .notMade(reason, _):
+            logger.warning("no heatmap for an image: \(reason)", metadata: ["study": "\(shortID)"])
+            logger.debug("the image without a heatmap", metadata: ["path": "\(item.filePath)"])
+        }
+        return true
     }
 
     private func classifier(for loaded: LoadedModel, generation: Int) throws -> StudyClassifier {

@@ -46,6 +46,13 @@ public final class TriageScheduler: @unchecked Sendable {
     /// worker to mark as queued); nil once stopping. While there is nothing to do, `whileIdle` is called
     /// (outside the lock) at least once a second, and after `wakeIdleWorkers()`.
     public func next(whileIdle: () -> Void = {}) -> (study: String, newlyQueued: [String])? {
+        next(idleWork: { whileIdle(); return false })
+    }
+
+    /// As `next(whileIdle:)`, but `idleWork` returns true when it did one piece of background work (a
+    /// heatmap) and has more: then the queue is looked at again at once and, while no study waits,
+    /// `idleWork` runs again. A study that arrives waits at most for the piece in progress.
+    public func next(idleWork: () -> Bool) -> (study: String, newlyQueued: [String])? {
         condition.lock()
         defer { condition.unlock() }
         var released: [String] = []
@@ -61,9 +68,9 @@ public final class TriageScheduler: @unchecked Sendable {
             }
             let seen = wakeups
             condition.unlock()
-            whileIdle()
+            let more = idleWork()
             condition.lock()
-            if wakeups != seen { continue }
+            if wakeups != seen || more { continue }
             if let deadline = assembler.nextDeadline {
                 _ = condition.wait(until: min(deadline, clock().addingTimeInterval(1)))
             } else {

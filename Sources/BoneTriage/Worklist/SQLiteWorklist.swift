@@ -174,6 +174,7 @@ public final class SQLiteWorklist: WorklistStore {
             }
             row.study.recordTriage(r, imageProbabilities: images.compactMap(\.image.probability))
             try row.update(db)
+            row.study.heatmapCount = try Self.recountHeatmaps(db, studyID: studyID)
             return row.study
         }
     }
@@ -472,6 +473,77 @@ public final class SQLiteWorklist: WorklistStore {
     }
 }
 
+// MARK: Heatmaps
+
+extension SQLiteWorklist {
+    /// Sets the study's count of images with a heatmap made by its current model, and returns it.
+    fileprivate static func recountHeatmaps(_ db: Database, studyID: Int64) throws -> Int {
+        try db.execute(sql: """
+            UPDATE study SET heatmapCount = (
+                SELECT count(*) FROM heatmap h JOIN image i ON i.id = h.imageID
+                WHERE i.studyID = study.id AND h.modelHash = study.modelHash AND h.heatmapValues IS NOT NULL)
+            WHERE id = ?
+            """, arguments: [studyID])
+        return try Int.fetchOne(db, sql: "SELECT heatmapCount FROM study WHERE id = ?", arguments: [studyID]) ?? 0
+    }
+
+    public func recordHeatmap(sopInstanceUID: String, _ outcome: HeatmapOutcome, at date: Date) throws {
+        try write { db in
+            guard let image = try Row.fetchOne(db, sql: "SELECT id, studyID FROM image WHERE sopInstanceUID = ?", arguments: [sopInstanceUID]) else {
+                throw WorklistError.studyNotFound(handle: sopInstanceUID)
+            }
+            let imageID: Int64 = image["id"], studyID: Int64 = image["studyID"]
+            let h = outcome.heatmap
+            try db.execute(sql: """
+                INSERT INTO heatmap (imageID, modelHash, gridRows, gridColumns, heatmapValues, method, problem, madeAt)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(imageID) DO UPDATE SET modelHash = excluded.modelHash, gridRows = excluded.gridRows,
+                    gridColumns = excluded.gridColumns, heatmapValues = excluded.heatmapValues, method = excluded.method,
+                    problem = excluded.problem, madeAt = excluded.madeAt
+                """, arguments: [imageID, outcome.modelFingerprint, h?.rows, h?.columns, h?.storedValues, h?.method, outcome.reason, date])
+            _ = try Self.recountHeatmaps(db, studyID: studyID)
+        }
+    }
+
+    public func heatmap(sopInstanceUID: String) throws -> StoredHeatmap? {
+        try read { db in
+            guard let row = try Row.fetchOne(db, sql: """
+                SELECT h.* FROM heatmap h JOIN image i ON i.id = h.imageID WHERE i.sopInstanceUID = ?
+                """, arguments: [sopInstanceUID]) else { return nil }
+            let fingerprint: String = row["modelHash"]
+            let madeAt: Date = row["madeAt"]
+            if let data = row["heatmapValues"] as Data?, let rows = row["gridRows"] as Int?, let columns = row["gridColumns"] as Int? {
+                guard let values = Heatmap.values(stored: data, rows: rows, columns: columns) else {
+                    throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "the heatmap of \(sopInstanceUID) does not hold \(rows) x \(columns) values")
+                }
+                let heatmap = Heatmap(rows: rows, columns: columns, values: values, method: row["method"] ?? "", modelFingerprint: fingerprint)
+                return StoredHeatmap(sopInstanceUID: sopInstanceUID, outcome: .made(heatmap), madeAt: madeAt)
+            }
+            return StoredHeatmap(sopInstanceUID: sopInstanceUID,
+                                 outcome: .notMade(reason: row["problem"] ?? "not made", modelFingerprint: fingerprint), madeAt: madeAt)
+        }
+    }
+
+    public func heatmapWork(scope: HeatmapScope, modelFingerprint: String, limit: Int) throws -> [HeatmapWork] {
+        guard scope != .none, limit > 0 else { return [] }
+        let verdict = scope == .flagged ? "AND s.verdict = '\(Finding.abnormal.rawValue)'" : ""
+        return try read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT s.studyInstanceUID, i.sopInstanceUID, i.filePath, i.fileRemovedAt, s.modelHash
+                FROM study s JOIN image i ON i.studyID = s.id
+                WHERE s.state = '\(StudyState.triaged.rawValue)' \(verdict) AND s.modelHash = ?
+                  AND i.eligible AND i.probability IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM heatmap h WHERE h.imageID = i.id AND h.modelHash = s.modelHash)
+                ORDER BY s.triagedAt DESC, s.id, i.receivedAt, i.id
+                LIMIT ?
+                """, arguments: [modelFingerprint, limit]).map { row in
+                HeatmapWork(studyInstanceUID: row["studyInstanceUID"], sopInstanceUID: row["sopInstanceUID"], filePath: row["filePath"],
+                            fileRemovedAt: row["fileRemovedAt"], modelFingerprint: row["modelHash"])
+            }
+        }
+    }
+}
+
 // MARK: Rows: the SQLite form of the worklist's values. Row ids and GRDB conformances stay here.
 
 /// A text column that must hold one of an enum's raw values; anything else is a damaged database.
@@ -505,7 +577,7 @@ private struct StudyRow: FetchableRecord, MutablePersistableRecord {
                                 "accessionNumber", "studyDate", "modality", "bodyPart", "studyDescription", "callingAETitle", "peerAddress",
                                 "lastReceivedAt", "imageCount", "eligibleImageCount", "state", "stateReason", "probability", "verdict",
                                 "threshold", "modelID", "modelHash", "triagedAt", "priority", "reviewState", "reviewLabel", "reviewedAt",
-                                "changedAfterReview", "characterSetNote"]
+                                "changedAfterReview", "characterSetNote", "heatmapCount"]
 
     /// A row of a listing, read by position (a listing reads 100,000; by name costs a lookup per column).
     init(listed row: Row) throws {
@@ -551,6 +623,7 @@ private struct StudyRow: FetchableRecord, MutablePersistableRecord {
         s.reviewedAt = row[29]
         s.changedAfterReview = row[30]
         s.characterSetNote = text(31)
+        s.heatmapCount = row[32] ?? 0
         study = s
     }
 
@@ -586,6 +659,8 @@ private struct StudyRow: FetchableRecord, MutablePersistableRecord {
         s.reviewedAt = row["reviewedAt"]
         s.changedAfterReview = row["changedAfterReview"]
         s.characterSetNote = row["characterSetNote"]
+        // A reader connection opened before this process migrated may still describe the old columns.
+        s.heatmapCount = row["heatmapCount"] ?? 0
         study = s
     }
 

@@ -29,6 +29,9 @@ extension WorklistPresentation {
             line("Verdict", "\(outcome(s))  probability \(probability(s.probability)), threshold \(s.threshold.map { String($0) } ?? "?")")
             line("Model", "\(s.modelID ?? "?") (\(String((s.modelHash ?? "?").prefix(16))))")
             line("Triaged", s.triagedAt.map { local($0, "yyyy-MM-dd HH:mm:ss") })
+            line("Pictures", s.heatmapCount > 0
+                 ? "heatmaps for \(s.heatmapCount) image\(s.heatmapCount == 1 ? "" : "s"); write them with --images DIR"
+                 : "no heatmap yet ([heatmaps] compute in the daemon's config)")
         }
         line("Review", s.reviewState.rawValue + (s.reviewLabel.map { ": \($0.rawValue)" } ?? "")
              + (s.reviewedAt.map { " on " + local($0, "yyyy-MM-dd HH:mm") } ?? "")
@@ -57,7 +60,10 @@ extension WorklistPresentation {
 
     /// `show --format json`: the study, its images (with their series and instance numbers, view,
     /// laterality and drop-folder file name) and its reviews (with a stated reviewer's name).
-    public static func detailJSONObject(_ s: Study, images: [StudyImage], reviews: [Review]) -> [String: Any] {
+    /// `heatmaps`: what is recorded for the images (by SOP Instance UID); each image gets "heatmap": "made",
+    /// "not_made" (with "heatmap_problem") or "none", for the study's current model.
+    public static func detailJSONObject(_ s: Study, images: [StudyImage], reviews: [Review],
+                                        heatmaps: [String: StoredHeatmap] = [:]) -> [String: Any] {
         [
             "study": jsonObject(s),
             "images": images.map { i -> [String: Any] in
@@ -67,6 +73,9 @@ extension WorklistPresentation {
                 object["view_position"] = i.viewPosition ?? NSNull()
                 object["laterality"] = i.laterality ?? NSNull()
                 object["file_name"] = i.fileName ?? NSNull()
+                let current = heatmaps[i.sopInstanceUID].flatMap { $0.outcome.modelFingerprint == s.modelHash ? $0.outcome : nil }
+                object["heatmap"] = current == nil ? "none" : current?.heatmap != nil ? "made" : "not_made"
+                object["heatmap_problem"] = current?.reason ?? NSNull()
                 return object
             },
             "reviews": reviews.map { r -> [String: Any] in

@@ -109,6 +109,7 @@ public enum WorklistPresentation {
             "reviewed_at": v(iso(s.reviewedAt)),
             "changed_after_review": s.changedAfterReview,
             "character_set_note": v(s.characterSetNote),
+            "heatmaps": s.heatmapCount,
         ]
     }
 
@@ -161,6 +162,7 @@ public enum WorklistPresentation {
         int("eligible_images", s.eligibleImageCount)
         str("first_received_at", iso(s.firstReceivedAt))
         bool("flagged", s.isFlagged)
+        int("heatmaps", s.heatmapCount)
         str("id", s.shortID)
         int("images", s.imageCount)
         str("last_received_at", iso(s.lastReceivedAt))
@@ -221,6 +223,7 @@ public enum WorklistPresentation {
         "id", "study_instance_uid", "accession_number", "patient_id", "patient_name", "study_date", "modality",
         "body_part", "first_received_at", "images", "eligible_images", "state", "state_reason", "probability",
         "verdict", "threshold", "model_id", "review_state", "review_label", "reviewed_at", "changed_after_review",
+        "heatmaps",
     ]
 
     public static func csvFields(_ s: Study) -> [String] {
@@ -230,6 +233,7 @@ public enum WorklistPresentation {
             String(s.eligibleImageCount), s.state.rawValue, s.stateReason ?? "", probability(s.probability),
             s.verdict?.rawValue ?? "", s.threshold.map { String($0) } ?? "", s.modelID ?? "", s.reviewState.rawValue,
             s.reviewLabel?.rawValue ?? "", iso(s.reviewedAt) ?? "", s.changedAfterReview ? "true" : "false",
+            String(s.heatmapCount),
         ]
     }
 
@@ -284,7 +288,8 @@ public enum WorklistPresentation {
             cell(finding(s), 9),
             cell(review(s), 10),
         ]
-        var line = (flagged ? "! " : "  ") + fields.joined(separator: " ")
+        // The mark: "!" flagged, then "#" when pictures (heatmaps) exist for the study (`show --images`).
+        var line = (flagged ? "!" : " ") + (s.heatmapCount > 0 ? "#" : " ") + fields.joined(separator: " ")
         while line.hasSuffix(" ") { line.removeLast() }
         if colour && flagged { line = "\u{1B}[1;31m" + line + "\u{1B}[0m" }
         else if colour && s.changedAfterReview { line = "\u{1B}[33m" + line + "\u{1B}[0m" }

@@ -45,6 +45,8 @@ public struct Study: Codable, Sendable, Equatable {
     public var characterSetNote: String?
     /// The local day of its first arrival (yyyymmdd, `StudyRules.arrivalDay`), written when it arrives.
     public var arrivalDay: Int
+    /// How many of its images have a heatmap made by its current model (pictures exist for them).
+    public var heatmapCount = 0
 
     /// A study as a store keeps it: its short ID and arrival day as stored, not derived again (a listing
     /// reads 100,000 of them).

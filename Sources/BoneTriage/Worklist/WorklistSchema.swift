@@ -146,6 +146,24 @@ public enum WorklistSchema {
                 t.add(column: "statedReviewer", .text)
             }
         }
+        // v8: per image, its heatmap (where the model looked), or why none could be made, with the model
+        // it was made with; per study, how many of its images have one made by its current model (kept
+        // with the study for `list`, recounted when a heatmap is recorded and when the study is triaged).
+        migrator.registerMigration("v8-heatmaps") { db in
+            try db.create(table: "heatmap") { t in
+                t.column("imageID", .integer).primaryKey().references("image", onDelete: .cascade)
+                t.column("modelHash", .text).notNull()
+                t.column("gridRows", .integer)
+                t.column("gridColumns", .integer)
+                t.column("heatmapValues", .blob)
+                t.column("method", .text)
+                t.column("problem", .text)
+                t.column("madeAt", .datetime).notNull()
+            }
+            try db.alter(table: "study") { t in
+                t.add(column: "heatmapCount", .integer).notNull().defaults(to: 0)
+            }
+        }
         return migrator
     }
 }

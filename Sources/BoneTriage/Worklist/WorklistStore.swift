@@ -275,6 +275,15 @@ public protocol WorklistStore: Sendable {
     /// unknown or refused by `Study.review` (nothing to confirm, already reviewed) and nothing is recorded.
     @discardableResult func recordReviews(studyInstanceUIDs: [String], by reviewer: ReviewerIdentity, action: ReviewAction,
                                           label: Finding?, note: String?, at: Date) throws -> [Review]
+    /// An image's heatmap, or why none could be made, replacing any earlier one; the study's count of
+    /// images with a heatmap of its current model (`Study.heatmapCount`) follows.
+    func recordHeatmap(sopInstanceUID: String, _ outcome: HeatmapOutcome, at: Date) throws
+    /// What is recorded for an image (whatever model it was made with; compare `modelFingerprint`).
+    func heatmap(sopInstanceUID: String) throws -> StoredHeatmap?
+    /// The next images to make heatmaps for: classified images of triaged studies (for `.flagged`, those
+    /// the model found abnormal) whose current model is `modelFingerprint`, with nothing recorded for that
+    /// model yet; most recently triaged study first. Empty for `.none`.
+    func heatmapWork(scope: HeatmapScope, modelFingerprint: String, limit: Int) throws -> [HeatmapWork]
 }
 
 extension WorklistStore {

@@ -136,4 +136,22 @@ struct ConfigurationTests {
         #expect(IPv4Range("192.168.1.7")?.description == "192.168.1.7")
         for bad in ["10.0.0", "10.0.0.1/33", "a.b.c.d", "1.2.3.4/", "256.1.1.1", "01234.1.1.1"] { #expect(IPv4Range(bad) == nil, "\(bad)") }
     }
+
+    @Test("[heatmaps] compute: flagged by default (as the shipped example states), all or none; anything else is refused with the choices")
+    func heatmaps() throws {
+        #expect(BoneTriageConfiguration().heatmapScope == .flagged)
+        #expect(try BoneTriageConfiguration.load(path: Self.shipped).heatmapScope == .flagged)
+        let shipped = try String(contentsOfFile: Self.shipped, encoding: .utf8)
+        #expect(shipped.contains("[heatmaps]\n") && shipped.contains("compute = \"flagged\""))
+        #expect(try BoneTriageConfiguration.parse("[heatmaps]\ncompute = \"all\"\n", path: "h.toml").heatmapScope == .all)
+        #expect(try BoneTriageConfiguration.parse("[heatmaps]\ncompute = \"none\"\n", path: "h.toml").heatmapScope == HeatmapScope.none)
+        do {
+            _ = try BoneTriageConfiguration.parse("[heatmaps]\ncompute = \"sometimes\"\nstride = 3\n", path: "h.toml")
+            Issue.record("a bad [heatmaps] section was accepted")
+        } catch let error as ConfigurationError {
+            #expect(error.problems.count == 2, "\(error.problems)")
+            #expect(error.description.contains("[heatmaps] compute = \"sometimes\": must be one of \"flagged\", \"all\", \"none\""), "\(error)")
+            #expect(error.description.contains("[heatmaps] stride: unknown key"), "\(error)")
+        }
+    }
 }

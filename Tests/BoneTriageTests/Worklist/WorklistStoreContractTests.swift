@@ -502,4 +502,77 @@ struct WorklistStoreContractTests {
         #expect(throws: WorklistError.invalidHandle("x'; DROP TABLE study;--")) { try store.study(handle: "x'; DROP TABLE study;--") }
         #expect(throws: WorklistError.invalidHandle("1.2%")) { try store.study(handle: "1.2%") }
     }
+
+    // MARK: Heatmaps
+
+    @Test("heatmaps: kept per image with the model they were made with, replaced, counted for the study's current model only; why none could be made is kept too",
+          arguments: WorklistBackend.all)
+    func heatmaps(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        let base = WorklistFixture.base
+        let sops = try WorklistFixture.add(store, study: "1.2.60", images: 3, at: 0)
+        try WorklistFixture.triage(store, study: "1.2.60", sops: sops, probabilities: [0.9, 0.8, 0.7])  // model abc123
+        #expect(try store.heatmap(sopInstanceUID: sops[0]) == nil)
+        #expect(try store.study(studyInstanceUID: "1.2.60").heatmapCount == 0)
+        let h = Heatmap(rows: 10, columns: 10, values: (0..<100).map { Float($0) / 128 }, method: "occlusion test", modelFingerprint: "abc123")
+        try store.recordHeatmap(sopInstanceUID: sops[0], .made(h), at: base)
+        let gone = HeatmapOutcome.notMade(reason: "the image file is gone", modelFingerprint: "abc123")
+        try store.recordHeatmap(sopInstanceUID: sops[1], gone, at: base.addingTimeInterval(1))
+        #expect(try store.heatmap(sopInstanceUID: sops[0]) == StoredHeatmap(sopInstanceUID: sops[0], outcome: .made(h), madeAt: base))
+        #expect(try store.heatmap(sopInstanceUID: sops[1])?.outcome == gone)
+        // A reason is not a picture: one image has one.
+        #expect(try store.study(studyInstanceUID: "1.2.60").heatmapCount == 1)
+        #expect(try store.studies(matching: WorklistFilter()).first { $0.studyInstanceUID == "1.2.60" }?.heatmapCount == 1)
+        // Made again later: replaced.
+        try store.recordHeatmap(sopInstanceUID: sops[1], .made(h), at: base.addingTimeInterval(2))
+        #expect(try store.heatmap(sopInstanceUID: sops[1])?.outcome == .made(h))
+        #expect(try store.study(studyInstanceUID: "1.2.60").heatmapCount == 2)
+        #expect(throws: WorklistError.self) { try store.recordHeatmap(sopInstanceUID: "9.9.9", .made(h), at: base) }
+        // Triaged again by another model: the heatmaps stay, but no longer count for the study.
+        let recorded = try store.recordTriage(TriageResult(studyInstanceUID: "1.2.60", imageProbabilities: Dictionary(uniqueKeysWithValues: zip(sops, [0.6, 0.5, 0.4])),
+                                                           threshold: 0.5, modelID: "humerus-v2", modelHash: "def456"))
+        #expect(recorded.heatmapCount == 0)
+        #expect(try store.study(studyInstanceUID: "1.2.60").heatmapCount == 0)
+        #expect(try store.heatmap(sopInstanceUID: sops[0])?.outcome.modelFingerprint == "abc123")
+        try store.recordHeatmap(sopInstanceUID: sops[2], .made(Heatmap(rows: 10, columns: 10, values: h.values, method: "m", modelFingerprint: "def456")), at: base)
+        #expect(try store.study(studyInstanceUID: "1.2.60").heatmapCount == 1)
+    }
+
+    @Test("heatmap work: classified images of triaged studies without a heatmap for the study's current model, flagged only or all, newest triage first",
+          arguments: WorklistBackend.all)
+    func heatmapWork(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        try WorklistFixture.seed(store)  // abnormal: flagged (2 images), hostile (1); normal (3); pending; CT
+        let u = WorklistFixture.uids
+        func sops(_ scope: HeatmapScope, _ model: String = "abc123", limit: Int = 100) throws -> [String] {
+            try store.heatmapWork(scope: scope, modelFingerprint: model, limit: limit).map(\.sopInstanceUID)
+        }
+        #expect(try sops(.flagged) == ["\(u.flagged).1", "\(u.flagged).2", "\(u.hostile).1"])
+        #expect(try Set(sops(.all)) == Set(["\(u.flagged).1", "\(u.flagged).2", "\(u.hostile).1", "\(u.normal).1", "\(u.normal).2", "\(u.normal).3"]))
+        #expect(try sops(.none).isEmpty && sops(.flagged, "other-model").isEmpty)
+        #expect(try sops(.flagged, limit: 1) == ["\(u.flagged).1"])
+        let first = try #require(try store.heatmapWork(scope: .flagged, modelFingerprint: "abc123", limit: 1).first)
+        #expect(first == HeatmapWork(studyInstanceUID: u.flagged, sopInstanceUID: "\(u.flagged).1", filePath: "/spool/\(u.flagged)/1.dcm",
+                                     fileRemovedAt: nil, modelFingerprint: "abc123"))
+        // Made (or found impossible) for this model: no longer work.
+        let h = Heatmap(rows: 10, columns: 10, values: [Float](repeating: 0.1, count: 100), method: "m", modelFingerprint: "abc123")
+        try store.recordHeatmap(sopInstanceUID: "\(u.flagged).1", .made(h), at: WorklistFixture.base)
+        try store.recordHeatmap(sopInstanceUID: "\(u.flagged).2", .notMade(reason: "gone", modelFingerprint: "abc123"), at: WorklistFixture.base)
+        #expect(try sops(.flagged) == ["\(u.hostile).1"])
+        // A file removed by retention is still work (to record why), with the date.
+        try store.markFilesRemoved(["/spool/\(u.hostile)/1.dcm"], at: WorklistFixture.base.addingTimeInterval(5))
+        #expect(try store.heatmapWork(scope: .flagged, modelFingerprint: "abc123", limit: 5).first?.fileRemovedAt == WorklistFixture.base.addingTimeInterval(5))
+        // A heatmap made by an older model does not count once the study is triaged by a newer one.
+        let later = WorklistFixture.base.addingTimeInterval(7200)
+        try store.recordTriage(TriageResult(studyInstanceUID: u.flagged, imageProbabilities: ["\(u.flagged).1": 0.95, "\(u.flagged).2": 0.9],
+                                            threshold: 0.5, modelID: "humerus-v2", modelHash: "def456", triagedAt: later))
+        #expect(try sops(.flagged, "def456") == ["\(u.flagged).1", "\(u.flagged).2"])
+        #expect(try sops(.flagged) == ["\(u.hostile).1"])
+        // Newest triage first.
+        try store.recordTriage(TriageResult(studyInstanceUID: u.hostile, imageProbabilities: ["\(u.hostile).1": 0.8],
+                                            threshold: 0.5, modelID: "humerus-v2", modelHash: "def456", triagedAt: later.addingTimeInterval(60)))
+        #expect(try sops(.flagged, "def456") == ["\(u.hostile).1", "\(u.flagged).1", "\(u.flagged).2"])
+    }
 }

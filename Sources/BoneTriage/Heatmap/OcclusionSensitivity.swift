@@ -1,0 +1,125 @@
+import Foundation
+
+/// How occlusion sensitivity covers the model input: a grid of `cells` x `cells` cells; a patch of
+/// `patchCells` x `patchCells` cells is hidden at every cell position (stride one cell), so each cell is
+/// measured by up to patchCells^2 overlapping patches. At 150 px: 15 px cells, 30x30 px patches at a
+/// stride of 15 px, 9 x 9 = 81 patch positions, a 10 x 10 map.
+public struct OcclusionSettings: Sendable, Equatable {
+    public var cells: Int
+    public var patchCells: Int
+    /// Occluded inputs per engine run; the original and the 81 occluded inputs make 2 batches of 41.
+    public var batchSize: Int
+
+    public init(cells: Int = 10, patchCells: Int = 2, batchSize: Int = 41) {
+        self.cells = max(2, cells)
+        self.patchCells = min(max(1, patchCells), self.cells)
+        self.batchSize = max(1, batchSize)
+    }
+
+    /// Patch positions per side.
+    public var positions: Int { cells - patchCells + 1 }
+}
+
+/// Occlusion sensitivity (Zeiler and Fergus, 2014): the model input with one patch replaced by the
+/// image's mean value, for every patch position, run as batches through the worker's own engine and
+/// head; a patch's value is max(0, p(original) - p(occluded)), and a cell's value is the mean over the
+/// patches that cover it. Faithful by construction (it measures the model itself, not a proxy such as
+/// gradients) and model-agnostic; its cost is (positions^2 + 1) forward passes per image.
+///
+/// Not thread-safe (it runs an engine): one per worker.
+public final class OcclusionSensitivity {
+    public let engine: InceptionV3Engine
+    public let head: LogisticHead
+    public let modelFingerprint: String
+    public var settings: OcclusionSettings
+
+    public init(engine: InceptionV3Engine, head: LogisticHead, modelFingerprint: String, settings: OcclusionSettings = OcclusionSettings()) {
+        self.engine = engine
+        self.head = head
+        self.modelFingerprint = modelFingerprint
+        self.settings = settings
+    }
+
+    var size: Int { engine.inputSize }
+
+    /// Where cell k begins (and cell k - 1 ends) along a side of the input, in pixels.
+    public static func cellBoundary(_ k: Int, cells: Int, size: Int) -> Int { (k * size + cells / 2) / cells }
+
+    /// How the heatmap is made, as recorded with it.
+    public var method: String {
+        let c = settings.cells, s = size
+        let patch = Self.cellBoundary(settings.patchCells, cells: c, size: s), stride = Self.cellBoundary(1, cells: c, size: s)
+        return "occlusion: \(patch)x\(patch) px patches of the \(s)x\(s) input at a stride of \(stride) px (\(settings.positions)x\(settings.positions) positions), "
+            + "filled with the image's mean; \(c)x\(c) map of the mean drop in p(abnormal)"
+    }
+
+    /// The model's probability of abnormality for each input (size x size x 3, NHWC), in batches.
+    public func probabilities(_ inputs: [[Float]]) throws -> [Double] {
+        var out: [Double] = []
+        out.reserveCapacity(inputs.count)
+        var start = 0
+        let d = InceptionV3Architecture.featureCount
+        while start < inputs.count {
+            let end = min(inputs.count, start + settings.batchSize)
+            let features = try engine.pooledFeatures(Array(inputs[start..<end].joined()), batch: end - start)
+            for k in 0..<(end - start) { out.append(head.probability(features[(k * d)..<((k + 1) * d)])) }
+            start = end
+        }
+        return out
+    }
+
+    /// The per-channel mean of an input: what hidden pixels are set to.
+    public static func fillValues(_ input: [Float]) -> [Float] {
+        var sums = [Double](repeating: 0, count: 3)
+        let pixels = input.count / 3
+        for p in 0..<pixels { for c in 0..<3 { sums[c] += Double(input[p * 3 + c]) } }
+        return sums.map { Float($0 / Double(max(1, pixels))) }
+    }
+
+    /// The input with the pixels where `hidden` is true (size x size, row-major) set to the image's mean.
+    public static func occluded(_ input: [Float], hidden: [Bool], fill: [Float]) -> [Float] {
+        var out = input
+        for (p, hide) in hidden.enumerated() where hide { for c in 0..<3 { out[p * 3 + c] = fill[c] } }
+        return out
+    }
+
+    /// The input with rows `rows` and columns `columns` (pixels) set to `fill`.
+    static func occluded(_ input: [Float], size: Int, rows: Range<Int>, columns: Range<Int>, fill: [Float]) -> [Float] {
+        var out = input
+        for y in rows { for x in columns { for c in 0..<3 { out[(y * size + x) * 3 + c] = fill[c] } } }
+        return out
+    }
+
+    /// The heatmap of one model input (size x size x 3, in the model's range, as `ModelInput.make` gives it).
+    public func heatmap(input: [Float]) throws -> Heatmap {
+        let s = size, c = settings.cells, k = settings.patchCells, n = settings.positions
+        guard input.count == s * s * 3 else { throw EngineError.wrongInputCount(expected: s * s * 3, found: input.count) }
+        let fill = Self.fillValues(input)
+        func bound(_ i: Int) -> Int { Self.cellBoundary(i, cells: c, size: s) }
+        // The original first, then each patch position, row by row; built one batch at a time.
+        let total = 1 + n * n
+        var probabilities: [Double] = []
+        probabilities.reserveCapacity(total)
+        var start = 0
+        while start < total {
+            let end = min(total, start + settings.batchSize)
+            let inputs: [[Float]] = (start..<end).map { index in
+                guard index > 0 else { return input }
+                let i = (index - 1) / n, j = (index - 1) % n
+                return Self.occluded(input, size: s, rows: bound(i)..<bound(i + k), columns: bound(j)..<bound(j + k), fill: fill)
+            }
+            probabilities += try self.probabilities(inputs)
+            start = end
+        }
+        let original = probabilities[0]
+        var sums = [Double](repeating: 0, count: c * c), counts = [Int](repeating: 0, count: c * c)
+        for i in 0..<n {
+            for j in 0..<n {
+                let drop = max(0, original - probabilities[1 + i * n + j])
+                for r in i..<(i + k) { for q in j..<(j + k) { sums[r * c + q] += drop; counts[r * c + q] += 1 } }
+            }
+        }
+        let values = (0..<(c * c)).map { Float(counts[$0] > 0 ? sums[$0] / Double(counts[$0]) : 0) }
+        return Heatmap(rows: c, columns: c, values: values, method: method, modelFingerprint: modelFingerprint)
+    }
+}
