@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""File to model input (150x150), per transfer syntax: BoneTriage beside pydicom + pylibjpeg and DCMTK's dcm2pnm.
+"""File to model input (150x150), per transfer syntax: BoneTriage beside pydicom + pylibjpeg and DCMTK's dcmj2pnm/dcml2pnm.
 
 `make bench-decode` runs it in a throwaway venv under .cache/ (pydicom 3, pylibjpeg with its OpenJPEG and
 libjpeg plugins, pyjpegls, numpy). On every radiograph in ../shared/data/dicom/radiographs, and on
@@ -11,9 +11,9 @@ pydicom + pylibjpeg-openjpeg), it times, in the same run and one decoder thread 
   its pipe, warm (the file is read and decoded anew each time);
 - pydicom: dcmread + pixel_array (full decode) + Modality LUT and window/VOI LUT + area resize to 150x150
   in numpy (two matrix products), in this Python process, warm;
-- dcm2pnm: DCMTK's own converter (3.6.7's dcm2pnm: dcmj2pnm's code with the JPEG, JPEG-LS and RLE decoders
-  registered) with scaling to 150 pixels wide (+Sxv 150) and the min-max window, to a PGM file, a process
-  per run as one uses it. DCMTK has no JPEG 2000 decoder, so it fails on those files (said so per file).
+- dcm2pnm: DCMTK's own converters (dcmj2pnm: uncompressed, RLE and JPEG; dcml2pnm: JPEG-LS) with scaling to
+  150 pixels wide (+Sxv 150) and the min-max window, to a PGM file, a process per run as one uses them.
+  DCMTK has no JPEG 2000 decoder, so they fail on those files (said so per file).
 
 Each figure is the median of --runs runs; ratios are the peer's time over BoneTriage's (above 1: BoneTriage
 is faster). Nothing is asserted: this prints figures (and --json writes them).
@@ -118,8 +118,10 @@ def pydicom_model_input(path, np, pydicom, cache):
     return out
 
 
-def dcm2pnm(path, out):
-    r = subprocess.run(["dcm2pnm", "+Sxv", "150", "+Wm", path, out], capture_output=True)
+def dcm2pnm(path, syntax, out):
+    # DCMTK 3.6.7's converters: dcmj2pnm (uncompressed, RLE and JPEG decoders registered), dcml2pnm (JPEG-LS).
+    tool = "dcml2pnm" if syntax in ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81") else "dcmj2pnm"
+    r = subprocess.run([tool, "+Sxv", "150", "+Wm", path, out], capture_output=True)
     if r.returncode != 0:
         first = (r.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
         raise RuntimeError(f"exit {r.returncode}: {first[:160]}")
@@ -184,7 +186,7 @@ def main():
     args = parser.parse_args()
     import numpy as np
     import pydicom
-    dcmtk = os.path.dirname(shutil.which("dcm2pnm") or "/usr/bin/dcm2pnm")
+    dcmtk = os.path.dirname(shutil.which("dcmj2pnm") or "/usr/bin/dcmj2pnm")
     if not os.path.isdir(args.shared):
         sys.exit(f"no radiographs at {args.shared}: run from the checkout beside ../shared, or give --shared")
     work = tempfile.mkdtemp(prefix="bonetriage-decode-bench.")
@@ -213,7 +215,7 @@ def main():
             row["pydicom_error"] = str(error)[:200]
         try:
             out = os.path.join(work, "out.pgm")
-            row["dcm2pnm_ms"] = median_ms(lambda: dcm2pnm(path, out), max(1, min(args.runs, 3)))
+            row["dcm2pnm_ms"] = median_ms(lambda: dcm2pnm(path, syntax, out), max(1, min(args.runs, 3)))
         except Exception as error:
             row["dcm2pnm_error"] = str(error)[:200]
         bt = row.get("bonetriage_ms")
