@@ -110,6 +110,30 @@ struct StorageSCUTests {
         }
     }
 
+    @Test("a peer that closes the connection as soon as it is made: retry later, with the reason")
+    func connectionClosed() throws {
+        let dir = try TemporaryDirectory()
+        let (sr, _) = try objects(in: dir)
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) == 0 && listen(listener, 4) == 0 && getsockname(listener, $0, &length) == 0 }
+        }
+        try #require(bound, "could not listen on a loopback port")
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        // Accept one connection and close it at once (an RST-free close before any A-ASSOCIATE-AC).
+        let closer = Foundation.Thread { close(accept(listener, nil, nil)) }
+        closer.start()
+        let destination = ResultDestination(aeTitle: "CLOSER", host: "127.0.0.1", port: port, callingAETitle: "BONETRIAGE", timeoutSeconds: 5)
+        let outcomes = scu.send([sr], to: destination)
+        guard case let .retryLater(reason) = try #require(outcomes.first) else { Issue.record("expected retryLater, got \(outcomes)"); return }
+        #expect(reason.contains("no association with CLOSER"), "\(reason)")
+    }
+
     @Test("a peer that rejects the association: retry later, with its reason")
     func associationRejected() throws {
         let dir = try TemporaryDirectory()
