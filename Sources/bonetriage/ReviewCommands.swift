@@ -20,9 +20,15 @@ struct ShowCommand: ParsableCommand {
         let s = try worklist.study(handle: study)
         let images = try worklist.images(ofStudy: s.studyInstanceUID)
         let reviews = try worklist.reviews(ofStudy: s.studyInstanceUID)
+        let results = try worklist.resultObjects(ofStudy: s.studyInstanceUID)
         switch format {
-        case .text: print(WorklistPresentation.detail(s, images: images, reviews: reviews))
-        case .json: print(WorklistPresentation.json(WorklistPresentation.detailJSONObject(s, images: images, reviews: reviews)))
+        case .text:
+            print(WorklistPresentation.detail(s, images: images, reviews: reviews))
+            print(OutboxListing.detailLines(s, images: images, objects: results).joined(separator: "\n"))
+        case .json:
+            var object = WorklistPresentation.detailJSONObject(s, images: images, reviews: reviews)
+            object["results"] = OutboxListing.detailJSON(results)
+            print(WorklistPresentation.json(object))
         }
     }
 }

@@ -43,6 +43,9 @@ struct ServeCommand: ParsableCommand {
             print("  triage: \(settings.workers) worker(s), decoding " + (settings.isolateDecoder
                 ? "in child processes (one per worker, two for headers; time-out \(Int(settings.decodeTimeout)) s)" : "inside the daemon"))
             print("  status file: \(settings.statusFile)")
+            print("  results: " + (settings.resultDestinations.isEmpty ? "none sent (no [[results]])"
+                : settings.resultDestinations.map { "\($0.name) (\($0.kinds.map(\.rawValue).sorted().joined(separator: "+")), \($0.verdicts.rawValue))" }
+                    .joined(separator: ", ") + "; made in \(settings.resultsFolder)"))
             return
         }
         let level = Logger.Level(rawValue: logLevel) ?? .info
