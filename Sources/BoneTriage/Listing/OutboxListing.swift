@@ -60,11 +60,10 @@ public enum OutboxListing {
     public static func detailLines(_ study: Study, images: [StudyImage], objects: [ResultObject]) -> [String] {
         var out = ["", "Results in the PACS"]
         if objects.isEmpty {
-            if !images.contains(where: { $0.sopClassUID != nil }) {
-                out.append("  none: images without DICOM identity (a drop-folder PNG study) have nothing to send back to a PACS")
-            } else {
-                out.append("  none queued (no [[results]] destination takes this study's verdict, or it has none)")
-            }
+            let why = images.contains(where: { $0.sopClassUID != nil })
+                ? "none queued (no [[results]] destination takes this study's verdict, or it has none)"
+                : "none: images without DICOM identity (a drop-folder PNG study) have nothing to send back to a PACS"
+            out += WorklistPresentation.wrap(why, first: "  ", rest: "  ")
             return out
         }
         for o in objects {

@@ -105,6 +105,7 @@ struct OutboxCommandTests {
 
         let png = "1.2.826.0.1.3680043.8.498.20002"
         _ = try store.recordArrival(InstanceArrival(studyInstanceUID: png, sopInstanceUID: png + ".1", filePath: "/drop/a.png", eligible: true, source: .dropFolder))
-        #expect(try run(["show", png]).stdout.contains("nothing to send back to a PACS"))
+        let flowed = try run(["show", png]).stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+        #expect(flowed.contains("a drop-folder PNG study) have nothing to send back to a PACS"), "\(flowed)")
     }
 }

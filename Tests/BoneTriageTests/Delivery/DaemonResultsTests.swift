@@ -69,6 +69,7 @@ struct DaemonResultsTests {
         let study = "1.2.826.0.1.3680043.8.498.30001"
         try Self.dropRadiograph(dir, study: study, sop: study + ".1")
         try Self.dropRadiograph(dir, study: study, sop: study + ".2")
+        try Self.waitFor("the daemon to start") { FileManager.default.fileExists(atPath: c.statusFile) }
         let store = try SQLiteWorklist(path: c.databasePath, create: false)
         try Self.waitFor("two attempts while the destination is down") {
             try store.outboxEntries(includeDelivered: true).count == 3 && store.outboxEntries(includeDelivered: true).allSatisfy { $0.attempts >= 2 }
@@ -86,4 +87,38 @@ struct DaemonResultsTests {
         daemon.stop()
         #expect(ended.wait(timeout: .now() + 30) == .success, "the daemon stops with its result threads")
     }
+
+    @Test("after_triage = delete: the spool files a study's results still need stay until they are built, then go")
+    func deleteWaitsForTheBuild() throws {
+        let dir = try TemporaryDirectory()
+        var c = try Self.configuration(dir)
+        c.afterTriage = .delete
+        let heatmaps = Flag(false)
+        let daemon = TriageDaemon(configuration: c, configurationPath: nil, logger: Logger(label: "test"),
+                                  results: ResultsComponents(writer: RecordingWriter(), sender: ScriptedSender { _ in .stored(warning: nil) },
+                                                             pictures: SquarePictures(), heatmapSettled: { _ in heatmaps.isSet }))
+        let ended = DispatchSemaphore(value: 0)
+        Thread {
+            do { try daemon.run() } catch { Issue.record("the daemon did not run: \(error)") }
+            ended.signal()
+        }.start()
+        defer { daemon.stop() }
+        let study = "1.2.826.0.1.3680043.8.498.30002"
+        try Self.dropRadiograph(dir, study: study, sop: study + ".1")
+        try Self.waitFor("the daemon to start") { FileManager.default.fileExists(atPath: c.statusFile) }
+        let store = try SQLiteWorklist(path: c.databasePath, create: false)
+        try Self.waitFor("the report built and delivered") {
+            try store.outboxEntries(includeDelivered: true).contains { $0.kind == .structuredReport && $0.state == .delivered }
+        }
+        let image = try #require(try store.images(ofStudy: study).first)
+        #expect(try store.study(studyInstanceUID: study).state == .triaged)
+        #expect(FileManager.default.fileExists(atPath: image.filePath), "the capture still waits for its heatmap, so the file stays")
+        heatmaps.set(true)
+        try Self.waitFor("the capture built, then the study's file deleted") {
+            try store.resultObjects(ofStudy: study).allSatisfy { $0.filePath != nil } && !FileManager.default.fileExists(atPath: image.filePath)
+        }
+        daemon.stop()
+        #expect(ended.wait(timeout: .now() + 30) == .success)
+    }
+
 }
