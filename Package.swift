@@ -27,7 +27,7 @@ let package = Package(
             path: "Sources/CDCMTK",
             cxxSettings: [.unsafeFlags(["-I/usr/include/openjpeg-2.5"])],
             linkerSettings: [
-                .linkedLibrary("dcmnet"), .linkedLibrary("dcmjpls"), .linkedLibrary("dcmjpeg"), .linkedLibrary("dcmimage"), .linkedLibrary("dcmimgle"),
+                .linkedLibrary("dcmsr"), .linkedLibrary("dcmnet"), .linkedLibrary("dcmjpls"), .linkedLibrary("dcmjpeg"), .linkedLibrary("dcmimage"), .linkedLibrary("dcmimgle"),
                 .linkedLibrary("dcmdata"), .linkedLibrary("oflog"), .linkedLibrary("ofstd"), .linkedLibrary("openjp2"),
             ]
         ),
