@@ -50,7 +50,10 @@ struct ServeCommand: ParsableCommand {
         }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { JournalLogHandler(label: $0, level: level) }
-        let daemon = TriageDaemon(configuration: settings, configurationPath: config, logger: Logger(label: "bonetriage"))
+        // Results in the PACS: DCMTK's SR writer and C-STORE SCU. `pictures` (the Secondary Captures' heatmap
+        // overlays) and `heatmapSettled` are where the heatmap worker is wired in; without them, reports only.
+        let results = ResultsComponents(writer: DicomResultWriter(), sender: StorageSCU(), pictures: nil, heatmapSettled: nil)
+        let daemon = TriageDaemon(configuration: settings, configurationPath: config, logger: Logger(label: "bonetriage"), results: results)
         try daemon.run()
     }
 }
