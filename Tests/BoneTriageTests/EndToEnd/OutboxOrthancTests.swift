@@ -82,7 +82,8 @@ struct OutboxOrthancTests {
         let probability = try #require(triaged.probability)
         #expect(text.contains(String(format: "%.6f", probability)), "the study probability is in the report:\n\(text)")
         #expect(text.lowercased().contains((try #require(triaged.verdict)).rawValue), "the verdict is in the report:\n\(text)")
-        #expect(text.contains(study + ".1") && text.contains(study + ".2"), "each source image is referenced")
+        let dumped = try Self.dump("dcmdump", d.dir.path("report.dcm"))
+        #expect(dumped.contains(study + ".1") && dumped.contains(study + ".2"), "each source image is referenced:\n\(dumped)")
         #expect(d.log.contains("result delivered") && !d.log.contains("DOE") && !d.log.contains("PID-4711"), "no patient data in the log")
     }
 
@@ -131,7 +132,7 @@ struct OutboxOrthancTests {
         #expect(Set(before.map(\.objectSOPInstanceUID)).isSubset(of: Set(after.map(\.objectSOPInstanceUID))), "what was queued keeps its identity")
         for s in studies {
             let instances = try pacs.instances(ofStudyUID: s)
-            let uids = try instances.map { try pacs.tags(instance: try #require($0["ID"] as? String))["SOPInstanceUID"] as? String }
+            let uids = try instances.compactMap { $0["ID"] as? String }.map { try pacs.tags(instance: $0)["SOPInstanceUID"] as? String }
             let queued = try store.resultObjects(ofStudy: s).map(\.sopInstanceUID)
             #expect(uids == queued, "study \(s): Orthanc holds \(uids), the outbox queued \(queued)")
         }
@@ -156,7 +157,9 @@ struct OutboxOrthancTests {
         #expect(updated.replaces?.sopInstanceUID == first.sopInstanceUID && updated.review?.label.rawValue == label)
         let instances = try pacs.instances(ofStudyUID: study)
         #expect(instances.count == 2)
-        let id = try #require(try instances.first { try pacs.tags(instance: try #require($0["ID"] as? String))["SOPInstanceUID"] as? String == updated.sopInstanceUID }?["ID"] as? String)
+        let ids = instances.compactMap { $0["ID"] as? String }
+        let matching = try ids.filter { try pacs.tags(instance: $0)["SOPInstanceUID"] as? String == updated.sopInstanceUID }
+        let id = try #require(matching.first, "Orthanc holds the updated report \(updated.sopInstanceUID)")
         try pacs.file(instance: id, to: d.dir.path("updated.dcm"))
         let text = try Self.dump("dcmdump", d.dir.path("updated.dcm"))
         #expect(text.lowercased().contains("(0040,a360)") && text.contains(first.sopInstanceUID), "Predecessor Documents Sequence names the first:\n\(text)")
