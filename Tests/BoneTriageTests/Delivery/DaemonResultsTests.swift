@@ -121,4 +121,50 @@ struct DaemonResultsTests {
         #expect(ended.wait(timeout: .now() + 30) == .success)
     }
 
+    @Test("with a picture maker, the heatmap pictures arrive in Orthanc as a Secondary Capture series of the study, one per image, at the picture's size",
+          .enabled(if: OrthancPACS.available, OrthancPACS.unavailable))
+    func capturesArriveInOrthanc() throws {
+        let pacs = try OrthancPACS()
+        let dir = try TemporaryDirectory()
+        var c = try Self.configuration(dir)
+        c.resultDestinations = [pacs.destination(timeoutSeconds: 10)]
+        c.resultDestinations[0].verdicts = .all
+        let daemon = TriageDaemon(configuration: c, configurationPath: nil, logger: Logger(label: "test"),
+                                  results: ResultsComponents(writer: DicomResultWriter(), sender: StorageSCU(), pictures: BandPictures()))
+        let ended = DispatchSemaphore(value: 0)
+        Thread {
+            do { try daemon.run() } catch { Issue.record("the daemon did not run: \(error)") }
+            ended.signal()
+        }.start()
+        defer { daemon.stop() }
+        let study = "1.2.826.0.1.3680043.8.498.30003"
+        try Self.dropRadiograph(dir, study: study, sop: study + ".1")
+        try Self.dropRadiograph(dir, study: study, sop: study + ".2")
+        try Self.waitFor("the daemon to start") { FileManager.default.fileExists(atPath: c.statusFile) }
+        let store = try SQLiteWorklist(path: c.databasePath, create: false)
+        try Self.waitFor("the report and both captures delivered") {
+            let entries = try store.outboxEntries(includeDelivered: true)
+            return entries.count == 3 && entries.allSatisfy { $0.state == .delivered }
+        }
+        let objects = try store.resultObjects(ofStudy: study)
+        let instances = try pacs.instances(ofStudyUID: study).compactMap { $0["ID"] as? String }.map { try pacs.tags(instance: $0) }
+        #expect(instances.count == 3, "one instance per result")
+        let captures = instances.filter { $0["SOPClassUID"] as? String == ResultKind.secondaryCapture.sopClassUID }
+        #expect(captures.count == 2)
+        #expect(Set(captures.compactMap { $0["SOPInstanceUID"] as? String }) == Set(objects.filter { $0.kind == .secondaryCapture }.map(\.sopInstanceUID)))
+        #expect(captures.allSatisfy { $0["StudyInstanceUID"] as? String == study && $0["Rows"] as? String == "48" && $0["Columns"] as? String == "64" },
+                "\(captures)")
+        #expect(captures.allSatisfy { ($0["SeriesDescription"] as? String ?? "").contains("BoneTriage") })
+        daemon.stop()
+        #expect(ended.wait(timeout: .now() + 30) == .success)
+    }
+}
+
+/// A simple real picture maker for tests: a 64 x 48 grey picture with a band, whatever the image.
+struct BandPictures: TriagePictureMaking {
+    func picture(of image: StudyImage, in study: Study) throws -> RGBPicture {
+        var pixels = [UInt8](repeating: 90, count: 64 * 48 * 3)
+        for i in stride(from: 64 * 40 * 3, to: pixels.count, by: 1) { pixels[i] = 230 }
+        return RGBPicture(width: 64, height: 48, pixels: pixels)
+    }
 }
