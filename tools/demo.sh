@@ -104,10 +104,11 @@ ID=$("$BIN" list --db "$DEMO/worklist.sqlite" --format csv | awk -F, 'NR==2 {pri
 step "bonetriage show $ID"
 "$BIN" show "$ID" --db "$DEMO/worklist.sqlite"
 step "bonetriage show $ID --images $DEMO/pictures   (the radiograph with its heatmap, and plain)"
-# Heatmaps are made after the verdicts, while no study waits: give them a moment (the last CSV column
-# counts the study's images with a heatmap).
+# Heatmaps are made after the verdicts, while no study waits: give them a moment (the CSV column
+# "heatmaps" counts the study's images with a heatmap).
 i=0
-until "$BIN" list --db "$DEMO/worklist.sqlite" --format csv | awk -F, -v id="$ID" '$1 == id && $NF > 0 {found = 1} END {exit !found}'; do
+until "$BIN" list --db "$DEMO/worklist.sqlite" --format csv |
+    awk -F, -v id="$ID" 'NR == 1 {for (c = 1; c <= NF; c++) if ($c == "heatmaps") h = c; next} $1 == id && h && $h > 0 {found = 1} END {exit !found}'; do
   i=$((i + 1)); [ $i -lt 60 ] || break
   sleep 0.5
 done

@@ -25,12 +25,17 @@ struct ShowCommand: ParsableCommand {
         let s = try worklist.study(handle: study)
         let images = try worklist.images(ofStudy: s.studyInstanceUID)
         let reviews = try worklist.reviews(ofStudy: s.studyInstanceUID)
+        let results = try worklist.resultObjects(ofStudy: s.studyInstanceUID)
         switch format {
-        case .text: print(WorklistPresentation.detail(s, images: images, reviews: reviews))
+        case .text:
+            print(WorklistPresentation.detail(s, images: images, reviews: reviews))
+            print(OutboxListing.detailLines(s, images: images, objects: results).joined(separator: "\n"))
         case .json:
             var heatmaps: [String: StoredHeatmap] = [:]
             for image in images { heatmaps[image.sopInstanceUID] = try worklist.heatmap(sopInstanceUID: image.sopInstanceUID) }
-            print(WorklistPresentation.json(WorklistPresentation.detailJSONObject(s, images: images, reviews: reviews, heatmaps: heatmaps)))
+            var object = WorklistPresentation.detailJSONObject(s, images: images, reviews: reviews, heatmaps: heatmaps)
+            object["results"] = OutboxListing.detailJSON(results)
+            print(WorklistPresentation.json(object))
         }
         if let folder = imagesFolder {
             let lines = try StudyPictures.write(study: s, images: images, worklist: worklist, to: folder)

@@ -43,11 +43,17 @@ struct ServeCommand: ParsableCommand {
             print("  triage: \(settings.workers) worker(s), decoding " + (settings.isolateDecoder
                 ? "in child processes (one per worker, two for headers; time-out \(Int(settings.decodeTimeout)) s)" : "inside the daemon"))
             print("  status file: \(settings.statusFile)")
+            print("  results: " + (settings.resultDestinations.isEmpty ? "none sent (no [[results]])"
+                : settings.resultDestinations.map { "\($0.name) (\($0.kinds.map(\.rawValue).sorted().joined(separator: "+")), \($0.verdicts.rawValue))" }
+                    .joined(separator: ", ") + "; made in \(settings.resultsFolder)"))
             return
         }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { JournalLogHandler(label: $0, level: level) }
-        let daemon = TriageDaemon(configuration: settings, configurationPath: config, logger: Logger(label: "bonetriage"))
+        // Results in the PACS: DCMTK's SR writer and C-STORE SCU; the Secondary Captures carry the heatmap
+        // overlays, made by the daemon from its worklist once the heatmaps are settled.
+        let results = ResultsComponents(writer: DicomResultWriter(), sender: StorageSCU(), heatmapOverlays: true)
+        let daemon = TriageDaemon(configuration: settings, configurationPath: config, logger: Logger(label: "bonetriage"), results: results)
         try daemon.run()
     }
 }

@@ -10,7 +10,8 @@ struct ListCommand: ParsableCommand {
             A '!' marks a flagged study (abnormal, not yet reviewed), a '#' beside it a study with pictures (heatmaps of where \
             the model looked: show STUDY --images DIR); a '*' after the finding marks the radiologist's own label \
             (an override). IDs are the shortest unique prefix (at least 8 characters): show, confirm and override accept them, \
-            a Study Instance UID or an accession number. On a terminal the table shows one screen; --all shows everything \
+            a Study Instance UID or an accession number. The last column, P, is the delivery of the study's results to the PACS: \
+            + delivered, ~ on its way, x refused or not buildable (see `bonetriage outbox`). On a terminal the table shows one screen; --all shows everything \
             through a pager ($BONETRIAGE_PAGER, else $PAGER, else less -FRX). JSON and CSV list every study unless --limit.
             """)
 

@@ -362,6 +362,7 @@ public final class InstanceIntake: Sendable {
         a.studyDescription = m.studyDescription
         a.characterSetNote = m.characterSetNote
         a.seriesNumber = m.seriesNumber
+        a.sopClassUID = m.sopClassUID
         a.instanceNumber = m.instanceNumber
         a.viewPosition = m.viewPosition
         a.laterality = m.laterality

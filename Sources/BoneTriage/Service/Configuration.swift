@@ -159,6 +159,13 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
     public var archiveLimit = StorageLimit.percentOfFileSystem(25)
     /// Seconds between two retention passes (one also runs at start).
     public var retentionInterval: Double = 300
+    /// Where result objects (SR, SC) are made before they are sent.
+    public var resultsFolder = stateDirectory + "/results"
+    // [[results]]
+    /// Where results go; none: nothing is queued or sent.
+    public var resultDestinations: [ResultDestination] = []
+    // [delivery]
+    public var delivery = DeliveryPolicy()
     // [worklist]
     public var databasePath: String = defaultDatabasePath
     // [model]
@@ -210,7 +217,7 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
         }
         var reader = ConfigurationReader(root: table)
         var c = BoneTriageConfiguration()
-        reader.knownSections(["dicom", "drop_folder", "storage", "worklist", "model", "triage", "heatmaps", "service"])
+        reader.knownSections(["dicom", "drop_folder", "storage", "worklist", "model", "triage", "heatmaps", "service", "results", "delivery"])
 
         reader.section("dicom", keys: ["ae_title", "bind_address", "port", "allowed_callers", "max_associations",
                                        "max_pending_connections", "max_pending_connections_per_address",
@@ -236,7 +243,7 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
             r.number("remove_empty_folders_after_seconds", into: &c.dropRemoveEmptyFoldersAfter, range: 0...86_400)
         }
         reader.section("storage", keys: ["spool", "archive", "quarantine", "after_triage", "minimum_free_space_mb",
-                                         "retention_days", "spool_limit", "archive_limit", "retention_interval_seconds"]) { r in
+                                         "retention_days", "spool_limit", "archive_limit", "retention_interval_seconds", "results"]) { r in
             r.absolutePath("spool", into: &c.spoolFolder)
             r.absolutePath("archive", into: &c.archiveFolder)
             r.absolutePath("quarantine", into: &c.quarantineFolder)
@@ -248,6 +255,7 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
             r.limit("spool_limit", into: &c.spoolLimit)
             r.limit("archive_limit", into: &c.archiveLimit)
             r.number("retention_interval_seconds", into: &c.retentionInterval, range: 1...86_400)
+            r.absolutePath("results", into: &c.resultsFolder)
         }
         reader.section("worklist", keys: ["database"]) { r in
             r.absolutePath("database", into: &c.databasePath, example: defaultDatabasePath)
@@ -279,7 +287,17 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
         reader.section("service", keys: ["status_file"]) { r in
             r.absolutePath("status_file", into: &c.statusFile, example: defaultStatusFile)
         }
-        let folders = [("storage.spool", c.spoolFolder), ("storage.archive", c.archiveFolder), ("storage.quarantine", c.quarantineFolder)]
+        reader.section("delivery", keys: ["first_retry_seconds", "maximum_retry_seconds", "batch_size"]) { r in
+            r.number("first_retry_seconds", into: &c.delivery.firstRetry, range: 1...86_400)
+            r.number("maximum_retry_seconds", into: &c.delivery.maximumRetry, range: 1...86_400)
+            r.integer("batch_size", into: &c.delivery.batchSize, range: 1...1000)
+        }
+        if c.delivery.maximumRetry < c.delivery.firstRetry {
+            reader.problems.append("[delivery] maximum_retry_seconds = \(c.delivery.maximumRetry): must be at least first_retry_seconds (\(c.delivery.firstRetry))")
+        }
+        c.resultDestinations = reader.destinations("results", defaultCallingAETitle: c.aeTitle)
+        let folders = [("storage.spool", c.spoolFolder), ("storage.archive", c.archiveFolder), ("storage.quarantine", c.quarantineFolder),
+                       ("storage.results", c.resultsFolder)]
             + (c.dropFolder.map { [("drop_folder.path", $0)] } ?? [])
         for (i, a) in folders.enumerated() {
             for b in folders[(i + 1)...] where Self.overlaps(a.1, b.1) {
@@ -301,6 +319,17 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
     static func isAETitle(_ s: String) -> Bool {
         let t = s.trimmingCharacters(in: .whitespaces)
         return !t.isEmpty && s.count <= 16 && s.allSatisfy { $0.isASCII && $0 != "\\" && ($0.asciiValue ?? 0) >= 0x20 && ($0.asciiValue ?? 0) < 0x7F }
+    }
+
+    /// An IPv4 address, or a DNS host name (letters, digits, hyphens between dots).
+    static func isHost(_ s: String) -> Bool {
+        guard !s.isEmpty, s.count <= 253 else { return false }
+        if IPv4Range.parseAddress(s) != nil { return true }
+        if s.allSatisfy({ $0.isNumber || $0 == "." }) { return false }
+        return s.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+            !label.isEmpty && label.count <= 63 && label.first != "-" && label.last != "-"
+                && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+        }
     }
 
     static func overlaps(_ a: String, _ b: String) -> Bool {
@@ -422,5 +451,78 @@ struct ConfigurationReader {
             callers.append(AllowedCaller(aeTitle: title.trimmingCharacters(in: .whitespaces), hosts: hosts))
         }
         return callers
+    }
+
+    /// `[[results]]` entries: the destinations of result objects. Names (given, or "AE@host:port") must be unique.
+    mutating func destinations(_ key: String, defaultCallingAETitle: String) -> [ResultDestination] {
+        guard let value = root[key] else { return [] }
+        let known = ["name", "ae_title", "host", "port", "calling_ae_title", "send", "verdicts", "timeout_seconds"]
+        guard let array = value.array, array.allSatisfy({ $0.table != nil }) else {
+            problems.append("\(key) = \(value): must be [[results]] tables, one per destination, e.g. [[results]] ae_title = \"PACS\" host = \"10.0.0.5\" port = 104")
+            return []
+        }
+        var found: [ResultDestination] = [], entryNumbers: [Int] = []
+        for (i, item) in array.enumerated() {
+            guard let entry = item.table else { continue }
+            let place = "[[results]] entry \(i + 1)"
+            var ok = true
+            func complain(_ k: String, _ why: String) {
+                problems.append("\(place) \(k)\(entry[k].map { " = \($0)" } ?? ""): \(why)")
+                ok = false
+            }
+            for k in entry.keys.sorted() where !known.contains(k) {
+                problems.append("\(place) \(k): unknown key (known: \(known.joined(separator: ", ")))")
+                ok = false
+            }
+            let aeTitle = entry["ae_title"]?.string ?? ""
+            if !BoneTriageConfiguration.isAETitle(aeTitle) { complain("ae_title", "must be the destination's AE title, 1 to 16 printable ASCII characters without backslash (required)") }
+            let host = entry["host"]?.string ?? ""
+            if !BoneTriageConfiguration.isHost(host) { complain("host", "must be the destination's IPv4 address or host name, e.g. \"10.0.0.5\" or \"pacs.example.org\" (required)") }
+            let port = entry["port"]?.int ?? 0
+            if !(1...65535).contains(port) { complain("port", "must be the destination's TCP port, 1 to 65535 (required)") }
+            var calling = defaultCallingAETitle
+            if let c = entry["calling_ae_title"] {
+                if let s = c.string, BoneTriageConfiguration.isAETitle(s) { calling = s } else {
+                    complain("calling_ae_title", "must be an AE title, 1 to 16 printable ASCII characters (default: [dicom] ae_title)")
+                }
+            }
+            var kinds = Set(ResultKind.allCases)
+            if let s = entry["send"] {
+                let items = s.array?.map { $0.string.flatMap(ResultKind.init(rawValue:)) }
+                if let items, !items.isEmpty, items.allSatisfy({ $0 != nil }) { kinds = Set(items.compactMap { $0 }) } else {
+                    complain("send", "must be a non-empty list of \"sr\" (the triage report) and \"sc\" (the heatmap pictures), e.g. [\"sr\", \"sc\"]")
+                }
+            }
+            var verdicts = ResultVerdicts.abnormal
+            if let v = entry["verdicts"] {
+                if let s = v.string, let parsed = ResultVerdicts(rawValue: s) { verdicts = parsed } else {
+                    complain("verdicts", "must be \"abnormal\" (abnormal studies and their reviews) or \"all\" (every triaged study)")
+                }
+            }
+            var timeout = 30.0
+            if let t = entry["timeout_seconds"] {
+                if let n = t.double ?? t.int.map(Double.init), (1...600).contains(n) { timeout = n } else {
+                    complain("timeout_seconds", "must be a number of seconds from 1 to 600")
+                }
+            }
+            var name: String?
+            if let n = entry["name"] {
+                if let s = n.string?.trimmingCharacters(in: .whitespaces), !s.isEmpty, s.count <= 64, s.allSatisfy({ !$0.isNewline && ($0.asciiValue.map { $0 >= 0x20 } ?? true) }) {
+                    name = s
+                } else {
+                    complain("name", "must be a name of 1 to 64 characters for the logs and `bonetriage outbox` (default: AE@host:port)")
+                }
+            }
+            guard ok else { continue }
+            let destination = ResultDestination(name: name, aeTitle: aeTitle, host: host, port: port, callingAETitle: calling, kinds: kinds,
+                                                verdicts: verdicts, timeoutSeconds: timeout)
+            if let other = found.firstIndex(where: { $0.name == destination.name }) {
+                problems.append("\(place) name: \"\(destination.name)\" is already the name of entry \(entryNumbers[other]); give each destination its own name (the outbox keeps deliveries by name)")
+                continue
+            }
+            found.append(destination)
+            entryNumbers.append(i + 1)
+        }
+        return found
     }
 }

@@ -52,6 +52,7 @@ public struct ConfigurationCheck: Sendable {
         // Folders the daemon writes (it creates missing ones).
         var folders = [("[worklist] database", (c.databasePath as NSString).deletingLastPathComponent, "the database's folder "),
                        ("[storage] spool", c.spoolFolder, ""), ("[storage] quarantine", c.quarantineFolder, "")]
+        if !c.resultDestinations.isEmpty { folders.append(("[storage] results", c.resultsFolder, "")) }
         if c.afterTriage == .archive { folders.append(("[storage] archive", c.archiveFolder, "")) }
         if let drop = c.dropFolder { folders.append(("[drop_folder] path", drop, "")) }
         for (setting, folder, what) in folders {

@@ -17,6 +17,8 @@ import Glibc
 public final class TriageDaemon: @unchecked Sendable {
     public let configurationPath: String?
     let configuration: BoneTriageConfiguration
+    /// The writer, sender, picture maker and heatmap hook results are made and sent with; nil: none.
+    let results: ResultsComponents?
     let decoderExecutable: String
     let logger: Logger
     let notifier = SystemdNotifier()
@@ -37,7 +39,8 @@ public final class TriageDaemon: @unchecked Sendable {
     /// `decoderExecutable`: the `bonetriage` binary for the isolated decoder (`[triage] isolate_decoder`);
     /// by default this process's own.
     public init(configuration: BoneTriageConfiguration, configurationPath: String?, logger: Logger,
-                decoderExecutable: String = "/proc/self/exe") {
+                decoderExecutable: String = "/proc/self/exe", results: ResultsComponents? = nil) {
+        self.results = results
         self.decoderExecutable = decoderExecutable
         self.configuration = configuration
         running = Mutex(configuration)
@@ -56,6 +59,7 @@ public final class TriageDaemon: @unchecked Sendable {
         try quarantine.prepare()
         if c.afterTriage == .archive { try FileSystem.makeFolder(c.archiveFolder) }
         if let drop = c.dropFolder { try FileSystem.makeFolder(drop) }
+        if results != nil { try FileSystem.makeFolder(c.resultsFolder) }
         let worklist = try Worklist.open(configuration: c, role: .daemon)
 
         let models = ModelSlot(loadModel())
@@ -92,7 +96,18 @@ public final class TriageDaemon: @unchecked Sendable {
         if let watcher {
             Self.spawn("drop-folder", group: threads) { [self] in watch(watcher, intake: intake) }
         }
-        let policy = TriagePolicy(configuration: c, decoderExecutable: decoderExecutable)
+        var policy = TriagePolicy(configuration: c, decoderExecutable: decoderExecutable)
+        var results = self.results
+        if let given = results, given.pictures == nil, given.heatmapOverlays {
+            results = given.withHeatmapOverlays(worklist: worklist, scope: policy.heatmapScope, maximumPixels: policy.maximumPixels)
+        }
+        policy.resultDestinations = results.map { $0.queueing(c.resultDestinations) } ?? []
+        if results == nil && !c.resultDestinations.isEmpty {
+            logger.error("[[results]] destinations are configured, but this daemon has no DICOM result writer: no result is queued or sent")
+        } else if let results, results.pictures == nil, c.resultDestinations.contains(where: { $0.kinds.contains(.secondaryCapture) }) {
+            logger.warning("no picture maker: result reports (SR) are queued and sent, Secondary Captures (SC) are not")
+        }
+        let resultsWake = DispatchSemaphore(value: 0), deliveryWake = DispatchSemaphore(value: 0)
         let heatmapClaims = HeatmapClaims()
         for n in 0..<c.workers {
             let worker = StudyTriage(worklist: worklist, models: models, policy: policy, logger: logger, heatmapClaims: heatmapClaims)
@@ -114,6 +129,7 @@ public final class TriageDaemon: @unchecked Sendable {
                     switch worker.triage(studyInstanceUID: study, source: source(of: study, try? worklist.study(studyInstanceUID: study))) {
                     case .triaged, .notApplicable:
                         triaged.add(1, ordering: .relaxed)
+                        resultsWake.signal()
                         dropSources.withLock { $0[study] = nil }
                     case .failed:
                         failed.add(1, ordering: .relaxed)
@@ -130,12 +146,33 @@ public final class TriageDaemon: @unchecked Sendable {
         let retentionWake = DispatchSemaphore(value: 0)
         Self.spawn("storage-retention", group: threads) { [self] in
             let folders = [StorageRetention(folder: c.spoolFolder, name: "spool", limit: c.spoolLimit, retentionDays: c.retentionDays),
-                           StorageRetention(folder: c.archiveFolder, name: "archive", limit: c.archiveLimit, retentionDays: c.retentionDays)]
+                           StorageRetention(folder: c.archiveFolder, name: "archive", limit: c.archiveLimit, retentionDays: c.retentionDays),
+                           StorageRetention(folder: c.resultsFolder, name: "results", limit: .none, retentionDays: c.retentionDays)]
             repeat {
                 for folder in folders where !isStopping && FileManager.default.fileExists(atPath: folder.folder) {
                     folder.run(worklist: worklist, logger: logger)
                 }
             } while !isStopping && retentionWake.wait(timeout: .now() + c.retentionInterval) == .timedOut
+        }
+
+        // Results: made off the triage path, then sent; both take up where they were after a restart.
+        if let results {
+            let build = ResultBuildStage(worklist: worklist, components: results, folder: c.resultsFolder, afterTriage: c.afterTriage,
+                                         spoolFolder: c.spoolFolder, logger: logger)
+            let delivery = ResultDeliveryStage(worklist: worklist, sender: results.sender, destinations: c.resultDestinations,
+                                               policy: c.delivery, logger: logger)
+            Self.spawn("result-build", group: threads) { [self] in
+                repeat {
+                    if build.runOnce(isStopping: { self.isStopping }) > 0 { deliveryWake.signal() }
+                    _ = resultsWake.wait(timeout: .now() + 1)
+                } while !isStopping
+            }
+            Self.spawn("result-delivery", group: threads) { [self] in
+                repeat {
+                    delivery.runOnce(isStopping: { self.isStopping })
+                    _ = deliveryWake.wait(timeout: .now() + 1)
+                } while !isStopping
+            }
         }
 
         let signals = installSignalHandlers(receiver: receiver, models: models, scheduler: scheduler)
@@ -162,6 +199,8 @@ public final class TriageDaemon: @unchecked Sendable {
         receiver.stop()
         scheduler.stop()
         retentionWake.signal()
+        resultsWake.signal()
+        deliveryWake.signal()
         threads.wait()
         headers.close()
         signals.forEach { $0.cancel() }

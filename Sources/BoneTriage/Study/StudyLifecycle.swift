@@ -225,6 +225,7 @@ extension StudyImage {
         viewPosition = a.viewPosition
         laterality = a.laterality
         fileName = a.fileName
+        sopClassUID = a.sopClassUID
     }
 
     /// A triage's result for this image: a probability only when eligible, and why an eligible one

@@ -57,6 +57,8 @@ public struct TriagePolicy: Sendable {
     public var decodersPerWorker: Int
     /// Which triaged studies get heatmaps ([heatmaps] compute).
     public var heatmapScope: HeatmapScope
+    /// The destinations results are queued for with each verdict (set by the daemon: `ResultsComponents.queueing`).
+    public var resultDestinations: [ResultDestination] = []
 
     /// `decoderExecutable` is used when the configuration isolates the decoder (the daemon passes its own binary).
     public init(configuration c: BoneTriageConfiguration, decoderExecutable: String? = nil) {
@@ -264,9 +266,10 @@ public final class StudyTriage: @unchecked Sendable {
         let description = loaded.model.head.description
         let recorded: Study
         do {
-            recorded = try worklist.recordTriage(TriageResult(studyInstanceUID: uid, imageProbabilities: probabilities, threshold: description.threshold,
-                                                              modelID: description.modelID, modelHash: loaded.identity, imageCount: images.count,
-                                                              imageProblems: imageProblems))
+            var result = TriageResult(studyInstanceUID: uid, imageProbabilities: probabilities, threshold: description.threshold,
+                                      modelID: description.modelID, modelHash: loaded.identity, imageCount: images.count, imageProblems: imageProblems)
+            result.resultDestinations = policy.resultDestinations
+            recorded = try worklist.recordTriage(result)
         } catch WorklistError.triageSuperseded {
             return .superseded
         }
@@ -389,6 +392,8 @@ public final class StudyTriage: @unchecked Sendable {
         case .keep:
             return
         case .delete:
+            // Result objects still to be built need a file of the study: the build stage deletes them once built.
+            if let study = images.first?.studyInstanceUID, try worklist.resultObjects(ofStudy: study).contains(where: \.awaitsBuild) { return }
             for image in inSpool { unlink(image.filePath) }
         case .archive:
             var moved: [String: String] = [:]

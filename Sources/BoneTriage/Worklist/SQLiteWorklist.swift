@@ -82,19 +82,19 @@ public final class SQLiteWorklist: WorklistStore {
         return "file:" + (absolute.addingPercentEncoding(withAllowedCharacters: allowed) ?? absolute) + "?immutable=1"
     }
 
-    private func write<T>(_ body: (Database) throws -> T) throws -> T {
+    func write<T>(_ body: (Database) throws -> T) throws -> T {
         do { return try pool.write(body) } catch let error as DatabaseError {
             throw WorklistError.databaseUnusable(path: path, reason: error.message ?? error.description)
         }
     }
 
-    private func read<T>(_ body: (Database) throws -> T) throws -> T {
+    func read<T>(_ body: (Database) throws -> T) throws -> T {
         do { return try pool.read(body) } catch let error as DatabaseError {
             throw WorklistError.databaseUnusable(path: path, reason: error.message ?? error.description)
         }
     }
 
-    private static func studyRow(_ db: Database, uid: String) throws -> StudyRow {
+    static func studyRow(_ db: Database, uid: String) throws -> StudyRow {
         guard let s = try StudyRow.filter(Column("studyInstanceUID") == uid).fetchOne(db) else { throw WorklistError.studyNotFound(handle: uid) }
         return s
     }
@@ -175,6 +175,10 @@ public final class SQLiteWorklist: WorklistStore {
             row.study.recordTriage(r, imageProbabilities: images.compactMap(\.image.probability))
             try row.update(db)
             row.study.heatmapCount = try Self.recountHeatmaps(db, studyID: studyID)
+            if row.study.state == .triaged {
+                try Self.queueResults(db, studyID: studyID, study: row.study, images: images.map(\.image), destinations: r.resultDestinations,
+                                      at: r.triagedAt)
+            }
             return row.study
         }
     }
@@ -208,12 +212,23 @@ public final class SQLiteWorklist: WorklistStore {
         let prefix = folder.hasSuffix("/") ? folder : folder + "/"
         let finished = [StudyState.triaged, .notApplicable, .failed].map { "'\($0.rawValue)'" }.joined(separator: ", ")
         return try read { db in
+            // A study's source files stay while one of its result objects waits to be built from them; a
+            // result file goes once every destination has it (or it was dropped).
             let rows = try Row.fetchCursor(db, sql: """
-                SELECT s.studyInstanceUID, s.shortID, max(s.lastReceivedAt, coalesce(s.triagedAt, s.lastReceivedAt)) AS finishedAt, i.filePath
-                FROM image i JOIN study s ON s.id = i.studyID
-                WHERE s.state IN (\(finished)) AND i.fileRemovedAt IS NULL AND substr(i.filePath, 1, length(?)) = ?
-                ORDER BY finishedAt, s.id
-                """, arguments: [prefix, prefix])
+                WITH files AS (
+                    SELECT i.studyID, i.filePath, i.id AS n FROM image i
+                    WHERE i.fileRemovedAt IS NULL AND substr(i.filePath, 1, length(?)) = ?
+                    UNION ALL
+                    SELECT o.studyID, o.filePath, o.id + 4000000000000 AS n FROM resultObject o
+                    WHERE o.filePath IS NOT NULL AND o.fileRemovedAt IS NULL AND substr(o.filePath, 1, length(?)) = ?
+                      AND NOT EXISTS (SELECT 1 FROM resultDelivery d WHERE d.objectID = o.id AND d.state NOT IN ('delivered', 'dropped'))
+                )
+                SELECT s.studyInstanceUID, s.shortID, max(s.lastReceivedAt, coalesce(s.triagedAt, s.lastReceivedAt)) AS finishedAt, f.filePath
+                FROM files f JOIN study s ON s.id = f.studyID
+                WHERE s.state IN (\(finished))
+                  AND NOT EXISTS (SELECT 1 FROM resultObject w WHERE w.studyID = s.id AND w.filePath IS NULL AND w.buildProblem IS NULL)
+                ORDER BY finishedAt, s.id, f.n
+                """, arguments: [prefix, prefix, prefix, prefix])
             var studies: [FinishedStudyFiles] = []
             while let row = try rows.next() {
                 let uid: String = row["studyInstanceUID"], path: String = row["filePath"]
@@ -232,6 +247,7 @@ public final class SQLiteWorklist: WorklistStore {
         try write { db in
             for path in paths {
                 try db.execute(sql: "UPDATE image SET fileRemovedAt = ? WHERE filePath = ?", arguments: [date, path])
+                try db.execute(sql: "UPDATE resultObject SET fileRemovedAt = ? WHERE filePath = ?", arguments: [date, path])
             }
         }
     }
@@ -466,6 +482,7 @@ public final class SQLiteWorklist: WorklistStore {
                 var reviewRow = ReviewRow(id: nil, studyID: studyID, review: review)
                 try reviewRow.insert(db)
                 try row.update(db)
+                if let reviewID = reviewRow.id { try Self.queueUpdatedReport(db, studyID: studyID, reviewID: reviewID, at: at) }
                 reviews.append(review)
             }
             return reviews
@@ -562,7 +579,7 @@ private func decodeOptionalEnum<E: RawRepresentable>(_ row: Row, _ column: Strin
     return value
 }
 
-private struct StudyRow: FetchableRecord, MutablePersistableRecord {
+struct StudyRow: FetchableRecord, MutablePersistableRecord {
     static let databaseTableName = "study"
     var id: Int64?
     var study: Study
@@ -577,7 +594,7 @@ private struct StudyRow: FetchableRecord, MutablePersistableRecord {
                                 "accessionNumber", "studyDate", "modality", "bodyPart", "studyDescription", "callingAETitle", "peerAddress",
                                 "lastReceivedAt", "imageCount", "eligibleImageCount", "state", "stateReason", "probability", "verdict",
                                 "threshold", "modelID", "modelHash", "triagedAt", "priority", "reviewState", "reviewLabel", "reviewedAt",
-                                "changedAfterReview", "characterSetNote", "heatmapCount"]
+                                "changedAfterReview", "characterSetNote", "heatmapCount", "deliveryMark"]
 
     /// A row of a listing, read by position (a listing reads 100,000; by name costs a lookup per column).
     init(listed row: Row) throws {
@@ -624,6 +641,7 @@ private struct StudyRow: FetchableRecord, MutablePersistableRecord {
         s.changedAfterReview = row[30]
         s.characterSetNote = text(31)
         s.heatmapCount = row[32] ?? 0
+        s.deliveryMark = try choice(33)
         study = s
     }
 
@@ -661,6 +679,7 @@ private struct StudyRow: FetchableRecord, MutablePersistableRecord {
         s.characterSetNote = row["characterSetNote"]
         // A reader connection opened before this process migrated may still describe the old columns.
         s.heatmapCount = row["heatmapCount"] ?? 0
+        s.deliveryMark = try decodeOptionalEnum(row, "deliveryMark")
         study = s
     }
 
@@ -697,6 +716,7 @@ private struct StudyRow: FetchableRecord, MutablePersistableRecord {
         container["reviewedAt"] = s.reviewedAt
         container["changedAfterReview"] = s.changedAfterReview
         container["characterSetNote"] = s.characterSetNote
+        container["deliveryMark"] = s.deliveryMark?.rawValue
         // What the worklist's orders and the flagged filter use, from `StudyRules` (the store only persists it).
         let tier = s.tier
         container["flagged"] = s.isFlagged
@@ -735,6 +755,7 @@ private struct ImageRow: FetchableRecord, MutablePersistableRecord {
         i.viewPosition = row["viewPosition"]
         i.laterality = row["laterality"]
         i.fileName = row["fileName"]
+        i.sopClassUID = row["sopClassUID"]
         image = i
     }
 
@@ -754,6 +775,7 @@ private struct ImageRow: FetchableRecord, MutablePersistableRecord {
         container["viewPosition"] = image.viewPosition
         container["laterality"] = image.laterality
         container["fileName"] = image.fileName
+        container["sopClassUID"] = image.sopClassUID
     }
 
     mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }

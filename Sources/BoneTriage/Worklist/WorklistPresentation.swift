@@ -110,6 +110,7 @@ public enum WorklistPresentation {
             "changed_after_review": s.changedAfterReview,
             "character_set_note": v(s.characterSetNote),
             "heatmaps": s.heatmapCount,
+            "delivery": v(s.deliveryMark?.rawValue),
         ]
     }
 
@@ -158,6 +159,7 @@ public enum WorklistPresentation {
         str("calling_ae_title", s.callingAETitle)
         bool("changed_after_review", s.changedAfterReview)
         str("character_set_note", s.characterSetNote)
+        str("delivery", s.deliveryMark?.rawValue)
         str("description", s.studyDescription)
         int("eligible_images", s.eligibleImageCount)
         str("first_received_at", iso(s.firstReceivedAt))
@@ -223,7 +225,7 @@ public enum WorklistPresentation {
         "id", "study_instance_uid", "accession_number", "patient_id", "patient_name", "study_date", "modality",
         "body_part", "first_received_at", "images", "eligible_images", "state", "state_reason", "probability",
         "verdict", "threshold", "model_id", "review_state", "review_label", "reviewed_at", "changed_after_review",
-        "heatmaps",
+        "heatmaps", "delivery",
     ]
 
     public static func csvFields(_ s: Study) -> [String] {
@@ -233,7 +235,7 @@ public enum WorklistPresentation {
             String(s.eligibleImageCount), s.state.rawValue, s.stateReason ?? "", probability(s.probability),
             s.verdict?.rawValue ?? "", s.threshold.map { String($0) } ?? "", s.modelID ?? "", s.reviewState.rawValue,
             s.reviewLabel?.rawValue ?? "", iso(s.reviewedAt) ?? "", s.changedAfterReview ? "true" : "false",
-            String(s.heatmapCount),
+            String(s.heatmapCount), s.deliveryMark?.rawValue ?? "",
         ]
     }
 
@@ -256,8 +258,8 @@ public enum WorklistPresentation {
     // MARK: Text for a terminal
 
     /// The table's columns and widths: 80 characters with the two-character flag mark and the spaces.
-    static let tableColumns: [(title: String, width: Int)] = [("ID", 9), ("STUDY DATE", 10), ("ACCESSION", 10), ("PATIENT", 11),
-                                                             ("PART", 7), ("PROB", 4), ("FINDING", 9), ("REVIEW", 10)]
+    static let tableColumns: [(title: String, width: Int)] = [("ID", 9), ("STUDY DATE", 10), ("ACCESSION", 10), ("PATIENT", 9),
+                                                             ("PART", 7), ("PROB", 4), ("FINDING", 9), ("REVIEW", 10), ("P", 1)]
 
     static func cell(_ raw: String, _ w: Int, right: Bool = false) -> String {
         let text = printable(raw)
@@ -282,11 +284,12 @@ public enum WorklistPresentation {
             cell(id, 9 + extra),
             cell(studyDate(s.studyDate), 10),
             cell(s.accessionNumber ?? "", 10),
-            cell(displayName(s.patientName), 11 - extra),
+            cell(displayName(s.patientName), 9 - extra),
             cell(s.bodyPart ?? "", 7),
             cell(s.probability.map { fixed($0, digits: 2) } ?? "-", 4, right: true),
             cell(finding(s), 9),
             cell(review(s), 10),
+            cell(s.deliveryMark?.symbol ?? "", 1),
         ]
         // The mark: "!" flagged, then "#" when pictures (heatmaps) exist for the study (`show --images`).
         var line = (flagged ? "!" : " ") + (s.heatmapCount > 0 ? "#" : " ") + fields.joined(separator: " ")

@@ -47,6 +47,8 @@ public struct Study: Codable, Sendable, Equatable {
     public var arrivalDay: Int
     /// How many of its images have a heatmap made by its current model (pictures exist for them).
     public var heatmapCount = 0
+    /// Where its result objects stand with their destinations (nil: none queued), kept by the store.
+    public var deliveryMark: DeliveryMark?
 
     /// A study as a store keeps it: its short ID and arrival day as stored, not derived again (a listing
     /// reads 100,000 of them).
@@ -98,6 +100,8 @@ public struct StudyImage: Codable, Sendable, Equatable {
     public var laterality: String?
     /// The name the file had in the drop folder (PNG or DICOM); nil for an instance received over C-STORE.
     public var fileName: String?
+    /// SOP Class UID (0008,0016) of a DICOM image (nil for a PNG): what a result object's references need.
+    public var sopClassUID: String?
 
     public init(studyInstanceUID: String, sopInstanceUID: String, seriesInstanceUID: String?, filePath: String, receivedAt: Date,
                 eligible: Bool, eligibilityReason: String? = nil) {

@@ -164,6 +164,54 @@ public enum WorklistSchema {
                 t.add(column: "heatmapCount", .integer).notNull().defaults(to: 0)
             }
         }
+        // v9: the results outbox. Each result object (a triage report, a Secondary Capture image) gets its
+        // identity when queued, with the verdict or review that made it; its file is built once; each
+        // destination's delivery is kept (state, attempts, next attempt, last error). Each image's SOP
+        // Class UID too, which a report's references need.
+        migrator.registerMigration("v9-results-outbox") { db in
+            try db.alter(table: "image") { t in
+                t.add(column: "sopClassUID", .text)
+            }
+            try db.alter(table: "study") { t in
+                t.add(column: "deliveryMark", .text)
+            }
+            try db.create(table: "resultObject") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("studyID", .integer).notNull().indexed().references("study", onDelete: .restrict)
+                t.column("kind", .text).notNull()
+                t.column("sopInstanceUID", .text).notNull().unique()
+                t.column("seriesInstanceUID", .text).notNull()
+                t.column("seriesNumber", .integer).notNull()
+                t.column("instanceNumber", .integer).notNull()
+                t.column("sourceSOPInstanceUID", .text)
+                t.column("reviewID", .integer).references("review", onDelete: .restrict)
+                t.column("replacesID", .integer).references("resultObject", onDelete: .restrict)
+                t.column("queuedAt", .datetime).notNull()
+                t.column("filePath", .text)
+                t.column("builtAt", .datetime)
+                t.column("buildProblem", .text)
+                t.column("fileRemovedAt", .datetime)
+            }
+            try db.create(table: "resultDelivery") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("objectID", .integer).notNull().references("resultObject", onDelete: .restrict)
+                t.column("entryID", .text).notNull().unique()
+                t.column("destination", .text).notNull()
+                t.column("state", .text).notNull()
+                t.column("attempts", .integer).notNull().defaults(to: 0)
+                t.column("nextAttemptAt", .datetime)
+                t.column("lastError", .text)
+                t.column("deliveredAt", .datetime)
+                t.column("droppedBy", .text)
+                t.column("droppedAt", .datetime)
+                t.uniqueKey(["objectID", "destination"])
+            }
+            try db.execute(sql: """
+                CREATE INDEX result_object_awaiting_build ON resultObject(id) WHERE filePath IS NULL AND buildProblem IS NULL;
+                CREATE INDEX result_object_file ON resultObject(filePath);
+                CREATE INDEX result_delivery_due ON resultDelivery(state, nextAttemptAt);
+                """)
+        }
         return migrator
     }
 }

@@ -23,6 +23,11 @@ public enum WorklistError: Error, CustomStringConvertible, Equatable {
     case reviewNotAllowed(path: String, group: String, groupMayWrite: Bool)
     /// The database is of an older schema and this user may not write it to upgrade it.
     case olderSchema(path: String, missingMigrations: [String])
+    /// No outbox entry has this ID (or prefix).
+    case outboxEntryNotFound(entry: String)
+    case ambiguousOutboxEntry(entry: String, candidates: [String])
+    /// The entry is delivered or dropped: nothing more can be done with it.
+    case outboxEntryFinished(entry: String, state: DeliveryState)
 
     public var description: String {
         switch self {
@@ -60,6 +65,13 @@ public enum WorklistError: Error, CustomStringConvertible, Equatable {
         case let .olderSchema(path, missing):
             return "the worklist database \(path) has an older schema (without \(missing.joined(separator: ", "))) and you may not write it; "
                 + "the daemon upgrades it when it starts (systemctl restart bonetriage), then try again"
+        case let .outboxEntryNotFound(entry):
+            return "no outbox entry matches '\(entry)'; run `bonetriage outbox --all` to see entry IDs (at least 4 hexadecimal characters)"
+        case let .ambiguousOutboxEntry(entry, candidates):
+            return "'\(entry)' matches \(candidates.count) outbox entries (\(candidates.prefix(5).joined(separator: ", "))); type more characters of the entry ID"
+        case let .outboxEntryFinished(entry, state):
+            return "outbox entry \(entry) is \(state.rawValue): nothing more is done with it"
+                + (state == .delivered ? " (the destination has it)" : " (dropped for good; a new review queues a new report)")
         case let .invalidHandle(handle):
             return "'\(handle)' is not a study ID, Study Instance UID or accession number: IDs are hexadecimal (0-9, a-f), at least 4 characters of the ID shown by `bonetriage list`; a whole or partial Study Instance UID (digits and dots) or an exact accession number is accepted too"
         }
@@ -94,6 +106,8 @@ public struct InstanceArrival: Sendable {
     public var viewPosition: String?
     public var laterality: String?
     public var fileName: String?
+    /// SOP Class UID (0008,0016) of a DICOM instance; nil for a PNG.
+    public var sopClassUID: String?
 
     public init(studyInstanceUID: String, sopInstanceUID: String, seriesInstanceUID: String? = nil, filePath: String,
                 receivedAt: Date = Date(), eligible: Bool, eligibilityReason: String? = nil, source: StudySource) {
@@ -127,6 +141,9 @@ public struct TriageResult: Sendable {
     public var imageCount: Int?
     /// Eligible images that could not be classified (SOP Instance UID: why); recorded with the image.
     public var imageProblems: [String: String]
+    /// Where results go (`[[results]]`, as the daemon queues them): the store queues, with the verdict,
+    /// the result objects these destinations take. Empty: nothing is queued.
+    public var resultDestinations: [ResultDestination] = []
 
     public init(studyInstanceUID: String, imageProbabilities: [String: Double], threshold: Double,
                 modelID: String, modelHash: String, triagedAt: Date = Date(), imageCount: Int? = nil, imageProblems: [String: String] = [:]) {
@@ -284,6 +301,29 @@ public protocol WorklistStore: Sendable {
     /// the model found abnormal) whose current model is `modelFingerprint`, with nothing recorded for that
     /// model yet; most recently triaged study first. Empty for `.none`.
     func heatmapWork(scope: HeatmapScope, modelFingerprint: String, limit: Int) throws -> [HeatmapWork]
+
+    // MARK: The results outbox (queued by recordTriage and recordReviews)
+
+    /// The study's result objects, in the order they were queued, each with its deliveries.
+    func resultObjects(ofStudy studyInstanceUID: String) throws -> [ResultObject]
+    /// Objects neither built nor given up, oldest first.
+    func resultObjectsAwaitingBuild(limit: Int) throws -> [ResultObject]
+    /// The object's file is made (once: its identity never changes).
+    func recordResultBuilt(sopInstanceUID: String, filePath: String, at: Date) throws
+    /// The object cannot be built, for this reason; it is never tried again.
+    func recordResultBuildProblem(sopInstanceUID: String, reason: String, at: Date) throws
+    /// Pending entries whose object is built and whose next attempt has come, by destination.
+    func deliveriesDue(at now: Date, limit: Int) throws -> [OutboxEntry]
+    /// One attempt's outcome for a pending entry: `state` pending (with the next attempt), delivered or refused.
+    func recordDeliveryAttempt(entryID: String, state: DeliveryState, message: String?, nextAttemptAt: Date?, at: Date) throws
+    /// The outbox: entries not delivered nor dropped (or every entry), oldest first.
+    func outboxEntries(includeDelivered: Bool) throws -> [OutboxEntry]
+    /// Pending or refused entries (IDs or unique prefixes) back to pending, due at `at`; all or none.
+    @discardableResult func retryDeliveries(entryIDs: [String], at: Date) throws -> [OutboxEntry]
+    /// Every refused entry back to pending, due at `at`.
+    @discardableResult func retryRefusedDeliveries(at: Date) throws -> [OutboxEntry]
+    /// Entries stopped for good (kept as dropped, with who and when); all or none.
+    @discardableResult func dropDeliveries(entryIDs: [String], by user: String, at: Date) throws -> [OutboxEntry]
 }
 
 extension WorklistStore {

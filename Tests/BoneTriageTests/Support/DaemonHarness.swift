@@ -77,6 +77,7 @@ final class DaemonHarness {
             spool = "\(spool)"
             archive = "\(dir.path("archive"))"
             quarantine = "\(quarantine)"
+            results = "\(dir.path("results"))"
             after_triage = "\(afterTriage)"
             minimum_free_space_mb = 1
             [worklist]

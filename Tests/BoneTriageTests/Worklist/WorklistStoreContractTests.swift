@@ -576,3 +576,206 @@ struct WorklistStoreContractTests {
         #expect(try sops(.flagged, "def456") == ["\(u.hostile).1", "\(u.flagged).1", "\(u.flagged).2"])
     }
 }
+
+// MARK: The results outbox (issue 13)
+
+extension WorklistStoreContractTests {
+    static let secondaryCaptureClass = "1.2.840.10008.5.1.4.1.1.1"  // CR Image Storage, as a source image's class
+
+    /// A study of `images` DICOM images (each with a SOP Class UID), or PNG images without one.
+    static func dicomStudy(_ store: any WorklistStore, _ uid: String, images: Int, dicom: Bool = true, folder: String = "/spool") throws -> [String] {
+        try (1...images).map { i in
+            var a = Self.arrival(uid, "\(uid).\(i)", path: "\(folder)/\(uid)/\(i).dcm")
+            a.seriesInstanceUID = "\(uid).0"
+            a.sopClassUID = dicom ? Self.secondaryCaptureClass : nil
+            _ = try store.recordArrival(a)
+            return "\(uid).\(i)"
+        }
+    }
+
+    static func result(_ uid: String, _ probabilities: [String: Double], destinations: [ResultDestination], at offset: TimeInterval = 3600) -> TriageResult {
+        var r = TriageResult(studyInstanceUID: uid, imageProbabilities: probabilities, threshold: 0.5, modelID: "m1", modelHash: "h1",
+                             triagedAt: WorklistFixture.base.addingTimeInterval(offset))
+        r.resultDestinations = destinations
+        return r
+    }
+
+    static let everything = ResultDestination(name: "PACS", aeTitle: "PACS", host: "10.0.0.5", port: 104, callingAETitle: "BONETRIAGE",
+                                              kinds: [.structuredReport, .secondaryCapture], verdicts: .abnormal)
+    static let reportsOfAll = ResultDestination(name: "RIS", aeTitle: "RIS", host: "10.0.0.6", port: 104, callingAETitle: "BONETRIAGE",
+                                                kinds: [.structuredReport], verdicts: .all)
+
+    static func isDicomUID(_ uid: String) -> Bool {
+        uid.count <= 64 && uid.hasPrefix("2.25.") && uid.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { part in
+            !part.isEmpty && part.allSatisfy(\.isNumber) && (part == "0" || part.first != "0")
+        }
+    }
+
+    @Test("outbox: a verdict queues its report and captures, for the destinations that take that kind and verdict, in the same transaction",
+          arguments: WorklistBackend.all)
+    func outboxQueuedWithVerdict(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        let abnormal = "1.2.900", normal = "1.2.901", png = "1.2.902", none = "1.2.903"
+        let a = try Self.dicomStudy(store, abnormal, images: 2)
+        try store.recordTriage(Self.result(abnormal, [a[0]: 0.9, a[1]: 0.7], destinations: [Self.everything, Self.reportsOfAll]))
+        let objects = try store.resultObjects(ofStudy: abnormal)
+        #expect(objects.map(\.kind) == [.structuredReport, .secondaryCapture, .secondaryCapture])
+        #expect(objects.allSatisfy { Self.isDicomUID($0.sopInstanceUID) && Self.isDicomUID($0.seriesInstanceUID) })
+        #expect(Set(objects.map(\.sopInstanceUID)).count == 3)
+        #expect(objects[0].deliveries.map(\.destination) == ["PACS", "RIS"])
+        #expect(objects[1].deliveries.map(\.destination) == ["PACS"] && objects[2].deliveries.map(\.destination) == ["PACS"])
+        #expect(objects[1].seriesInstanceUID == objects[2].seriesInstanceUID && objects[0].seriesInstanceUID != objects[1].seriesInstanceUID)
+        #expect(objects.map(\.seriesNumber) == [9001, 9002, 9002] && objects.map(\.instanceNumber) == [1, 1, 2])
+        #expect(objects.map(\.sourceSOPInstanceUID) == [nil, a[0], a[1]])
+        #expect(objects.allSatisfy { $0.queuedAt == WorklistFixture.base.addingTimeInterval(3600) && $0.awaitsBuild && $0.replaces == nil })
+        #expect(objects.flatMap(\.deliveries).allSatisfy { $0.state == .pending && $0.attempts == 0 && $0.shortID == Study.shortID(for: abnormal) })
+        #expect(try store.resultObjects(ofStudy: abnormal) == objects, "identities are assigned once and read back the same")
+        #expect(try store.study(studyInstanceUID: abnormal).deliveryMark == .pending)
+
+        let n = try Self.dicomStudy(store, normal, images: 1)
+        try store.recordTriage(Self.result(normal, [n[0]: 0.1], destinations: [Self.everything, Self.reportsOfAll]))
+        #expect(try store.resultObjects(ofStudy: normal).map { $0.deliveries.map(\.destination) } == [["RIS"]], "verdicts = abnormal leaves normal studies out")
+
+        let p = try Self.dicomStudy(store, png, images: 1, dicom: false)
+        try store.recordTriage(Self.result(png, [p[0]: 0.9], destinations: [Self.everything]))
+        #expect(try store.resultObjects(ofStudy: png).isEmpty, "a study without DICOM images has nothing to send back")
+        #expect(try store.study(studyInstanceUID: png).deliveryMark == nil)
+
+        let x = try Self.dicomStudy(store, none, images: 2)
+        try store.recordTriage(Self.result(none, [x[0]: 0.9, x[1]: 0.9], destinations: []))
+        #expect(try store.resultObjects(ofStudy: none).isEmpty, "no destination, nothing queued")
+
+        // A refused (superseded) triage records no verdict, and so queues nothing.
+        var stale = Self.result(none, [x[0]: 0.9], destinations: [Self.everything])
+        stale.imageCount = 1
+        #expect(throws: WorklistError.self) { try store.recordTriage(stale) }
+        #expect(try store.resultObjects(ofStudy: none).isEmpty)
+
+        // A re-triage queues anew: a report replacing the previous one, and a new capture series.
+        try store.recordTriage(Self.result(abnormal, [a[0]: 0.8, a[1]: 0.8], destinations: [Self.everything], at: 7200))
+        let again = try store.resultObjects(ofStudy: abnormal)
+        #expect(Array(again.prefix(3)) == objects, "earlier objects are kept as they were")
+        #expect(again.dropFirst(3).map(\.kind) == [.structuredReport, .secondaryCapture, .secondaryCapture])
+        #expect(again[3].replaces == objects[0].reported)
+        #expect(again[4].seriesInstanceUID != objects[1].seriesInstanceUID && again[4].seriesNumber == 9004 && again[3].seriesNumber == 9003)
+    }
+
+    @Test("outbox: a review queues an updated report replacing the latest, to the same destinations; none without a report, none when refused",
+          arguments: WorklistBackend.all)
+    func outboxQueuedWithReview(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        let uid = "1.2.910", other = "1.2.911"
+        let a = try Self.dicomStudy(store, uid, images: 1)
+        try store.recordTriage(Self.result(uid, [a[0]: 0.9], destinations: [Self.everything, Self.reportsOfAll]))
+        let b = try Self.dicomStudy(store, other, images: 1)
+        try store.recordTriage(Self.result(other, [b[0]: 0.9], destinations: []))
+        let before = try store.resultObjects(ofStudy: uid)
+        let at = WorklistFixture.base.addingTimeInterval(9000)
+        try store.recordReviews(studyInstanceUIDs: [uid, other], by: ReviewerIdentity(login: "alice", statedName: "Dr Smith"), action: .override,
+                                label: .normal, note: "old callus", at: at)
+        let after = try store.resultObjects(ofStudy: uid)
+        #expect(after.count == before.count + 1 && Array(after.prefix(before.count)) == before)
+        let updated = try #require(after.last)
+        #expect(updated.kind == .structuredReport && updated.replaces == before[0].reported && updated.queuedAt == at)
+        #expect(updated.seriesInstanceUID == before[0].seriesInstanceUID && updated.instanceNumber == 2 && updated.sopInstanceUID != before[0].sopInstanceUID)
+        #expect(updated.review?.reviewer == "alice" && updated.review?.statedReviewer == "Dr Smith" && updated.review?.label == .normal)
+        #expect(updated.deliveries.map(\.destination) == ["PACS", "RIS"], "the destinations of the report it replaces, whatever the config")
+        #expect(try store.resultObjects(ofStudy: other).isEmpty, "a study without a report gets none from a review")
+
+        // A second review replaces the updated report; a refused review queues nothing.
+        try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "bob"), action: .override, label: .abnormal, note: nil, at: at + 60)
+        let third = try #require(try store.resultObjects(ofStudy: uid).last)
+        #expect(third.replaces == updated.reported && third.instanceNumber == 3)
+        let count = try store.resultObjects(ofStudy: uid).count
+        #expect(throws: WorklistError.self) {
+            try store.recordReview(studyInstanceUID: uid, by: ReviewerIdentity(login: "bob"), action: .override, label: .abnormal, note: nil, at: at + 120)
+        }
+        #expect(try store.resultObjects(ofStudy: uid).count == count)
+    }
+
+    @Test("outbox: built once, due when built and its time has come, delivered, refused, retried, dropped; entries by ID or prefix",
+          arguments: WorklistBackend.all)
+    func outboxDeliveries(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        let uid = "1.2.920"
+        let a = try Self.dicomStudy(store, uid, images: 1)
+        try store.recordTriage(Self.result(uid, [a[0]: 0.9], destinations: [Self.everything, Self.reportsOfAll]))
+        let t = WorklistFixture.base.addingTimeInterval(4000)
+        let objects = try store.resultObjects(ofStudy: uid)
+        #expect(try store.resultObjectsAwaitingBuild(limit: 10).map(\.sopInstanceUID) == objects.map(\.sopInstanceUID))
+        #expect(try store.deliveriesDue(at: t, limit: 10).isEmpty, "nothing is due before its file is built")
+        try store.recordResultBuilt(sopInstanceUID: objects[0].sopInstanceUID, filePath: "/results/sr.dcm", at: t)
+        try store.recordResultBuildProblem(sopInstanceUID: objects[1].sopInstanceUID, reason: "no picture", at: t)
+        #expect(try store.resultObjectsAwaitingBuild(limit: 10).isEmpty)
+        let built = try store.resultObjects(ofStudy: uid)
+        #expect(built[0].filePath == "/results/sr.dcm" && built[0].builtAt == t && built[1].buildProblem == "no picture" && built[1].filePath == nil)
+        #expect(built.map(\.sopInstanceUID) == objects.map(\.sopInstanceUID))
+
+        let due = try store.deliveriesDue(at: t, limit: 10)
+        #expect(due.map(\.destination) == ["PACS", "RIS"] && due.allSatisfy { $0.filePath == "/results/sr.dcm" && $0.kind == .structuredReport })
+        let (pacs, ris) = (due[0], due[1])
+        try store.recordDeliveryAttempt(entryID: pacs.entryID, state: .pending, message: "connection refused", nextAttemptAt: t + 10, at: t)
+        try store.recordDeliveryAttempt(entryID: ris.entryID, state: .delivered, message: nil, nextAttemptAt: nil, at: t)
+        #expect(try store.deliveriesDue(at: t + 5, limit: 10).isEmpty, "not before its next attempt")
+        let later = try #require(try store.deliveriesDue(at: t + 10, limit: 10).first)
+        #expect(later.entryID == pacs.entryID && later.attempts == 1 && later.lastError == "connection refused" && later.nextAttemptAt == t + 10)
+        try store.recordDeliveryAttempt(entryID: pacs.entryID, state: .refused, message: "0xA900", nextAttemptAt: nil, at: t + 10)
+        // Once delivered, an entry stays so (a late outcome does not undo it).
+        try store.recordDeliveryAttempt(entryID: ris.entryID, state: .refused, message: "late", nextAttemptAt: nil, at: t + 11)
+
+        let open = try store.outboxEntries(includeDelivered: false)
+        #expect(Set(open.map(\.state)) == [.refused, .pending] && !open.contains { $0.entryID == ris.entryID })
+        let all = try store.outboxEntries(includeDelivered: true)
+        let delivered = try #require(all.first { $0.entryID == ris.entryID })
+        #expect(delivered.state == .delivered && delivered.deliveredAt == t && delivered.attempts == 1)
+        #expect(all.count == 3, "a report to two destinations, a capture to one")
+
+        let retried = try store.retryRefusedDeliveries(at: t + 20)
+        #expect(retried.map(\.entryID) == [pacs.entryID] && retried[0].state == .pending && retried[0].nextAttemptAt == t + 20)
+        #expect(try store.deliveriesDue(at: t + 20, limit: 10).map(\.entryID) == [pacs.entryID])
+        #expect(throws: WorklistError.outboxEntryFinished(entry: ris.entryID, state: .delivered)) { try store.retryDeliveries(entryIDs: [ris.entryID], at: t) }
+        let dropped = try store.dropDeliveries(entryIDs: [String(pacs.entryID.prefix(6))], by: "carol", at: t + 30)
+        #expect(dropped.map(\.state) == [.dropped] && dropped[0].droppedBy == "carol" && dropped[0].droppedAt == t + 30)
+        #expect(try store.deliveriesDue(at: t + 40, limit: 10).isEmpty)
+        #expect(throws: WorklistError.outboxEntryFinished(entry: pacs.entryID, state: .dropped)) { try store.retryDeliveries(entryIDs: [pacs.entryID], at: t) }
+        #expect(throws: WorklistError.outboxEntryNotFound(entry: "zz")) { try store.dropDeliveries(entryIDs: ["zz"], by: "carol", at: t) }
+        #expect(throws: WorklistError.outboxEntryNotFound(entry: "0000000000")) { try store.retryDeliveries(entryIDs: ["0000000000"], at: t) }
+        #expect(try store.outboxEntries(includeDelivered: true).count == 3, "a dropped entry is kept")
+        #expect(DeliveryMark.of(try store.resultObjects(ofStudy: uid).flatMap(\.deliveries)) == .failed, "a capture that could not be built needs a look")
+        #expect(try store.study(studyInstanceUID: uid).deliveryMark == .failed, "the study's mark follows its entries")
+        #expect(try store.studies(matching: WorklistFilter()).first?.deliveryMark == .failed, "and a listing reads it")
+    }
+
+    @Test("outbox and retention: a study's files stay while an object waits for them; result files go once delivered or dropped everywhere",
+          arguments: WorklistBackend.all)
+    func outboxRetention(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        let uid = "1.2.930"
+        let a = try Self.dicomStudy(store, uid, images: 1)
+        try store.recordTriage(Self.result(uid, [a[0]: 0.9], destinations: [Self.everything]))
+        #expect(try store.images(ofStudy: uid).map(\.sopClassUID) == [Self.secondaryCaptureClass], "the image's SOP Class UID is kept")
+        #expect(try store.finishedStudyFiles(under: "/spool").isEmpty, "objects not built yet keep the study's source files")
+        let objects = try store.resultObjects(ofStudy: uid)
+        let t = WorklistFixture.base.addingTimeInterval(5000)
+        try store.recordResultBuilt(sopInstanceUID: objects[0].sopInstanceUID, filePath: "/results/\(uid)/sr.dcm", at: t)
+        #expect(try store.finishedStudyFiles(under: "/spool").isEmpty, "one object still waits")
+        try store.recordResultBuildProblem(sopInstanceUID: objects[1].sopInstanceUID, reason: "no picture", at: t)
+        #expect(try store.finishedStudyFiles(under: "/spool").map(\.paths) == [["/spool/\(uid)/1.dcm"]])
+        #expect(try store.finishedStudyFiles(under: "/results").isEmpty, "an undelivered result file stays")
+        let entries = try store.outboxEntries(includeDelivered: true)
+        for e in entries where e.kind == .structuredReport {
+            try store.recordDeliveryAttempt(entryID: e.entryID, state: .delivered, message: nil, nextAttemptAt: nil, at: t)
+        }
+        try store.dropDeliveries(entryIDs: entries.filter { $0.kind == .secondaryCapture }.map(\.entryID), by: "carol", at: t)
+        #expect(try store.study(studyInstanceUID: uid).deliveryMark == .sent)
+        let results = try store.finishedStudyFiles(under: "/results")
+        #expect(results.map(\.paths) == [["/results/\(uid)/sr.dcm"]] && results.first?.studyInstanceUID == uid)
+        try store.markFilesRemoved(["/results/\(uid)/sr.dcm"], at: t + 1)
+        #expect(try store.finishedStudyFiles(under: "/results").isEmpty)
+        #expect(try store.resultObjects(ofStudy: uid)[0].fileRemovedAt == t + 1)
+    }
+}

@@ -1,0 +1,284 @@
+import Foundation
+import GRDB
+
+/// The outbox of `SQLiteWorklist`: tables `resultObject` and `resultDelivery` (migration v9).
+extension SQLiteWorklist {
+    /// Series numbers of result series start here, above any a modality uses in practice.
+    static let resultSeriesNumberBase = 9001
+
+    // MARK: Queued with a verdict or a review (inside their transaction)
+
+    /// The objects a triage needs, by destination: a report and a Secondary Capture series, each for the
+    /// destinations that take its kind and this verdict; a DICOM study only (images with a SOP Class UID).
+    static func queueResults(_ db: Database, studyID: Int64, study: Study, images: [StudyImage], destinations: [ResultDestination],
+                             at: Date) throws {
+        guard let verdict = study.verdict, !destinations.isEmpty else { return }
+        let classified = images.filter { $0.probability != nil && $0.sopClassUID != nil }
+        guard !classified.isEmpty else { return }
+        func wanting(_ kind: ResultKind) -> [String] {
+            destinations.filter { $0.kinds.contains(kind) && ($0.verdicts == .all || verdict == .abnormal) }.map(\.name)
+        }
+        var nextSeries = try nextSeriesNumber(db, studyID: studyID)
+        let reportTo = wanting(.structuredReport)
+        if !reportTo.isEmpty {
+            let previous = try latestReportID(db, studyID: studyID)
+            let id = try insertObject(db, studyID: studyID, kind: .structuredReport, series: DicomUID.make(), seriesNumber: nextSeries,
+                                      instance: 1, source: nil, reviewID: nil, replacesID: previous, at: at)
+            try insertDeliveries(db, objectID: id, destinations: reportTo, at: at)
+            nextSeries += 1
+        }
+        let captureTo = wanting(.secondaryCapture)
+        if !captureTo.isEmpty {
+            let series = DicomUID.make()
+            for (n, image) in classified.enumerated() {
+                let id = try insertObject(db, studyID: studyID, kind: .secondaryCapture, series: series, seriesNumber: nextSeries,
+                                          instance: n + 1, source: image.sopInstanceUID, reviewID: nil, replacesID: nil, at: at)
+                try insertDeliveries(db, objectID: id, destinations: captureTo, at: at)
+            }
+        }
+        try refreshDeliveryMark(db, studyID: studyID)
+    }
+
+    /// A review of a study that has a report: an updated report (same series, next instance) replacing
+    /// the latest one, for the destinations that one was queued for.
+    static func queueUpdatedReport(_ db: Database, studyID: Int64, reviewID: Int64, at: Date) throws {
+        guard let previous = try latestReportID(db, studyID: studyID),
+              let row = try Row.fetchOne(db, sql: "SELECT seriesInstanceUID, seriesNumber, instanceNumber FROM resultObject WHERE id = ?",
+                                         arguments: [previous]) else { return }
+        let destinations = try String.fetchAll(db, sql: "SELECT destination FROM resultDelivery WHERE objectID = ? ORDER BY id", arguments: [previous])
+        guard !destinations.isEmpty else { return }
+        let series: String = row["seriesInstanceUID"], number: Int = row["seriesNumber"]
+        let instance = (try Int.fetchOne(db, sql: "SELECT max(instanceNumber) FROM resultObject WHERE studyID = ? AND seriesInstanceUID = ?",
+                                         arguments: [studyID, series]) ?? 0) + 1
+        let id = try insertObject(db, studyID: studyID, kind: .structuredReport, series: series, seriesNumber: number, instance: instance,
+                                  source: nil, reviewID: reviewID, replacesID: previous, at: at)
+        try insertDeliveries(db, objectID: id, destinations: destinations, at: at)
+        try refreshDeliveryMark(db, studyID: studyID)
+    }
+
+    /// The study's `deliveryMark` from its entries, after any change to them.
+    static func refreshDeliveryMark(_ db: Database, studyID: Int64?) throws {
+        guard let studyID else { return }
+        let entries = try Row.fetchAll(db, sql: entrySelect + " WHERE o.studyID = ?", arguments: [studyID]).map(entry)
+        try db.execute(sql: "UPDATE study SET deliveryMark = ? WHERE id = ?", arguments: [DeliveryMark.of(entries)?.rawValue, studyID])
+    }
+
+    static func studyID(_ db: Database, object sop: String) throws -> Int64? {
+        try Int64.fetchOne(db, sql: "SELECT studyID FROM resultObject WHERE sopInstanceUID = ?", arguments: [sop])
+    }
+
+    static func studyID(_ db: Database, entry: String) throws -> Int64? {
+        try Int64.fetchOne(db, sql: "SELECT o.studyID FROM resultDelivery d JOIN resultObject o ON o.id = d.objectID WHERE d.entryID = ?", arguments: [entry])
+    }
+
+    private static func latestReportID(_ db: Database, studyID: Int64) throws -> Int64? {
+        try Int64.fetchOne(db, sql: "SELECT max(id) FROM resultObject WHERE studyID = ? AND kind = ?",
+                           arguments: [studyID, ResultKind.structuredReport.rawValue])
+    }
+
+    private static func nextSeriesNumber(_ db: Database, studyID: Int64) throws -> Int {
+        let highest = try Int.fetchOne(db, sql: "SELECT max(seriesNumber) FROM resultObject WHERE studyID = ?", arguments: [studyID])
+        return highest.map { $0 + 1 } ?? resultSeriesNumberBase
+    }
+
+    private static func insertObject(_ db: Database, studyID: Int64, kind: ResultKind, series: String, seriesNumber: Int, instance: Int,
+                                     source: String?, reviewID: Int64?, replacesID: Int64?, at: Date) throws -> Int64 {
+        try db.execute(sql: """
+            INSERT INTO resultObject (studyID, kind, sopInstanceUID, seriesInstanceUID, seriesNumber, instanceNumber, sourceSOPInstanceUID,
+                                      reviewID, replacesID, queuedAt)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [studyID, kind.rawValue, DicomUID.make(), series, seriesNumber, instance, source, reviewID, replacesID, at])
+        return db.lastInsertedRowID
+    }
+
+    private static func insertDeliveries(_ db: Database, objectID: Int64, destinations: [String], at: Date) throws {
+        guard let sop = try String.fetchOne(db, sql: "SELECT sopInstanceUID FROM resultObject WHERE id = ?", arguments: [objectID]) else { return }
+        var seen = Set<String>()
+        for name in destinations where seen.insert(name).inserted {
+            try db.execute(sql: """
+                INSERT INTO resultDelivery (objectID, entryID, destination, state, attempts, nextAttemptAt) VALUES (?, ?, ?, ?, 0, ?)
+                """, arguments: [objectID, OutboxEntry.entryID(objectSOPInstanceUID: sop, destination: name), name,
+                                 DeliveryState.pending.rawValue, at])
+        }
+    }
+
+    // MARK: Reading the outbox
+
+    private static let objectSelect = """
+        SELECT o.*, s.studyInstanceUID, s.shortID,
+               r.reviewer AS r_reviewer, r.statedReviewer AS r_statedReviewer, r.reviewedAt AS r_reviewedAt, r.action AS r_action,
+               r.fromVerdict AS r_fromVerdict, r.label AS r_label, r.note AS r_note,
+               p.kind AS p_kind, p.sopInstanceUID AS p_sop, p.seriesInstanceUID AS p_series
+        FROM resultObject o JOIN study s ON s.id = o.studyID
+        LEFT JOIN review r ON r.id = o.reviewID
+        LEFT JOIN resultObject p ON p.id = o.replacesID
+        """
+
+    private static let entrySelect = """
+        SELECT d.*, o.kind, o.sopInstanceUID AS objectSOP, o.queuedAt, o.filePath, o.buildProblem, s.studyInstanceUID, s.shortID
+        FROM resultDelivery d JOIN resultObject o ON o.id = d.objectID JOIN study s ON s.id = o.studyID
+        """
+
+    private static func object(_ db: Database, _ row: Row) throws -> ResultObject {
+        var o = ResultObject(studyInstanceUID: row["studyInstanceUID"], shortID: row["shortID"], kind: try outboxEnum(row, "kind"),
+                             sopInstanceUID: row["sopInstanceUID"], seriesInstanceUID: row["seriesInstanceUID"],
+                             seriesNumber: row["seriesNumber"], instanceNumber: row["instanceNumber"], queuedAt: row["queuedAt"])
+        o.sourceSOPInstanceUID = row["sourceSOPInstanceUID"]
+        o.filePath = row["filePath"]
+        o.builtAt = row["builtAt"]
+        o.buildProblem = row["buildProblem"]
+        o.fileRemovedAt = row["fileRemovedAt"]
+        if let reviewer: String = row["r_reviewer"] {
+            o.review = Review(studyInstanceUID: o.studyInstanceUID, reviewer: reviewer, reviewedAt: row["r_reviewedAt"],
+                              action: try outboxEnum(row, "r_action"), fromVerdict: try outboxOptionalEnum(row, "r_fromVerdict"),
+                              label: try outboxEnum(row, "r_label"), note: row["r_note"], statedReviewer: row["r_statedReviewer"])
+        }
+        if let sop: String = row["p_sop"] {
+            let kind: ResultKind = try outboxEnum(row, "p_kind")
+            o.replaces = ReportedObject(sopClassUID: kind.sopClassUID, sopInstanceUID: sop, seriesInstanceUID: row["p_series"])
+        }
+        let id: Int64 = row["id"]
+        o.deliveries = try Row.fetchAll(db, sql: entrySelect + " WHERE d.objectID = ? ORDER BY d.id", arguments: [id]).map(entry)
+        return o
+    }
+
+    private static func entry(_ row: Row) throws -> OutboxEntry {
+        var e = OutboxEntry(entryID: row["entryID"], studyInstanceUID: row["studyInstanceUID"], shortID: row["shortID"],
+                            kind: try outboxEnum(row, "kind"), objectSOPInstanceUID: row["objectSOP"], destination: row["destination"],
+                            state: try outboxEnum(row, "state"), attempts: row["attempts"], queuedAt: row["queuedAt"])
+        e.nextAttemptAt = row["nextAttemptAt"]
+        e.lastError = row["lastError"]
+        e.deliveredAt = row["deliveredAt"]
+        e.droppedBy = row["droppedBy"]
+        e.droppedAt = row["droppedAt"]
+        e.filePath = row["filePath"]
+        e.buildProblem = row["buildProblem"]
+        return e
+    }
+
+    public func resultObjects(ofStudy uid: String) throws -> [ResultObject] {
+        try read { db in
+            let study = try Self.studyRow(db, uid: uid)
+            return try Row.fetchAll(db, sql: Self.objectSelect + " WHERE o.studyID = ? ORDER BY o.id", arguments: [study.id])
+                .map { try Self.object(db, $0) }
+        }
+    }
+
+    public func resultObjectsAwaitingBuild(limit: Int) throws -> [ResultObject] {
+        try read { db in
+            try Row.fetchAll(db, sql: Self.objectSelect + " WHERE o.filePath IS NULL AND o.buildProblem IS NULL ORDER BY o.id LIMIT ?",
+                             arguments: [limit]).map { try Self.object(db, $0) }
+        }
+    }
+
+    public func recordResultBuilt(sopInstanceUID: String, filePath: String, at: Date) throws {
+        try write { db in
+            try db.execute(sql: "UPDATE resultObject SET filePath = ?, builtAt = ?, buildProblem = NULL WHERE sopInstanceUID = ?",
+                           arguments: [filePath, at, sopInstanceUID])
+            guard db.changesCount == 1 else { throw WorklistError.outboxEntryNotFound(entry: sopInstanceUID) }
+            try Self.refreshDeliveryMark(db, studyID: try Self.studyID(db, object: sopInstanceUID))
+        }
+    }
+
+    public func recordResultBuildProblem(sopInstanceUID: String, reason: String, at: Date) throws {
+        try write { db in
+            try db.execute(sql: "UPDATE resultObject SET buildProblem = ?, builtAt = ? WHERE sopInstanceUID = ? AND filePath IS NULL",
+                           arguments: [reason, at, sopInstanceUID])
+            try Self.refreshDeliveryMark(db, studyID: try Self.studyID(db, object: sopInstanceUID))
+        }
+    }
+
+    public func deliveriesDue(at now: Date, limit: Int) throws -> [OutboxEntry] {
+        try read { db in
+            try Row.fetchAll(db, sql: Self.entrySelect + """
+                 WHERE d.state = ? AND o.filePath IS NOT NULL AND (d.nextAttemptAt IS NULL OR d.nextAttemptAt <= ?)
+                 ORDER BY d.destination, d.nextAttemptAt, d.id LIMIT ?
+                """, arguments: [DeliveryState.pending.rawValue, now, limit]).map(Self.entry)
+        }
+    }
+
+    public func recordDeliveryAttempt(entryID: String, state: DeliveryState, message: String?, nextAttemptAt: Date?, at: Date) throws {
+        try write { db in
+            try db.execute(sql: """
+                UPDATE resultDelivery SET state = ?, attempts = attempts + 1, lastError = ?, nextAttemptAt = ?,
+                       deliveredAt = CASE WHEN ? THEN ? ELSE deliveredAt END
+                WHERE entryID = ? AND state = ?
+                """, arguments: [state.rawValue, message, state == .pending ? nextAttemptAt : nil, state == .delivered, at, entryID,
+                                 DeliveryState.pending.rawValue])
+            try Self.refreshDeliveryMark(db, studyID: try Self.studyID(db, entry: entryID))
+        }
+    }
+
+    public func outboxEntries(includeDelivered: Bool) throws -> [OutboxEntry] {
+        try read { db in
+            let filter = includeDelivered ? "" : " WHERE d.state NOT IN ('delivered', 'dropped')"
+            return try Row.fetchAll(db, sql: Self.entrySelect + filter + " ORDER BY o.queuedAt, d.id").map(Self.entry)
+        }
+    }
+
+    public func retryDeliveries(entryIDs: [String], at: Date) throws -> [OutboxEntry] {
+        try write { db in
+            try entryIDs.map { handle in
+                let e = try Self.resolveEntry(db, handle)
+                switch e.state {
+                case .delivered, .dropped: throw WorklistError.outboxEntryFinished(entry: e.entryID, state: e.state)
+                case .pending, .refused:
+                    try db.execute(sql: "UPDATE resultDelivery SET state = ?, nextAttemptAt = ? WHERE entryID = ?",
+                                   arguments: [DeliveryState.pending.rawValue, at, e.entryID])
+                }
+                try Self.refreshDeliveryMark(db, studyID: try Self.studyID(db, entry: e.entryID))
+                return try Self.resolveEntry(db, e.entryID)
+            }
+        }
+    }
+
+    public func retryRefusedDeliveries(at: Date) throws -> [OutboxEntry] {
+        try write { db in
+            let ids = try String.fetchAll(db, sql: "SELECT entryID FROM resultDelivery WHERE state = ? ORDER BY id",
+                                          arguments: [DeliveryState.refused.rawValue])
+            try db.execute(sql: "UPDATE resultDelivery SET state = ?, nextAttemptAt = ? WHERE state = ?",
+                           arguments: [DeliveryState.pending.rawValue, at, DeliveryState.refused.rawValue])
+            for id in ids { try Self.refreshDeliveryMark(db, studyID: try Self.studyID(db, entry: id)) }
+            return try ids.map { try Self.resolveEntry(db, $0) }
+        }
+    }
+
+    public func dropDeliveries(entryIDs: [String], by user: String, at: Date) throws -> [OutboxEntry] {
+        try write { db in
+            try entryIDs.map { handle in
+                let e = try Self.resolveEntry(db, handle)
+                if e.state == .delivered || e.state == .dropped { throw WorklistError.outboxEntryFinished(entry: e.entryID, state: e.state) }
+                try db.execute(sql: "UPDATE resultDelivery SET state = ?, nextAttemptAt = NULL, droppedBy = ?, droppedAt = ? WHERE entryID = ?",
+                               arguments: [DeliveryState.dropped.rawValue, user, at, e.entryID])
+                try Self.refreshDeliveryMark(db, studyID: try Self.studyID(db, entry: e.entryID))
+                return try Self.resolveEntry(db, e.entryID)
+            }
+        }
+    }
+
+    /// An entry by its ID or a unique prefix of it (at least 4 hex digits).
+    private static func resolveEntry(_ db: Database, _ handle: String) throws -> OutboxEntry {
+        let h = handle.lowercased()
+        guard h.count >= 4, h.allSatisfy({ $0.isHexDigit }) else { throw WorklistError.outboxEntryNotFound(entry: handle) }
+        let rows = try Row.fetchAll(db, sql: entrySelect + " WHERE d.entryID >= ? AND d.entryID < ? ORDER BY d.entryID LIMIT 6",
+                                    arguments: [h, h + "g"])
+        guard let first = rows.first else { throw WorklistError.outboxEntryNotFound(entry: handle) }
+        guard rows.count == 1 else { throw WorklistError.ambiguousOutboxEntry(entry: handle, candidates: rows.map { $0["entryID"] }) }
+        return try entry(first)
+    }
+}
+
+private func outboxEnum<E: RawRepresentable>(_ row: Row, _ column: String) throws -> E where E.RawValue == String {
+    guard let value: E = try outboxOptionalEnum(row, column) else {
+        throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "column \(column) is empty, which this BoneTriage does not expect")
+    }
+    return value
+}
+
+private func outboxOptionalEnum<E: RawRepresentable>(_ row: Row, _ column: String) throws -> E? where E.RawValue == String {
+    guard let raw: String = row[column] else { return nil }
+    guard let value = E(rawValue: raw) else {
+        throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "column \(column) holds '\(raw)', which this BoneTriage does not know")
+    }
+    return value
+}

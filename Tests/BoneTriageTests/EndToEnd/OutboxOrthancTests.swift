@@ -1,0 +1,168 @@
+import BoneTriage
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The daemon (the real binary) delivering its results to Orthanc (`OrthancPACS`) as the destination PACS:
+/// the report read back through Orthanc's REST API, a destination that is down, a kill -9 while sending,
+/// and a review's updated report. The binary has no picture maker yet, so it sends reports (SR) only.
+@Suite("results delivered to Orthanc by the daemon", .serialized,
+       .enabled(if: Executable.url != nil && OrthancPACS.available && DicomTools.find("dsrdump") != nil && DicomTools.find("dcmdump") != nil,
+                "skipped: needs the bonetriage executable, Orthanc, curl and DCMTK (dsrdump, dcmdump); `make test` installs them"))
+struct OutboxOrthancTests {
+    static func daemon(sendingTo pacs: OrthancPACS) throws -> DaemonHarness {
+        let d = try DaemonHarness(quietPeriod: 1)
+        d.extraConfig = """
+            [delivery]
+            first_retry_seconds = 1
+            maximum_retry_seconds = 2
+            [[results]]
+            name = "orthanc"
+            ae_title = "\(pacs.aeTitle)"
+            host = "127.0.0.1"
+            port = \(pacs.dicomPort)
+            verdicts = "all"
+            timeout_seconds = 10
+            """
+        return d
+    }
+
+    /// A study of `images` self-made CR radiographs of the humerus (64 x 64), dropped into the daemon's drop folder.
+    static func drop(_ d: DaemonHarness, study: String, images: Int = 1) throws {
+        try FileManager.default.createDirectory(atPath: d.dropFolder, withIntermediateDirectories: true)
+        for i in 1...images {
+            var w = DicomWriter.radiograph(study: study, sop: "\(study).\(i)", rows: 64, columns: 64)
+            w.set(0x0010, 0x0010, "PN", "DOE^JANE")
+            w.set(0x0010, 0x0020, "LO", "PID-4711")
+            w.set(0x0008, 0x0020, "DA", "20261130")
+            w.set(0x0008, 0x0050, "SH", "ACC4711")
+            w.nativePixels(bytes: 64 * 64)
+            let name = "\(study).\(i).dcm"
+            try w.write(to: d.dropFolder + "/." + name + ".part")
+            try FileManager.default.moveItem(atPath: d.dropFolder + "/." + name + ".part", toPath: d.dropFolder + "/" + name)
+        }
+    }
+
+    static func worklist(_ d: DaemonHarness) throws -> SQLiteWorklist { try SQLiteWorklist(path: d.database, create: false) }
+
+    static func delivered(_ store: SQLiteWorklist, count: Int) throws -> Bool {
+        let entries = try store.outboxEntries(includeDelivered: true)
+        return entries.count == count && entries.allSatisfy { $0.state == .delivered }
+    }
+
+    /// The text of a DICOM file as DCMTK's dsrdump (an SR) or dcmdump reads it; the tool must accept it.
+    static func dump(_ tool: String, _ path: String) throws -> String {
+        let r = try DaemonHarness.run(tool, [path])
+        #expect(r.status == 0, "\(tool) refused \(path): \(r.output)")
+        return r.output
+    }
+
+    @Test("a triaged study's report arrives in Orthanc in the same study, once, with the verdict and probability")
+    func reportArrives() throws {
+        let pacs = try OrthancPACS()
+        let d = try Self.daemon(sendingTo: pacs)
+        try d.start()
+        defer { _ = try? d.stop() }
+        let study = "1.2.826.0.1.3680043.8.498.40001"
+        try Self.drop(d, study: study, images: 2)
+        let store = try Self.worklist(d)
+        try d.waitFor("the report delivered", timeout: 120) { (try? Self.delivered(store, count: 1)) == true }
+        let triaged = try store.study(studyInstanceUID: study)
+        let report = try #require(try store.resultObjects(ofStudy: study).first)
+        let instances = try pacs.instances(ofStudyUID: study)
+        #expect(instances.count == 1, "one instance per result: \(instances)")
+        let id = try #require(instances.first?["ID"] as? String)
+        let tags = try pacs.tags(instance: id)
+        #expect(tags["StudyInstanceUID"] as? String == study && tags["SOPInstanceUID"] as? String == report.sopInstanceUID)
+        #expect(tags["Modality"] as? String == "SR" && tags["SOPClassUID"] as? String == ResultKind.structuredReport.sopClassUID)
+        try pacs.file(instance: id, to: d.dir.path("report.dcm"))
+        let text = try Self.dump("dsrdump", d.dir.path("report.dcm"))
+        let probability = try #require(triaged.probability)
+        #expect(text.contains(String(format: "%.6f", probability)), "the study probability is in the report:\n\(text)")
+        #expect(text.lowercased().contains((try #require(triaged.verdict)).rawValue), "the verdict is in the report:\n\(text)")
+        let dumped = try Self.dump("dcmdump", d.dir.path("report.dcm"))
+        #expect(dumped.contains(study + ".1") && dumped.contains(study + ".2"), "each source image is referenced:\n\(dumped)")
+        #expect(d.log.contains("result delivered") && !d.log.contains("DOE") && !d.log.contains("PID-4711"), "no patient data in the log")
+    }
+
+    @Test("Orthanc down while the study is triaged: the report waits, is retried, and arrives once Orthanc is back")
+    func destinationDown() throws {
+        let pacs = try OrthancPACS()
+        pacs.stop()
+        let d = try Self.daemon(sendingTo: pacs)
+        try d.start()
+        defer { _ = try? d.stop() }
+        let study = "1.2.826.0.1.3680043.8.498.40002"
+        try Self.drop(d, study: study)
+        let store = try Self.worklist(d)
+        try d.waitFor("two failed attempts", timeout: 120) {
+            (try? store.outboxEntries(includeDelivered: true).first.map { $0.attempts >= 2 && $0.state == .pending }) == true
+        }
+        let waiting = try #require(try store.outboxEntries(includeDelivered: false).first)
+        #expect(waiting.lastError != nil && waiting.nextAttemptAt != nil)
+        #expect(try Executable.run(["outbox", "--db", d.database]).stdout.contains(waiting.entryID))
+        try pacs.start()
+        try d.waitFor("the report delivered", timeout: 120) { (try? Self.delivered(store, count: 1)) == true }
+        #expect(try pacs.instances(ofStudyUID: study).count == 1)
+        #expect(d.log.contains("result not delivered"))
+    }
+
+    @Test("kill -9 while sending: after the restart every report is in Orthanc exactly once, with the UID it was given when queued")
+    func killedWhileSending() throws {
+        let pacs = try OrthancPACS()
+        let d = try Self.daemon(sendingTo: pacs)
+        try d.start()
+        let studies = (1...8).map { "1.2.826.0.1.3680043.8.498.4010\($0)" }
+        for s in studies { try Self.drop(d, study: s) }
+        let store = try Self.worklist(d)
+        try d.waitFor("the first delivery", timeout: 180) {
+            (try? store.outboxEntries(includeDelivered: true).contains { $0.state == .delivered }) == true
+        }
+        d.kill9()
+        let before = try store.outboxEntries(includeDelivered: true)
+        try d.start()
+        defer { _ = try? d.stop() }
+        try d.waitFor("every report delivered", timeout: 180) {
+            (try? store.outboxEntries(includeDelivered: true).count == studies.count
+                && store.outboxEntries(includeDelivered: true).allSatisfy { $0.state == .delivered }) == true
+        }
+        let after = try store.outboxEntries(includeDelivered: true)
+        #expect(Set(before.map(\.objectSOPInstanceUID)).isSubset(of: Set(after.map(\.objectSOPInstanceUID))), "what was queued keeps its identity")
+        for s in studies {
+            let instances = try pacs.instances(ofStudyUID: s)
+            let uids = try instances.compactMap { $0["ID"] as? String }.map { try pacs.tags(instance: $0)["SOPInstanceUID"] as? String }
+            let queued = try store.resultObjects(ofStudy: s).map(\.sopInstanceUID)
+            #expect(uids == queued, "study \(s): Orthanc holds \(uids), the outbox queued \(queued)")
+        }
+    }
+
+    @Test("a confirm with the CLI sends an updated report that references the first")
+    func reviewUpdatesTheReport() throws {
+        let pacs = try OrthancPACS()
+        let d = try Self.daemon(sendingTo: pacs)
+        try d.start()
+        defer { _ = try? d.stop() }
+        let study = "1.2.826.0.1.3680043.8.498.40003"
+        try Self.drop(d, study: study)
+        let store = try Self.worklist(d)
+        try d.waitFor("the report delivered", timeout: 120) { (try? Self.delivered(store, count: 1)) == true }
+        let first = try #require(try store.resultObjects(ofStudy: study).first)
+        let label = try #require(try store.study(studyInstanceUID: study).verdict) == .abnormal ? "normal" : "abnormal"
+        let review = try Executable.run(["override", study, "--label", label, "--db", d.database])
+        #expect(review.status == 0, "\(review.stderr)")
+        try d.waitFor("the updated report delivered", timeout: 120) { (try? Self.delivered(store, count: 2)) == true }
+        let updated = try #require(try store.resultObjects(ofStudy: study).last)
+        #expect(updated.replaces?.sopInstanceUID == first.sopInstanceUID && updated.review?.label.rawValue == label)
+        let instances = try pacs.instances(ofStudyUID: study)
+        #expect(instances.count == 2)
+        let ids = instances.compactMap { $0["ID"] as? String }
+        let matching = try ids.filter { try pacs.tags(instance: $0)["SOPInstanceUID"] as? String == updated.sopInstanceUID }
+        let id = try #require(matching.first, "Orthanc holds the updated report \(updated.sopInstanceUID)")
+        try pacs.file(instance: id, to: d.dir.path("updated.dcm"))
+        let text = try Self.dump("dcmdump", d.dir.path("updated.dcm"))
+        #expect(text.lowercased().contains("(0040,a360)") && text.contains(first.sopInstanceUID), "Predecessor Documents Sequence names the first:\n\(text)")
+        _ = try Self.dump("dsrdump", d.dir.path("updated.dcm"))
+    }
+}
