@@ -7,14 +7,16 @@ import Glibc
 
 /// The daemon (the real binary) delivering its results to Orthanc (`OrthancPACS`) as the destination PACS:
 /// the report read back through Orthanc's REST API, a destination that is down, a kill -9 while sending,
-/// and a review's updated report. The binary has no picture maker yet, so it sends reports (SR) only.
+/// a review's updated report (these send reports only), and the Secondary Captures with their heatmaps.
 @Suite("results delivered to Orthanc by the daemon", .serialized,
        .enabled(if: Executable.url != nil && OrthancPACS.available && DicomTools.find("dsrdump") != nil && DicomTools.find("dcmdump") != nil,
                 "skipped: needs the bonetriage executable, Orthanc, curl and DCMTK (dsrdump, dcmdump); `make test` installs them"))
 struct OutboxOrthancTests {
-    static func daemon(sendingTo pacs: OrthancPACS) throws -> DaemonHarness {
+    static func daemon(sendingTo pacs: OrthancPACS, send: String = "[\"sr\"]", heatmaps: String = "flagged") throws -> DaemonHarness {
         let d = try DaemonHarness(quietPeriod: 1)
         d.extraConfig = """
+            [heatmaps]
+            compute = "\(heatmaps)"
             [delivery]
             first_retry_seconds = 1
             maximum_retry_seconds = 2
@@ -24,6 +26,7 @@ struct OutboxOrthancTests {
             host = "127.0.0.1"
             port = \(pacs.dicomPort)
             verdicts = "all"
+            send = \(send)
             timeout_seconds = 10
             """
         return d
@@ -85,6 +88,47 @@ struct OutboxOrthancTests {
         let dumped = try Self.dump("dcmdump", d.dir.path("report.dcm"))
         #expect(dumped.contains(study + ".1") && dumped.contains(study + ".2"), "each source image is referenced:\n\(dumped)")
         #expect(d.log.contains("result delivered") && !d.log.contains("DOE") && !d.log.contains("PID-4711"), "no patient data in the log")
+    }
+
+    @Test("the Secondary Captures (the heatmap overlays) arrive in the same study once each image's heatmap is made, one per image, with the report")
+    func capturesArrive() throws {
+        let pacs = try OrthancPACS()
+        let d = try Self.daemon(sendingTo: pacs, send: "[\"sr\", \"sc\"]", heatmaps: "all")
+        try d.start()
+        defer { _ = try? d.stop() }
+        let study = "1.2.826.0.1.3680043.8.498.40004"
+        try Self.drop(d, study: study, images: 2)
+        let store = try Self.worklist(d)
+        try d.waitFor("the report and both captures delivered", timeout: 180) { (try? Self.delivered(store, count: 3)) == true }
+        let objects = try store.resultObjects(ofStudy: study)
+        let captures = objects.filter { $0.kind == .secondaryCapture }
+        #expect(captures.count == 2 && Set(captures.compactMap(\.sourceSOPInstanceUID)) == [study + ".1", study + ".2"])
+        #expect(Set(captures.map(\.seriesInstanceUID)).count == 1, "one Secondary Capture series")
+        for capture in captures {
+            let source = try #require(capture.sourceSOPInstanceUID)
+            let heatmap = try #require(try store.heatmap(sopInstanceUID: source), "the image's heatmap was made")
+            let built = try #require(capture.builtAt)
+            #expect(heatmap.outcome.heatmap != nil && heatmap.madeAt <= built, "the capture waited for its heatmap")
+        }
+        let instances = try pacs.instances(ofStudyUID: study)
+        #expect(instances.count == 3, "one instance per result: \(instances.count)")
+        for instance in instances {
+            let id = try #require(instance["ID"] as? String)
+            let tags = try pacs.tags(instance: id)
+            #expect(tags["StudyInstanceUID"] as? String == study)
+            guard tags["SOPClassUID"] as? String == ResultKind.secondaryCapture.sopClassUID else { continue }
+            let uid = try #require(tags["SOPInstanceUID"] as? String)
+            let capture = try #require(captures.first { $0.sopInstanceUID == uid }, "Orthanc's capture \(uid) is one the outbox queued")
+            #expect(tags["BurnedInAnnotation"] as? String == "YES" && tags["Modality"] as? String == "OT")
+            #expect((tags["SeriesDescription"] as? String ?? "").contains("BoneTriage"))
+            // The picture Orthanc holds is the one built (the radiograph and the band below it).
+            let built = try Self.dump("dcmdump", try #require(capture.filePath))
+            for (tag, keyword) in [("(0028,0010)", "Rows"), ("(0028,0011)", "Columns")] {
+                let line = try #require(built.split(separator: "\n").first { $0.hasPrefix(tag) })
+                let value = line.split(separator: " ").dropFirst(2).first.map(String.init)
+                #expect(value == tags[keyword] as? String, "\(keyword): built \(line), Orthanc \(tags[keyword] ?? "none")")
+            }
+        }
     }
 
     @Test("Orthanc down while the study is triaged: the report waits, is retried, and arrives once Orthanc is back")
