@@ -12,9 +12,11 @@ import Glibc
        .enabled(if: Executable.url != nil && OrthancPACS.available && DicomTools.find("dsrdump") != nil && DicomTools.find("dcmdump") != nil,
                 "skipped: needs the bonetriage executable, Orthanc, curl and DCMTK (dsrdump, dcmdump); `make test` installs them"))
 struct OutboxOrthancTests {
-    static func daemon(sendingTo pacs: OrthancPACS, send: String = "[\"sr\"]", heatmaps: String = "flagged") throws -> DaemonHarness {
+    static func daemon(sendingTo pacs: OrthancPACS, send: String = "[\"sr\"]", heatmaps: String = "flagged",
+                       triage: String = "") throws -> DaemonHarness {
         let d = try DaemonHarness(quietPeriod: 1)
         d.extraConfig = """
+            \(triage)
             [heatmaps]
             compute = "\(heatmaps)"
             [delivery]
@@ -129,6 +131,42 @@ struct OutboxOrthancTests {
                 #expect(value == tags[keyword] as? String, "\(keyword): built \(line), Orthanc \(tags[keyword] ?? "none")")
             }
         }
+    }
+
+    @Test("a real radiograph from ../shared (RG3_UNCR, 1760x1760 CR): its report and its capture, at most 1024 px, arrive in its study",
+          .enabled(if: Fixtures.shared != nil, "skipped: ../shared/data is absent; the self-made studies above still ran"))
+    func realRadiograph() throws {
+        let source = try #require(Fixtures.shared).appendingPathComponent("data/dicom/radiographs/RG3_UNCR.dcm").path
+        let meta = try DicomReader.metadata(path: source)
+        let study = try #require(meta.studyInstanceUID)
+        let pacs = try OrthancPACS()
+        let d = try Self.daemon(sendingTo: pacs, send: "[\"sr\", \"sc\"]", heatmaps: "all", triage: #"covered_body_parts = ["EXTREMITY"]"#)
+        try d.start()
+        defer { _ = try? d.stop() }
+        try FileManager.default.createDirectory(atPath: d.dropFolder, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: source, toPath: d.dropFolder + "/.RG3_UNCR.dcm.part")
+        try FileManager.default.moveItem(atPath: d.dropFolder + "/.RG3_UNCR.dcm.part", toPath: d.dropFolder + "/RG3_UNCR.dcm")
+        let store = try Self.worklist(d)
+        try d.waitFor("the report and the capture delivered", timeout: 180) { (try? Self.delivered(store, count: 2)) == true }
+        let triaged = try store.study(studyInstanceUID: study)
+        let instances = try pacs.instances(ofStudyUID: study)
+        #expect(instances.count == 2, "one report and one capture: \(instances.count)")
+        var kinds: [String] = []
+        for instance in instances {
+            let id = try #require(instance["ID"] as? String)
+            let tags = try pacs.tags(instance: id)
+            #expect(tags["StudyInstanceUID"] as? String == study && (tags["PatientID"] as? String ?? "") == (meta.patientID ?? ""))
+            kinds.append(tags["Modality"] as? String ?? "?")
+            if tags["SOPClassUID"] as? String == ResultKind.secondaryCapture.sopClassUID {
+                let rows = Int(tags["Rows"] as? String ?? "") ?? 0, columns = Int(tags["Columns"] as? String ?? "") ?? 0
+                #expect(max(rows, columns) == 1024 && min(rows, columns) > 500, "the picture's longest side is 1024: \(columns)x\(rows)")
+            } else {
+                try pacs.file(instance: id, to: d.dir.path("report.dcm"))
+                let text = try Self.dump("dsrdump", d.dir.path("report.dcm"))
+                #expect(text.contains(String(format: "%.6f", try #require(triaged.probability))), "\(text)")
+            }
+        }
+        #expect(kinds.sorted() == ["OT", "SR"])
     }
 
     @Test("Orthanc down while the study is triaged: the report waits, is retried, and arrives once Orthanc is back")
