@@ -103,16 +103,19 @@ step "bonetriage list   (what a radiologist sees; flagged studies first)"
 ID=$("$BIN" list --db "$DEMO/worklist.sqlite" --format csv | awk -F, 'NR==2 {print $1}')
 step "bonetriage show $ID"
 "$BIN" show "$ID" --db "$DEMO/worklist.sqlite"
-step "bonetriage show $ID --images $DEMO/pictures   (the radiograph with its heatmap, and plain)"
-# Heatmaps are made after the verdicts, while no study waits: give them a moment (the CSV column
-# "heatmaps" counts the study's images with a heatmap).
+# The extremity CR received over DICOM: its pictures, and (below) its results in the PACS.
+CR_ID=$("$BIN" list --db "$DEMO/worklist.sqlite" --body-part EXTREMITY --format csv | awk -F, 'NR==2 {print $1}')
+step "bonetriage show $CR_ID --images $DEMO/pictures   (the radiograph with its heatmap, and plain)"
+# Heatmaps are made after the verdicts, while no study waits: wait until every eligible image has one
+# (CSV columns "eligible_images" and "heatmaps").
 i=0
-until "$BIN" list --db "$DEMO/worklist.sqlite" --format csv |
-    awk -F, -v id="$ID" 'NR == 1 {for (c = 1; c <= NF; c++) if ($c == "heatmaps") h = c; next} $1 == id && h && $h > 0 {found = 1} END {exit !found}'; do
+until "$BIN" list --db "$DEMO/worklist.sqlite" --format csv | awk -F, -v id="$CR_ID" '
+    NR == 1 {for (c = 1; c <= NF; c++) {if ($c == "heatmaps") h = c; if ($c == "eligible_images") e = c}; next}
+    $1 == id && h && e && $h >= $e && $h > 0 {found = 1} END {exit !found}'; do
   i=$((i + 1)); [ $i -lt 60 ] || break
   sleep 0.5
 done
-"$BIN" show "$ID" --db "$DEMO/worklist.sqlite" --images "$DEMO/pictures"
+"$BIN" show "$CR_ID" --db "$DEMO/worklist.sqlite" --images "$DEMO/pictures"
 
 if [ -n "$ORTHANC_PID" ]; then
   step "results in the demo's PACS (Orthanc): waiting for the outbox to deliver"
