@@ -59,9 +59,15 @@ public enum ModelInput {
     }
 
     static func resize(_ image: Radiograph, to size: Int, columns: [[(Int, Float)]], rows: [[(Int, Float)]]) -> [Float] {
-        let ch = image.channels
-        // Horizontal pass: height x size x ch.
-        var horizontal = [Float](repeating: 0, count: image.height * size * ch)
+        resize(image, columns: columns, rows: rows)
+    }
+
+    /// Separable resampling: output pixel (x, y) of each channel is the sum over `rows[y]` of the sums over
+    /// `columns[x]` (input index, weight); `columns.count` x `rows.count` x channels floats, row by row.
+    static func resize(_ image: Radiograph, columns: [[(Int, Float)]], rows: [[(Int, Float)]]) -> [Float] {
+        let ch = image.channels, width = columns.count
+        // Horizontal pass: height x width x ch.
+        var horizontal = [Float](repeating: 0, count: image.height * width * ch)
         image.pixels.withUnsafeBufferPointer { src in
             for y in 0..<image.height {
                 let rowStart = y * image.width * ch
@@ -69,18 +75,18 @@ public enum ModelInput {
                     for c in 0..<ch {
                         var sum: Float = 0
                         for (index, weight) in taps { sum += Float(src[rowStart + index * ch + c]) * weight }
-                        horizontal[(y * size + x) * ch + c] = sum
+                        horizontal[(y * width + x) * ch + c] = sum
                     }
                 }
             }
         }
-        var out = [Float](repeating: 0, count: size * size * ch)
+        var out = [Float](repeating: 0, count: width * rows.count * ch)
         for (y, taps) in rows.enumerated() {
-            for x in 0..<size {
+            for x in 0..<width {
                 for c in 0..<ch {
                     var sum: Float = 0
-                    for (index, weight) in taps { sum += horizontal[(index * size + x) * ch + c] * weight }
-                    out[(y * size + x) * ch + c] = sum
+                    for (index, weight) in taps { sum += horizontal[(index * width + x) * ch + c] * weight }
+                    out[(y * width + x) * ch + c] = sum
                 }
             }
         }

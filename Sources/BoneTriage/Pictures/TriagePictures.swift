@@ -141,28 +141,11 @@ public enum TriagePictures {
         let columns = ModelInput.weights(from: image.width, to: width, filter: .area)
         let rows = ModelInput.weights(from: image.height, to: height, filter: .area)
         let ch = image.channels
-        var horizontal = [Float](repeating: 0, count: image.height * width * ch)
-        image.pixels.withUnsafeBufferPointer { src in
-            for y in 0..<image.height {
-                let rowStart = y * image.width * ch
-                for (x, taps) in columns.enumerated() {
-                    for c in 0..<ch {
-                        var sum: Float = 0
-                        for (index, weight) in taps { sum += Float(src[rowStart + index * ch + c]) * weight }
-                        horizontal[(y * width + x) * ch + c] = sum
-                    }
-                }
-            }
-        }
+        let resized = ModelInput.resize(image, columns: columns, rows: rows)
         var pixels = [UInt8](repeating: 0, count: width * height * 3)
-        for (y, taps) in rows.enumerated() {
-            for x in 0..<width {
-                for c in 0..<3 {
-                    let source = ch == 3 ? c : 0
-                    var sum: Float = 0
-                    for (index, weight) in taps { sum += horizontal[(index * width + x) * ch + source] * weight }
-                    pixels[(y * width + x) * 3 + c] = UInt8(min(255, max(0, sum.rounded())))
-                }
+        for p in 0..<(width * height) {
+            for c in 0..<3 {
+                pixels[p * 3 + c] = UInt8(min(255, max(0, resized[p * ch + (ch == 3 ? c : 0)].rounded())))
             }
         }
         return RGBPicture(width: width, height: height, pixels: pixels)
