@@ -120,7 +120,7 @@ extension SQLiteWorklist {
         """
 
     private static func object(_ db: Database, _ row: Row) throws -> ResultObject {
-        var o = ResultObject(studyInstanceUID: row["studyInstanceUID"], shortID: row["shortID"], kind: try outboxEnum(row, "kind"),
+        var o = ResultObject(studyInstanceUID: row["studyInstanceUID"], shortID: row["shortID"], kind: try decodeEnum(row, "kind"),
                              sopInstanceUID: row["sopInstanceUID"], seriesInstanceUID: row["seriesInstanceUID"],
                              seriesNumber: row["seriesNumber"], instanceNumber: row["instanceNumber"], queuedAt: row["queuedAt"])
         o.sourceSOPInstanceUID = row["sourceSOPInstanceUID"]
@@ -130,11 +130,11 @@ extension SQLiteWorklist {
         o.fileRemovedAt = row["fileRemovedAt"]
         if let reviewer: String = row["r_reviewer"] {
             o.review = Review(studyInstanceUID: o.studyInstanceUID, reviewer: reviewer, reviewedAt: row["r_reviewedAt"],
-                              action: try outboxEnum(row, "r_action"), fromVerdict: try outboxOptionalEnum(row, "r_fromVerdict"),
-                              label: try outboxEnum(row, "r_label"), note: row["r_note"], statedReviewer: row["r_statedReviewer"])
+                              action: try decodeEnum(row, "r_action"), fromVerdict: try decodeOptionalEnum(row, "r_fromVerdict"),
+                              label: try decodeEnum(row, "r_label"), note: row["r_note"], statedReviewer: row["r_statedReviewer"])
         }
         if let sop: String = row["p_sop"] {
-            let kind: ResultKind = try outboxEnum(row, "p_kind")
+            let kind: ResultKind = try decodeEnum(row, "p_kind")
             o.replaces = ReportedObject(sopClassUID: kind.sopClassUID, sopInstanceUID: sop, seriesInstanceUID: row["p_series"])
         }
         let id: Int64 = row["id"]
@@ -144,8 +144,8 @@ extension SQLiteWorklist {
 
     private static func entry(_ row: Row) throws -> OutboxEntry {
         var e = OutboxEntry(entryID: row["entryID"], studyInstanceUID: row["studyInstanceUID"], shortID: row["shortID"],
-                            kind: try outboxEnum(row, "kind"), objectSOPInstanceUID: row["objectSOP"], destination: row["destination"],
-                            state: try outboxEnum(row, "state"), attempts: row["attempts"], queuedAt: row["queuedAt"])
+                            kind: try decodeEnum(row, "kind"), objectSOPInstanceUID: row["objectSOP"], destination: row["destination"],
+                            state: try decodeEnum(row, "state"), attempts: row["attempts"], queuedAt: row["queuedAt"])
         e.nextAttemptAt = row["nextAttemptAt"]
         e.lastError = row["lastError"]
         e.deliveredAt = row["deliveredAt"]
@@ -266,19 +266,4 @@ extension SQLiteWorklist {
         guard rows.count == 1 else { throw WorklistError.ambiguousOutboxEntry(entry: handle, candidates: rows.map { $0["entryID"] }) }
         return try entry(first)
     }
-}
-
-private func outboxEnum<E: RawRepresentable>(_ row: Row, _ column: String) throws -> E where E.RawValue == String {
-    guard let value: E = try outboxOptionalEnum(row, column) else {
-        throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "column \(column) is empty, which this BoneTriage does not expect")
-    }
-    return value
-}
-
-private func outboxOptionalEnum<E: RawRepresentable>(_ row: Row, _ column: String) throws -> E? where E.RawValue == String {
-    guard let raw: String = row[column] else { return nil }
-    guard let value = E(rawValue: raw) else {
-        throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "column \(column) holds '\(raw)', which this BoneTriage does not know")
-    }
-    return value
 }

@@ -564,14 +564,15 @@ extension SQLiteWorklist {
 // MARK: Rows: the SQLite form of the worklist's values. Row ids and GRDB conformances stay here.
 
 /// A text column that must hold one of an enum's raw values; anything else is a damaged database.
-private func decodeEnum<E: RawRepresentable>(_ row: Row, _ column: String) throws -> E where E.RawValue == String {
+/// (Shared by the SQLite adapter's files: the worklist and the outbox.)
+func decodeEnum<E: RawRepresentable>(_ row: Row, _ column: String) throws -> E where E.RawValue == String {
     guard let value: E = try decodeOptionalEnum(row, column) else {
         throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "column \(column) is empty, which this BoneTriage does not expect")
     }
     return value
 }
 
-private func decodeOptionalEnum<E: RawRepresentable>(_ row: Row, _ column: String) throws -> E? where E.RawValue == String {
+func decodeOptionalEnum<E: RawRepresentable>(_ row: Row, _ column: String) throws -> E? where E.RawValue == String {
     guard let raw: String = row[column] else { return nil }
     guard let value = E(rawValue: raw) else {
         throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "column \(column) holds '\(raw)', which this BoneTriage does not know")

@@ -9,14 +9,8 @@ import Testing
 struct DaemonHeatmapTests {
     /// The harness's synthetic model with a large bias: every study is abnormal (flagged).
     static func writeAbnormalModel(to path: String, inputSize: Int = 75) throws {
-        let backbone = SyntheticWeights.backbone(variant: .keras, inputSize: inputSize)
-        let description = HeadDescription(
-            modelID: "synthetic-abnormal-test", backboneVariant: .keras, backboneSHA256: BackboneFingerprint.of(backbone), inputSize: inputSize,
-            inputRange: -1...1, resizeFilter: .area, threshold: 0.5, targetSensitivity: nil, bodyParts: ["HUMERUS"],
-            trainingData: "none", trainedAt: "2026-11-30T00:00:00Z", crossValidation: "{}")
-        let weights = (0..<2048).map { Float(sin(Double($0))) * 0.002 }
-        let model = try TriageModel(backbone: backbone, head: HeadFile(description: description, head: LogisticHead(weights: weights, bias: 6)))
-        try model.file.write(path: path)
+        try DaemonHarness.writeModel(to: path, inputSize: inputSize, modelID: "synthetic-abnormal-test", weightScale: 0.002, bias: 6,
+                                     trainedAt: "2026-11-30T00:00:00Z")
     }
 
     @Test("a flagged study gets a heatmap per image after its verdict; show --images writes the overlay and the plain picture of each")

@@ -51,14 +51,16 @@ final class DaemonHarness {
     }
 
     /// A deterministic synthetic model (the daemon's behaviour, not the network's accuracy, is under test).
-    static func writeModel(to path: String, inputSize: Int) throws {
+    /// `weightScale` and `bias` shape its head (a large bias: every study abnormal, flagged).
+    static func writeModel(to path: String, inputSize: Int, modelID: String = "synthetic-daemon-test", weightScale: Float = 0.01,
+                           bias: Float = 0, trainedAt: String = "2026-11-26T00:00:00Z") throws {
         let backbone = SyntheticWeights.backbone(variant: .keras, inputSize: inputSize)
         let description = HeadDescription(
-            modelID: "synthetic-daemon-test", backboneVariant: .keras, backboneSHA256: BackboneFingerprint.of(backbone), inputSize: inputSize,
+            modelID: modelID, backboneVariant: .keras, backboneSHA256: BackboneFingerprint.of(backbone), inputSize: inputSize,
             inputRange: -1...1, resizeFilter: .area, threshold: 0.5, targetSensitivity: nil, bodyParts: ["HUMERUS"],
-            trainingData: "none", trainedAt: "2026-11-26T00:00:00Z", crossValidation: "{}")
-        let weights = (0..<2048).map { Float(sin(Double($0))) * 0.01 }
-        let model = try TriageModel(backbone: backbone, head: HeadFile(description: description, head: LogisticHead(weights: weights, bias: 0)))
+            trainingData: "none", trainedAt: trainedAt, crossValidation: "{}")
+        let weights = (0..<2048).map { Float(sin(Double($0))) * weightScale }
+        let model = try TriageModel(backbone: backbone, head: HeadFile(description: description, head: LogisticHead(weights: weights, bias: bias)))
         try model.file.write(path: path)
     }
 
