@@ -32,6 +32,16 @@ struct DaemonResultsTests {
         return c
     }
 
+    /// Runs the daemon on a thread of its own; the semaphore is signalled when `run()` returns.
+    static func run(_ daemon: TriageDaemon) -> DispatchSemaphore {
+        let ended = DispatchSemaphore(value: 0)
+        Thread {
+            do { try daemon.run() } catch { Issue.record("the daemon did not run: \(error)") }
+            ended.signal()
+        }.start()
+        return ended
+    }
+
     static func dropRadiograph(_ dir: TemporaryDirectory, study: String, sop: String) throws {
         var w = DicomWriter.radiograph(study: study, sop: sop, rows: 64, columns: 64)
         w.nativePixels(bytes: 64 * 64)
@@ -59,12 +69,7 @@ struct DaemonResultsTests {
         let writer = RecordingWriter()
         let daemon = TriageDaemon(configuration: c, configurationPath: nil, logger: Logger(label: "test"),
                                   results: ResultsComponents(writer: writer, sender: sender, pictures: SquarePictures()))
-        let ended = DispatchSemaphore(value: 0)
-        let thread = Thread {
-            do { try daemon.run() } catch { Issue.record("the daemon did not run: \(error)") }
-            ended.signal()
-        }
-        thread.start()
+        let ended = Self.run(daemon)
         defer { daemon.stop() }
         let study = "1.2.826.0.1.3680043.8.498.30001"
         try Self.dropRadiograph(dir, study: study, sop: study + ".1")
@@ -97,11 +102,7 @@ struct DaemonResultsTests {
         let daemon = TriageDaemon(configuration: c, configurationPath: nil, logger: Logger(label: "test"),
                                   results: ResultsComponents(writer: RecordingWriter(), sender: ScriptedSender { _ in .stored(warning: nil) },
                                                              pictures: SquarePictures(), heatmapSettled: { _ in heatmaps.isSet }))
-        let ended = DispatchSemaphore(value: 0)
-        Thread {
-            do { try daemon.run() } catch { Issue.record("the daemon did not run: \(error)") }
-            ended.signal()
-        }.start()
+        let ended = Self.run(daemon)
         defer { daemon.stop() }
         let study = "1.2.826.0.1.3680043.8.498.30002"
         try Self.dropRadiograph(dir, study: study, sop: study + ".1")
@@ -131,11 +132,7 @@ struct DaemonResultsTests {
         c.resultDestinations[0].verdicts = .all
         let daemon = TriageDaemon(configuration: c, configurationPath: nil, logger: Logger(label: "test"),
                                   results: ResultsComponents(writer: DicomResultWriter(), sender: StorageSCU(), pictures: BandPictures()))
-        let ended = DispatchSemaphore(value: 0)
-        Thread {
-            do { try daemon.run() } catch { Issue.record("the daemon did not run: \(error)") }
-            ended.signal()
-        }.start()
+        let ended = Self.run(daemon)
         defer { daemon.stop() }
         let study = "1.2.826.0.1.3680043.8.498.30003"
         try Self.dropRadiograph(dir, study: study, sop: study + ".1")
