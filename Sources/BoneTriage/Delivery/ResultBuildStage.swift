@@ -64,7 +64,8 @@ public final class ResultBuildStage: Sendable {
                     continue
                 }
             } catch {
-                logger.error("result object could not be recorded: \(error); tried again shortly", metadata: ["study": "\(object.shortID)"])
+                logger.error("the worklist could not be read or written for a result object: \(error); tried again shortly",
+                             metadata: ["study": "\(object.shortID)"])
             }
         }
         if afterTriage == .delete {
@@ -73,9 +74,23 @@ public final class ResultBuildStage: Sendable {
         return done
     }
 
-    /// Builds one object and records the outcome (throws only when the worklist cannot record it).
+    /// Builds that may be cut short (the daemon killed, or crashed by a file in DCMTK) before an object
+    /// is given up. (With `[triage] isolate_decoder`, a picture's radiograph is rendered in a decoder
+    /// process: a file that crashes it costs the picture, and the daemon is not stopped.)
+    public static let maximumInterruptedBuilds = 3
+
+    /// Why an object is given up instead of being built again, when `attempts` builds (this one included)
+    /// started without ending; nil while it may still be tried.
+    public static func giveUpReason(interruptedBuilds attempts: Int) -> String? {
+        guard attempts > maximumInterruptedBuilds else { return nil }
+        return "the daemon stopped \(attempts - 1) times while building this object (a file of the study may crash the DICOM writer); "
+            + "not tried again; the study's other results are not affected"
+    }
+
+    /// Builds one object and records the outcome (throws when the worklist cannot be read or written:
+    /// the object is tried again at the next pass).
     public func build(_ object: ResultObject, now: Date = Date()) throws -> Outcome {
-        let outcome = make(object)
+        let outcome = try make(object)
         switch outcome {
         case let .built(path): try worklist.recordResultBuilt(sopInstanceUID: object.sopInstanceUID, filePath: path, at: now)
         case let .notBuilt(reason): try worklist.recordResultBuildProblem(sopInstanceUID: object.sopInstanceUID, reason: reason, at: now)
@@ -84,17 +99,21 @@ public final class ResultBuildStage: Sendable {
         return outcome
     }
 
-    private func make(_ object: ResultObject) -> Outcome {
-        let study: Study, images: [StudyImage], earlier: [ResultObject]
-        do {
-            study = try worklist.study(studyInstanceUID: object.studyInstanceUID)
-            images = try worklist.images(ofStudy: object.studyInstanceUID)
-            earlier = try worklist.resultObjects(ofStudy: object.studyInstanceUID)
-        } catch {
-            return .notBuilt(reason: "the study could not be read from the worklist: \(error)")
-        }
+    private func make(_ object: ResultObject) throws -> Outcome {
+        let study = try worklist.study(studyInstanceUID: object.studyInstanceUID)
+        let images = try worklist.images(ofStudy: object.studyInstanceUID)
+        let earlier = try worklist.resultObjects(ofStudy: object.studyInstanceUID)
         let source = object.sourceSOPInstanceUID.flatMap { sop in images.first { $0.sopInstanceUID == sop } }
         if object.kind == .secondaryCapture, let source, let settled = components.heatmapSettled, !settled(source) { return .waiting }
+        let attempts = try worklist.beginResultBuild(sopInstanceUID: object.sopInstanceUID)
+        defer { try? worklist.endResultBuild(sopInstanceUID: object.sopInstanceUID) }
+        if let reason = Self.giveUpReason(interruptedBuilds: attempts) { return .notBuilt(reason: reason) }
+        logger.debug("building a result object", metadata: ["study": "\(object.shortID)", "kind": "\(object.kind.rawValue)",
+                                                            "object": "\(object.sopInstanceUID)"])
+        return make(object, study: study, images: images, earlier: earlier, source: source)
+    }
+
+    private func make(_ object: ResultObject, study: Study, images: [StudyImage], earlier: [ResultObject], source: StudyImage?) -> Outcome {
         guard let template = Self.template(images: images, earlier: earlier, excluding: object.sopInstanceUID) else {
             return .notBuilt(reason: "no DICOM file of the study is left to copy its patient and study from (its images were removed "
                              + "or deleted after triage, and it has no earlier result object)")

@@ -30,9 +30,11 @@ public struct ResultsComponents: Sendable {
     /// image's heatmap is settled: made or recorded as impossible by that model, or never to be made
     /// (the study is outside `[heatmaps] compute`, the image was not classified, its file is gone); a
     /// picture without a heatmap says so in its band.
-    public func withHeatmapOverlays(worklist: any WorklistStore, scope: HeatmapScope, maximumPixels: UInt64) -> ResultsComponents {
+    /// `radiographs`: where the radiographs are rendered (the daemon's decoder process with `[triage] isolate_decoder`).
+    public func withHeatmapOverlays(worklist: any WorklistStore, scope: HeatmapScope, maximumPixels: UInt64,
+                                    radiographs: any RadiographSource = InProcessRadiographs()) -> ResultsComponents {
         var c = self
-        c.pictures = TriagePictureMaker(worklist: worklist, maximumPixels: maximumPixels, requireHeatmap: false)
+        c.pictures = TriagePictureMaker(worklist: worklist, maximumPixels: maximumPixels, requireHeatmap: false, radiographs: radiographs)
         c.heatmapSettled = { image in
             guard image.probability != nil, FileManager.default.fileExists(atPath: image.filePath),
                   let study = try? worklist.study(studyInstanceUID: image.studyInstanceUID) else { return true }

@@ -10,10 +10,11 @@ import Glibc
 /// not the daemon and its open associations. The child lives as long as this object and is started
 /// again after it dies; it cannot outlive the daemon (it is killed when the daemon dies).
 ///
-/// Three tasks: a file's model inputs (a triage worker), a DICOM header, and a full PNG check (the
-/// intake, before a file is accepted). One request at a time over a socket and a pipe: a JSON line,
-/// answered by a JSON line and, for model inputs, the raw float32 inputs of each frame. Not
-/// thread-safe: one per triage worker, or behind a lock (`IsolatedHeaderReader`).
+/// Four tasks: a file's model inputs (a triage worker), a DICOM header, a full PNG check (the intake,
+/// before a file is accepted), and the radiograph a picture is made from (the result builder). One
+/// request at a time over a socket and a pipe: a JSON line, answered by a JSON line and, for model
+/// inputs, the raw float32 inputs of each frame, for a radiograph its 8-bit pixels. Not thread-safe:
+/// one per triage worker, or behind a lock (`IsolatedHeaderReader`, `IsolatedRadiographs`).
 public final class IsolatedDecoder: ImageDecoder {
     public let executable: String
     public let arguments: [String]
@@ -57,7 +58,7 @@ public final class IsolatedDecoder: ImageDecoder {
             return InProcessDecoder.decode(path: path, spec: spec, maximumPixels: maximumPixels, threads: decodeThreads)
         case let .failed(error):
             return .unreadable(error)
-        case let .answered(answer, frames):
+        case let .answered(answer, frames, _):
             switch answer.outcome {
             case .notApplicable: return .notApplicable(reason: answer.reason ?? "not a radiograph")
             case .inputs where !frames.isEmpty: return .inputs(frames)
@@ -72,7 +73,7 @@ public final class IsolatedDecoder: ImageDecoder {
         switch exchange(DecodeRequest(task: .dicomHeader, path: path, maximumPixels: 0), frameValues: 0) {
         case .unavailable: return try InProcessHeaderReader().metadata(path: path)
         case let .failed(error): throw error
-        case let .answered(answer, _):
+        case let .answered(answer, _, _):
             guard answer.outcome == .header, let metadata = answer.metadata else { throw answer.error(path: path) }
             return metadata
         }
@@ -83,8 +84,20 @@ public final class IsolatedDecoder: ImageDecoder {
         switch exchange(DecodeRequest(task: .pngCheck, path: path, maximumPixels: maximumPixels), frameValues: 0) {
         case .unavailable: try InProcessHeaderReader().checkPNG(path: path, maximumPixels: maximumPixels)
         case let .failed(error): throw error
-        case let .answered(answer, _):
+        case let .answered(answer, _, _):
             guard answer.outcome == .checked else { throw answer.error(path: path) }
+        }
+    }
+
+    /// The first frame of an image file as a picture shows it (`TriagePictures.radiograph`), rendered in the child.
+    public func radiograph(path: String, maximumPixels: UInt64) throws -> Radiograph {
+        switch exchange(DecodeRequest(task: .radiograph, path: path, maximumPixels: maximumPixels), frameValues: 0) {
+        case .unavailable: return try TriagePictures.radiograph(path: path, maximumPixels: maximumPixels)
+        case let .failed(error): throw error
+        case let .answered(answer, _, pixels):
+            guard answer.outcome == .radiograph, let width = answer.width, let height = answer.height, let channels = answer.channels,
+                  pixels.count == width * height * channels else { throw answer.error(path: path) }
+            return Radiograph(width: width, height: height, channels: channels, pixels: pixels)
         }
     }
 
@@ -93,7 +106,7 @@ public final class IsolatedDecoder: ImageDecoder {
         case unavailable
         /// The child crashed, hung or could not be reached on this file.
         case failed(ImagingError)
-        case answered(DecodeAnswer, frames: [[Float]])
+        case answered(DecodeAnswer, frames: [[Float]], pixels: [UInt8] = [])
     }
 
     private func exchange(_ request: DecodeRequest, frameValues: Int) -> Exchange {
@@ -126,21 +139,21 @@ public final class IsolatedDecoder: ImageDecoder {
                 child = nil
                 onEvent?("the decoder process \(reason) while reading a file; started again for the next one")
                 return .failed(.decoderFailed(path: path, reason: reason))
-            case let .answered(answer, frames):
+            case let .answered(answer, frames, pixels):
                 if current.hasUnreadBytes {
                     current.kill()
                     child = nil
                     onEvent?("the decoder process answered more than it was asked; started again")
                     return .failed(.decoderFailed(path: path, reason: "got a garbled answer from the decoder process"))
                 }
-                return .answered(answer, frames: frames)
+                return .answered(answer, frames: frames, pixels: pixels)
             }
         }
         return .failed(.decoderFailed(path: path, reason: "could not be handed to the decoder process"))
     }
 
     private enum Reading {
-        case answered(DecodeAnswer, frames: [[Float]])
+        case answered(DecodeAnswer, frames: [[Float]], pixels: [UInt8] = [])
         /// The child died (how) before it answered.
         case crashed(String)
         /// The child was killed: too slow, or an answer the daemon does not accept.
@@ -165,6 +178,23 @@ public final class IsolatedDecoder: ImageDecoder {
         guard let answer = try? JSONDecoder().decode(DecodeAnswer.self, from: line) else {
             current.kill()
             return .refused("gave an answer the daemon does not understand")
+        }
+        if answer.outcome == .radiograph {
+            let longest = TriagePictures.sourceLongestSide
+            guard let width = answer.width, let height = answer.height, let channels = answer.channels,
+                  (1...longest).contains(width), (1...longest).contains(height), channels == 1 || channels == 3 else {
+                current.kill()
+                return .refused("answered with a radiograph of a size the daemon does not accept")
+            }
+            var pixels = [UInt8](repeating: 0, count: width * height * channels)
+            switch pixels.withUnsafeMutableBytes({ current.read(into: $0, until: deadline) }) {
+            case .data: return .answered(answer, frames: [], pixels: pixels)
+            case .timedOut:
+                current.kill()
+                return .refused(tooSlow)
+            case .ended:
+                return .crashed(current.close())
+            }
         }
         guard answer.outcome == .inputs else { return .answered(answer, frames: []) }
         let count = answer.frames ?? 0
@@ -214,7 +244,7 @@ public final class IsolatedDecoder: ImageDecoder {
 
 /// One request to the decoder process.
 struct DecodeRequest: Codable {
-    enum Task: String, Codable { case modelInput = "model_input", dicomHeader = "dicom_header", pngCheck = "png_check" }
+    enum Task: String, Codable { case modelInput = "model_input", dicomHeader = "dicom_header", pngCheck = "png_check", radiograph }
     var task: Task
     var path: String
     var maximumPixels: UInt64
@@ -232,11 +262,15 @@ struct DecodeRequest: Codable {
     }
 }
 
-/// The decoder process's answer line; for `inputs`, `frames` inputs of size x size x 3 float32 follow.
+/// The decoder process's answer line; for `inputs`, `frames` inputs of size x size x 3 float32 follow,
+/// for `radiograph` its width x height x channels bytes.
 struct DecodeAnswer: Codable {
-    enum Outcome: String, Codable { case inputs, notApplicable = "not_applicable", unreadable, header, checked }
+    enum Outcome: String, Codable { case inputs, notApplicable = "not_applicable", unreadable, header, checked, radiograph }
     var outcome: Outcome
     var frames: Int?
+    var width: Int?
+    var height: Int?
+    var channels: Int?
     var reason: String?
     var kind: String?
     var path: String?

@@ -119,15 +119,34 @@ public enum TriagePictures {
     /// band's text fits.
     public static let minimumWidth = 480
 
-    /// The first frame of an image file, rendered at full resolution as people see it (DICOM or PNG).
+    /// The first frame of an image file, rendered as people see it (DICOM or PNG), at the size the pictures
+    /// need: a JPEG 2000 or JPEG file is decoded at the lowest resolution that keeps `longestSide` pixels
+    /// on both sides (rendered as the full image would be), and the frame is then scaled (area averaging)
+    /// to at most `sourceLongestSide` on its longest side. The daemon does this in its decoder process
+    /// (`IsolatedRadiographs`), so that a file that crashes a decoder costs one picture, not the daemon.
     public static func radiograph(path: String, maximumPixels: UInt64 = DicomReader.defaultMaximumPixels) throws -> Radiograph {
         guard FileManager.default.fileExists(atPath: path) else { throw PictureError.fileGone(path: path) }
-        let image = try IncomingImage.read(path: path, maximumPixels: maximumPixels, minimumSize: 0)
+        let image = try IncomingImage.read(path: path, maximumPixels: maximumPixels, minimumSize: longestSide)
         if case let .notApplicable(reason) = image.eligibility {
             throw ImagingError.undecodable(path: path, reason: "not a radiograph BoneTriage renders: \(reason)")
         }
         guard let frame = image.frames.first else { throw ImagingError.undecodable(path: path, reason: "the image has no frame") }
-        return frame
+        return reduced(frame, longestSide: sourceLongestSide)
+    }
+
+    /// The longest side of the radiograph a picture is made from: twice the picture's, so that the
+    /// picture's own scaling (to make room for the band) averages over whole source pixels.
+    public static let sourceLongestSide = 2 * longestSide
+
+    /// The radiograph scaled (area averaging, its channels kept) to fit `longestSide`; as it is when it fits.
+    public static func reduced(_ image: Radiograph, longestSide: Int) -> Radiograph {
+        let size = fitted(width: image.width, height: image.height, maxWidth: longestSide, maxHeight: longestSide)
+        guard size.width < image.width || size.height < image.height else { return image }
+        let columns = ModelInput.weights(from: image.width, to: size.width, filter: .area)
+        let rows = ModelInput.weights(from: image.height, to: size.height, filter: .area)
+        let resized = ModelInput.resize(image, columns: columns, rows: rows)
+        return Radiograph(width: size.width, height: size.height, channels: image.channels,
+                          pixels: resized.map { UInt8(min(255, max(0, $0.rounded()))) })
     }
 
     /// The size a `width` x `height` image is scaled to so that it fits `maxWidth` x `maxHeight` (never enlarged).
@@ -244,11 +263,15 @@ public struct TriagePictureMaker: TriagePictureMaking {
     public let worklist: any WorklistStore
     public var maximumPixels: UInt64
     public var requireHeatmap: Bool
+    /// Where the radiograph is rendered: the daemon's decoder process (`IsolatedRadiographs`), or here.
+    public var radiographs: any RadiographSource
 
-    public init(worklist: any WorklistStore, maximumPixels: UInt64 = DicomReader.defaultMaximumPixels, requireHeatmap: Bool = true) {
+    public init(worklist: any WorklistStore, maximumPixels: UInt64 = DicomReader.defaultMaximumPixels, requireHeatmap: Bool = true,
+                radiographs: any RadiographSource = InProcessRadiographs()) {
         self.worklist = worklist
         self.maximumPixels = maximumPixels
         self.requireHeatmap = requireHeatmap
+        self.radiographs = radiographs
     }
 
     public func picture(of image: StudyImage, in study: Study) throws -> RGBPicture {
@@ -263,7 +286,7 @@ public struct TriagePictureMaker: TriagePictureMaking {
             }
         }
         let heatmap = current?.heatmap
-        let radiograph = try TriagePictures.radiograph(path: image.filePath, maximumPixels: maximumPixels)
+        let radiograph = try radiographs.radiograph(path: image.filePath, maximumPixels: maximumPixels)
         return TriagePictures.overlay(radiograph, heatmap: heatmap,
                                       caption: PictureCaption(probability: image.probability, modelID: study.modelID)).picture
     }

@@ -99,7 +99,13 @@ public final class TriageDaemon: @unchecked Sendable {
         var policy = TriagePolicy(configuration: c, decoderExecutable: decoderExecutable)
         var results = self.results
         if let given = results, given.pictures == nil, given.heatmapOverlays {
-            results = given.withHeatmapOverlays(worklist: worklist, scope: policy.heatmapScope, maximumPixels: policy.maximumPixels)
+            // Rendered in a decoder process of its own, as every other decode: a file that crashes a
+            // decoder costs its picture, not the daemon.
+            let radiographs: any RadiographSource = c.isolateDecoder
+                ? IsolatedRadiographs(executable: decoderExecutable, timeout: c.decodeTimeout) { [logger] in logger.warning("\($0)") }
+                : InProcessRadiographs()
+            results = given.withHeatmapOverlays(worklist: worklist, scope: policy.heatmapScope, maximumPixels: policy.maximumPixels,
+                                                radiographs: radiographs)
         }
         policy.resultDestinations = results.map { $0.queueing(c.resultDestinations) } ?? []
         if results == nil && !c.resultDestinations.isEmpty {

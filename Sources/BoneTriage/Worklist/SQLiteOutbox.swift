@@ -188,6 +188,22 @@ extension SQLiteWorklist {
         }
     }
 
+    public func beginResultBuild(sopInstanceUID: String) throws -> Int {
+        try write { db in
+            try db.execute(sql: "UPDATE resultObject SET buildAttempts = buildAttempts + 1 WHERE sopInstanceUID = ?", arguments: [sopInstanceUID])
+            guard let attempts = try Int.fetchOne(db, sql: "SELECT buildAttempts FROM resultObject WHERE sopInstanceUID = ?", arguments: [sopInstanceUID]) else {
+                throw WorklistError.outboxEntryNotFound(entry: sopInstanceUID)
+            }
+            return attempts
+        }
+    }
+
+    public func endResultBuild(sopInstanceUID: String) throws {
+        try write { db in
+            try db.execute(sql: "UPDATE resultObject SET buildAttempts = 0 WHERE sopInstanceUID = ?", arguments: [sopInstanceUID])
+        }
+    }
+
     public func deliveriesDue(at now: Date, limit: Int) throws -> [OutboxEntry] {
         try read { db in
             try Row.fetchAll(db, sql: Self.entrySelect + """

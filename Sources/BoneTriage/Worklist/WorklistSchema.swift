@@ -212,6 +212,13 @@ public enum WorklistSchema {
                 CREATE INDEX result_delivery_due ON resultDelivery(state, nextAttemptAt);
                 """)
         }
+        // v10: builds of a result object begun and not ended (the daemon died while building it), so that
+        // an object whose file or picture crashes the daemon is given up instead of crashing it again.
+        migrator.registerMigration("v10-result-build-attempts") { db in
+            try db.alter(table: "resultObject") { t in
+                t.add(column: "buildAttempts", .integer).notNull().defaults(to: 0)
+            }
+        }
         return migrator
     }
 }

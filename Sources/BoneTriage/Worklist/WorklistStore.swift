@@ -312,6 +312,10 @@ public protocol WorklistStore: Sendable {
     func recordResultBuilt(sopInstanceUID: String, filePath: String, at: Date) throws
     /// The object cannot be built, for this reason; it is never tried again.
     func recordResultBuildProblem(sopInstanceUID: String, reason: String, at: Date) throws
+    /// Notes that a build of the object starts and returns how many started without ending, this one included.
+    func beginResultBuild(sopInstanceUID: String) throws -> Int
+    /// The build ended (with any outcome): the process did not die during it.
+    func endResultBuild(sopInstanceUID: String) throws
     /// Pending entries whose object is built and whose next attempt has come, by destination.
     func deliveriesDue(at now: Date, limit: Int) throws -> [OutboxEntry]
     /// One attempt's outcome for a pending entry: `state` pending (with the next attempt), delivered or refused.

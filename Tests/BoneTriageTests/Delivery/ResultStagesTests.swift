@@ -142,6 +142,30 @@ struct ResultStagesTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path("results/\(failing)")).isEmpty)
     }
 
+    @Test("an object whose build the daemon died in three times is given up with the reason; the study's other objects are built")
+    func givesUpAfterInterruptedBuilds() throws {
+        let uid = try triagedStudy(images: 1)
+        let objects = try store.resultObjects(ofStudy: uid)
+        let capture = try #require(objects.first { $0.kind == .secondaryCapture })
+        // Three builds of the capture began and never ended: the daemon died during each.
+        for _ in 1...ResultBuildStage.maximumInterruptedBuilds { _ = try store.beginResultBuild(sopInstanceUID: capture.sopInstanceUID) }
+        let writer = RecordingWriter()
+        let build = stage(ResultsComponents(writer: writer, sender: ScriptedSender { _ in .stored(warning: nil) }, pictures: SquarePictures()))
+        #expect(build.runOnce() == 2)
+        let after = try store.resultObjects(ofStudy: uid)
+        let given = try #require(after.first { $0.sopInstanceUID == capture.sopInstanceUID })
+        #expect(given.filePath == nil && (given.buildProblem ?? "").contains("the daemon stopped 3 times while building this object"), "\(given)")
+        #expect(writer.written.withLock { $0 } == [objects[0].sopInstanceUID], "the capture is not written again; the report is")
+        #expect(after.first { $0.kind == .structuredReport }?.filePath != nil)
+        // A build that ends (built, not built or waiting) is not counted against the next one.
+        let other = try triagedStudy("1.2.953", images: 1)
+        #expect(build.runOnce() == 2)
+        for object in try store.resultObjects(ofStudy: other) {
+            #expect(object.filePath != nil)
+            #expect(try store.beginResultBuild(sopInstanceUID: object.sopInstanceUID) == 1)
+        }
+    }
+
     @Test("after_triage = delete: the study's spool files stay until its objects are built, then go")
     func deleteAfterBuild() throws {
         let uid = try triagedStudy(images: 1)

@@ -220,6 +220,65 @@ struct OutboxOrthancTests {
         }
     }
 
+    @Test("a file that crashes the decoder while its picture is rendered costs that Secondary Capture only: the reason is kept, the report and the other picture arrive, the daemon carries on")
+    func pictureCrashCostsOneCapture() throws {
+        let pacs = try OrthancPACS()
+        let d = try Self.daemon(sendingTo: pacs, send: "[\"sr\", \"sc\"]", heatmaps: "none")
+        let study = "1.2.826.0.1.3680043.8.498.40020"
+        // The spool names each file by its SOP Instance UID: rendering the first image's picture crashes the decoder process.
+        try d.start(environment: [DecoderService.faultVariable: "crash-radiograph:\(study).1."])
+        defer { _ = try? d.stop() }
+        try Self.drop(d, study: study, images: 2)
+        let store = try Self.worklist(d)
+        try d.waitFor("the report and one capture delivered, one capture given up", timeout: 120) {
+            let objects = (try? store.resultObjects(ofStudy: study)) ?? []
+            return objects.count == 3 && objects.filter { $0.buildProblem != nil }.count == 1
+                && ((try? store.outboxEntries(includeDelivered: true).filter { $0.state == .delivered }.count) ?? 0) == 2
+        }
+        let objects = try store.resultObjects(ofStudy: study)
+        let lost = try #require(objects.first { $0.buildProblem != nil })
+        #expect(lost.kind == .secondaryCapture && lost.sourceSOPInstanceUID == "\(study).1")
+        #expect((lost.buildProblem ?? "").contains("crashed the decoder process"), "\(lost)")
+        #expect(try pacs.instances(ofStudyUID: study).count == 2)
+        #expect(d.process?.isRunning == true && d.log.contains("pictures: the decoder process crashed"), "\(d.log)")
+        let outbox = try Executable.run(["outbox", "list", "--all", "--format", "json", "--db", d.database])
+        #expect(outbox.status == 0 && outbox.stdout.contains("crashed the decoder process"), "\(outbox.stdout)\(outbox.stderr)")
+    }
+
+    @Test("an object whose build the daemon dies in, three times, is given up at the next start, with the reason; the study's report arrives")
+    func buildCrashLoopEnds() throws {
+        let pacs = try OrthancPACS()
+        let d = try Self.daemon(sendingTo: pacs, send: "[\"sr\", \"sc\"]", heatmaps: "none")
+        let study = "1.2.826.0.1.3680043.8.498.40021"
+        try Self.drop(d, study: study, images: 1)
+        var opened: SQLiteWorklist?
+        // Rendering the picture hangs: the daemon is killed while it builds the capture, as a crash would end it.
+        for run in 1...ResultBuildStage.maximumInterruptedBuilds {
+            try d.start(logLevel: "debug", environment: [DecoderService.faultVariable: "hang-radiograph:\(study).1."])
+            let store = try opened ?? Self.worklist(d)
+            opened = store
+            var capture = ""
+            try d.waitFor("run \(run): the capture's build started", timeout: 120) {
+                capture = (try? store.resultObjects(ofStudy: study).first { $0.kind == .secondaryCapture }?.sopInstanceUID) ?? ""
+                return !capture.isEmpty && d.log.split(separator: "\n").contains { $0.contains("building a result object") && $0.contains(capture) }
+            }
+            d.kill9()
+        }
+        // Without the fault the capture would build now: it is given up because of the three interrupted builds.
+        let store = try #require(opened)
+        try d.start()
+        defer { _ = try? d.stop() }
+        try d.waitFor("the capture given up", timeout: 60) {
+            (try? store.resultObjects(ofStudy: study).contains { $0.kind == .secondaryCapture && $0.buildProblem != nil }) == true
+        }
+        let capture = try #require(try store.resultObjects(ofStudy: study).first { $0.kind == .secondaryCapture })
+        #expect(capture.filePath == nil && (capture.buildProblem ?? "").contains("the daemon stopped 3 times while building this object"), "\(capture)")
+        try d.waitFor("the report delivered", timeout: 60) {
+            (try? store.outboxEntries(includeDelivered: true).contains { $0.state == .delivered }) == true
+        }
+        #expect(try pacs.instances(ofStudyUID: study).count == 1)
+    }
+
     @Test("a confirm with the CLI sends an updated report that references the first")
     func reviewUpdatesTheReport() throws {
         let pacs = try OrthancPACS()

@@ -311,4 +311,63 @@ struct IsolatedDecoderTests {
         let lines = events.withLock { $0 }
         #expect(lines.count == 1 && lines[0].contains("could not start") && lines[0].contains("No such file or directory"), "\(lines)")
     }
+
+    /// A radiograph, an error's text, or PictureError's, to compare what the two renderings give.
+    static func picture(_ body: () throws -> Radiograph) -> String {
+        do {
+            let r = try body()
+            return "\(r.width)x\(r.height)x\(r.channels) \(r.pixels.hashValue)"
+        } catch { return "error \(error)" }
+    }
+
+    @Test("a picture's radiograph rendered in the decoder process is byte-identical to one rendered here, reduced to fit 2048 px; errors too",
+          .enabled(if: ready, "needs the built bonetriage binary and DCMTK's img2dcm"))
+    func radiographSameAsInProcess() throws {
+        let dir = try TemporaryDirectory()
+        let large = dir.path("large.dcm")
+        try RadiographFactory.make(at: large, study: "1.2.826.0.1.3680043.8.498.79", seed: 6, size: 2300)
+        let files = [large] + (try Self.sampleFiles(in: dir))
+        let isolated = IsolatedRadiographs(executable: try #require(Executable.url).path, timeout: 30)
+        defer { isolated.close() }
+        for path in files {
+            let there = Self.picture { try isolated.radiograph(path: path, maximumPixels: Self.limit) }
+            let here = Self.picture { try InProcessRadiographs().radiograph(path: path, maximumPixels: Self.limit) }
+            #expect(there == here, "\(path)")
+        }
+        let reduced = try isolated.radiograph(path: large, maximumPixels: Self.limit)
+        #expect(reduced.width == 2048 && reduced.height == 2048 && reduced.channels == 1)
+        #expect(throws: PictureError.fileGone(path: dir.path("missing.dcm"))) {
+            try isolated.radiograph(path: dir.path("missing.dcm"), maximumPixels: Self.limit)
+        }
+    }
+
+    @Test("a file that crashes the decoder while its picture is rendered costs that picture: an error saying so, and the next picture renders",
+          .enabled(if: ready, "needs the built bonetriage binary and DCMTK's img2dcm"))
+    func radiographCrashCostsOnePicture() throws {
+        let dir = try TemporaryDirectory()
+        let files = try RadiographFactory.makeStudy(in: dir, prefix: "image", study: "1.2.826.0.1.3680043.8.498.80", count: 2)
+        var environment = ProcessInfo.processInfo.environment
+        environment[DecoderService.faultVariable] = "crash-radiograph:image0.dcm"
+        let events = Mutex<[String]>([])
+        let isolated = IsolatedRadiographs(executable: try #require(Executable.url).path, timeout: 30, environment: environment) { line in
+            events.withLock { $0.append(line) }
+        }
+        defer { isolated.close() }
+        do {
+            _ = try isolated.radiograph(path: files[0], maximumPixels: Self.limit)
+            Issue.record("the crash should be an error")
+        } catch let error as ImagingError {
+            guard case let .decoderFailed(path, reason) = error else { Issue.record("\(error)"); return }
+            #expect(path == files[0] && reason.contains("crashed the decoder process twice"), "\(reason)")
+        }
+        #expect(events.withLock { $0 }.contains { $0.hasPrefix("pictures: ") && $0.contains("crashed") })
+        #expect(try isolated.radiograph(path: files[1], maximumPixels: Self.limit) == InProcessRadiographs().radiograph(path: files[1], maximumPixels: Self.limit))
+        // The fault is the picture task's only: the same file's model inputs decode.
+        let decoder = IsolatedDecoder(executable: try #require(Executable.url).path, timeout: 30, environment: environment)
+        defer { decoder.close() }
+        guard case .inputs = decoder.decode(path: files[0], spec: Self.spec, maximumPixels: Self.limit) else {
+            Issue.record("the model inputs of the file should decode")
+            return
+        }
+    }
 }

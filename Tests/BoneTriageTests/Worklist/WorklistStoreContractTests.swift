@@ -695,6 +695,24 @@ extension WorklistStoreContractTests {
         #expect(try store.resultObjects(ofStudy: uid).count == count)
     }
 
+    @Test("outbox: builds begun and not ended are counted per object until one ends; an unknown object is an error",
+          arguments: WorklistBackend.all)
+    func resultBuildAttempts(_ backend: WorklistBackend) throws {
+        let (dir, store) = try Self.fresh(backend)
+        defer { withExtendedLifetime(dir) {} }
+        let uid = "1.2.925"
+        let a = try Self.dicomStudy(store, uid, images: 1)
+        try store.recordTriage(Self.result(uid, [a[0]: 0.9], destinations: [Self.everything]))
+        let objects = try store.resultObjects(ofStudy: uid)
+        #expect(objects.count == 2)
+        #expect(try store.beginResultBuild(sopInstanceUID: objects[0].sopInstanceUID) == 1)
+        #expect(try store.beginResultBuild(sopInstanceUID: objects[0].sopInstanceUID) == 2, "the first build never ended")
+        #expect(try store.beginResultBuild(sopInstanceUID: objects[1].sopInstanceUID) == 1, "counted per object")
+        try store.endResultBuild(sopInstanceUID: objects[0].sopInstanceUID)
+        #expect(try store.beginResultBuild(sopInstanceUID: objects[0].sopInstanceUID) == 1)
+        #expect(throws: WorklistError.self) { try store.beginResultBuild(sopInstanceUID: "2.25.1") }
+    }
+
     @Test("outbox: built once, due when built and its time has come, delivered, refused, retried, dropped; entries by ID or prefix",
           arguments: WorklistBackend.all)
     func outboxDeliveries(_ backend: WorklistBackend) throws {
