@@ -167,7 +167,13 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
     // [delivery]
     public var delivery = DeliveryPolicy()
     // [worklist]
+    /// The SQLite worklist (when no PostgreSQL worklist is configured).
     public var databasePath: String = defaultDatabasePath
+    /// A PostgreSQL worklist: a libpq connection string or URI (`[worklist] database = "postgresql://..."`,
+    /// or built from `[worklist.postgresql]`). Nil: the SQLite worklist at `databasePath`.
+    public var postgresConnection: String?
+    /// `[worklist.postgresql]` as given (nil when absent): `postgresConnection` is made from it.
+    public var postgresSettings: PostgresSettings?
     // [model]
     /// Nil: the default model's search path (`$BONETRIAGE_MODEL`, then the state directory, then the checkout).
     public var modelPath: String?
@@ -257,8 +263,28 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
             r.number("retention_interval_seconds", into: &c.retentionInterval, range: 1...86_400)
             r.absolutePath("results", into: &c.resultsFolder)
         }
-        reader.section("worklist", keys: ["database"]) { r in
-            r.absolutePath("database", into: &c.databasePath, example: defaultDatabasePath)
+        reader.section("worklist", keys: ["database", "postgresql"]) { r in
+            var database = c.databasePath
+            r.string("database", into: &database, rule: "an absolute path in quotes (a SQLite file), e.g. \"\(defaultDatabasePath)\", "
+                     + "or a PostgreSQL URI, e.g. \"postgresql://bonetriage@db.example/bonetriage?sslmode=verify-full\"") {
+                ($0.hasPrefix("/") && $0.count > 1) || PostgresSettings.isURI($0)
+            }
+            if PostgresSettings.isURI(database) {
+                if PostgresSettings.uriHasPassword(database) {
+                    r.problems.append("[worklist] database: the URI holds a password; leave it out and put it in a password file "
+                                      + "([worklist.postgresql] password_file, or ~/.pgpass of the daemon's user), which only the daemon may read")
+                }
+                c.postgresConnection = database
+            } else {
+                c.databasePath = database
+            }
+            if let settings = r.postgresSettings("postgresql") {
+                if c.postgresConnection != nil {
+                    r.problems.append("[worklist] database is a PostgreSQL URI and [worklist.postgresql] is set too: use one of them")
+                }
+                c.postgresConnection = settings.connectionString
+                c.postgresSettings = settings
+            }
         }
         reader.section("model", keys: ["path"]) { r in
             var path = c.modelPath ?? ""
@@ -412,6 +438,51 @@ struct ConfigurationReader {
         let items = array.map { $0.string?.trimmingCharacters(in: .whitespaces) }
         guard items.allSatisfy({ $0.map { !$0.isEmpty } ?? false }) else { return complain(key, value, rule) }
         target = items.compactMap { $0 }
+    }
+
+    /// `[worklist.postgresql]` (a table inside the current section): nil when absent.
+    mutating func postgresSettings(_ key: String) -> PostgresSettings? {
+        guard let value = table[key] else { return nil }
+        let place = "[\(sectionName).\(key)]"
+        guard let t = value.table else {
+            problems.append("\(sectionName).\(key) = \(value): must be a table (\(place))")
+            return nil
+        }
+        let known = ["host", "port", "database", "user", "sslmode", "sslrootcert", "password_file", "connect_timeout_seconds", "target_session_attrs"]
+        for k in t.keys.sorted() where !known.contains(k) {
+            problems.append(k == "password"
+                ? "\(place) password: a password does not go in the configuration; put it in a password file (password_file, in ~/.pgpass format: "
+                    + "host:port:database:user:password, mode 0600, owned by the daemon's user)"
+                : "\(place) \(k): unknown key (known: \(known.joined(separator: ", ")))")
+        }
+        var settings = PostgresSettings()
+        func text(_ k: String, rule: String, valid: (String) -> Bool = { !$0.isEmpty }) -> String? {
+            guard let v = t[k] else { return nil }
+            if let s = v.string, valid(s) { return s }
+            problems.append("\(place) \(k) = \(v): must be \(rule)")
+            return nil
+        }
+        settings.host = text("host", rule: "a host name or address, several separated by commas for failover, or a socket folder")
+        settings.database = text("database", rule: "a database name")
+        settings.user = text("user", rule: "a database role name")
+        settings.sslMode = text("sslmode", rule: "one of " + PostgresSettings.sslModes.map { "\"\($0)\"" }.joined(separator: ", ")) {
+            PostgresSettings.sslModes.contains($0)
+        }
+        settings.sslRootCertificate = text("sslrootcert", rule: "an absolute path to the CA certificate") { $0.hasPrefix("/") }
+        settings.passwordFile = text("password_file", rule: "an absolute path to a file in ~/.pgpass format") { $0.hasPrefix("/") }
+        if let attributes = text("target_session_attrs", rule: "one of " + PostgresSettings.sessionAttributes.map { "\"\($0)\"" }.joined(separator: ", "),
+                                 valid: { PostgresSettings.sessionAttributes.contains($0) }) {
+            settings.targetSessionAttributes = attributes
+        }
+        if let v = t["port"] {
+            if let n = v.int, (1...65535).contains(n) { settings.port = n } else { problems.append("\(place) port = \(v): must be a TCP port from 1 to 65535") }
+        }
+        if let v = t["connect_timeout_seconds"] {
+            if let n = v.int, (2...600).contains(n) { settings.connectTimeout = n } else {
+                problems.append("\(place) connect_timeout_seconds = \(v): must be a whole number of seconds from 2 to 600")
+            }
+        }
+        return settings
     }
 
     /// `allowed_callers = [{ ae_title = "PACS", hosts = ["10.0.0.5", "10.1.0.0/16"] }, ...]`

@@ -50,8 +50,20 @@ public struct ConfigurationCheck: Sendable {
             warn("[dicom] allowed_callers", "none, so every association is refused and nothing can be stored over DICOM; add your PACS's AE title and address")
         }
         // Folders the daemon writes (it creates missing ones).
-        var folders = [("[worklist] database", (c.databasePath as NSString).deletingLastPathComponent, "the database's folder "),
-                       ("[storage] spool", c.spoolFolder, ""), ("[storage] quarantine", c.quarantineFolder, "")]
+        var folders = [("[storage] spool", c.spoolFolder, ""), ("[storage] quarantine", c.quarantineFolder, "")]
+        if c.postgresConnection == nil {
+            folders.insert(("[worklist] database", (c.databasePath as NSString).deletingLastPathComponent, "the database's folder "), at: 0)
+        }
+        if let file = c.postgresSettings?.passwordFile {
+            // libpq ignores, with only a warning, a password file that others may read.
+            if let problem = Self.unreadableFile(file) {
+                fail("[worklist.postgresql] password_file", "\(file) \(problem); create it in ~/.pgpass format (host:port:database:user:password), "
+                     + "owned by the daemon's user, mode 0600")
+            } else if let mode = Self.permissions(file), mode & 0o077 != 0 {
+                fail("[worklist.postgresql] password_file", "\(file) has mode \(String(mode, radix: 8)): others may read it, and libpq ignores such a "
+                     + "file; run chmod 600 \(file)")
+            }
+        }
         if !c.resultDestinations.isEmpty { folders.append(("[storage] results", c.resultsFolder, "")) }
         if c.afterTriage == .archive { folders.append(("[storage] archive", c.archiveFolder, "")) }
         if let drop = c.dropFolder { folders.append(("[drop_folder] path", drop, "")) }
@@ -67,6 +79,12 @@ public struct ConfigurationCheck: Sendable {
                 + "keep workers x engine_threads at most \(cores)")
         }
         return found
+    }
+
+    /// The permission bits of a file, nil when it cannot be seen.
+    static func permissions(_ path: String) -> mode_t? {
+        var st = stat()
+        return stat(path, &st) == 0 ? st.st_mode & 0o7777 : nil
     }
 
     /// Nil when `path` is a readable regular file; otherwise what is wrong with it.
