@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -70,6 +71,8 @@ public final class InstanceIntake: Sendable {
     let maximumPixels: UInt64
     /// Where headers are read and PNG files checked (the daemon's isolated decoder process).
     let headers: any HeaderReader
+    /// Set when a file was left in the spool without its worklist row (the worklist was locked or away).
+    private let unrecordedFiles = Atomic<Bool>(false)
 
     public init(spool: Spool, quarantine: Quarantine, worklist: any WorklistStore, logger: Logger,
                 maximumPixels: UInt64 = DicomReader.defaultMaximumPixels, headers: any HeaderReader = InProcessHeaderReader(),
@@ -124,7 +127,9 @@ public final class InstanceIntake: Sendable {
                 return .success
             }
         } catch {
-            // The file stays in the spool under its final name: the sender's retry finds it there.
+            // The file stays in the spool under its final name: the sender's retry finds it there, and
+            // the daemon records it itself once the worklist is back (`adoptUnrecordedFiles`).
+            unrecordedFiles.store(true, ordering: .relaxed)
             logger.error("C-STORE answered 0xA701: the worklist could not record the instance: \(error)")
             return .worklistUnavailable
         }
@@ -150,6 +155,10 @@ public final class InstanceIntake: Sendable {
 
     // MARK: Files in the spool without a worklist row
 
+    /// Whether files may wait in the spool without a worklist row: a C-STORE was answered 0xA701 (the
+    /// worklist locked or unreachable), or the last `adoptUnrecordedFiles` could not record them all.
+    public var hasUnrecordedFiles: Bool { unrecordedFiles.load(ordering: .relaxed) }
+
     /// Records the DICOM files in the spool that the worklist does not know: a crash between a file's
     /// placement and its record, or a worklist that was locked (0xA701), left them there. They are whole
     /// and fsync'd (nothing is placed before that), so they are taken in as received; a sender that
@@ -158,9 +167,11 @@ public final class InstanceIntake: Sendable {
     /// still there (it is removed only once recorded) and is retried. Returns how many were adopted.
     @discardableResult
     public func adoptUnrecordedFiles() -> Int {
+        unrecordedFiles.store(false, ordering: .relaxed)
         let known: Set<String>
         do { known = try worklist.imagePaths(under: spool.root) } catch {
-            logger.error("could not check the spool against the worklist (\(error)); files without a row are adopted at the next start")
+            unrecordedFiles.store(true, ordering: .relaxed)
+            logger.error("could not check the spool against the worklist (\(error)); files without a row are taken in once it answers")
             return 0
         }
         var adopted = 0
@@ -188,7 +199,8 @@ public final class InstanceIntake: Sendable {
                     let placeNow = kept.map { "moved to \($0)" } ?? "left in place"
                     logger.warning("a file in the spool without a worklist row is unreadable: \(error); \(placeNow)")
                 } catch {
-                    logger.error("a file in the spool without a worklist row could not be recorded (\(error)); tried again at the next start",
+                    unrecordedFiles.store(true, ordering: .relaxed)
+                    logger.error("a file in the spool without a worklist row could not be recorded (\(error)); tried again shortly",
                                  metadata: ["path": "\(path)"])
                 }
             }

@@ -149,6 +149,15 @@ public final class TriageDaemon: @unchecked Sendable {
             }
         }
 
+        // Files stored while the worklist could not record them (answered 0xA701) are recorded as soon as
+        // it answers again, without waiting for the sender's retry or a restart.
+        let recoveryWake = DispatchSemaphore(value: 0)
+        Self.spawn("spool-recovery", group: threads) { [self] in
+            while !isStopping && recoveryWake.wait(timeout: .now() + Self.unrecordedFilesInterval) == .timedOut {
+                if intake.hasUnrecordedFiles { intake.adoptUnrecordedFiles() }
+            }
+        }
+
         let retentionWake = DispatchSemaphore(value: 0)
         Self.spawn("storage-retention", group: threads) { [self] in
             let folders = [StorageRetention(folder: c.spoolFolder, name: "spool", limit: c.spoolLimit, retentionDays: c.retentionDays),
@@ -205,6 +214,7 @@ public final class TriageDaemon: @unchecked Sendable {
         receiver.stop()
         scheduler.stop()
         retentionWake.signal()
+        recoveryWake.signal()
         resultsWake.signal()
         deliveryWake.signal()
         threads.wait()
@@ -213,6 +223,9 @@ public final class TriageDaemon: @unchecked Sendable {
         statusFile.remove()
         logger.info("stopped", metadata: ["received": "\(received.load(ordering: .relaxed))", "triaged": "\(triaged.load(ordering: .relaxed))"])
     }
+
+    /// Seconds between two looks for files the worklist could not record (after a 0xA701).
+    public static let unrecordedFilesInterval: Double = 5
 
     /// Stops the daemon as SIGTERM does (for tests and embedding).
     public func stop() {

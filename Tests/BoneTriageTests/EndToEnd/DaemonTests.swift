@@ -394,6 +394,26 @@ struct DaemonTests {
         let studies = try daemon.waitForTriage([study])
         #expect(studies[study]?["images"] as? Int == 1)
     }
+
+    @Test("a file answered 0xA701 while the worklist was locked is recorded and triaged once it answers again, without a resend or a restart")
+    func lockedWorklistRecoversWithoutResend() throws {
+        let daemon = try DaemonHarness(quietPeriod: 0.5)
+        try daemon.start()
+        defer { _ = try? daemon.stop() }
+        let files = try TemporaryDirectory()
+        let study = "1.2.826.0.1.3680043.10.10.2"
+        try RadiographFactory.make(at: files.path("l.dcm"), study: study)
+        let holder = try DatabaseQueue(path: daemon.database)
+        let locked = try holder.writeWithoutTransaction { db -> DaemonHarness.Run in
+            try db.execute(sql: "BEGIN EXCLUSIVE")
+            defer { try? db.execute(sql: "ROLLBACK") }
+            return try daemon.storescu([files.path("l.dcm")], extra: ["-v"])
+        }
+        #expect(locked.output.contains("Refused: OutOfResources"), "\(locked.output)")
+        let studies = try daemon.waitForTriage([study], timeout: 60)
+        #expect(studies[study]?["images"] as? Int == 1 && studies[study]?["state"] as? String == "triaged", "\(studies)")
+        #expect(daemon.log.contains("took in 1 instance(s) found in the spool without a worklist row"), "\(daemon.log)")
+    }
 }
 
 /// A small lock for test bookkeeping across threads.
