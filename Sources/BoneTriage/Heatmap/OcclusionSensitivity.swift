@@ -92,6 +92,14 @@ public final class OcclusionSensitivity {
 
     /// The heatmap of one model input (size x size x 3, in the model's range, as `ModelInput.make` gives it).
     public func heatmap(input: [Float]) throws -> Heatmap {
+        guard let heatmap = try heatmap(input: input, shouldYield: { false }) else { preconditionFailure("a heatmap that never yields was given up") }
+        return heatmap
+    }
+
+    /// As `heatmap(input:)`, but `shouldYield` is asked between two batches: when it says yes (a study
+    /// is due for triage), the work so far is given up and nil returned, so the study waits at most for
+    /// one batch (about half an image's heatmap), not a whole one.
+    public func heatmap(input: [Float], shouldYield: () -> Bool) throws -> Heatmap? {
         let s = size, c = settings.cells, k = settings.patchCells, n = settings.positions
         guard input.count == s * s * 3 else { throw EngineError.wrongInputCount(expected: s * s * 3, found: input.count) }
         let fill = Self.fillValues(input)
@@ -102,6 +110,7 @@ public final class OcclusionSensitivity {
         probabilities.reserveCapacity(total)
         var start = 0
         while start < total {
+            if start > 0 && shouldYield() { return nil }
             let end = min(total, start + settings.batchSize)
             let inputs: [[Float]] = (start..<end).map { index in
                 guard index > 0 else { return input }

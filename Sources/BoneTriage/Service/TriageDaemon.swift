@@ -120,7 +120,10 @@ public final class TriageDaemon: @unchecked Sendable {
             Self.spawn("triage-\(n)", group: threads) { [self] in
                 worker.prepare()
                 // While no study waits: follow a model reload, then make heatmaps one image at a time.
-                while let (study, queued) = scheduler.next(idleWork: { worker.followModelReload(); return worker.makeNextHeatmap() }) {
+                while let (study, queued) = scheduler.next(idleWork: {
+                    worker.followModelReload()
+                    return worker.makeNextHeatmap(shouldYield: { scheduler.hasStudyDue })
+                }) {
                     for complete in queued {
                         let record = try? worklist.study(studyInstanceUID: complete)
                         logger.info("study complete, queued for triage", metadata: ["study": "\(Study.shortID(for: complete))",

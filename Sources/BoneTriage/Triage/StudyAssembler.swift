@@ -28,11 +28,16 @@ public struct StudyAssembler: Sendable {
 
     /// Studies complete at `now`, oldest first; they leave the assembler.
     public mutating func release(at now: Date) -> [String] {
-        let ready = pending.filter { _, p in
-            now.timeIntervalSince(p.lastArrival) >= quietPeriod || (p.expected.map { p.instances.count >= $0 } ?? false)
-        }.sorted { ($0.value.lastArrival, $0.key) < ($1.value.lastArrival, $1.key) }.map(\.key)
+        let ready = pending.filter { _, p in isComplete(p, at: now) }.sorted { ($0.value.lastArrival, $0.key) < ($1.value.lastArrival, $1.key) }.map(\.key)
         for study in ready { pending[study] = nil }
         return ready
+    }
+
+    /// Whether a study is complete at `now` (`release` would give it).
+    public func hasComplete(at now: Date) -> Bool { pending.values.contains { isComplete($0, at: now) } }
+
+    private func isComplete(_ p: Pending, at now: Date) -> Bool {
+        now.timeIntervalSince(p.lastArrival) >= quietPeriod || (p.expected.map { p.instances.count >= $0 } ?? false)
     }
 
     /// When the next study's quiet period ends (nil when nothing is pending).

@@ -327,7 +327,8 @@ public final class StudyTriage: @unchecked Sendable {
     /// Between studies, while none waits: makes and records the heatmap of one image that lacks one for
     /// its study's current model ([heatmaps] compute), and returns true; false when there is none to
     /// make (or no model), so that the worker waits.
-    public func makeNextHeatmap() -> Bool {
+    /// `shouldYield`: asked between the heatmap's batches; yes (a study is due) gives the image up for now.
+    public func makeNextHeatmap(shouldYield: () -> Bool = { false }) -> Bool {
         guard policy.heatmapScope != .none, heatmapWorkMayExist else { return false }
         let current = models.current
         guard let loaded = current.model else { return false }
@@ -341,23 +342,27 @@ public final class StudyTriage: @unchecked Sendable {
         if work.isEmpty { heatmapWorkMayExist = false }
         guard let item = work.first(where: { heatmapClaims.claim($0.sopInstanceUID) }) else { return false }
         defer { heatmapClaims.release(item.sopInstanceUID) }
-        return makeHeatmap(item, loaded: loaded, generation: current.generation)
+        return makeHeatmap(item, loaded: loaded, generation: current.generation, shouldYield: shouldYield)
     }
 
     /// Makes one image's heatmap with this worker's engine and records it (or why it could not be made).
     @discardableResult
-    private func makeHeatmap(_ item: HeatmapWork, loaded: LoadedModel, generation: Int) -> Bool {
+    private func makeHeatmap(_ item: HeatmapWork, loaded: LoadedModel, generation: Int, shouldYield: () -> Bool = { false }) -> Bool {
         let shortID = Study.shortID(for: item.studyInstanceUID)
         let started = Date()
-        let outcome: HeatmapOutcome
+        let made: HeatmapOutcome?
         do {
             let classifier = try classifier(for: loaded, generation: generation)
             let maker = OcclusionSensitivity(engine: classifier.engine, head: loaded.model.head.head, modelFingerprint: loaded.identity)
-            outcome = maker.outcome(path: item.filePath, fileRemovedAt: item.fileRemovedAt, decoder: decoders[0], spec: loaded.model.spec,
-                                    maximumPixels: policy.maximumPixels)
+            made = maker.outcome(path: item.filePath, fileRemovedAt: item.fileRemovedAt, decoder: decoders[0], spec: loaded.model.spec,
+                                 maximumPixels: policy.maximumPixels, shouldYield: shouldYield)
         } catch {
             logger.error("heatmaps: the engine could not be built: \(error)")
             return false
+        }
+        guard let outcome = made else {
+            logger.debug("heatmap put off: a study is due for triage", metadata: ["study": "\(shortID)"])
+            return true
         }
         do {
             try worklist.recordHeatmap(sopInstanceUID: item.sopInstanceUID, outcome, at: Date())

@@ -80,6 +80,14 @@ public final class TriageScheduler: @unchecked Sendable {
         return nil
     }
 
+    /// Whether a study waits for a worker: queued and not being triaged, or complete (its quiet period
+    /// over) and about to be queued. Background work (a heatmap) asks, to give way to it.
+    public var hasStudyDue: Bool {
+        condition.withLock {
+            queue.contains { !inFlight.contains($0) } || assembler.hasComplete(at: clock())
+        }
+    }
+
     /// Queues a study at once (one that waited for a model, after the model was reloaded).
     public func requeue(_ study: String) {
         condition.withLock {

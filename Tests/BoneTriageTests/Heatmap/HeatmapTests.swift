@@ -61,6 +61,20 @@ struct HeatmapTests {
         #expect(zip(other.values, heatmap.values).allSatisfy { abs($0 - $1) < 1e-5 })
     }
 
+    @Test("a heatmap gives way between its batches when asked (a study is due): nil, after one batch; not asked before the first; the same map when not asked to")
+    func yields() throws {
+        let maker = try Self.maker(batchSize: 41)
+        let input = Self.input(size: 75)
+        var asked = 0
+        #expect(try maker.heatmap(input: input, shouldYield: { asked += 1; return true }) == nil)
+        #expect(asked == 1, "asked once, after the first batch")
+        asked = 0
+        let whole = try #require(try maker.heatmap(input: input, shouldYield: { asked += 1; return false }))
+        #expect(asked == 1, "82 inputs in batches of 41: one boundary between batches")
+        let plain = try maker.heatmap(input: input)
+        #expect(whole.values.count == plain.values.count && zip(whole.values, plain.values).allSatisfy { abs($0 - $1) < 1e-6 })
+    }
+
     @Test("upsampling: bilinear between cell centres, the cells' values at their centres and beyond the outer ones")
     func upsampling() {
         let h = Heatmap(rows: 2, columns: 2, values: [0, 1, 2, 3], method: "m", modelFingerprint: "f")

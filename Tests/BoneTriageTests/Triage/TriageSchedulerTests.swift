@@ -29,6 +29,26 @@ struct TriageSchedulerTests {
         #expect(scheduler.next() == nil)
     }
 
+    @Test("a study is due once its quiet period is over or all its announced instances came, and while it is queued and not taken")
+    func studyDue() throws {
+        let now = Locked(Date(timeIntervalSince1970: 1_000_000))
+        let scheduler = TriageScheduler(quietPeriod: 30, clock: { now.withLock { $0 } })
+        #expect(!scheduler.hasStudyDue)
+        scheduler.arrived(ArrivalNotice(studyInstanceUID: "1.1", sopInstanceUID: "1.1.1", receivedAt: now.withLock { $0 }, expectedInstances: nil))
+        #expect(!scheduler.hasStudyDue, "within its quiet period")
+        now.withLock { $0 += 31 }
+        #expect(scheduler.hasStudyDue, "its quiet period is over")
+        #expect(scheduler.next()?.study == "1.1")
+        #expect(!scheduler.hasStudyDue, "taken by a worker")
+        scheduler.arrived(ArrivalNotice(studyInstanceUID: "2.2", sopInstanceUID: "2.2.1", receivedAt: now.withLock { $0 }, expectedInstances: 2))
+        #expect(!scheduler.hasStudyDue)
+        scheduler.arrived(ArrivalNotice(studyInstanceUID: "2.2", sopInstanceUID: "2.2.2", receivedAt: now.withLock { $0 }, expectedInstances: 2))
+        #expect(scheduler.hasStudyDue, "all its announced instances came")
+        scheduler.requeue("3.3")
+        #expect(scheduler.hasStudyDue)
+        scheduler.stop()
+    }
+
     @Test("workers wait for the quiet period, and stop() wakes them")
     func waitsAndStops() throws {
         let scheduler = TriageScheduler(quietPeriod: 0.3)
