@@ -17,6 +17,8 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+        // Debian's libpq (libpq-dev): the PostgreSQL worklist, synchronous as the store protocol is.
+        .systemLibrary(name: "CLibPQ", path: "Sources/CLibPQ", pkgConfig: "libpq"),
         // Plain C so the AVX2 micro-kernel can be compiled for a target chosen at run time.
         .target(name: "CKernels", path: "Sources/CKernels"),
         // Process helpers that need _GNU_SOURCE (close_range, PR_SET_PDEATHSIG): the isolated decoder.
@@ -41,6 +43,7 @@ let package = Package(
                 "CDCMTK",
                 "CPNG",
                 "CSystem",
+                "CLibPQ",
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "TOMLKit", package: "TOMLKit"),

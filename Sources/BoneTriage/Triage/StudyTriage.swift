@@ -185,7 +185,7 @@ public final class StudyTriage: @unchecked Sendable {
             // could not be written (locked, disk full), the study stays as it is and is triaged at the
             // next start; anything else is recorded as the study's failure, with the reason.
             let reason = "triage stopped: \(error)"
-            if case WorklistError.databaseUnusable = error {
+            if let fault = error as? WorklistError, fault.isDatabaseFault {
                 logger.error("study triage could not be recorded: \(error); it is retried at the next start", metadata: ["study": "\(shortID)"])
             } else {
                 do {

@@ -85,18 +85,24 @@ public final class SQLiteWorklist: WorklistStore {
     func write<T>(_ body: (Database) throws -> T) throws -> T {
         do { return try pool.write(body) } catch let error as DatabaseError {
             throw WorklistError.databaseUnusable(path: path, reason: error.message ?? error.description)
+        } catch let error as StoredValueError {
+            throw WorklistError.databaseUnusable(path: path, reason: error.description)
         }
     }
 
     func read<T>(_ body: (Database) throws -> T) throws -> T {
         do { return try pool.read(body) } catch let error as DatabaseError {
             throw WorklistError.databaseUnusable(path: path, reason: error.message ?? error.description)
+        } catch let error as StoredValueError {
+            throw WorklistError.databaseUnusable(path: path, reason: error.description)
         }
     }
 
     static func studyRow(_ db: Database, uid: String) throws -> StudyRow {
-        guard let s = try StudyRow.filter(Column("studyInstanceUID") == uid).fetchOne(db) else { throw WorklistError.studyNotFound(handle: uid) }
-        return s
+        guard let row = try Row.fetchOne(db, sql: StudyRow.selectSQL + " WHERE studyInstanceUID = ?", arguments: [uid]) else {
+            throw WorklistError.studyNotFound(handle: uid)
+        }
+        return try StudyRow(listed: row)
     }
 
     // MARK: Written by the daemon
@@ -113,8 +119,8 @@ public final class SQLiteWorklist: WorklistStore {
         if try ImageRow.filter(Column("sopInstanceUID") == a.sopInstanceUID).fetchCount(db) > 0 { return .duplicate }
         var outcome = ArrivalOutcome.addedToStudy
         var row: StudyRow
-        if let existing = try StudyRow.filter(Column("studyInstanceUID") == a.studyInstanceUID).fetchOne(db) {
-            row = existing
+        if let existing = try Row.fetchOne(db, sql: StudyRow.selectSQL + " WHERE studyInstanceUID = ?", arguments: [a.studyInstanceUID]) {
+            row = try StudyRow(listed: existing)
         } else {
             row = StudyRow(id: nil, study: Study(studyInstanceUID: a.studyInstanceUID, source: a.source, receivedAt: a.receivedAt))
             outcome = .newStudy
@@ -279,55 +285,35 @@ public final class SQLiteWorklist: WorklistStore {
 
     public func shortIDPrefixes(of shortIDs: [String]?, minimumLength: Int) throws -> ShortIDPrefixes {
         try read { db in
-            var longer: [String: Int] = [:]
-            func note(_ id: String, previous: String?, next: String?) {
-                let length = ShortIDPrefixes.length(of: id, previous: previous, next: next, minimumLength: minimumLength)
-                if length > minimumLength { longer[id] = length }
+            guard let shortIDs else {
+                // Everything: one walk of the short-ID index.
+                return ShortIDPrefixes.fromSorted(try String.fetchAll(db, sql: Self.allShortIDs.sql), minimumLength: minimumLength)
             }
-            if let shortIDs {
-                // A page: each ID's neighbours in the short-ID index.
-                let (before, after) = (Self.neighbourBefore(""), Self.neighbourAfter(""))
+            // A page: each ID's neighbours in the short-ID index.
+            let (before, after) = (Self.neighbourBefore(""), Self.neighbourAfter(""))
+            return try ShortIDPrefixes.collect(minimumLength: minimumLength) { note in
                 for id in Set(shortIDs) {
-                    note(id, previous: try String.fetchOne(db, sql: before.sql, arguments: [id]), next: try String.fetchOne(db, sql: after.sql, arguments: [id]))
-                }
-            } else {
-                // Everything: one walk of the short-ID index, each ID against the one before and after it.
-                let ids = try String.fetchCursor(db, sql: Self.allShortIDs.sql)
-                var (previous, current): (String?, String?) = (nil, try ids.next())
-                while let id = current {
-                    let next = try ids.next()
-                    note(id, previous: previous, next: next)
-                    (previous, current) = (id, next)
+                    note(id, try String.fetchOne(db, sql: before.sql, arguments: [id]), try String.fetchOne(db, sql: after.sql, arguments: [id]))
                 }
             }
-            return ShortIDPrefixes(minimumLength: minimumLength, longer: longer)
         }
     }
 
     /// A study by its whole Study Instance UID, an exact accession number, or a prefix (at least 4
     /// characters) of its short ID or of its Study Instance UID.
     public func study(handle: String) throws -> Study {
-        try read { db in try Self.resolve(db, handle: handle).study }
+        try read { db in try Self.resolve(db, handle: handle) }
     }
 
     public func study(studyInstanceUID uid: String) throws -> Study {
         try read { db in try Self.studyRow(db, uid: uid).study }
     }
 
-    private static func resolve(_ db: Database, handle raw: String) throws -> StudyRow {
-        let handle = raw.trimmingCharacters(in: .whitespaces)
-        for query in handleQueries(handle) {
-            let matches = try Row.fetchAll(db, sql: query.sql, arguments: query.arguments).map { try StudyRow(listed: $0) }
-                .sorted { $0.study.shortID < $1.study.shortID }
-            switch (query.kind, matches.count) {
-            case (_, 0): continue
-            case (_, 1): return matches[0]
-            case (.accession, _): throw WorklistError.ambiguousAccession(accession: handle, candidates: matches.map(\.study.shortID))
-            default: throw WorklistError.ambiguousStudy(handle: handle, candidates: matches.map(\.study.shortID))
-            }
+    private static func resolve(_ db: Database, handle: String) throws -> Study {
+        try StudyHandle.resolve(handle) { lookup in
+            let query = handleQuery(lookup)
+            return try Row.fetchAll(db, sql: query.sql, arguments: query.arguments).map { try StudyRow(listed: $0).study }
         }
-        if isIDOrUIDPrefix(handle) { throw WorklistError.studyNotFound(handle: handle) }
-        throw WorklistError.invalidHandle(raw)
     }
 
     // MARK: The worklist's queries, each served by an index (a test reads their plans)
@@ -378,7 +364,7 @@ public final class SQLiteWorklist: WorklistStore {
         let (index, orderBy) = order(f.sort, flaggedOnly: f.flaggedOnly)
         let (whereSQL, arguments) = conditions(f)
         let byIdentity = f.accession != nil || f.patient != nil
-        var sql = "SELECT " + StudyRow.listedColumns.joined(separator: ", ") + " FROM study" + (byIdentity ? "" : " INDEXED BY \(index)")
+        var sql = "SELECT " + StoredStudy.columns.joined(separator: ", ") + " FROM study" + (byIdentity ? "" : " INDEXED BY \(index)")
             + whereSQL + " ORDER BY " + orderBy
         if let limit = f.limit { sql += " LIMIT \(max(0, limit))" }
         return Query(kind: .listing, sql: sql, arguments: arguments)
@@ -397,35 +383,26 @@ public final class SQLiteWorklist: WorklistStore {
         Query(kind: .prefix, sql: "SELECT shortID FROM study WHERE shortID > ? ORDER BY shortID LIMIT 1", arguments: [id])
     }
 
-    static func isIDOrUIDPrefix(_ handle: String) -> Bool {
-        handle.count >= 4 && handle.allSatisfy { $0.isASCII && ($0.isHexDigit || $0 == ".") }
+    /// The query of one lookup of a handle (`StudyHandle`), prefixes as index ranges.
+    static func handleQuery(_ lookup: StudyHandle.Lookup) -> Query {
+        // The columns by name: a reader connection opened before a migration then prepares them afresh.
+        let select = StudyRow.selectSQL + " WHERE "
+        switch lookup {
+        case let .uid(uid): return Query(kind: .uid, sql: select + "studyInstanceUID = ?", arguments: [uid])
+        case let .accession(accession):
+            return Query(kind: .accession, sql: select + "accessionNumber = ? LIMIT \(StudyHandle.candidateLimit)", arguments: [accession])
+        case let .prefix(shortID, uid):
+            var ranges: [String] = []
+            var arguments = StatementArguments()
+            if let shortID { ranges.append("(shortID >= ? AND shortID < ?)"); arguments += [shortID.lower, shortID.upper] }
+            if let uid { ranges.append("(studyInstanceUID >= ? AND studyInstanceUID < ?)"); arguments += [uid.lower, uid.upper] }
+            return Query(kind: .prefix, sql: select + (ranges.isEmpty ? "0" : ranges.joined(separator: " OR ")) + " LIMIT \(StudyHandle.candidateLimit)",
+                         arguments: arguments)
+        }
     }
 
-    /// The lookups of a handle, in order: the whole UID, the accession number, then prefixes of the short
-    /// ID (hexadecimal) and of the UID (digits and dots), as index ranges.
-    static func handleQueries(_ handle: String) -> [Query] {
-        // The columns by name: a reader connection opened before a migration then prepares them afresh.
-        let select = "SELECT " + StudyRow.listedColumns.joined(separator: ", ") + " FROM study WHERE "
-        var queries = [
-            Query(kind: .uid, sql: select + "studyInstanceUID = ?", arguments: [handle]),
-            Query(kind: .accession, sql: select + "accessionNumber = ? LIMIT 50", arguments: [handle]),
-        ]
-        guard isIDOrUIDPrefix(handle) else { return queries }
-        var prefixes: [String] = []
-        var arguments = StatementArguments()
-        if handle.allSatisfy(\.isHexDigit) {
-            // Short IDs are lowercase hexadecimal: every one that starts with the prefix sorts below prefix + "g".
-            prefixes.append("(shortID >= ? AND shortID < ?)")
-            arguments += [handle.lowercased(), handle.lowercased() + "g"]
-        }
-        if handle.allSatisfy({ $0.isNumber || $0 == "." }) {
-            // UIDs are digits and dots, which all sort below ":".
-            prefixes.append("(studyInstanceUID >= ? AND studyInstanceUID < ?)")
-            arguments += [handle, handle + ":"]
-        }
-        queries.append(Query(kind: .prefix, sql: select + prefixes.joined(separator: " OR ") + " LIMIT 50", arguments: arguments))
-        return queries
-    }
+    /// The lookups of a handle, in order (`StudyHandle.lookups`).
+    static func handleQueries(_ handle: String) -> [Query] { StudyHandle.lookups(handle).map(handleQuery) }
 
     /// What SQLite plans for each query the worklist's listing, counts, ID prefixes and handle lookups
     /// issue (`EXPLAIN QUERY PLAN`), one line per step: to check that each is served by an index.
@@ -580,7 +557,7 @@ func decodeOptionalEnum<E: RawRepresentable>(_ row: Row, _ column: String) throw
     return value
 }
 
-struct StudyRow: FetchableRecord, MutablePersistableRecord {
+struct StudyRow: MutablePersistableRecord {
     static let databaseTableName = "study"
     var id: Int64?
     var study: Study
@@ -590,98 +567,14 @@ struct StudyRow: FetchableRecord, MutablePersistableRecord {
         self.study = study
     }
 
-    /// The columns a listing selects, in the order `init(listed:)` reads them.
-    static let listedColumns = ["id", "studyInstanceUID", "shortID", "source", "firstReceivedAt", "arrivalDay", "patientID", "patientName",
-                                "accessionNumber", "studyDate", "modality", "bodyPart", "studyDescription", "callingAETitle", "peerAddress",
-                                "lastReceivedAt", "imageCount", "eligibleImageCount", "state", "stateReason", "probability", "verdict",
-                                "threshold", "modelID", "modelHash", "triagedAt", "priority", "reviewState", "reviewLabel", "reviewedAt",
-                                "changedAfterReview", "characterSetNote", "heatmapCount", "deliveryMark"]
+    /// A study's columns by name (`StoredStudy.columns`): a reader connection opened before a migration
+    /// then prepares them afresh.
+    static let selectSQL = "SELECT " + StoredStudy.columns.joined(separator: ", ") + " FROM study"
 
-    /// A row of a listing, read by position (a listing reads 100,000; by name costs a lookup per column).
+    /// A row of `selectSQL`, read by position (a listing reads 100,000; by name costs a lookup per column).
     init(listed row: Row) throws {
-        func text(_ i: Int) -> String? { row[i] }
-        func choice<E: RawRepresentable>(_ i: Int) throws -> E? where E.RawValue == String {
-            guard let raw = text(i) else { return nil }
-            guard let value = E(rawValue: raw) else {
-                throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "column \(Self.listedColumns[i]) holds '\(raw)', which this BoneTriage does not know")
-            }
-            return value
-        }
-        func required<E: RawRepresentable>(_ i: Int) throws -> E where E.RawValue == String {
-            guard let value: E = try choice(i) else {
-                throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "column \(Self.listedColumns[i]) is empty, which this BoneTriage does not expect")
-            }
-            return value
-        }
         id = row[0]
-        var s = Study(studyInstanceUID: row[1], shortID: row[2], source: try required(3), receivedAt: row[4], arrivalDay: row[5])
-        s.patientID = text(6)
-        s.patientName = text(7)
-        s.accessionNumber = text(8)
-        s.studyDate = text(9)
-        s.modality = text(10)
-        s.bodyPart = text(11)
-        s.studyDescription = text(12)
-        s.callingAETitle = text(13)
-        s.peerAddress = text(14)
-        s.lastReceivedAt = row[15]
-        s.imageCount = row[16]
-        s.eligibleImageCount = row[17]
-        s.state = try required(18)
-        s.stateReason = text(19)
-        s.probability = row[20]
-        s.verdict = try choice(21)
-        s.threshold = row[22]
-        s.modelID = text(23)
-        s.modelHash = text(24)
-        s.triagedAt = row[25]
-        s.priority = row[26]
-        s.reviewState = try required(27)
-        s.reviewLabel = try choice(28)
-        s.reviewedAt = row[29]
-        s.changedAfterReview = row[30]
-        s.characterSetNote = text(31)
-        s.heatmapCount = row[32] ?? 0
-        s.deliveryMark = try choice(33)
-        study = s
-    }
-
-    init(row: Row) throws {
-        id = row["id"]
-        var s = Study(studyInstanceUID: row["studyInstanceUID"], shortID: row["shortID"], source: try decodeEnum(row, "source"),
-                      receivedAt: row["firstReceivedAt"], arrivalDay: 0)
-        // A reader connection opened before this process migrated may still describe the old columns.
-        s.arrivalDay = row["arrivalDay"] ?? StudyRules.arrivalDay(s.firstReceivedAt)
-        s.patientID = row["patientID"]
-        s.patientName = row["patientName"]
-        s.accessionNumber = row["accessionNumber"]
-        s.studyDate = row["studyDate"]
-        s.modality = row["modality"]
-        s.bodyPart = row["bodyPart"]
-        s.studyDescription = row["studyDescription"]
-        s.callingAETitle = row["callingAETitle"]
-        s.peerAddress = row["peerAddress"]
-        s.lastReceivedAt = row["lastReceivedAt"]
-        s.imageCount = row["imageCount"]
-        s.eligibleImageCount = row["eligibleImageCount"]
-        s.state = try decodeEnum(row, "state")
-        s.stateReason = row["stateReason"]
-        s.probability = row["probability"]
-        s.verdict = try decodeOptionalEnum(row, "verdict")
-        s.threshold = row["threshold"]
-        s.modelID = row["modelID"]
-        s.modelHash = row["modelHash"]
-        s.triagedAt = row["triagedAt"]
-        s.priority = row["priority"]
-        s.reviewState = try decodeEnum(row, "reviewState")
-        s.reviewLabel = try decodeOptionalEnum(row, "reviewLabel")
-        s.reviewedAt = row["reviewedAt"]
-        s.changedAfterReview = row["changedAfterReview"]
-        s.characterSetNote = row["characterSetNote"]
-        // A reader connection opened before this process migrated may still describe the old columns.
-        s.heatmapCount = row["heatmapCount"] ?? 0
-        s.deliveryMark = try decodeOptionalEnum(row, "deliveryMark")
-        study = s
+        study = try Study(stored: GRDBStoredValues(row: row))
     }
 
     func encode(to container: inout PersistenceContainer) throws {
@@ -727,6 +620,16 @@ struct StudyRow: FetchableRecord, MutablePersistableRecord {
     }
 
     mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// A GRDB row as the shared builders read it (`StoredValues`).
+private struct GRDBStoredValues: StoredValues {
+    let row: Row
+    func text(_ i: Int) -> String? { row[i] }
+    func integer(_ i: Int) -> Int? { row[i] }
+    func double(_ i: Int) -> Double? { row[i] }
+    func bool(_ i: Int) -> Bool? { row[i] }
+    func date(_ i: Int) -> Date? { row[i] }
 }
 
 private struct ImageRow: FetchableRecord, MutablePersistableRecord {

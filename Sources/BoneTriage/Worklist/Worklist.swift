@@ -13,19 +13,54 @@ public enum WorklistRole: Sendable {
     case recordingReviews
 }
 
-/// The one way the daemon and the CLI open the worklist. The backend is chosen here: SQLite today.
+/// Where the worklist is: a SQLite file, or a PostgreSQL database (a libpq conninfo string or postgresql:// URI).
+public enum WorklistLocation: Sendable, Equatable, CustomStringConvertible {
+    case sqlite(path: String)
+    case postgresql(connection: String)
+
+    /// "postgresql://…" or "postgres://…" is PostgreSQL; anything else is a SQLite path.
+    public init(_ text: String) {
+        let lower = text.lowercased()
+        if lower.hasPrefix("postgresql://") || lower.hasPrefix("postgres://") {
+            self = .postgresql(connection: text)
+        } else {
+            self = .sqlite(path: text)
+        }
+    }
+
+    /// For messages and logs: the path, or the server as host:port/database with any password removed.
+    public var description: String {
+        switch self {
+        case let .sqlite(path): return path
+        case let .postgresql(connection): return PostgresConnectionString.server(connection)
+        }
+    }
+}
+
+/// The one way the daemon and the CLI open the worklist. The backend is chosen here, by its location.
 public enum Worklist {
     public static func open(path: String, role: WorklistRole) throws -> any WorklistStore {
-        switch role {
-        case .daemon:
+        try open(.sqlite(path: path), role: role)
+    }
+
+    /// The daemon creates a missing worklist (a SQLite file and its folder, or the schema in an existing
+    /// PostgreSQL database) and upgrades an older one; the radiologists' commands never create nor
+    /// upgrade a PostgreSQL schema, and are told the daemon does.
+    public static func open(_ location: WorklistLocation, role: WorklistRole) throws -> any WorklistStore {
+        switch (location, role) {
+        case let (.sqlite(path), .daemon):
             let folder = (path as NSString).deletingLastPathComponent
             if !folder.isEmpty { try FileSystem.makeFolder(folder) }
             return try SQLiteWorklist(path: path, create: true)
-        case .reviewer:
+        case let (.sqlite(path), .reviewer):
             return try SQLiteWorklist(path: path, create: false)
-        case .recordingReviews:
+        case let (.sqlite(path), .recordingReviews):
             try WorklistAccess.requireWrite(path: path)
             return try SQLiteWorklist(path: path, create: false)
+        case let (.postgresql(connection), .daemon):
+            return try PostgresWorklist(connection: connection, migrate: true)
+        case let (.postgresql(connection), .reviewer), let (.postgresql(connection), .recordingReviews):
+            return try PostgresWorklist(connection: connection, migrate: false)
         }
     }
 

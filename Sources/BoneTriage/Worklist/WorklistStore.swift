@@ -4,6 +4,9 @@ import Foundation
 public enum WorklistError: Error, CustomStringConvertible, Equatable {
     case databaseNotFound(path: String)
     case databaseUnusable(path: String, reason: String)
+    /// The PostgreSQL server (host:port/database) could not be reached, or the connection was lost; the
+    /// SQLSTATE when the server sent one (57P01: it is shutting down). Nothing of the failed call was recorded.
+    case databaseUnreachable(server: String, reason: String, sqlState: String?)
     case newerSchema(path: String, unknownMigrations: [String])
     case studyNotFound(handle: String)
     case ambiguousStudy(handle: String, candidates: [String])
@@ -35,6 +38,10 @@ public enum WorklistError: Error, CustomStringConvertible, Equatable {
             return "no worklist database at \(path); check --db or [worklist] database in the config (the daemon creates it when it first starts)"
         case let .databaseUnusable(path, reason):
             return "cannot use the worklist database \(path): \(reason)"
+        case let .databaseUnreachable(server, reason, _):
+            return "cannot reach the worklist database \(server): \(reason); check that PostgreSQL runs there and accepts this "
+                + "host (pg_isready -h HOST -p PORT), and the connection in --db or [worklist] database (a password belongs in ~/.pgpass, "
+                + "not in the config)"
         case let .newerSchema(path, unknown):
             return "the worklist database \(path) was written by a newer BoneTriage (schema \(unknown.joined(separator: ", "))); upgrade this bonetriage binary, never edit the database by hand"
         case let .studyNotFound(handle):
@@ -341,6 +348,15 @@ extension WorklistStore {
 }
 
 extension WorklistError {
+    /// The database could not be used or reached (rather than a study's rules refusing a change): what
+    /// was asked can be tried again once the database is back.
+    public var isDatabaseFault: Bool {
+        switch self {
+        case .databaseUnusable, .databaseUnreachable: return true
+        default: return false
+        }
+    }
+
     /// A date as a radiologist reads it in a message: local, with the year and the zone (2026-11-18 at 14:05 CET).
     static func localTime(_ date: Date) -> String {
         let f = DateFormatter()

@@ -1,0 +1,424 @@
+import Foundation
+
+/// The worklist in a PostgreSQL database, shared by several `bonetriage serve` nodes and many readers.
+///
+/// Concurrency: every writing transaction runs at READ COMMITTED and first locks the rows it reads and
+/// then writes: the study's row (`SELECT ... FOR UPDATE`) is the meeting point of everything that changes
+/// a study (arrivals, state changes, triage, reviews, heatmap counts, the outbox's delivery mark), so two
+/// processes changing one study take turns and the second reads what the first committed. A new study or
+/// image is inserted with `ON CONFLICT DO NOTHING`, so two nodes receiving the same study (or the same
+/// instance) at once end with one row. READ COMMITTED plus row locks rather than SERIALIZABLE: writers of
+/// different studies never wait for each other nor fail, and no transaction has to be retried in the
+/// normal course; a deadlock (SQLSTATE 40P01, possible only when one command locks several studies in
+/// opposite orders) or a serialization failure rolls the transaction back and runs it again
+/// (`PostgresConnection.transaction`). Readers use one REPEATABLE READ READ ONLY snapshot per call.
+public final class PostgresWorklist: WorklistStore {
+    /// The server as host:port/database, for messages (never the password).
+    public let server: String
+    let pool: PostgresPool
+
+    /// Connects to the database (a libpq connection string or `postgresql://` URI) and checks its schema:
+    /// with `migrate` (the daemon) a missing or older schema is created or upgraded in place; without, an
+    /// older one is an error that says the daemon upgrades it. A database written by a newer BoneTriage
+    /// is refused either way.
+    public init(connection conninfo: String, migrate: Bool) throws {
+        pool = PostgresPool(conninfo: conninfo)
+        server = WorklistLocation.postgresql(connection: conninfo).description
+        try Self.mapErrors(server) { try PostgresSchema.prepare(pool, server: server, upgrade: migrate) }
+    }
+
+    static func mapErrors<T>(_ server: String, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as WorklistError {
+            throw error
+        } catch let error as PostgresError where error.connectionLost {
+            throw WorklistError.databaseUnreachable(server: server, reason: error.message, sqlState: error.sqlState)
+        } catch let error as PostgresError {
+            throw WorklistError.databaseUnusable(path: server, reason: error.description)
+        } catch let error as StoredValueError {
+            throw WorklistError.databaseUnusable(path: server, reason: error.description)
+        }
+    }
+
+    func write<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        try Self.mapErrors(server) { try pool.withConnection { c in try c.transaction(.readCommitted, body) } }
+    }
+
+    func read<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        try Self.mapErrors(server) { try pool.withConnection { c in try c.transaction(.snapshot, body) } }
+    }
+
+    // MARK: Rows
+
+    static let studyColumns = StoredStudy.columns.joined(separator: ", ")
+    static let studySelect = "SELECT " + studyColumns + " FROM study"
+
+    /// A study row and its id.
+    struct StudyRow {
+        var id: Int64
+        var study: Study
+        init(_ row: PostgresRow) throws {
+            id = Int64(try row.required(0, "id", row.integer))
+            study = try Study(stored: row)
+        }
+    }
+
+    /// The study, locked for the rest of the transaction (every writer of a study goes through here).
+    static func lockedStudy(_ c: PostgresConnection, uid: String) throws -> StudyRow {
+        guard let row = try c.execute(studySelect + " WHERE studyInstanceUID = $1 FOR UPDATE", [uid]).first else {
+            throw WorklistError.studyNotFound(handle: uid)
+        }
+        return try StudyRow(row)
+    }
+
+    static func studyRow(_ c: PostgresConnection, uid: String) throws -> StudyRow {
+        guard let row = try c.execute(studySelect + " WHERE studyInstanceUID = $1", [uid]).first else { throw WorklistError.studyNotFound(handle: uid) }
+        return try StudyRow(row)
+    }
+
+    /// Writes every column of a study, with what the worklist's orders use (`StudyRules`, via `Study`).
+    static func update(_ c: PostgresConnection, _ row: StudyRow) throws {
+        let s = row.study
+        try c.execute("""
+            UPDATE study SET patientID = $2, patientName = $3, accessionNumber = $4, studyDate = $5, modality = $6, bodyPart = $7,
+                studyDescription = $8, source = $9, callingAETitle = $10, peerAddress = $11, firstReceivedAt = $12, lastReceivedAt = $13,
+                imageCount = $14, eligibleImageCount = $15, state = $16, stateReason = $17, probability = $18, verdict = $19, threshold = $20,
+                modelID = $21, modelHash = $22, triagedAt = $23, priority = $24, reviewState = $25, reviewLabel = $26, reviewedAt = $27,
+                changedAfterReview = $28, characterSetNote = $29, deliveryMark = $30, flagged = $31, worklistTier = $32, rankWithinDay = $33,
+                arrivalDay = $34
+            WHERE id = $1
+            """, [row.id, s.patientID, s.patientName, s.accessionNumber, s.studyDate, s.modality, s.bodyPart, s.studyDescription, s.source.rawValue,
+                  s.callingAETitle, s.peerAddress, s.firstReceivedAt, s.lastReceivedAt, s.imageCount, s.eligibleImageCount, s.state.rawValue,
+                  s.stateReason, s.probability, s.verdict?.rawValue, s.threshold, s.modelID, s.modelHash, s.triagedAt, s.priority,
+                  s.reviewState.rawValue, s.reviewLabel?.rawValue, s.reviewedAt, s.changedAfterReview, s.characterSetNote,
+                  s.deliveryMark?.rawValue, s.isFlagged, s.tier.rawValue, s.rankWithinDay, s.arrivalDay])
+    }
+
+    static let imageSelect = """
+        SELECT i.id, s.studyInstanceUID, i.sopInstanceUID, i.seriesInstanceUID, i.filePath, i.receivedAt, i.eligible, i.eligibilityReason,
+               i.probability, i.fileRemovedAt, i.seriesNumber, i.instanceNumber, i.viewPosition, i.laterality, i.fileName, i.sopClassUID
+        FROM image i JOIN study s ON s.id = i.studyID
+        """
+
+    static func image(_ r: PostgresRow) throws -> (id: Int64, image: StudyImage) {
+        var i = StudyImage(studyInstanceUID: try r.required(1, "studyInstanceUID", r.text), sopInstanceUID: try r.required(2, "sopInstanceUID", r.text),
+                           seriesInstanceUID: r.text(3), filePath: try r.required(4, "filePath", r.text), receivedAt: try r.required(5, "receivedAt", r.date),
+                           eligible: try r.required(6, "eligible", r.bool), eligibilityReason: r.text(7))
+        i.probability = try r.double(8)
+        i.fileRemovedAt = try r.date(9)
+        i.seriesNumber = try r.integer(10)
+        i.instanceNumber = try r.integer(11)
+        i.viewPosition = r.text(12)
+        i.laterality = r.text(13)
+        i.fileName = r.text(14)
+        i.sopClassUID = r.text(15)
+        return (Int64(try r.required(0, "id", r.integer)), i)
+    }
+
+    static let reviewSelect = """
+        SELECT r.id, s.studyInstanceUID, r.reviewer, r.reviewedAt, r.action, r.fromVerdict, r.label, r.note, r.statedReviewer
+        FROM review r JOIN study s ON s.id = r.studyID
+        """
+
+    static func review(_ r: PostgresRow, from offset: Int = 1) throws -> Review {
+        Review(studyInstanceUID: try r.required(offset, "studyInstanceUID", r.text), reviewer: try r.required(offset + 1, "reviewer", r.text),
+               reviewedAt: try r.required(offset + 2, "reviewedAt", r.date), action: try r.requiredChoice(offset + 3, "action"),
+               fromVerdict: try r.choice(offset + 4, "fromVerdict"), label: try r.requiredChoice(offset + 5, "label"), note: r.text(offset + 6),
+               statedReviewer: r.text(offset + 7))
+    }
+
+    /// The upper end of the paths under a folder ("/spool/" up to "/spool0": "0" follows "/" in byte order).
+    static func folderRange(_ folder: String) -> (lower: String, upper: String) {
+        let prefix = folder.hasSuffix("/") ? folder : folder + "/"
+        return (prefix, String(prefix.dropLast()) + "0")
+    }
+
+    // MARK: Written by the daemon
+
+    public func recordArrival(_ a: InstanceArrival) throws -> ArrivalOutcome {
+        try write { c in try Self.recordArrival(c, a) }
+    }
+
+    public func recordArrivals(_ arrivals: [InstanceArrival]) throws -> [ArrivalOutcome] {
+        try write { c in try arrivals.map { try Self.recordArrival(c, $0) } }
+    }
+
+    /// An instance and its study. The study row is made if missing (`ON CONFLICT DO NOTHING`: a node that
+    /// loses the race uses the winner's) and locked; the image is inserted the same way, so the same SOP
+    /// Instance UID arriving at two nodes at once is stored once, and the study that was made for it alone
+    /// by the node that lost is removed again.
+    private static func recordArrival(_ c: PostgresConnection, _ a: InstanceArrival) throws -> ArrivalOutcome {
+        if try c.execute("SELECT 1 FROM image WHERE sopInstanceUID = $1", [a.sopInstanceUID]).first != nil { return .duplicate }
+        let fresh = Study(studyInstanceUID: a.studyInstanceUID, source: a.source, receivedAt: a.receivedAt)
+        let created = try c.execute("""
+            INSERT INTO study (studyInstanceUID, shortID, source, firstReceivedAt, lastReceivedAt, state, arrivalDay)
+            VALUES ($1, $2, $3, $4, $4, $5, $6) ON CONFLICT (studyInstanceUID) DO NOTHING RETURNING id
+            """, [fresh.studyInstanceUID, fresh.shortID, fresh.source.rawValue, a.receivedAt, fresh.state.rawValue, fresh.arrivalDay]).first != nil
+        var row = try lockedStudy(c, uid: a.studyInstanceUID)
+        var image = StudyImage(studyInstanceUID: a.studyInstanceUID, sopInstanceUID: a.sopInstanceUID, seriesInstanceUID: a.seriesInstanceUID,
+                               filePath: a.filePath, receivedAt: a.receivedAt, eligible: a.eligible, eligibilityReason: a.eligibilityReason)
+        image.take(details: a)
+        let inserted = try c.execute("""
+            INSERT INTO image (studyID, sopInstanceUID, seriesInstanceUID, filePath, receivedAt, eligible, eligibilityReason, seriesNumber,
+                               instanceNumber, viewPosition, laterality, fileName, sopClassUID)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (sopInstanceUID) DO NOTHING RETURNING id
+            """, [row.id, image.sopInstanceUID, image.seriesInstanceUID, image.filePath, image.receivedAt, image.eligible, image.eligibilityReason,
+                  image.seriesNumber, image.instanceNumber, image.viewPosition, image.laterality, image.fileName, image.sopClassUID]).first != nil
+        guard inserted else {
+            // Another process stored this instance between the check above and here.
+            if created { try c.execute("DELETE FROM study WHERE id = $1", [row.id]) }
+            return .duplicate
+        }
+        row.study.take(a)
+        try update(c, row)
+        return created ? .newStudy : .addedToStudy
+    }
+
+    public func markPending(studyInstanceUID: String) throws {
+        try setState(studyInstanceUID, .pending, reason: nil)
+    }
+
+    public func markNotApplicable(studyInstanceUID: String, reason: String) throws {
+        try setState(studyInstanceUID, .notApplicable, reason: reason)
+    }
+
+    public func markFailed(studyInstanceUID: String, reason: String) throws {
+        try setState(studyInstanceUID, .failed, reason: reason)
+    }
+
+    private func setState(_ uid: String, _ state: StudyState, reason: String?) throws {
+        try write { c in
+            var row = try Self.lockedStudy(c, uid: uid)
+            try row.study.move(to: state, reason: reason)
+            try Self.update(c, row)
+        }
+    }
+
+    public func recordImageProblems(_ problems: [String: String]) throws {
+        guard !problems.isEmpty else { return }
+        try write { c in
+            for (sop, problem) in problems.sorted(by: { $0.key < $1.key }) {
+                try c.execute("UPDATE image SET eligibilityReason = $1 WHERE sopInstanceUID = $2 AND eligible", [problem, sop])
+            }
+        }
+    }
+
+    /// Per-image probabilities and the study's outcome (`Study.recordTriage`), with the results it queues,
+    /// in one transaction on the locked study: an arrival that slipped in since the triage read the study
+    /// is seen here, and the result is refused as superseded.
+    @discardableResult
+    public func recordTriage(_ r: TriageResult) throws -> Study {
+        try write { c in
+            var row = try Self.lockedStudy(c, uid: r.studyInstanceUID)
+            try row.study.checkCurrent(r)
+            var images = try c.execute(Self.imageSelect + " WHERE i.studyID = $1 ORDER BY i.receivedAt, i.id", [row.id]).rows.map(Self.image)
+            for k in images.indices {
+                images[k].image.take(r)
+                try c.execute("UPDATE image SET probability = $1, eligibilityReason = $2 WHERE id = $3",
+                              [images[k].image.probability, images[k].image.eligibilityReason, images[k].id])
+            }
+            row.study.recordTriage(r, imageProbabilities: images.compactMap(\.image.probability))
+            try Self.update(c, row)
+            row.study.heatmapCount = try Self.recountHeatmaps(c, studyID: row.id)
+            if row.study.state == .triaged {
+                if let mark = try Self.queueResults(c, studyID: row.id, study: row.study, images: images.map(\.image),
+                                                    destinations: r.resultDestinations, at: r.triagedAt) {
+                    row.study.deliveryMark = mark
+                }
+            }
+            return row.study
+        }
+    }
+
+    public func beginTriage(studyInstanceUID uid: String) throws -> Int {
+        try write { c in
+            let study = try Self.lockedStudy(c, uid: uid)
+            let attempts = try c.execute("""
+                INSERT INTO triageAttempt (studyID, attempts, startedAt) VALUES ($1, 1, $2)
+                ON CONFLICT (studyID) DO UPDATE SET attempts = triageAttempt.attempts + 1, startedAt = excluded.startedAt
+                RETURNING attempts
+                """, [study.id, Date()]).first
+            return try attempts?.integer(0) ?? 1
+        }
+    }
+
+    public func endTriage(studyInstanceUID uid: String) throws {
+        try write { c in
+            _ = try c.execute("DELETE FROM triageAttempt WHERE studyID = (SELECT id FROM study WHERE studyInstanceUID = $1)", [uid])
+        }
+    }
+
+    public func updateImagePaths(_ paths: [String: String]) throws {
+        guard !paths.isEmpty else { return }
+        try write { c in
+            for (sop, path) in paths.sorted(by: { $0.key < $1.key }) {
+                try c.execute("UPDATE image SET filePath = $1 WHERE sopInstanceUID = $2", [path, sop])
+            }
+        }
+    }
+
+    public func imagePath(sopInstanceUID: String) throws -> String? {
+        try read { c in try c.execute("SELECT filePath FROM image WHERE sopInstanceUID = $1", [sopInstanceUID]).first?.text(0) }
+    }
+
+    public func imagePaths(under folder: String) throws -> Set<String> {
+        let range = Self.folderRange(folder)
+        return try read { c in
+            Set(try c.execute("SELECT filePath FROM image WHERE filePath >= $1 AND filePath < $2", [range.lower, range.upper]).rows.compactMap { $0.text(0) })
+        }
+    }
+
+    public func finishedStudyFiles(under folder: String) throws -> [FinishedStudyFiles] {
+        let range = Self.folderRange(folder)
+        let finished = [StudyState.triaged, .notApplicable, .failed].map { "'\($0.rawValue)'" }.joined(separator: ", ")
+        return try read { c in
+            // A study's source files stay while one of its result objects waits to be built from them; a
+            // result file goes once every destination has it (or it was dropped).
+            let rows = try c.execute("""
+                WITH files AS (
+                    SELECT i.studyID, i.filePath, i.id AS n FROM image i
+                    WHERE i.fileRemovedAt IS NULL AND i.filePath >= $1 AND i.filePath < $2
+                    UNION ALL
+                    SELECT o.studyID, o.filePath, o.id + 4000000000000 AS n FROM resultObject o
+                    WHERE o.filePath IS NOT NULL AND o.fileRemovedAt IS NULL AND o.filePath >= $1 AND o.filePath < $2
+                      AND NOT EXISTS (SELECT 1 FROM resultDelivery d WHERE d.objectID = o.id AND d.state NOT IN ('delivered', 'dropped'))
+                )
+                SELECT s.studyInstanceUID, s.shortID, greatest(s.lastReceivedAt, coalesce(s.triagedAt, s.lastReceivedAt)) AS finishedAt, f.filePath
+                FROM files f JOIN study s ON s.id = f.studyID
+                WHERE s.state IN (\(finished))
+                  AND NOT EXISTS (SELECT 1 FROM resultObject w WHERE w.studyID = s.id AND w.filePath IS NULL AND w.buildProblem IS NULL)
+                ORDER BY finishedAt, s.id, f.n
+                """, [range.lower, range.upper])
+            var studies: [FinishedStudyFiles] = []
+            for row in rows.rows {
+                let uid = try row.required(0, "studyInstanceUID", row.text), path = try row.required(3, "filePath", row.text)
+                if studies.last?.studyInstanceUID == uid {
+                    studies[studies.count - 1].paths.append(path)
+                } else {
+                    studies.append(FinishedStudyFiles(studyInstanceUID: uid, shortID: try row.required(1, "shortID", row.text),
+                                                      finishedAt: try row.required(2, "finishedAt", row.date), paths: [path]))
+                }
+            }
+            return studies
+        }
+    }
+
+    public func markFilesRemoved(_ paths: [String], at date: Date) throws {
+        guard !paths.isEmpty else { return }
+        try write { c in
+            for path in paths {
+                try c.execute("UPDATE image SET fileRemovedAt = $1 WHERE filePath = $2", [date, path])
+                try c.execute("UPDATE resultObject SET fileRemovedAt = $1 WHERE filePath = $2", [date, path])
+            }
+        }
+    }
+
+    // MARK: Read and reviewed by radiologists
+
+    public func studies(matching f: WorklistFilter) throws -> [Study] {
+        var studies: [Study] = []
+        try forEachStudy(matching: f) { studies.append($0) }
+        return studies
+    }
+
+    /// How many rows a listing's cursor fetches at a time.
+    static let fetchSize = 500
+
+    /// Streams from a server-side cursor, `fetchSize` rows at a time, in one read-only snapshot.
+    public func forEachStudy(matching f: WorklistFilter, _ body: (Study) throws -> Void) throws {
+        let query = PostgresQueries.listing(f)
+        try read { c in
+            try c.execute("DECLARE worklist_listing NO SCROLL CURSOR FOR " + query.sql, query.parameters)
+            while true {
+                let batch = try c.execute("FETCH FORWARD \(Self.fetchSize) FROM worklist_listing")
+                for row in batch.rows { try body(try Study(stored: row)) }
+                if batch.rows.count < Self.fetchSize { break }
+            }
+            try c.execute("CLOSE worklist_listing")
+        }
+    }
+
+    public func counts(matching f: WorklistFilter) throws -> WorklistCounts {
+        let query = PostgresQueries.counting(f)
+        return try read { c in
+            let row = try c.execute(query.sql, query.parameters).first
+            let total = try row?.integer(0) ?? 0, flagged = try row?.integer(1) ?? 0
+            return WorklistCounts(flagged: flagged, others: total - flagged)
+        }
+    }
+
+    public func shortIDPrefixes(of shortIDs: [String]?, minimumLength: Int) throws -> ShortIDPrefixes {
+        try read { c in
+            guard let shortIDs else {
+                let ids = try c.execute("SELECT shortID FROM study ORDER BY shortID").rows.compactMap { $0.text(0) }
+                return ShortIDPrefixes.fromSorted(ids, minimumLength: minimumLength)
+            }
+            // A page: each ID's neighbours in the short-ID index.
+            return try ShortIDPrefixes.collect(minimumLength: minimumLength) { note in
+                for id in Set(shortIDs) {
+                    let before = try c.execute("SELECT shortID FROM study WHERE shortID < $1 ORDER BY shortID DESC LIMIT 1", [id]).first?.text(0)
+                    let after = try c.execute("SELECT shortID FROM study WHERE shortID > $1 ORDER BY shortID LIMIT 1", [id]).first?.text(0)
+                    note(id, before, after)
+                }
+            }
+        }
+    }
+
+    /// A study by its whole Study Instance UID, an exact accession number, or a prefix (at least 4
+    /// characters) of its short ID or of its Study Instance UID (`StudyHandle`).
+    public func study(handle: String) throws -> Study {
+        try read { c in
+            try StudyHandle.resolve(handle) { lookup in
+                let query = PostgresQueries.lookup(lookup)
+                return try c.execute(query.sql, query.parameters).rows.map { try Study(stored: $0) }
+            }
+        }
+    }
+
+    public func study(studyInstanceUID uid: String) throws -> Study {
+        try read { c in try Self.studyRow(c, uid: uid).study }
+    }
+
+    public func images(ofStudy uid: String) throws -> [StudyImage] {
+        try read { c in
+            let study = try Self.studyRow(c, uid: uid)
+            return try c.execute(Self.imageSelect + " WHERE i.studyID = $1 ORDER BY i.receivedAt, i.id", [study.id]).rows.map { try Self.image($0).image }
+        }
+    }
+
+    public func reviews(ofStudy uid: String) throws -> [Review] {
+        try read { c in
+            let study = try Self.studyRow(c, uid: uid)
+            return try c.execute(Self.reviewSelect + " WHERE r.studyID = $1 ORDER BY r.id", [study.id]).rows.map { try Self.review($0) }
+        }
+    }
+
+    /// Appends one entry per study to the audit trail and updates each study's review state, all in one
+    /// transaction on the locked studies: a study unknown, or one `Study.review` refuses, and nothing is
+    /// recorded. Two radiologists confirming one study at once: the second waits for the first's lock,
+    /// then sees its review and is told so.
+    @discardableResult
+    public func recordReviews(studyInstanceUIDs: [String], by reviewer: ReviewerIdentity, action: ReviewAction, label: Finding?,
+                              note: String?, at: Date) throws -> [Review] {
+        try write { c in
+            var reviews: [Review] = []
+            for uid in studyInstanceUIDs {
+                var row = try Self.lockedStudy(c, uid: uid)
+                let previous = try c.execute(Self.reviewSelect + " WHERE r.studyID = $1 ORDER BY r.id DESC LIMIT 1", [row.id]).first.map { try Self.review($0) }
+                let review = try row.study.review(by: reviewer, action: action, label: label, note: note, at: at, previous: previous)
+                let inserted = try c.execute("""
+                    INSERT INTO review (studyID, reviewer, reviewedAt, action, fromVerdict, label, note, statedReviewer)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id
+                    """, [row.id, review.reviewer, review.reviewedAt, review.action.rawValue, review.fromVerdict?.rawValue, review.label.rawValue,
+                          review.note, review.statedReviewer]).first
+                try Self.update(c, row)
+                if let reviewID = try inserted?.integer(0) {
+                    try Self.queueUpdatedReport(c, studyID: row.id, reviewID: Int64(reviewID), at: at)
+                }
+                reviews.append(review)
+            }
+            return reviews
+        }
+    }
+}
