@@ -195,6 +195,20 @@ extension PostgresWorklist {
         }
     }
 
+    public func beginResultBuild(sopInstanceUID: String) throws -> Int {
+        try write { c in
+            guard let attempts = try c.execute("UPDATE resultObject SET buildAttempts = buildAttempts + 1 WHERE sopInstanceUID = $1 RETURNING buildAttempts",
+                                               [sopInstanceUID]).first?.integer(0) else {
+                throw WorklistError.outboxEntryNotFound(entry: sopInstanceUID)
+            }
+            return attempts
+        }
+    }
+
+    public func endResultBuild(sopInstanceUID: String) throws {
+        try write { c in try c.execute("UPDATE resultObject SET buildAttempts = 0 WHERE sopInstanceUID = $1", [sopInstanceUID]) }
+    }
+
     public func deliveriesDue(at now: Date, limit: Int) throws -> [OutboxEntry] {
         try read { c in
             try c.execute(Self.entrySelect + """

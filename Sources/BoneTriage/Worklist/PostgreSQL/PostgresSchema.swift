@@ -225,6 +225,9 @@ enum PostgresSchema {
             CREATE INDEX result_object_file ON resultObject(filePath);
             CREATE INDEX result_delivery_due ON resultDelivery(state, nextAttemptAt);
             """),
+        // v10: builds of a result object begun and not ended (the daemon died while building it), so that
+        // an object whose file crashes the daemon is given up instead of crashing it again.
+        Migration("v10-result-build-attempts", "ALTER TABLE resultObject ADD COLUMN buildAttempts integer NOT NULL DEFAULT 0;"),
     ]
 
     static var identifiers: [String] { migrations.map(\.identifier) }
