@@ -10,7 +10,7 @@ struct BoneTriageCommand: ParsableCommand {
         discussion: "Outputs are triage aids, not diagnoses. Exit codes: 0 success, 1 study or database not found or ambiguous (or another failure), 2 usage error (an unknown command too), 3 no daemon running (status).",
         version: "bonetriage " + BoneTriageVersion.description(commit: BuildStamp.commit),
         subcommands: [ListCommand.self, InspectCommand.self, ClassifyCommand.self, TrainCommand.self, EvaluateCommand.self, ShowCommand.self, ConfirmCommand.self, OverrideCommand.self, ExportCommand.self,
-                      ModelCommand.self, BenchCommand.self, ServeCommand.self, StatusCommand.self, OutboxCommand.self, DecodeWorkerCommand.self])
+                      ModelCommand.self, BenchCommand.self, ServeCommand.self, StatusCommand.self, OutboxCommand.self, WorklistAdminCommand.self, DecodeWorkerCommand.self])
 
     /// Exit codes as documented: 2 for usage errors (ArgumentParser's own is 64), a command's own
     /// `ExitCode` as it is (status: 3), 1 for the rest.

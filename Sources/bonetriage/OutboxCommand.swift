@@ -50,7 +50,7 @@ struct OutboxRetryCommand: ParsableCommand {
     }
 
     func run() throws {
-        let worklist = try Worklist.open(path: location.databasePath(), role: .recordingReviews)
+        let worklist = try location.open(role: .recordingReviews)
         let retried = try allRefused ? worklist.retryRefusedDeliveries(at: Date()) : worklist.retryDeliveries(entryIDs: entries, at: Date())
         if retried.isEmpty { print("no refused entry") }
         for e in retried { print("\(e.entryID) (\(e.kind.rawValue) of study \(e.shortID.prefix(8)) to \(e.destination)): pending, sent at the daemon's next pass") }
@@ -66,7 +66,7 @@ struct OutboxDropCommand: ParsableCommand {
     var entries: [String]
 
     func run() throws {
-        let worklist = try Worklist.open(path: location.databasePath(), role: .recordingReviews)
+        let worklist = try location.open(role: .recordingReviews)
         let who = try ReviewerIdentity.current(statedName: nil).login
         for e in try worklist.dropDeliveries(entryIDs: entries, by: who, at: Date()) {
             print("\(e.entryID) (\(e.kind.rawValue) of study \(e.shortID.prefix(8)) to \(e.destination)): dropped by \(who)")

@@ -64,7 +64,7 @@ struct ReviewOptions: ParsableArguments {
     /// Opens the worklist to record reviews (an error names the group to join when this user may not
     /// write it), resolves every study, then records them all in one transaction.
     func record(_ location: WorklistLocationOptions, studies: [String], action: ReviewAction, label: Finding?) throws -> [(study: Study, review: Review)] {
-        let worklist = try Worklist.open(path: location.databasePath(), role: .recordingReviews)
+        let worklist = try location.open(role: .recordingReviews)
         return try worklist.review(handles: studies, by: try identity(), action: action, label: label, note: note, at: Date())
     }
 }

@@ -39,7 +39,7 @@ struct ServeCommand: ParsableCommand {
             print("configuration \(config) is usable")
             print("  DICOM: AE \(settings.aeTitle) on \(settings.bindAddress):\(settings.port), \(settings.allowedCallers.count) allowed caller(s)")
             print("  drop folder: \(settings.dropFolder ?? "off"); spool: \(settings.spoolFolder); after triage: \(settings.afterTriage.rawValue)")
-            print("  worklist: \(settings.databasePath); model: \(settings.modelPath ?? DefaultModel.path())")
+            print("  worklist: \(settings.worklistLocation); model: \(settings.modelPath ?? DefaultModel.path())")
             print("  triage: \(settings.workers) worker(s), decoding " + (settings.isolateDecoder
                 ? "in child processes (one per worker, two for headers; time-out \(Int(settings.decodeTimeout)) s)" : "inside the daemon"))
             print("  status file: \(settings.statusFile)")

@@ -4,21 +4,22 @@ import Foundation
 
 /// Where the worklist is: --db, else the config's [worklist] database.
 struct WorklistLocationOptions: ParsableArguments {
-    @Option(help: "The worklist database (overrides the config).")
+    @Option(help: ArgumentHelp("The worklist (overrides the config): a SQLite file, or a PostgreSQL URI such as postgresql://db.example/bonetriage.",
+                               discussion: "For PostgreSQL, what the URI leaves out comes from the PG* environment variables, and the password from ~/.pgpass, as for psql; `postgresql://` alone takes everything from them."))
     var db: String?
     @Option(help: "The configuration file.")
     var config: String?
 
-    func databasePath() throws -> String {
-        if let db { return db }
-        if let config { return try BoneTriageConfiguration.load(path: config).databasePath }
+    func location() throws -> WorklistLocation {
+        if let db { return WorklistLocation(db) }
+        if let config { return try BoneTriageConfiguration.load(path: config).worklistLocation }
         if FileManager.default.fileExists(atPath: BoneTriageConfiguration.defaultPath) {
-            return try BoneTriageConfiguration.load(path: BoneTriageConfiguration.defaultPath).databasePath
+            return try BoneTriageConfiguration.load(path: BoneTriageConfiguration.defaultPath).worklistLocation
         }
-        return BoneTriageConfiguration.defaultDatabasePath
+        return .sqlite(path: BoneTriageConfiguration.defaultDatabasePath)
     }
 
-    func open() throws -> any WorklistStore { try Worklist.open(path: databasePath(), role: .reviewer) }
+    func open(role: WorklistRole = .reviewer) throws -> any WorklistStore { try Worklist.open(location(), role: role) }
 }
 
 /// The filters `list` and `export` share.

@@ -174,6 +174,10 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
     public var postgresConnection: String?
     /// `[worklist.postgresql]` as given (nil when absent): `postgresConnection` is made from it.
     public var postgresSettings: PostgresSettings?
+    /// The worklist these settings name.
+    public var worklistLocation: WorklistLocation {
+        postgresConnection.map { .postgresql(connection: $0) } ?? .sqlite(path: databasePath)
+    }
     // [model]
     /// Nil: the default model's search path (`$BONETRIAGE_MODEL`, then the state directory, then the checkout).
     public var modelPath: String?

@@ -60,7 +60,10 @@ public final class TriageDaemon: @unchecked Sendable {
         if c.afterTriage == .archive { try FileSystem.makeFolder(c.archiveFolder) }
         if let drop = c.dropFolder { try FileSystem.makeFolder(drop) }
         if results != nil { try FileSystem.makeFolder(c.resultsFolder) }
-        let worklist = try Worklist.open(configuration: c, role: .daemon)
+        guard let worklist = try openWorklist(c) else {
+            logger.info("stopped before the worklist database answered")
+            return
+        }
 
         let models = ModelSlot(loadModel())
         let scheduler = TriageScheduler(quietPeriod: c.quietPeriod)
@@ -225,6 +228,34 @@ public final class TriageDaemon: @unchecked Sendable {
         signals.forEach { $0.cancel() }
         statusFile.remove()
         logger.info("stopped", metadata: ["received": "\(received.load(ordering: .relaxed))", "triaged": "\(triaged.load(ordering: .relaxed))"])
+    }
+
+    /// Seconds between two tries of a worklist database that does not answer at start.
+    public static let worklistRetryInterval: Double = 5
+
+    /// The worklist, once it answers: a PostgreSQL server that cannot be reached at start is waited for
+    /// (said once in the log, and in systemd's status), since the daemon can do nothing safe without it;
+    /// nil when the daemon is stopped meanwhile. Any other problem (a newer schema, a file that cannot be
+    /// written) ends the start with its message.
+    private func openWorklist(_ c: BoneTriageConfiguration) throws -> (any WorklistStore)? {
+        var waitingSince: Date?
+        while true {
+            do {
+                let worklist = try Worklist.open(configuration: c, role: .daemon)
+                if let since = waitingSince {
+                    logger.info("the worklist database answers after \(Int(Date().timeIntervalSince(since))) s: starting")
+                }
+                return worklist
+            } catch let error as WorklistError {
+                guard case .databaseUnreachable = error else { throw error }
+                if waitingSince == nil {
+                    logger.error("\(error); the daemon waits for it (tried every \(Int(Self.worklistRetryInterval)) s) and receives nothing until it answers")
+                    waitingSince = Date()
+                }
+                notifier.notify("STATUS=waiting for the worklist database \(c.worklistLocation)\nEXTEND_TIMEOUT_USEC=\(Int(Self.worklistRetryInterval * 3_000_000))")
+                if stopSignal.wait(timeout: .now() + Self.worklistRetryInterval) == .success { return nil }
+            }
+        }
     }
 
     /// Seconds between two looks for files the worklist could not record (after a 0xA701).

@@ -64,8 +64,11 @@ public enum Worklist {
         }
     }
 
-    /// The worklist named by `[worklist] database`.
+    /// The schema's named migrations, oldest first: the same for every backend.
+    public static var schemaMigrations: [String] { WorklistSchema.migrator.migrations }
+
+    /// The worklist named by `[worklist] database` or `[worklist.postgresql]`.
     public static func open(configuration: BoneTriageConfiguration, role: WorklistRole) throws -> any WorklistStore {
-        try open(path: configuration.databasePath, role: role)
+        try open(configuration.worklistLocation, role: role)
     }
 }

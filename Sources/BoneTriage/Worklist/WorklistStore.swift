@@ -7,6 +7,8 @@ public enum WorklistError: Error, CustomStringConvertible, Equatable {
     /// The PostgreSQL server (host:port/database) could not be reached, or the connection was lost; the
     /// SQLSTATE when the server sent one (57P01: it is shutting down). Nothing of the failed call was recorded.
     case databaseUnreachable(server: String, reason: String, sqlState: String?)
+    /// The PostgreSQL server refused this login what it asked (SQLSTATE 42501: its roles do not allow it).
+    case databaseRefused(server: String, reason: String)
     case newerSchema(path: String, unknownMigrations: [String])
     case studyNotFound(handle: String)
     case ambiguousStudy(handle: String, candidates: [String])
@@ -42,6 +44,10 @@ public enum WorklistError: Error, CustomStringConvertible, Equatable {
             return "cannot reach the worklist database \(server): \(reason); check that PostgreSQL runs there and accepts this "
                 + "host (pg_isready -h HOST -p PORT), and the connection in --db or [worklist] database (a password belongs in ~/.pgpass, "
                 + "not in the config)"
+        case let .databaseRefused(server, reason):
+            return "the worklist database \(server) refused: \(reason); this login's roles do not allow it: a radiologist who records reviews "
+                + "needs bonetriage_reviewer, one who only lists, shows and exports bonetriage_reader (the administrator runs: GRANT bonetriage_reviewer TO "
+                + "\"login\"; see \"A shared PostgreSQL worklist\" in the README)"
         case let .newerSchema(path, unknown):
             return "the worklist database \(path) was written by a newer BoneTriage (schema \(unknown.joined(separator: ", "))); upgrade this bonetriage binary, never edit the database by hand"
         case let .studyNotFound(handle):

@@ -103,6 +103,14 @@ enum PostgresSchema {
             CREATE TRIGGER review_is_append_only_update BEFORE UPDATE ON review FOR EACH ROW EXECUTE FUNCTION review_is_append_only();
             CREATE TRIGGER review_is_append_only_delete BEFORE DELETE ON review FOR EACH ROW EXECUTE FUNCTION review_is_append_only();
             CREATE TRIGGER review_is_append_only_truncate BEFORE TRUNCATE ON review FOR EACH STATEMENT EXECUTE FUNCTION review_is_append_only();
+            -- The reviewer is the database login that records the entry, whatever the client says.
+            CREATE FUNCTION review_by_login() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                NEW.reviewer := session_user;
+                RETURN NEW;
+            END
+            $$;
+            CREATE TRIGGER review_by_login BEFORE INSERT ON review FOR EACH ROW EXECUTE FUNCTION review_by_login();
             CREATE INDEX study_worklist_order ON study(priority DESC, firstReceivedAt);
             """),
         // v3: triages started and not finished. A row left behind means the process died during that
@@ -250,13 +258,18 @@ enum PostgresSchema {
                 let unknown = applied.filter { !known.contains($0) }
                 if !unknown.isEmpty { throw WorklistError.newerSchema(path: server, unknownMigrations: unknown.sorted()) }
                 let missing = migrations.filter { !applied.contains($0.identifier) }
-                guard !missing.isEmpty else { return }
-                guard upgrade else { throw WorklistError.olderSchema(path: server, missingMigrations: missing.map(\.identifier)) }
-                try c.execute("CREATE TABLE IF NOT EXISTS \(migrationTable) (identifier text PRIMARY KEY, appliedAt timestamptz NOT NULL DEFAULT clock_timestamp())")
-                for migration in missing {
-                    try migration.apply(c)
-                    try c.execute("INSERT INTO \(migrationTable) (identifier) VALUES ($1)", [migration.identifier])
+                guard upgrade else {
+                    if !missing.isEmpty { throw WorklistError.olderSchema(path: server, missingMigrations: missing.map(\.identifier)) }
+                    return
                 }
+                if !missing.isEmpty {
+                    try c.execute("CREATE TABLE IF NOT EXISTS \(migrationTable) (identifier text PRIMARY KEY, appliedAt timestamptz NOT NULL DEFAULT clock_timestamp())")
+                    for migration in missing {
+                        try migration.apply(c)
+                        try c.execute("INSERT INTO \(migrationTable) (identifier) VALUES ($1)", [migration.identifier])
+                    }
+                }
+                try PostgresRoles.grant(c)
             }
         }
     }

@@ -34,6 +34,8 @@ public final class PostgresWorklist: WorklistStore {
             throw error
         } catch let error as PostgresError where error.connectionLost {
             throw WorklistError.databaseUnreachable(server: server, reason: error.message, sqlState: error.sqlState)
+        } catch let error as PostgresError where error.sqlState == "42501" {
+            throw WorklistError.databaseRefused(server: server, reason: error.message)
         } catch let error as PostgresError {
             throw WorklistError.databaseUnusable(path: server, reason: error.description)
         } catch let error as StoredValueError {
@@ -93,6 +95,18 @@ public final class PostgresWorklist: WorklistStore {
                   s.stateReason, s.probability, s.verdict?.rawValue, s.threshold, s.modelID, s.modelHash, s.triagedAt, s.priority,
                   s.reviewState.rawValue, s.reviewLabel?.rawValue, s.reviewedAt, s.changedAfterReview, s.characterSetNote,
                   s.deliveryMark?.rawValue, s.isFlagged, s.tier.rawValue, s.rankWithinDay, s.arrivalDay])
+    }
+
+    /// The columns a review changes (`Study.review`): all a reviewer's database role may update (see
+    /// `PostgresRoles`), so that a radiologist's login can never change what the model found.
+    static func updateReview(_ c: PostgresConnection, _ row: StudyRow) throws {
+        let s = row.study
+        try c.execute("""
+            UPDATE study SET reviewState = $2, reviewLabel = $3, reviewedAt = $4, changedAfterReview = $5, flagged = $6, worklistTier = $7,
+                rankWithinDay = $8
+            WHERE id = $1
+            """, [row.id, s.reviewState.rawValue, s.reviewLabel?.rawValue, s.reviewedAt, s.changedAfterReview, s.isFlagged, s.tier.rawValue,
+                  s.rankWithinDay])
     }
 
     static let imageSelect = """
@@ -406,13 +420,15 @@ public final class PostgresWorklist: WorklistStore {
             for uid in studyInstanceUIDs {
                 var row = try Self.lockedStudy(c, uid: uid)
                 let previous = try c.execute(Self.reviewSelect + " WHERE r.studyID = $1 ORDER BY r.id DESC LIMIT 1", [row.id]).first.map { try Self.review($0) }
-                let review = try row.study.review(by: reviewer, action: action, label: label, note: note, at: at, previous: previous)
+                var review = try row.study.review(by: reviewer, action: action, label: label, note: note, at: at, previous: previous)
+                // The database records its login as the reviewer (a trigger: see v2-reviews), whatever is sent.
                 let inserted = try c.execute("""
                     INSERT INTO review (studyID, reviewer, reviewedAt, action, fromVerdict, label, note, statedReviewer)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id, reviewer
                     """, [row.id, review.reviewer, review.reviewedAt, review.action.rawValue, review.fromVerdict?.rawValue, review.label.rawValue,
                           review.note, review.statedReviewer]).first
-                try Self.update(c, row)
+                if let login = inserted?.text(1) { review.reviewer = login }
+                try Self.updateReview(c, row)
                 if let reviewID = try inserted?.integer(0) {
                     try Self.queueUpdatedReport(c, studyID: row.id, reviewID: Int64(reviewID), at: at)
                 }
