@@ -67,9 +67,12 @@ public enum EvaluationPlots {
         if e.sensitivity.isFinite, e.specificity.isFinite {
             let px = f.x(1 - e.specificity), py = f.y(e.sensitivity)
             disc(&p, px, py, radius: 7, red)
-            let label = String(format: "threshold %.3f: sens %.2f, spec %.2f", e.threshold, e.sensitivity, e.specificity)
-            let w = 2 * BitmapFont.width(of: label)
-            text(&p, label, x: min(max(f.x0 + 4, px + 12), size - right - w), y: min(py + 12, f.y0 - 40), red)
+            // The legend sits in the lower right, where a ROC curve above the diagonal does not pass.
+            let label = String(format: "threshold %.3f", e.threshold)
+            let figures = String(format: "sens %.2f, spec %.2f", e.sensitivity, e.specificity)
+            disc(&p, f.x(0.45), f.y(0.2) + 7, radius: 6, red)
+            text(&p, label, x: f.x(0.45) + 14, y: f.y(0.2), red)
+            text(&p, figures, x: f.x(0.45) + 14, y: f.y(0.2) + 22, red)
         }
         return p
     }

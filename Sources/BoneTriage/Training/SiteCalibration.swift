@@ -241,7 +241,7 @@ public struct StudyEvaluation: Sendable {
         return [
             "studies: \(studies) (\(abnormal) abnormal, \(normal) normal); eligible images only, study probability = mean of its images'",
             "study AUROC \(f(auroc)) (\(ci(aurocInterval)), DeLong)",
-            "at threshold \(threshold): sensitivity \(f(sensitivity)) (\(ci(sensitivityInterval)), Wilson), specificity \(f(specificity)) (\(ci(specificityInterval)), Wilson)",
+            "at threshold \(String(format: "%.4f", threshold)) (the model's, on the uncalibrated study probability): sensitivity \(f(sensitivity)) (\(ci(sensitivityInterval)), Wilson), specificity \(f(specificity)) (\(ci(specificityInterval)), Wilson)",
             "calibration (\(calibrated ? "calibrated probabilities, Platt" : "the model's own probabilities")): "
                 + "expected calibration error \(f(expectedCalibrationError)) (10 equal-width bins), Brier score \(f(brier))",
         ].joined(separator: "\n")
