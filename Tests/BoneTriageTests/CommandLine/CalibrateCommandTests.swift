@@ -174,4 +174,44 @@ struct CalibrateCommandTests {
         let text = try Executable.run(["evaluate", "--data", site.folder, "--labels", csv, "--model", site.model])
         #expect(text.status == 0 && text.stdout.contains("(95% CI ") && text.stdout.contains("DeLong") && text.stdout.contains("expected calibration error"))
     }
+
+    @Test("calibrate on a MURA-layout folder (labels from the folder names): identifiers relative to the folder; the site threshold is applied to a study")
+    func muraLayout() throws {
+        let dir = try TemporaryDirectory()
+        let model = dir.path("model.safetensors")
+        try DaemonHarness.writeModel(to: model, inputSize: 75, weightScale: 0.05)
+        let classifier = try StudyClassifier(model: try TriageModel.load(path: model))
+        // 64 PNG images with their own patterns, scored first; the higher half made abnormal studies.
+        var scores: [Double] = []
+        for k in 0..<64 {
+            let image = testPattern(width: 40 + k, height: 30 + (k * 7) % 23)
+            let pixels = image.pixels.enumerated().map { i, v in UInt8(truncatingIfNeeded: Int(v) * (k % 3 + 1) + (i % (k + 2)) * 3) }
+            try PNGReader.write(Radiograph(width: image.width, height: image.height, channels: 1, pixels: pixels), to: dir.path("\(k).png"))
+            scores.append(try #require(try classifier.classify(paths: [dir.path("\(k).png")]).probability))
+        }
+        let median = scores.sorted()[32]
+        var identifiers: [String] = [], labels: [Int] = []
+        for k in 0..<64 {
+            let label = scores[k] >= median ? 1 : 0
+            let study = String(format: "XR_HUMERUS/patient%05d/study1_%@", k, label == 1 ? "positive" : "negative")
+            try FileManager.default.createDirectory(atPath: dir.path("site/train/" + study), withIntermediateDirectories: true)
+            try FileManager.default.moveItem(atPath: dir.path("\(k).png"), toPath: dir.path("site/train/\(study)/image1.png"))
+            identifiers.append(study)
+            labels.append(label)
+        }
+        let out = dir.path("site.safetensors")
+        let r = try Executable.run(["model", "calibrate", "--data", dir.path("site"), "--target-sensitivity", "0.95", "--out", out, "--model", model])
+        #expect(r.status == 0, "\(r.stderr)")
+        let calibrated = try TriageModel.load(path: out)
+        let point = try #require(calibrated.head.description.operatingPoint)
+        #expect(point.abnormalStudies == 32 && point.normalStudies == 32 && point.data == "folder site")
+        #expect(point.dataFingerprint == StudyDataFingerprint.of(identifiers: identifiers, labels: labels))
+        // 31 of the 32 abnormal studies reach 0.95: the threshold is the 31st highest abnormal score.
+        #expect(point.threshold == scores.sorted()[33] && point.sensitivity == 31.0 / 32)
+        // The daemon's classifier gives the verdicts at the site threshold.
+        let site = try StudyClassifier(model: calibrated)
+        let lowest = try #require(scores.indices.min { scores[$0] < scores[$1] })
+        let result = try site.classify(paths: [dir.path("site/train/\(identifiers[lowest])/image1.png")])
+        #expect(result.verdict == .normal && result.calibrated && result.uncalibratedProbability == scores[lowest])
+    }
 }
