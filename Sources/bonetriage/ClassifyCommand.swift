@@ -31,6 +31,7 @@ struct ClassifyCommand: ParsableCommand {
             let object: [String: Any] = [
                 "model_id": loaded.head.description.modelID, "threshold": result.threshold,
                 "probability": result.probability ?? NSNull(), "verdict": result.verdict?.rawValue ?? NSNull(),
+                "uncalibrated_probability": result.uncalibratedProbability ?? NSNull(), "calibrated": result.calibrated,
                 "images": result.images.map { ["file": $0.path, "probability": $0.probability ?? NSNull(), "not_applicable": $0.notApplicableReason ?? NSNull()] as [String: Any] },
             ]
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
@@ -42,7 +43,7 @@ struct ClassifyCommand: ParsableCommand {
             print("\(p.padding(toLength: 6, withPad: " ", startingAt: 0)) \(image.path)" + (image.notApplicableReason.map { "  (\($0))" } ?? ""))
         }
         if let probability = result.probability, let verdict = result.verdict {
-            print("study: " + String(format: "%.3f", probability) + " -> \(verdict.rawValue.uppercased()) (threshold "
+            print("study: " + String(format: "%.3f", probability) + (result.calibrated ? " calibrated" : "") + " -> \(verdict.rawValue.uppercased()) (threshold "
                   + String(format: "%.3f", result.threshold) + ", model \(loaded.head.description.modelID))")
         } else {
             print("study: not applicable (no eligible image)")

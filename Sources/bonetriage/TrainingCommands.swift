@@ -72,7 +72,13 @@ struct TrainCommand: ParsableCommand {
             backboneSHA256: fingerprint, inputSize: inputSize, inputRange: spec.range, resizeFilter: filter, threshold: result.threshold,
             targetSensitivity: targetSensitivity, bodyParts: parts,
             trainingData: "\(images.count) images / \(result.studyFigures.count) studies in MURA layout under \(URL(fileURLWithPath: data).lastPathComponent)",
-            trainedAt: Date().formatted(.iso8601), crossValidation: cvText)
+            trainedAt: Date().formatted(.iso8601), crossValidation: cvText,
+            operatingPoint: OperatingPoint.measured(
+                source: .default, targetSensitivity: targetSensitivity, threshold: result.threshold,
+                scores: result.crossValidatedStudies.map(\.probability), labels: result.crossValidatedStudies.map(\.label),
+                identifiers: result.crossValidatedStudies.map { LabelledStudyScoring.identifier($0.identifier, base: labels.map { URL(fileURLWithPath: $0).deletingLastPathComponent().path } ?? data) },
+                data: "cross-validated (5 folds by patient) on the training split: \(URL(fileURLWithPath: data).lastPathComponent)",
+                calibration: nil, setAt: Date().formatted(.iso8601)))
         let head = HeadFile(description: description, head: result.head)
         try head.file.write(path: out)
         print(String(format: "cross-validated (5 folds by patient, lambda %g): study AUROC %.4f, study accuracy %.4f, kappa %.4f, sensitivity %.4f, specificity %.4f at threshold %.4f",
@@ -89,30 +95,43 @@ struct TrainCommand: ParsableCommand {
 struct EvaluateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "evaluate",
-        abstract: "Evaluate a model on MURA-layout data, per body part and overall, like the MURA paper.")
+        abstract: "Evaluate a model on labelled studies (MURA layout, or DICOM with a labels CSV), per body part and overall, with confidence intervals and the calibration error.",
+        discussion: "Images are scored as the daemon scores them (ineligible images left out; study probability = mean of its eligible images'). Study AUROC with DeLong's 95% interval; sensitivity and specificity at the model's threshold with Wilson 95% intervals; expected calibration error (10 equal-width bins) and Brier score of the probabilities the model reports (calibrated when it was calibrated).")
 
     @Option(help: "MURA-layout folder; its 'valid' split is used when present, else every image.")
     var data: String
     @Option(help: "The model file (default: the default model).")
     var model: String?
-    @Option(help: "Labels in MURA's 'folder,label' CSV form (1 = abnormal); default: the folder names.")
+    @Option(help: "Labels in MURA's 'folder,label' CSV form (1 = abnormal), e.g. DICOM studies listed by `bonetriage export --mura`; default: the folder names.")
     var labels: String?
-    @Flag(help: "One JSON object (overall figures at the top level, plus per_body_part).")
+    @Flag(help: "One JSON object (overall figures at the top level, plus per_body_part and study_evaluation).")
     var json = false
-    @Option(help: "Feature cache folder (default: $XDG_CACHE_HOME/bonetriage/features).")
+    @Option(help: ArgumentHelp("Write roc.png (the ROC curve with the operating point) and calibration.png (reliability plot) into this folder.", valueName: "dir"))
+    var plots: String?
+    @Option(help: "Unused: evaluate scores images through the daemon's path, without the feature cache (kept so scripts keep working).")
     var cache: String?
 
     func run() throws {
         let path = try DefaultModel.resolve(model)
         let loaded = try TriageModel.load(path: path)
         let images = try labels.map { try MuraDataset.scan(labels: $0, split: "valid") } ?? MuraDataset.scan(root: data, split: "valid")
-        let extractor = try FeatureExtractor(backbone: loaded.backbone, fingerprint: loaded.head.description.backboneSHA256,
-                                             spec: loaded.spec, cacheRoot: cache ?? FeatureExtractor.defaultCacheRoot)
-        let progress = ProgressLine("features")
-        let features = try extractor.features(of: images.map(\.path)) { progress.update($0, $1) }
-        let d = InceptionV3Architecture.featureCount
-        let probabilities = images.indices.map { loaded.head.head.probability(features[($0 * d)..<(($0 + 1) * d)]) }
-        let report = EvaluationReport(images: images, probabilities: probabilities, threshold: loaded.head.description.threshold)
-        print(json ? report.json : report.text)
+        let base = labels.map { URL(fileURLWithPath: $0).deletingLastPathComponent().path } ?? data
+        let progress = ProgressLine("scoring")
+        let scored = try LabelledStudyScoring.score(images, model: loaded, identifierBase: base) { progress.update($0, $1) }
+        guard !scored.images.isEmpty else {
+            throw ValidationError("no eligible radiograph among the \(images.count) images: nothing to evaluate")
+        }
+        let report = EvaluationReport(images: scored.images, probabilities: scored.imageProbabilities, threshold: loaded.head.description.threshold)
+        let evaluation = StudyEvaluation(studies: scored.studies, model: loaded.head.description)
+        var written: [String] = []
+        if let plots { written = try EvaluationPlots.write(evaluation, folder: plots) }
+        if json {
+            print(report.json(adding: ["study_evaluation": evaluation.object, "left_out": scored.leftOut.map { ["study": $0.study, "reason": $0.reason] }]))
+        } else {
+            print(report.text)
+            print(evaluation.text)
+            for (study, reason) in scored.leftOut { print("left out \(study): \(reason)") }
+            for file in written { print("wrote \(file)") }
+        }
     }
 }

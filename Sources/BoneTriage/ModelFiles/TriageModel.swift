@@ -30,6 +30,9 @@ public struct HeadDescription: Sendable, Equatable {
     public var trainedAt: String
     /// JSON text: cross-validated figures and the chosen regularisation.
     public var crossValidation: String
+    /// The operating point and its evidence; nil in files written before it was recorded (the threshold
+    /// is then the default one set when the head was trained).
+    public var operatingPoint: OperatingPoint?
 
     public var metadata: [String: String] {
         var m = [
@@ -40,12 +43,13 @@ public struct HeadDescription: Sendable, Equatable {
             "trained_at": trainedAt, "cross_validation": crossValidation,
         ]
         if let t = targetSensitivity { m["target_sensitivity"] = String(t) }
+        if let operatingPoint { m["operating_point"] = operatingPoint.json }
         return m
     }
 
     public init(modelID: String, backboneVariant: InceptionVariant, backboneSHA256: String, inputSize: Int, inputRange: ClosedRange<Float>,
                 resizeFilter: ResizeFilter, threshold: Double, targetSensitivity: Double?, bodyParts: [String], trainingData: String,
-                trainedAt: String, crossValidation: String) {
+                trainedAt: String, crossValidation: String, operatingPoint: OperatingPoint? = nil) {
         self.modelID = modelID
         self.backboneVariant = backboneVariant
         self.backboneSHA256 = backboneSHA256
@@ -58,6 +62,7 @@ public struct HeadDescription: Sendable, Equatable {
         self.trainingData = trainingData
         self.trainedAt = trainedAt
         self.crossValidation = crossValidation
+        self.operatingPoint = operatingPoint
     }
 
     init(metadata m: [String: String], path: String) throws {
@@ -85,6 +90,19 @@ public struct HeadDescription: Sendable, Equatable {
                   targetSensitivity: m["target_sensitivity"].flatMap(Double.init),
                   bodyParts: (m["body_parts"] ?? "").split(separator: ",").map(String.init), trainingData: m["training_data"] ?? "",
                   trainedAt: m["trained_at"] ?? "", crossValidation: m["cross_validation"] ?? "{}")
+        if let text = m["operating_point"] {
+            let point: OperatingPoint
+            do { point = try OperatingPoint.parse(text) } catch {
+                throw ModelFileError.notAModel(path: path, reason: "metadata 'operating_point' is not an operating point (\(error))")
+            }
+            guard point.threshold == threshold else {
+                throw ModelFileError.notAModel(path: path, reason: "the operating point's threshold \(point.threshold) is not the model's threshold \(threshold)")
+            }
+            if let c = point.calibration, !(c.a > 0 && c.a.isFinite && c.b.isFinite) {
+                throw ModelFileError.notAModel(path: path, reason: "the calibration's slope must be a positive number")
+            }
+            operatingPoint = point
+        }
     }
 }
 

@@ -12,6 +12,8 @@ public struct HeadTrainer {
         public var imageFigures: ClassificationFigures
         /// Mean study AUROC over folds for each regularisation tried.
         public var search: [(lambda: Double, studyAUROC: Double)]
+        /// Each study's cross-validated (out-of-fold) probability at the chosen regularisation.
+        public var crossValidatedStudies: [ScoredStudy]
     }
 
     public var folds = 5
@@ -51,10 +53,16 @@ public struct HeadTrainer {
         let studies = StudyScores.aggregate(images, probabilities: best.oof)
         let threshold = targetSensitivity.map { Metrics.threshold(forSensitivity: $0, scores: studies.scores, labels: studies.labels) } ?? 0.5
         let head = try LogisticRegression.fit(x: features, y: labels, dimensions: d, lambda: best.lambda)
+        var imageCounts: [String: Int] = [:]
+        for image in images { imageCounts[image.study, default: 0] += 1 }
         return Result(head: head, lambda: best.lambda, threshold: threshold,
                       studyFigures: Metrics.figures(scores: studies.scores, labels: studies.labels, threshold: threshold),
                       imageFigures: Metrics.figures(scores: best.oof, labels: labels, threshold: threshold),
-                      search: search)
+                      search: search,
+                      crossValidatedStudies: studies.studies.indices.map { k in
+                          ScoredStudy(identifier: studies.studies[k], bodyPart: studies.parts[k], label: studies.labels[k],
+                                      probability: studies.scores[k], images: imageCounts[studies.studies[k], default: 0])
+                      })
     }
 }
 
@@ -92,8 +100,12 @@ public struct EvaluationReport: Sendable {
         ]
     }
 
-    public var json: String {
+    public var json: String { json(adding: [:]) }
+
+    /// The JSON object with these keys added at the top level.
+    public func json(adding extra: [String: Any]) -> String {
         var top = Self.object(overall, threshold: threshold)
+        top.merge(extra) { _, new in new }
         top["per_body_part"] = perBodyPart.mapValues { Self.object($0, threshold: threshold) }
         let data = (try? JSONSerialization.data(withJSONObject: top, options: [.sortedKeys, .prettyPrinted])) ?? Data()
         return String(decoding: data, as: UTF8.self)

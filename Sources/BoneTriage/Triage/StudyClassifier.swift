@@ -10,11 +10,19 @@ public struct ImageResult: Sendable {
 }
 
 /// A study's result: the mean of its eligible images' probabilities and the verdict at the model's threshold.
+///
+/// With a calibrated model (`model calibrate`), `probability` is the calibrated study probability and
+/// `threshold` the calibrated threshold (the model's threshold mapped through the calibration); the
+/// verdict is decided on the uncalibrated mean against the model's threshold, which gives the same
+/// verdict (the calibration keeps the order) without rounding at the cut, and is what the daemon records.
 public struct StudyResult: Sendable {
     public var images: [ImageResult]
     public var probability: Double?
     public var verdict: Finding?
     public var threshold: Double
+    /// The mean of the eligible images' probabilities, before any calibration.
+    public var uncalibratedProbability: Double?
+    public var calibrated: Bool
 }
 
 /// Runs a model on the images of one study. Not thread-safe (it owns an engine): one per worker.
@@ -115,8 +123,12 @@ public final class StudyClassifier {
         let probabilities = results.compactMap(\.probability)
         let threshold = model.head.description.threshold
         let mean = StudyRules.studyProbability(probabilities)
-        return StudyResult(images: results, probability: mean, verdict: mean.map { StudyRules.verdict(probability: $0, threshold: threshold) },
-                           threshold: threshold)
+        let verdict = mean.map { StudyRules.verdict(probability: $0, threshold: threshold) }
+        if let point = model.head.description.operatingPoint, let calibration = point.calibration {
+            return StudyResult(images: results, probability: mean.map { calibration.calibrated($0) }, verdict: verdict,
+                               threshold: point.calibratedThreshold ?? calibration.calibrated(threshold), uncalibratedProbability: mean, calibrated: true)
+        }
+        return StudyResult(images: results, probability: mean, verdict: verdict, threshold: threshold, uncalibratedProbability: mean, calibrated: false)
     }
 }
 

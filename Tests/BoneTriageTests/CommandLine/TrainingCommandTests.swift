@@ -19,12 +19,16 @@ struct TrainingCommandTests {
         let head = try HeadFile.load(path: dir.path("head.safetensors"))
         #expect(head.description.inputSize == 75 && head.description.targetSensitivity == 0.9 && head.description.bodyParts == ["HUMERUS"])
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path("cache")).isEmpty == false, "features are cached")
+        // The default operating point: cross-validated on the training studies.
+        let point = try #require(head.description.operatingPoint)
+        #expect(point.source == .default && point.targetSensitivity == 0.9 && point.threshold == head.description.threshold && point.calibration == nil)
+        #expect(point.abnormalStudies == 4 && point.normalStudies == 8 && point.sensitivity >= 0.9)
 
         let evaluation = try Executable.run(["evaluate", "--data", validation, "--model", dir.path("model.safetensors"), "--json", "--cache", dir.path("cache")])
         #expect(evaluation.status == 0, "\(evaluation.stderr)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(evaluation.stdout.utf8)) as? [String: Any])
         #expect(Set(object.keys) == ["images", "studies", "image_accuracy", "image_auroc", "study_accuracy", "study_auroc", "study_kappa",
-                                     "sensitivity", "specificity", "threshold", "per_body_part"])
+                                     "sensitivity", "specificity", "threshold", "per_body_part", "study_evaluation", "left_out"])
         #expect(object["images"] as? Int == 12 && object["studies"] as? Int == 6)
         #expect((object["per_body_part"] as? [String: Any])?.keys.sorted() == ["HUMERUS"])
 
