@@ -128,12 +128,6 @@ public final class PostgresWorklist: WorklistStore {
                statedReviewer: r.text(offset + 7))
     }
 
-    /// The upper end of the paths under a folder ("/spool/" up to "/spool0": "0" follows "/" in byte order).
-    static func folderRange(_ folder: String) -> (lower: String, upper: String) {
-        let prefix = folder.hasSuffix("/") ? folder : folder + "/"
-        return (prefix, String(prefix.dropLast()) + "0")
-    }
-
     // MARK: Written by the daemon
 
     public func recordArrival(_ a: InstanceArrival) throws -> ArrivalOutcome {
@@ -263,14 +257,14 @@ public final class PostgresWorklist: WorklistStore {
     }
 
     public func imagePaths(under folder: String) throws -> Set<String> {
-        let range = Self.folderRange(folder)
+        let range = FinishedStudyFiles.folderRange(folder)
         return try read { c in
-            Set(try c.execute("SELECT filePath FROM image WHERE filePath >= $1 AND filePath < $2", [range.lower, range.upper]).rows.compactMap { $0.text(0) })
+            Set(try c.execute("SELECT filePath FROM image WHERE filePath >= $1 AND filePath < $2", [range.prefix, range.upper]).rows.compactMap { $0.text(0) })
         }
     }
 
     public func finishedStudyFiles(under folder: String) throws -> [FinishedStudyFiles] {
-        let range = Self.folderRange(folder)
+        let range = FinishedStudyFiles.folderRange(folder)
         let finished = [StudyState.triaged, .notApplicable, .failed].map { "'\($0.rawValue)'" }.joined(separator: ", ")
         return try read { c in
             // A study's source files stay while one of its result objects waits to be built from them; a
@@ -289,18 +283,11 @@ public final class PostgresWorklist: WorklistStore {
                 WHERE s.state IN (\(finished))
                   AND NOT EXISTS (SELECT 1 FROM resultObject w WHERE w.studyID = s.id AND w.filePath IS NULL AND w.buildProblem IS NULL)
                 ORDER BY finishedAt, s.id, f.n
-                """, [range.lower, range.upper])
-            var studies: [FinishedStudyFiles] = []
-            for row in rows.rows {
-                let uid = try row.required(0, "studyInstanceUID", row.text), path = try row.required(3, "filePath", row.text)
-                if studies.last?.studyInstanceUID == uid {
-                    studies[studies.count - 1].paths.append(path)
-                } else {
-                    studies.append(FinishedStudyFiles(studyInstanceUID: uid, shortID: try row.required(1, "shortID", row.text),
-                                                      finishedAt: try row.required(2, "finishedAt", row.date), paths: [path]))
-                }
-            }
-            return studies
+                """, [range.prefix, range.upper])
+            return FinishedStudyFiles.grouping(try rows.rows.map { row in
+                (try row.required(0, "studyInstanceUID", row.text), try row.required(1, "shortID", row.text),
+                 try row.required(2, "finishedAt", row.date), try row.required(3, "filePath", row.text))
+            })
         }
     }
 
