@@ -193,6 +193,32 @@ struct PostgresWorklistTests {
         #expect(numbers.withLock { $0 }.sorted() == Array(1...10))
     }
 
+    @Test("every listing order, filter and handle lookup is served by an index: no sort, no scan of the whole table",
+          arguments: [WorklistSort.priority, .arrival, .probability])
+    func indexesServeOrders(_ sort: WorklistSort) throws {
+        let store = try PostgresWorklist(connection: try Self.freshDatabase(), migrate: true)
+        try WorklistFixture.seed(store)
+        for flagged in [false, true] {
+            var f = WorklistFilter()
+            f.sort = sort
+            f.flaggedOnly = flagged
+            f.limit = 40
+            let plans = try store.queryPlans(listing: f, handle: "1.2.826.0.1")
+            #expect(!plans[0].plan.contains { $0.contains("Sort") || $0.contains("Seq Scan") }, "\(plans[0].query): \(plans[0].plan)")
+            for (query, plan) in plans.dropFirst() {
+                #expect(!plan.contains { $0.contains("Seq Scan") }, "\(query): \(plan)")
+            }
+        }
+        var byPatient = WorklistFilter()
+        byPatient.patient = "doe"
+        byPatient.sort = sort
+        let patient = try store.queryPlans(listing: byPatient, handle: "ACC-1")
+        // The count (no order to keep) finds a patient through both indexes.
+        #expect(patient[1].plan.contains { $0.contains("study_patient_name") } && patient[1].plan.contains { $0.contains("study_patient_id") },
+                "\(patient[1].plan)")
+        #expect(patient.contains { $0.plan.contains { $0.contains("study_accession") } })
+    }
+
     // MARK: Connections
 
     @Test("an unreachable server: the error names host:port/database and what to do, never the password")

@@ -363,6 +363,19 @@ public final class PostgresWorklist: WorklistStore {
         }
     }
 
+    /// What PostgreSQL plans (`EXPLAIN`, one line per step) for a listing, its count and a handle's
+    /// lookups, with sorting and sequential scans made the last resort: a plan that still sorts or scans
+    /// the table has no index to serve it.
+    public func queryPlans(listing filter: WorklistFilter, handle: String) throws -> [(query: String, plan: [String])] {
+        let queries = [PostgresQueries.listing(filter), PostgresQueries.counting(filter)] + StudyHandle.lookups(handle).map(PostgresQueries.lookup)
+        return try read { c in
+            try c.execute("SET LOCAL enable_sort TO off; SET LOCAL enable_seqscan TO off")
+            return try queries.map { query in
+                (query.sql, try c.execute("EXPLAIN " + query.sql, query.parameters).rows.compactMap { $0.text(0) })
+            }
+        }
+    }
+
     public func study(studyInstanceUID uid: String) throws -> Study {
         try read { c in try Self.studyRow(c, uid: uid).study }
     }
