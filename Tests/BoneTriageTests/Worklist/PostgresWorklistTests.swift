@@ -279,6 +279,34 @@ struct PostgresWorklistTests {
         #expect(streamed == (1...1234).reversed().map { "1.3.\($0)" })
     }
 
+    @Test("a listing whose connection is lost midway fails naming the server; it is not started again from the top")
+    func listingCutOff() throws {
+        let conninfo = try Self.freshDatabase()
+        let store = try Worklist.open(.postgresql(connection: conninfo), role: .daemon)
+        _ = try store.recordArrivals((1...1234).map { n in WorklistStoreContractTests.arrival("1.5.\(n)", "1.5.\(n).1") })
+        let admin = try PostgresConnection(conninfo)
+        var seen: [String] = []
+        do {
+            try store.forEachStudy(matching: WorklistFilter()) { (study: Study) throws in
+                if seen.count == 600 {
+                    try admin.execute("""
+                        SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+                        """)
+                }
+                seen.append(study.studyInstanceUID)
+            }
+            Issue.record("the listing went on after its connection was ended")
+        } catch let error as WorklistError {
+            guard case let .databaseUnreachable(server, _, _) = error else {
+                Issue.record("not a connection error: \(error)")
+                return
+            }
+            #expect(server == WorklistLocation(conninfo).description)
+        }
+        #expect(seen.count == 1000 && Set(seen).count == 1000, "the two batches fetched before, each study once")
+        #expect(try store.counts(matching: WorklistFilter()).total == 1234, "the next call works on a new connection")
+    }
+
     @Test("times round-trip at microsecond precision, before 1970 and after 2038 too")
     func times() throws {
         let store = try Worklist.open(.postgresql(connection: try Self.freshDatabase()), role: .daemon)
