@@ -3,40 +3,21 @@ import GRDB
 
 /// The outbox of `SQLiteWorklist`: tables `resultObject` and `resultDelivery` (migration v9).
 extension SQLiteWorklist {
-    /// Series numbers of result series start here, above any a modality uses in practice.
-    static let resultSeriesNumberBase = 9001
-
     // MARK: Queued with a verdict or a review (inside their transaction)
 
-    /// The objects a triage needs, by destination: a report and a Secondary Capture series, each for the
-    /// destinations that take its kind and this verdict; a DICOM study only (images with a SOP Class UID).
+    /// The objects a triage needs, by destination (`ResultQueueing.queue`).
     static func queueResults(_ db: Database, studyID: Int64, study: Study, images: [StudyImage], destinations: [ResultDestination],
                              at: Date) throws {
-        guard let verdict = study.verdict, !destinations.isEmpty else { return }
-        let classified = images.filter { $0.probability != nil && $0.sopClassUID != nil }
-        guard !classified.isEmpty else { return }
-        func wanting(_ kind: ResultKind) -> [String] {
-            destinations.filter { $0.kinds.contains(kind) && ($0.verdicts == .all || verdict == .abnormal) }.map(\.name)
-        }
-        var nextSeries = try nextSeriesNumber(db, studyID: studyID)
-        let reportTo = wanting(.structuredReport)
-        if !reportTo.isEmpty {
-            let previous = try latestReportID(db, studyID: studyID)
-            let id = try insertObject(db, studyID: studyID, kind: .structuredReport, series: DicomUID.make(), seriesNumber: nextSeries,
-                                      instance: 1, source: nil, reviewID: nil, replacesID: previous, at: at)
-            try insertDeliveries(db, objectID: id, destinations: reportTo, at: at)
-            nextSeries += 1
-        }
-        let captureTo = wanting(.secondaryCapture)
-        if !captureTo.isEmpty {
-            let series = DicomUID.make()
-            for (n, image) in classified.enumerated() {
-                let id = try insertObject(db, studyID: studyID, kind: .secondaryCapture, series: series, seriesNumber: nextSeries,
-                                          instance: n + 1, source: image.sopInstanceUID, reviewID: nil, replacesID: nil, at: at)
-                try insertDeliveries(db, objectID: id, destinations: captureTo, at: at)
-            }
-        }
-        try refreshDeliveryMark(db, studyID: studyID)
+        let queued = try ResultQueueing.queue(
+            study: study, images: images, destinations: destinations,
+            highestSeriesNumber: { try Int.fetchOne(db, sql: "SELECT max(seriesNumber) FROM resultObject WHERE studyID = ?", arguments: [studyID]) },
+            latestReport: { try latestReportID(db, studyID: studyID) },
+            insert: { kind, series, seriesNumber, instance, source, replaces in
+                try insertObject(db, studyID: studyID, kind: kind, series: series, seriesNumber: seriesNumber, instance: instance, source: source,
+                                 reviewID: nil, replacesID: replaces, at: at)
+            },
+            deliver: { id, names in try insertDeliveries(db, objectID: id, destinations: names, at: at) })
+        if queued { try refreshDeliveryMark(db, studyID: studyID) }
     }
 
     /// A review of a study that has a report: an updated report (same series, next instance) replacing
@@ -76,11 +57,6 @@ extension SQLiteWorklist {
                            arguments: [studyID, ResultKind.structuredReport.rawValue])
     }
 
-    private static func nextSeriesNumber(_ db: Database, studyID: Int64) throws -> Int {
-        let highest = try Int.fetchOne(db, sql: "SELECT max(seriesNumber) FROM resultObject WHERE studyID = ?", arguments: [studyID])
-        return highest.map { $0 + 1 } ?? resultSeriesNumberBase
-    }
-
     private static func insertObject(_ db: Database, studyID: Int64, kind: ResultKind, series: String, seriesNumber: Int, instance: Int,
                                      source: String?, reviewID: Int64?, replacesID: Int64?, at: Date) throws -> Int64 {
         try db.execute(sql: """
@@ -93,8 +69,7 @@ extension SQLiteWorklist {
 
     private static func insertDeliveries(_ db: Database, objectID: Int64, destinations: [String], at: Date) throws {
         guard let sop = try String.fetchOne(db, sql: "SELECT sopInstanceUID FROM resultObject WHERE id = ?", arguments: [objectID]) else { return }
-        var seen = Set<String>()
-        for name in destinations where seen.insert(name).inserted {
+        for name in ResultQueueing.distinct(destinations) {
             try db.execute(sql: """
                 INSERT INTO resultDelivery (objectID, entryID, destination, state, attempts, nextAttemptAt) VALUES (?, ?, ?, ?, 0, ?)
                 """, arguments: [objectID, OutboxEntry.entryID(objectSOPInstanceUID: sop, destination: name), name,
@@ -236,12 +211,9 @@ extension SQLiteWorklist {
         try write { db in
             try entryIDs.map { handle in
                 let e = try Self.resolveEntry(db, handle)
-                switch e.state {
-                case .delivered, .dropped: throw WorklistError.outboxEntryFinished(entry: e.entryID, state: e.state)
-                case .pending, .refused:
-                    try db.execute(sql: "UPDATE resultDelivery SET state = ?, nextAttemptAt = ? WHERE entryID = ?",
-                                   arguments: [DeliveryState.pending.rawValue, at, e.entryID])
-                }
+                try e.requireUnfinished()
+                try db.execute(sql: "UPDATE resultDelivery SET state = ?, nextAttemptAt = ? WHERE entryID = ?",
+                               arguments: [DeliveryState.pending.rawValue, at, e.entryID])
                 try Self.refreshDeliveryMark(db, studyID: try Self.studyID(db, entry: e.entryID))
                 return try Self.resolveEntry(db, e.entryID)
             }
@@ -263,7 +235,7 @@ extension SQLiteWorklist {
         try write { db in
             try entryIDs.map { handle in
                 let e = try Self.resolveEntry(db, handle)
-                if e.state == .delivered || e.state == .dropped { throw WorklistError.outboxEntryFinished(entry: e.entryID, state: e.state) }
+                try e.requireUnfinished()
                 try db.execute(sql: "UPDATE resultDelivery SET state = ?, nextAttemptAt = NULL, droppedBy = ?, droppedAt = ? WHERE entryID = ?",
                                arguments: [DeliveryState.dropped.rawValue, user, at, e.entryID])
                 try Self.refreshDeliveryMark(db, studyID: try Self.studyID(db, entry: e.entryID))
@@ -274,10 +246,9 @@ extension SQLiteWorklist {
 
     /// An entry by its ID or a unique prefix of it (at least 4 hex digits).
     private static func resolveEntry(_ db: Database, _ handle: String) throws -> OutboxEntry {
-        let h = handle.lowercased()
-        guard h.count >= 4, h.allSatisfy({ $0.isHexDigit }) else { throw WorklistError.outboxEntryNotFound(entry: handle) }
+        guard let range = OutboxEntry.handleRange(handle) else { throw WorklistError.outboxEntryNotFound(entry: handle) }
         let rows = try Row.fetchAll(db, sql: entrySelect + " WHERE d.entryID >= ? AND d.entryID < ? ORDER BY d.entryID LIMIT 6",
-                                    arguments: [h, h + "g"])
+                                    arguments: [range.lower, range.upper])
         guard let first = rows.first else { throw WorklistError.outboxEntryNotFound(entry: handle) }
         guard rows.count == 1 else { throw WorklistError.ambiguousOutboxEntry(entry: handle, candidates: rows.map { $0["entryID"] }) }
         return try entry(first)

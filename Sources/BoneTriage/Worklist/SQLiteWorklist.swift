@@ -235,16 +235,9 @@ public final class SQLiteWorklist: WorklistStore {
                   AND NOT EXISTS (SELECT 1 FROM resultObject w WHERE w.studyID = s.id AND w.filePath IS NULL AND w.buildProblem IS NULL)
                 ORDER BY finishedAt, s.id, f.n
                 """, arguments: [prefix, prefix, prefix, prefix])
-            var studies: [FinishedStudyFiles] = []
-            while let row = try rows.next() {
-                let uid: String = row["studyInstanceUID"], path: String = row["filePath"]
-                if studies.last?.studyInstanceUID == uid {
-                    studies[studies.count - 1].paths.append(path)
-                } else {
-                    studies.append(FinishedStudyFiles(studyInstanceUID: uid, shortID: row["shortID"], finishedAt: row["finishedAt"], paths: [path]))
-                }
-            }
-            return studies
+            var found: [(uid: String, shortID: String, finishedAt: Date, path: String)] = []
+            while let row = try rows.next() { found.append((row["studyInstanceUID"], row["shortID"], row["finishedAt"], row["filePath"])) }
+            return FinishedStudyFiles.grouping(found)
         }
     }
 
@@ -504,17 +497,8 @@ extension SQLiteWorklist {
             guard let row = try Row.fetchOne(db, sql: """
                 SELECT h.* FROM heatmap h JOIN image i ON i.id = h.imageID WHERE i.sopInstanceUID = ?
                 """, arguments: [sopInstanceUID]) else { return nil }
-            let fingerprint: String = row["modelHash"]
-            let madeAt: Date = row["madeAt"]
-            if let data = row["heatmapValues"] as Data?, let rows = row["gridRows"] as Int?, let columns = row["gridColumns"] as Int? {
-                guard let values = Heatmap.values(stored: data, rows: rows, columns: columns) else {
-                    throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "the heatmap of \(sopInstanceUID) does not hold \(rows) x \(columns) values")
-                }
-                let heatmap = Heatmap(rows: rows, columns: columns, values: values, method: row["method"] ?? "", modelFingerprint: fingerprint)
-                return StoredHeatmap(sopInstanceUID: sopInstanceUID, outcome: .made(heatmap), madeAt: madeAt)
-            }
-            return StoredHeatmap(sopInstanceUID: sopInstanceUID,
-                                 outcome: .notMade(reason: row["problem"] ?? "not made", modelFingerprint: fingerprint), madeAt: madeAt)
+            return try StoredHeatmap(stored: sopInstanceUID, fingerprint: row["modelHash"], madeAt: row["madeAt"], values: row["heatmapValues"],
+                                     rows: row["gridRows"], columns: row["gridColumns"], method: row["method"], problem: row["problem"])
         }
     }
 

@@ -55,11 +55,12 @@ struct StorageRetentionTests {
         }
     }
 
-    @Test("a pass removes the planned files and their emptied study folders, leaves everything else, and records it")
-    func pass() throws {
+    @Test("a pass removes the planned files and their emptied study folders, leaves everything else, and records it",
+          arguments: WorklistBackend.all)
+    func pass(_ backend: WorklistBackend) throws {
         let dir = try TemporaryDirectory()
         let spool = dir.path("spool")
-        let store = try SQLiteWorklist(path: dir.path("w.sqlite"), create: true)
+        let store = try backend.open(dir.url.path)
         let old = "1.2.826.0.1.3680043.8.498.20001", young = "1.2.826.0.1.3680043.8.498.20002", receiving = "1.2.826.0.1.3680043.8.498.20003"
         for (uid, offset) in [(old, -40.0 * 86_400), (young, -86_400.0), (receiving, -50.0 * 86_400)] {
             try FileManager.default.createDirectory(atPath: "\(spool)/\(uid)", withIntermediateDirectories: true)

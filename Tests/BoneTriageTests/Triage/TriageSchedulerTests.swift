@@ -90,10 +90,10 @@ struct SpoolTests {
 
 @Suite("Study triage")
 struct StudyTriageTests {
-    @Test("a study whose triage was cut short three times is set aside as failed instead of looping")
-    func poisonStudy() throws {
+    @Test("a study whose triage was cut short three times is set aside as failed instead of looping", arguments: WorklistBackend.all)
+    func poisonStudy(_ backend: WorklistBackend) throws {
         let dir = try TemporaryDirectory()
-        let store = try SQLiteWorklist(path: dir.path("w.sqlite"), create: true)
+        let store = try backend.open(dir.url.path)
         let uid = "1.2.826.0.1.3680043.10.11.1"
         _ = try store.recordArrival(InstanceArrival(studyInstanceUID: uid, sopInstanceUID: uid + ".1", filePath: dir.path("x.dcm"),
                                                     eligible: true, source: .cstore))

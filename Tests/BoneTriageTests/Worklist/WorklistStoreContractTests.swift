@@ -2,8 +2,9 @@ import BoneTriage
 import Foundation
 import Testing
 
-/// A worklist backend under contract: how to open a new, empty store in a folder of its own. The
-/// next backend (PostgreSQL) adds itself here and must pass the same suite.
+/// A worklist backend under contract: how to open a new, empty store in a folder of its own (SQLite)
+/// or a database of its own in the test process's PostgreSQL cluster (`PostgresCluster`; left out, with a
+/// note, where PostgreSQL 15 is not installed).
 struct WorklistBackend: Sendable, CustomTestStringConvertible {
     let name: String
     let open: @Sendable (_ folder: String) throws -> any WorklistStore
@@ -11,7 +12,11 @@ struct WorklistBackend: Sendable, CustomTestStringConvertible {
 
     static let all: [WorklistBackend] = [
         WorklistBackend(name: "SQLite") { folder in try Worklist.open(path: folder + "/worklist.sqlite", role: .daemon) },
-    ]
+    ] + (PostgresCluster.isInstalled ? [postgreSQL] : [])
+
+    static let postgreSQL = WorklistBackend(name: "PostgreSQL") { _ in
+        try Worklist.open(.postgresql(connection: try PostgresCluster.shared().freshDatabase()), role: .daemon)
+    }
 }
 
 /// What every worklist store does, whatever keeps it: pinned through the `WorklistStore` protocol alone.

@@ -195,6 +195,8 @@ public final class PostgresConnection: @unchecked Sendable {
     private let connection: OpaquePointer
     /// host:port/database, for messages (never the password).
     public let server: String
+    /// Statements that succeeded on this connection: a borrower that got none through may run again elsewhere.
+    private(set) var completedStatements = 0
 
     /// Connects with a libpq connection string (`host=... dbname=...`) or URI (`postgresql://...`); libpq
     /// adds what it is not given from the `PG*` environment variables, `~/.pgpass` and service files.
@@ -270,6 +272,7 @@ public final class PostgresConnection: @unchecked Sendable {
             rows.append(PostgresRow(values: values))
         }
         let affected = PQcmdTuples(result).flatMap { String(validatingCString: $0) }.flatMap { Int($0) } ?? 0
+        completedStatements += 1
         return PostgresRows(rows: rows, affected: affected)
     }
 
@@ -333,16 +336,18 @@ public final class PostgresPool: Sendable {
     }
 
     /// Lends a connection for `body`. When a connection taken from the pool turns out to have been lost
-    /// while it waited there (the server restarted, a failover) before anything was committed, `body` runs
-    /// once more on a new connection.
+    /// while it waited there (the server restarted, a failover), so that not even `body`'s first statement
+    /// went through, `body` runs once more on a new connection. A connection lost later is an error: what
+    /// `body` did with the rows it had (a listing printed) is not done twice.
     public func withConnection<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
         let pooled = idle.withLock { list in list.popLast() }
         if let connection = pooled {
+            let before = connection.completedStatements
             do {
                 let value = try body(connection)
                 giveBack(connection)
                 return value
-            } catch let e as PostgresError where e.connectionLost && !e.duringCommit {
+            } catch let e as PostgresError where e.connectionLost && connection.completedStatements == before {
                 // The pooled connection was stale: try once on a fresh one (below).
             } catch {
                 giveBack(connection)

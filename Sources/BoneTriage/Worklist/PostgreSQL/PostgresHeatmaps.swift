@@ -41,17 +41,9 @@ extension PostgresWorklist {
                 SELECT h.modelHash, h.madeAt, h.heatmapValues, h.gridRows, h.gridColumns, h.method, h.problem
                 FROM heatmap h JOIN image i ON i.id = h.imageID WHERE i.sopInstanceUID = $1
                 """, [sopInstanceUID]).first else { return nil }
-            let fingerprint = try row.required(0, "modelHash", row.text)
-            let madeAt = try row.required(1, "madeAt", row.date)
-            if let data = try row.data(2), let rows = try row.integer(3), let columns = try row.integer(4) {
-                guard let values = Heatmap.values(stored: data, rows: rows, columns: columns) else {
-                    throw StoredValueError(column: "heatmapValues", value: "\(data.count) bytes, not \(rows) x \(columns) values")
-                }
-                let heatmap = Heatmap(rows: rows, columns: columns, values: values, method: row.text(5) ?? "", modelFingerprint: fingerprint)
-                return StoredHeatmap(sopInstanceUID: sopInstanceUID, outcome: .made(heatmap), madeAt: madeAt)
-            }
-            return StoredHeatmap(sopInstanceUID: sopInstanceUID, outcome: .notMade(reason: row.text(6) ?? "not made", modelFingerprint: fingerprint),
-                                 madeAt: madeAt)
+            return try StoredHeatmap(stored: sopInstanceUID, fingerprint: try row.required(0, "modelHash", row.text),
+                                     madeAt: try row.required(1, "madeAt", row.date), values: try row.data(2), rows: try row.integer(3),
+                                     columns: try row.integer(4), method: row.text(5), problem: row.text(6))
         }
     }
 

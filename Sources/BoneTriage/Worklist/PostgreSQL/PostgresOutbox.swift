@@ -6,36 +6,20 @@ import Foundation
 extension PostgresWorklist {
     // MARK: Queued with a verdict or a review (inside their transaction, the study locked)
 
-    /// The objects a triage needs, by destination (see `SQLiteWorklist.queueResults`); returns the study's
-    /// new delivery mark when something was queued.
+    /// The objects a triage needs, by destination (`ResultQueueing.queue`); returns the study's new
+    /// delivery mark when something was queued.
     static func queueResults(_ c: PostgresConnection, studyID: Int64, study: Study, images: [StudyImage], destinations: [ResultDestination],
                              at: Date) throws -> DeliveryMark? {
-        guard let verdict = study.verdict, !destinations.isEmpty else { return nil }
-        let classified = images.filter { $0.probability != nil && $0.sopClassUID != nil }
-        guard !classified.isEmpty else { return nil }
-        func wanting(_ kind: ResultKind) -> [String] {
-            destinations.filter { $0.kinds.contains(kind) && ($0.verdicts == .all || verdict == .abnormal) }.map(\.name)
-        }
-        let highest = try c.execute("SELECT max(seriesNumber) FROM resultObject WHERE studyID = $1", [studyID]).first?.integer(0)
-        var nextSeries = highest.map { $0 + 1 } ?? SQLiteWorklist.resultSeriesNumberBase
-        let reportTo = wanting(.structuredReport)
-        if !reportTo.isEmpty {
-            let previous = try latestReportID(c, studyID: studyID)
-            let id = try insertObject(c, studyID: studyID, kind: .structuredReport, series: DicomUID.make(), seriesNumber: nextSeries,
-                                      instance: 1, source: nil, reviewID: nil, replacesID: previous, at: at)
-            try insertDeliveries(c, objectID: id, destinations: reportTo, at: at)
-            nextSeries += 1
-        }
-        let captureTo = wanting(.secondaryCapture)
-        if !captureTo.isEmpty {
-            let series = DicomUID.make()
-            for (n, image) in classified.enumerated() {
-                let id = try insertObject(c, studyID: studyID, kind: .secondaryCapture, series: series, seriesNumber: nextSeries,
-                                          instance: n + 1, source: image.sopInstanceUID, reviewID: nil, replacesID: nil, at: at)
-                try insertDeliveries(c, objectID: id, destinations: captureTo, at: at)
-            }
-        }
-        return try refreshDeliveryMark(c, studyID: studyID)
+        let queued = try ResultQueueing.queue(
+            study: study, images: images, destinations: destinations,
+            highestSeriesNumber: { try c.execute("SELECT max(seriesNumber) FROM resultObject WHERE studyID = $1", [studyID]).first?.integer(0) },
+            latestReport: { try latestReportID(c, studyID: studyID) },
+            insert: { kind, series, seriesNumber, instance, source, replaces in
+                try insertObject(c, studyID: studyID, kind: kind, series: series, seriesNumber: seriesNumber, instance: instance, source: source,
+                                 reviewID: nil, replacesID: replaces, at: at)
+            },
+            deliver: { id, names in try insertDeliveries(c, objectID: id, destinations: names, at: at) })
+        return queued ? try refreshDeliveryMark(c, studyID: studyID) : nil
     }
 
     /// A review of a study that has a report: an updated report (same series, next instance) replacing
@@ -92,8 +76,7 @@ extension PostgresWorklist {
 
     private static func insertDeliveries(_ c: PostgresConnection, objectID: Int64, destinations: [String], at: Date) throws {
         guard let sop = try c.execute("SELECT sopInstanceUID FROM resultObject WHERE id = $1", [objectID]).first?.text(0) else { return }
-        var seen = Set<String>()
-        for name in destinations where seen.insert(name).inserted {
+        for name in ResultQueueing.distinct(destinations) {
             try c.execute("""
                 INSERT INTO resultDelivery (objectID, entryID, destination, state, attempts, nextAttemptAt) VALUES ($1, $2, $3, $4, 0, $5)
                 """, [objectID, OutboxEntry.entryID(objectSOPInstanceUID: sop, destination: name), name, DeliveryState.pending.rawValue, at])
@@ -240,12 +223,8 @@ extension PostgresWorklist {
         try write { c in
             try entryIDs.map { handle in
                 let e = try Self.resolveEntry(c, handle)
-                switch e.state {
-                case .delivered, .dropped: throw WorklistError.outboxEntryFinished(entry: e.entryID, state: e.state)
-                case .pending, .refused:
-                    try c.execute("UPDATE resultDelivery SET state = $1, nextAttemptAt = $2 WHERE entryID = $3",
-                                  [DeliveryState.pending.rawValue, at, e.entryID])
-                }
+                try e.requireUnfinished()
+                try c.execute("UPDATE resultDelivery SET state = $1, nextAttemptAt = $2 WHERE entryID = $3", [DeliveryState.pending.rawValue, at, e.entryID])
                 try Self.refreshDeliveryMark(c, studyID: try Self.studyID(c, entry: e.entryID))
                 return try Self.resolveEntry(c, e.entryID)
             }
@@ -267,7 +246,7 @@ extension PostgresWorklist {
         try write { c in
             try entryIDs.map { handle in
                 let e = try Self.resolveEntry(c, handle)
-                if e.state == .delivered || e.state == .dropped { throw WorklistError.outboxEntryFinished(entry: e.entryID, state: e.state) }
+                try e.requireUnfinished()
                 try c.execute("UPDATE resultDelivery SET state = $1, nextAttemptAt = NULL, droppedBy = $2, droppedAt = $3 WHERE entryID = $4",
                               [DeliveryState.dropped.rawValue, user, at, e.entryID])
                 try Self.refreshDeliveryMark(c, studyID: try Self.studyID(c, entry: e.entryID))
@@ -278,9 +257,8 @@ extension PostgresWorklist {
 
     /// An entry by its ID or a unique prefix of it (at least 4 hex digits).
     private static func resolveEntry(_ c: PostgresConnection, _ handle: String) throws -> OutboxEntry {
-        let h = handle.lowercased()
-        guard h.count >= 4, h.allSatisfy({ $0.isHexDigit }) else { throw WorklistError.outboxEntryNotFound(entry: handle) }
-        let rows = try c.execute(entrySelect + " WHERE d.entryID >= $1 AND d.entryID < $2 ORDER BY d.entryID LIMIT 6", [h, h + "g"]).rows
+        guard let range = OutboxEntry.handleRange(handle) else { throw WorklistError.outboxEntryNotFound(entry: handle) }
+        let rows = try c.execute(entrySelect + " WHERE d.entryID >= $1 AND d.entryID < $2 ORDER BY d.entryID LIMIT 6", [range.lower, range.upper]).rows
         guard let first = rows.first else { throw WorklistError.outboxEntryNotFound(entry: handle) }
         guard rows.count == 1 else { throw WorklistError.ambiguousOutboxEntry(entry: handle, candidates: rows.compactMap { $0.text(0) }) }
         return try entry(first)

@@ -142,12 +142,6 @@ public final class PostgresWorklist: WorklistStore {
                statedReviewer: r.text(offset + 7))
     }
 
-    /// The upper end of the paths under a folder ("/spool/" up to "/spool0": "0" follows "/" in byte order).
-    static func folderRange(_ folder: String) -> (lower: String, upper: String) {
-        let prefix = folder.hasSuffix("/") ? folder : folder + "/"
-        return (prefix, String(prefix.dropLast()) + "0")
-    }
-
     // MARK: Written by the daemon
 
     public func recordArrival(_ a: InstanceArrival) throws -> ArrivalOutcome {
@@ -277,14 +271,14 @@ public final class PostgresWorklist: WorklistStore {
     }
 
     public func imagePaths(under folder: String) throws -> Set<String> {
-        let range = Self.folderRange(folder)
+        let range = FinishedStudyFiles.folderRange(folder)
         return try read { c in
-            Set(try c.execute("SELECT filePath FROM image WHERE filePath >= $1 AND filePath < $2", [range.lower, range.upper]).rows.compactMap { $0.text(0) })
+            Set(try c.execute("SELECT filePath FROM image WHERE filePath >= $1 AND filePath < $2", [range.prefix, range.upper]).rows.compactMap { $0.text(0) })
         }
     }
 
     public func finishedStudyFiles(under folder: String) throws -> [FinishedStudyFiles] {
-        let range = Self.folderRange(folder)
+        let range = FinishedStudyFiles.folderRange(folder)
         let finished = [StudyState.triaged, .notApplicable, .failed].map { "'\($0.rawValue)'" }.joined(separator: ", ")
         return try read { c in
             // A study's source files stay while one of its result objects waits to be built from them; a
@@ -303,18 +297,11 @@ public final class PostgresWorklist: WorklistStore {
                 WHERE s.state IN (\(finished))
                   AND NOT EXISTS (SELECT 1 FROM resultObject w WHERE w.studyID = s.id AND w.filePath IS NULL AND w.buildProblem IS NULL)
                 ORDER BY finishedAt, s.id, f.n
-                """, [range.lower, range.upper])
-            var studies: [FinishedStudyFiles] = []
-            for row in rows.rows {
-                let uid = try row.required(0, "studyInstanceUID", row.text), path = try row.required(3, "filePath", row.text)
-                if studies.last?.studyInstanceUID == uid {
-                    studies[studies.count - 1].paths.append(path)
-                } else {
-                    studies.append(FinishedStudyFiles(studyInstanceUID: uid, shortID: try row.required(1, "shortID", row.text),
-                                                      finishedAt: try row.required(2, "finishedAt", row.date), paths: [path]))
-                }
-            }
-            return studies
+                """, [range.prefix, range.upper])
+            return FinishedStudyFiles.grouping(try rows.rows.map { row in
+                (try row.required(0, "studyInstanceUID", row.text), try row.required(1, "shortID", row.text),
+                 try row.required(2, "finishedAt", row.date), try row.required(3, "filePath", row.text))
+            })
         }
     }
 
@@ -386,6 +373,19 @@ public final class PostgresWorklist: WorklistStore {
             try StudyHandle.resolve(handle) { lookup in
                 let query = PostgresQueries.lookup(lookup)
                 return try c.execute(query.sql, query.parameters).rows.map { try Study(stored: $0) }
+            }
+        }
+    }
+
+    /// What PostgreSQL plans (`EXPLAIN`, one line per step) for a listing, its count and a handle's
+    /// lookups, with sorting and sequential scans made the last resort: a plan that still sorts or scans
+    /// the table has no index to serve it.
+    public func queryPlans(listing filter: WorklistFilter, handle: String) throws -> [(query: String, plan: [String])] {
+        let queries = [PostgresQueries.listing(filter), PostgresQueries.counting(filter)] + StudyHandle.lookups(handle).map(PostgresQueries.lookup)
+        return try read { c in
+            try c.execute("SET LOCAL enable_sort TO off; SET LOCAL enable_seqscan TO off")
+            return try queries.map { query in
+                (query.sql, try c.execute("EXPLAIN " + query.sql, query.parameters).rows.compactMap { $0.text(0) })
             }
         }
     }
