@@ -51,7 +51,7 @@ final class PostgresCluster: Sendable {
         }
         port = try Self.freePort()
         try Self.run(Self.binaries + "/initdb", ["-D", base + "/data", "-A", "trust", "--auth-local=trust", "-U", "postgres", "-E", "UTF8",
-                                                  "--locale=en_US.UTF-8", "--no-sync"])
+                                                  "--locale=C.UTF-8", "--no-sync"])
         Self.running.withLock { $0 = base + "/data" }
         atexit { PostgresCluster.stopAtExit() }
         let options = "-p \(port) -k \(base) -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"

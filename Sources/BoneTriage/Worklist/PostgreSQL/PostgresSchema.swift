@@ -103,10 +103,14 @@ enum PostgresSchema {
             CREATE TRIGGER review_is_append_only_update BEFORE UPDATE ON review FOR EACH ROW EXECUTE FUNCTION review_is_append_only();
             CREATE TRIGGER review_is_append_only_delete BEFORE DELETE ON review FOR EACH ROW EXECUTE FUNCTION review_is_append_only();
             CREATE TRIGGER review_is_append_only_truncate BEFORE TRUNCATE ON review FOR EACH STATEMENT EXECUTE FUNCTION review_is_append_only();
-            -- The reviewer is the database login that records the entry, whatever the client says.
+            -- A login that does not own the schema (a radiologist's) is recorded as the reviewer, whatever
+            -- the client says. The owner (the daemon's login, which could drop this trigger anyway) and
+            -- superusers record the name given: the system login, as with SQLite.
             CREATE FUNCTION review_by_login() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-                NEW.reviewer := session_user;
+                IF NOT pg_has_role(session_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'MEMBER') THEN
+                    NEW.reviewer := session_user;
+                END IF;
                 RETURN NEW;
             END
             $$;
