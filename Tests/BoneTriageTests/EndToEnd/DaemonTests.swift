@@ -370,6 +370,16 @@ struct DaemonTests {
         if action == "archive" { #expect(spooled().isEmpty) }
     }
 
+    /// Sends a file while another process's write transaction holds the worklist longer than the daemon waits (10 s).
+    static func storeWhileLocked(_ daemon: DaemonHarness, _ file: String) throws -> DaemonHarness.Run {
+        let holder = try DatabaseQueue(path: daemon.database)
+        return try holder.writeWithoutTransaction { db -> DaemonHarness.Run in
+            try db.execute(sql: "BEGIN EXCLUSIVE")
+            defer { try? db.execute(sql: "ROLLBACK") }
+            return try daemon.storescu([file], extra: ["-v"])
+        }
+    }
+
     @Test("a worklist locked past its busy timeout answers 0xA701, keeps the file, and the retry is recorded")
     func lockedWorklist() throws {
         let daemon = try DaemonHarness()
@@ -378,13 +388,7 @@ struct DaemonTests {
         let files = try TemporaryDirectory()
         let study = "1.2.826.0.1.3680043.10.10.1"
         try RadiographFactory.make(at: files.path("l.dcm"), study: study)
-        // Another process's write transaction holds the database longer than the daemon waits (10 s).
-        let holder = try DatabaseQueue(path: daemon.database)
-        let locked = try holder.writeWithoutTransaction { db -> DaemonHarness.Run in
-            try db.execute(sql: "BEGIN EXCLUSIVE")
-            defer { try? db.execute(sql: "ROLLBACK") }
-            return try daemon.storescu([files.path("l.dcm")], extra: ["-v"])
-        }
+        let locked = try Self.storeWhileLocked(daemon, files.path("l.dcm"))
         #expect(locked.output.contains("Refused: OutOfResources"), "\(locked.output)")
         #expect(daemon.log.contains("0xA701"), "\(daemon.log)")
         let sop = try RadiographFactory.sopInstanceUID(files.path("l.dcm"))
@@ -403,12 +407,7 @@ struct DaemonTests {
         let files = try TemporaryDirectory()
         let study = "1.2.826.0.1.3680043.10.10.2"
         try RadiographFactory.make(at: files.path("l.dcm"), study: study)
-        let holder = try DatabaseQueue(path: daemon.database)
-        let locked = try holder.writeWithoutTransaction { db -> DaemonHarness.Run in
-            try db.execute(sql: "BEGIN EXCLUSIVE")
-            defer { try? db.execute(sql: "ROLLBACK") }
-            return try daemon.storescu([files.path("l.dcm")], extra: ["-v"])
-        }
+        let locked = try Self.storeWhileLocked(daemon, files.path("l.dcm"))
         #expect(locked.output.contains("Refused: OutOfResources"), "\(locked.output)")
         let studies = try daemon.waitForTriage([study], timeout: 60)
         #expect(studies[study]?["images"] as? Int == 1 && studies[study]?["state"] as? String == "triaged", "\(studies)")
