@@ -24,7 +24,9 @@ final class DaemonHarness {
     static var toolsAvailable: Bool { ["storescu", "dcmsend", "echoscu", "img2dcm"].allSatisfy { DicomTools.find($0) != nil } }
 
     var root: String { dir.url.path }
-    var database: String { dir.path("worklist.sqlite") }
+    /// A PostgreSQL worklist (a connection URI) instead of the SQLite file in the test's folder.
+    var postgresWorklist: String?
+    var database: String { postgresWorklist ?? dir.path("worklist.sqlite") }
     var dropFolder: String { dir.path("drop") }
     var spool: String { dir.path("spool") }
     var archive: String { dir.path("archive") }
@@ -183,7 +185,7 @@ final class DaemonHarness {
     // MARK: The worklist, through the CLI as a radiologist sees it
 
     func studies() throws -> [[String: Any]] {
-        guard FileManager.default.fileExists(atPath: database) else { return [] }
+        guard postgresWorklist != nil || FileManager.default.fileExists(atPath: database) else { return [] }
         let r = try Executable.run(["list", "--db", database, "--format", "json"])
         guard r.status == 0 else { throw HarnessError.timeout("list: \(r.stderr)") }
         return (try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]]) ?? []

@@ -27,6 +27,8 @@ final class PostgresCluster: Sendable {
 
     /// The cluster, started at the first call (an error if it could not be started: that fails the tests that need it).
     static func shared() throws -> PostgresCluster { try started.get() }
+    /// A cluster of the caller's own, for a test that stops and starts its server (stopped at exit too).
+    static func dedicated() throws -> PostgresCluster { try PostgresCluster() }
     private static let started: Result<PostgresCluster, Error> = Result { try PostgresCluster() }
 
     let folder: String
@@ -35,8 +37,8 @@ final class PostgresCluster: Sendable {
     let user = "postgres"
     private let created = Mutex(0)
 
-    /// The data folder of the cluster to stop when the process exits.
-    private static let running = Mutex<String?>(nil)
+    /// The data folders of the clusters to stop when the process exits.
+    private static let running = Mutex<[String]>([])
 
     private init() throws {
         Self.removeStale()
@@ -52,10 +54,23 @@ final class PostgresCluster: Sendable {
         port = try Self.freePort()
         try Self.run(Self.binaries + "/initdb", ["-D", base + "/data", "-A", "trust", "--auth-local=trust", "-U", "postgres", "-E", "UTF8",
                                                   "--locale=C.UTF-8", "--no-sync"])
-        Self.running.withLock { $0 = base + "/data" }
-        atexit { PostgresCluster.stopAtExit() }
-        let options = "-p \(port) -k \(base) -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        try Self.run(Self.binaries + "/pg_ctl", ["-D", base + "/data", "-o", options, "-l", base + "/server.log", "-w", "-t", "60", "start"])
+        let first = Self.running.withLock { running in
+            running.append(base + "/data")
+            return running.count == 1
+        }
+        if first { atexit { PostgresCluster.stopAtExit() } }
+        try start()
+    }
+
+    /// Starts the server (again).
+    func start() throws {
+        let options = "-p \(port) -k \(folder) -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        try Self.run(Self.binaries + "/pg_ctl", ["-D", folder + "/data", "-o", options, "-l", folder + "/server.log", "-w", "-t", "60", "start"])
+    }
+
+    /// Stops the server as an administrator would (fast: open sessions are ended).
+    func stop() throws {
+        try Self.run(Self.binaries + "/pg_ctl", ["-D", folder + "/data", "-m", "fast", "-w", "stop"])
     }
 
     struct ClusterError: Error, CustomStringConvertible {
@@ -111,9 +126,10 @@ final class PostgresCluster: Sendable {
     }
 
     static func stopAtExit() {
-        guard let data = running.withLock({ $0 }) else { return }
-        try? run(binaries + "/pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"])
-        try? FileManager.default.removeItem(atPath: (data as NSString).deletingLastPathComponent)
+        for data in running.withLock({ $0 }) {
+            try? run(binaries + "/pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"])
+            try? FileManager.default.removeItem(atPath: (data as NSString).deletingLastPathComponent)
+        }
     }
 
     /// Stops and removes clusters of earlier runs whose process is gone (a run killed before its atexit).
