@@ -166,16 +166,20 @@ public final class IsolatedDecoder: ImageDecoder {
     private func read(answerFor path: String, frameValues: Int, from current: DecoderProcess) -> Reading {
         let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
         let tooSlow = "took longer than \(Self.format(timeout)) s (\(timeoutSetting))"
-        let line: Data
-        switch current.readLine(until: deadline) {
-        case let .data(data): line = data
-        case .timedOut:
-            current.kill()
-            return .refused(tooSlow)
-        case .ended:
-            return .crashed(current.close())
+        /// Nil when the read got its data; otherwise what became of the child (killed when too slow).
+        func failure(_ result: DecoderProcess.ReadResult) -> Reading? {
+            switch result {
+            case .data: return nil
+            case .timedOut:
+                current.kill()
+                return .refused(tooSlow)
+            case .ended:
+                return .crashed(current.close())
+            }
         }
-        guard let answer = try? JSONDecoder().decode(DecodeAnswer.self, from: line) else {
+        let lineRead = current.readLine(until: deadline)
+        if let failed = failure(lineRead) { return failed }
+        guard case let .data(line) = lineRead, let answer = try? JSONDecoder().decode(DecodeAnswer.self, from: line) else {
             current.kill()
             return .refused("gave an answer the daemon does not understand")
         }
@@ -187,14 +191,8 @@ public final class IsolatedDecoder: ImageDecoder {
                 return .refused("answered with a radiograph of a size the daemon does not accept")
             }
             var pixels = [UInt8](repeating: 0, count: width * height * channels)
-            switch pixels.withUnsafeMutableBytes({ current.read(into: $0, until: deadline) }) {
-            case .data: return .answered(answer, frames: [], pixels: pixels)
-            case .timedOut:
-                current.kill()
-                return .refused(tooSlow)
-            case .ended:
-                return .crashed(current.close())
-            }
+            if let failed = failure(pixels.withUnsafeMutableBytes({ current.read(into: $0, until: deadline) })) { return failed }
+            return .answered(answer, frames: [], pixels: pixels)
         }
         guard answer.outcome == .inputs else { return .answered(answer, frames: []) }
         let count = answer.frames ?? 0
@@ -205,14 +203,8 @@ public final class IsolatedDecoder: ImageDecoder {
         var frames: [[Float]] = []
         for _ in 0..<count {
             var values = [Float](repeating: 0, count: frameValues)
-            switch values.withUnsafeMutableBytes({ current.read(into: $0, until: deadline) }) {
-            case .data: frames.append(values)
-            case .timedOut:
-                current.kill()
-                return .refused(tooSlow)
-            case .ended:
-                return .crashed(current.close())
-            }
+            if let failed = failure(values.withUnsafeMutableBytes({ current.read(into: $0, until: deadline) })) { return failed }
+            frames.append(values)
         }
         return .answered(answer, frames: frames)
     }
