@@ -142,11 +142,15 @@ public enum TriagePictures {
     public static func reduced(_ image: Radiograph, longestSide: Int) -> Radiograph {
         let size = fitted(width: image.width, height: image.height, maxWidth: longestSide, maxHeight: longestSide)
         guard size.width < image.width || size.height < image.height else { return image }
-        let columns = ModelInput.weights(from: image.width, to: size.width, filter: .area)
-        let rows = ModelInput.weights(from: image.height, to: size.height, filter: .area)
+        return areaResized(image, width: size.width, height: size.height)
+    }
+
+    /// The radiograph scaled (area averaging, its channels kept) to `width` x `height`.
+    static func areaResized(_ image: Radiograph, width: Int, height: Int) -> Radiograph {
+        let columns = ModelInput.weights(from: image.width, to: width, filter: .area)
+        let rows = ModelInput.weights(from: image.height, to: height, filter: .area)
         let resized = ModelInput.resize(image, columns: columns, rows: rows)
-        return Radiograph(width: size.width, height: size.height, channels: image.channels,
-                          pixels: resized.map { UInt8(min(255, max(0, $0.rounded()))) })
+        return Radiograph(width: width, height: height, channels: image.channels, pixels: resized.map { UInt8(min(255, max(0, $0.rounded()))) })
     }
 
     /// The size a `width` x `height` image is scaled to so that it fits `maxWidth` x `maxHeight` (never enlarged).
@@ -157,16 +161,10 @@ public enum TriagePictures {
 
     /// The radiograph as RGB, scaled (area averaging) to `width` x `height`.
     public static func scaled(_ image: Radiograph, width: Int, height: Int) -> RGBPicture {
-        let columns = ModelInput.weights(from: image.width, to: width, filter: .area)
-        let rows = ModelInput.weights(from: image.height, to: height, filter: .area)
-        let ch = image.channels
-        let resized = ModelInput.resize(image, columns: columns, rows: rows)
+        let resized = areaResized(image, width: width, height: height)
+        guard resized.channels == 1 else { return RGBPicture(width: width, height: height, pixels: resized.pixels) }
         var pixels = [UInt8](repeating: 0, count: width * height * 3)
-        for p in 0..<(width * height) {
-            for c in 0..<3 {
-                pixels[p * 3 + c] = UInt8(min(255, max(0, resized[p * ch + (ch == 3 ? c : 0)].rounded())))
-            }
-        }
+        for (p, v) in resized.pixels.enumerated() { pixels[p * 3] = v; pixels[p * 3 + 1] = v; pixels[p * 3 + 2] = v }
         return RGBPicture(width: width, height: height, pixels: pixels)
     }
 
