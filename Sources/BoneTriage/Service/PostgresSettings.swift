@@ -50,9 +50,11 @@ public struct PostgresSettings: Sendable, Equatable {
         "'" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
     }
 
-    /// Whether `text` is a PostgreSQL URI (`postgresql://...` or `postgres://...`), as `[worklist] database` and `--db` take.
+    /// Whether `text` is a PostgreSQL URI (`postgresql://...` or `postgres://...`), as `[worklist] database` and `--db` take:
+    /// `WorklistLocation`'s one rule.
     public static func isURI(_ text: String) -> Bool {
-        text.hasPrefix("postgresql://") || text.hasPrefix("postgres://")
+        if case .postgresql = WorklistLocation(text) { return true }
+        return false
     }
 
     /// Whether a PostgreSQL URI carries a password (`postgresql://user:secret@host/db`, or `password=` in its query).
