@@ -26,14 +26,15 @@ struct ShowCommand: ParsableCommand {
         let images = try worklist.images(ofStudy: s.studyInstanceUID)
         let reviews = try worklist.reviews(ofStudy: s.studyInstanceUID)
         let results = try worklist.resultObjects(ofStudy: s.studyInstanceUID)
+        let inProgress = try worklist.triageInProgress(ofStudy: s.studyInstanceUID)
         switch format {
         case .text:
-            print(WorklistPresentation.detail(s, images: images, reviews: reviews))
+            print(WorklistPresentation.detail(s, images: images, reviews: reviews, inProgress: inProgress))
             print(OutboxListing.detailLines(s, images: images, objects: results).joined(separator: "\n"))
         case .json:
             var heatmaps: [String: StoredHeatmap] = [:]
             for image in images { heatmaps[image.sopInstanceUID] = try worklist.heatmap(sopInstanceUID: image.sopInstanceUID) }
-            var object = WorklistPresentation.detailJSONObject(s, images: images, reviews: reviews, heatmaps: heatmaps)
+            var object = WorklistPresentation.detailJSONObject(s, images: images, reviews: reviews, heatmaps: heatmaps, inProgress: inProgress)
             object["results"] = OutboxListing.detailJSON(results)
             print(WorklistPresentation.json(object))
         }

@@ -189,7 +189,7 @@ public final class ResultBuildStage: Sendable {
         do {
             guard try !worklist.resultObjects(ofStudy: study).contains(where: \.awaitsBuild) else { return }
             guard try worklist.study(studyInstanceUID: study).state == .triaged else { return }
-            for image in try worklist.images(ofStudy: study) where image.filePath.hasPrefix(spoolFolder + "/") {
+            for image in try worklist.images(ofStudy: study) where image.isHeld(by: worklist.node) && image.filePath.hasPrefix(spoolFolder + "/") {
                 unlink(image.filePath)
             }
         } catch {

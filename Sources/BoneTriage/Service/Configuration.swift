@@ -174,6 +174,12 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
     public var postgresConnection: String?
     /// `[worklist.postgresql]` as given (nil when absent): `postgresConnection` is made from it.
     public var postgresSettings: PostgresSettings?
+    /// The name this daemon goes by in a shared worklist (`[worklist] node`): the holder of the files it
+    /// records and the owner of its triage claims. Stable across restarts (its open claims are its own).
+    public var worklistNode: String = WorklistNode.local
+    /// How long a study whose images are spread over several nodes, none holding all, waits for one that
+    /// does before a node triages the images it holds (`[worklist] split_study_wait_seconds`).
+    public var splitStudyWait: Double = 120
     /// The worklist these settings name.
     public var worklistLocation: WorklistLocation {
         postgresConnection.map { .postgresql(connection: $0) } ?? .sqlite(path: databasePath)
@@ -267,7 +273,11 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
             r.number("retention_interval_seconds", into: &c.retentionInterval, range: 1...86_400)
             r.absolutePath("results", into: &c.resultsFolder)
         }
-        reader.section("worklist", keys: ["database", "postgresql"]) { r in
+        reader.section("worklist", keys: ["database", "postgresql", "node", "split_study_wait_seconds"]) { r in
+            r.string("node", into: &c.worklistNode, rule: "a name of 1 to 63 letters, digits, dots, dashes or underscores, e.g. \"triage-1\"") {
+                (1...63).contains($0.count) && $0.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }
+            }
+            r.number("split_study_wait_seconds", into: &c.splitStudyWait, range: 0...86_400)
             var database = c.databasePath
             r.string("database", into: &database, rule: "an absolute path in quotes (a SQLite file), e.g. \"\(defaultDatabasePath)\", "
                      + "or a PostgreSQL URI, e.g. \"postgresql://bonetriage@db.example/bonetriage?sslmode=verify-full\"") {

@@ -14,8 +14,11 @@ public struct DaemonStatus: Codable, Sendable, Equatable {
     public var updatedAt: Date
     /// The STATUS= line: "associations 0 · received 3 · ...".
     public var status: String
+    /// The name the daemon goes by in its worklist (`[worklist] node`); nil in a file of an older daemon.
+    public var node: String?
 
-    public init(pid: Int32, version: String, startedAt: Date, updatedAt: Date, status: String) {
+    public init(pid: Int32, version: String, startedAt: Date, updatedAt: Date, status: String, node: String? = nil) {
+        self.node = node
         self.pid = pid
         self.version = version
         self.startedAt = startedAt
@@ -92,7 +95,8 @@ public struct DaemonStatus: Codable, Sendable, Equatable {
             return ("bonetriage is not running: its process \(status.pid) has ended without a clean stop (see journalctl -u bonetriage); "
                 + "its last status, \(age) old:\n  \(status.status)", 3)
         }
-        return ("bonetriage \(status.version) is running: pid \(status.pid), since \(since); status \(age) old:\n  \(status.status)", 0)
+        let node = status.node.map { " as node \($0)" } ?? ""
+        return ("bonetriage \(status.version) is running\(node): pid \(status.pid), since \(since); status \(age) old:\n  \(status.status)", 0)
     }
 }
 

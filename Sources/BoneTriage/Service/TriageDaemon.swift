@@ -68,9 +68,11 @@ public final class TriageDaemon: @unchecked Sendable {
         let models = ModelSlot(loadModel())
         let scheduler = TriageScheduler(quietPeriod: c.quietPeriod)
         var restored = 0
+        // This node's studies: those it holds images of (in a shared worklist, the others' are theirs).
         for study in try worklist.studies(matching: { var f = WorklistFilter(); f.states = [.receiving, .pending]; return f }()) {
-            scheduler.restore(study: study.studyInstanceUID, instances: try worklist.images(ofStudy: study.studyInstanceUID).map(\.sopInstanceUID),
-                              lastArrival: study.lastReceivedAt)
+            let held = try worklist.images(ofStudy: study.studyInstanceUID).filter { $0.isHeld(by: worklist.node) }
+            guard !held.isEmpty else { continue }
+            scheduler.restore(study: study.studyInstanceUID, instances: held.map(\.sopInstanceUID), lastArrival: study.lastReceivedAt)
             restored += 1
         }
         if restored > 0 { logger.info("\(restored) study(ies) from the previous run resume where they were") }
@@ -147,7 +149,11 @@ public final class TriageDaemon: @unchecked Sendable {
                         failed.add(1, ordering: .relaxed)
                         dropSources.withLock { $0[study] = nil }
                     case .waitingForModel: waitingForModel.withLock { _ = $0.insert(study) }
-                    case .superseded: break
+                    case .heldElsewhere, .waitingForImages, .superseded:
+                        // Looked at again after a quiet period: the other node may finish, fail or never
+                        // come back, and a late instance may have reached another node only.
+                        scheduler.recheck(study)
+                    case .alreadyDone: dropSources.withLock { $0[study] = nil }
                     }
                     scheduler.finished(study)
                 }
@@ -197,12 +203,13 @@ public final class TriageDaemon: @unchecked Sendable {
         }
 
         let signals = installSignalHandlers(receiver: receiver, models: models, scheduler: scheduler)
-        logger.info("listening", metadata: ["version": "\(BoneTriageVersion.number)", "ae_title": "\(c.aeTitle)", "address": "\(c.bindAddress):\(receiver.port)",
+        logger.info("listening", metadata: ["version": "\(BoneTriageVersion.number)", "node": "\(worklist.node)", "ae_title": "\(c.aeTitle)",
+                                            "address": "\(c.bindAddress):\(receiver.port)",
                                             "drop_folder": "\(c.dropFolder ?? "off")", "workers": "\(c.workers)",
                                             "model": "\(models.current.model?.path ?? "none")",
                                             "decoding": "\(c.isolateDecoder ? "isolated" : "in-process")"])
         notifier.notify("READY=1\nSTATUS=" + status(receiver, scheduler, models))
-        let statusFile = StatusFilePublisher(path: c.statusFile, logger: logger)
+        let statusFile = StatusFilePublisher(path: c.statusFile, logger: logger, node: worklist.node)
         statusFile.publish(status(receiver, scheduler, models))
 
         // The status file follows the counts within this tick (2 s), and is rewritten at least every 30 s.
@@ -434,12 +441,15 @@ public final class TriageDaemon: @unchecked Sendable {
 final class StatusFilePublisher {
     let path: String
     let logger: Logger
+    /// The daemon's `[worklist] node`, shown by `bonetriage status`.
+    let node: String
     let startedAt = Date()
     private var published: (status: String, at: Date)?
     private var warned = false
 
-    init(path: String, logger: Logger) {
+    init(path: String, logger: Logger, node: String) {
         self.path = path
+        self.node = node
         self.logger = logger
         // Under systemd, RuntimeDirectory= made it; by hand, a folder every user may read.
         mkdir((path as NSString).deletingLastPathComponent, 0o755)
@@ -449,7 +459,8 @@ final class StatusFilePublisher {
         if let published, published.status == status, now.timeIntervalSince(published.at) < 30 { return }
         published = (status, now)
         do {
-            try DaemonStatus(pid: getpid(), version: BoneTriageVersion.number, startedAt: startedAt, updatedAt: now, status: status).write(to: path)
+            try DaemonStatus(pid: getpid(), version: BoneTriageVersion.number, startedAt: startedAt, updatedAt: now, status: status,
+                             node: node).write(to: path)
         } catch {
             if !warned { logger.warning("\(error); `bonetriage status` cannot see this daemon (see [service] status_file)") }
             warned = true

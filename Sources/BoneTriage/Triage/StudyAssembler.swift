@@ -26,6 +26,12 @@ public struct StudyAssembler: Sendable {
         pending[study] = entry
     }
 
+    /// A study to release again after a quiet period from `time`, unless it is already pending (then its
+    /// own arrivals decide).
+    public mutating func recheck(study: String, at time: Date) {
+        if pending[study] == nil { pending[study] = Pending(lastArrival: time, instances: [], expected: nil) }
+    }
+
     /// Studies complete at `now`, oldest first; they leave the assembler.
     public mutating func release(at now: Date) -> [String] {
         let ready = pending.filter { _, p in isComplete(p, at: now) }.sorted { ($0.value.lastArrival, $0.key) < ($1.value.lastArrival, $1.key) }.map(\.key)

@@ -59,6 +59,9 @@ public struct TriagePolicy: Sendable {
     public var heatmapScope: HeatmapScope
     /// The destinations results are queued for with each verdict (set by the daemon: `ResultsComponents.queueing`).
     public var resultDestinations: [ResultDestination] = []
+    /// How long a study whose images are on other nodes waits (since its last arrival anywhere) for a
+    /// node that holds them all, before this node triages those it holds (`[worklist] split_study_wait_seconds`).
+    public var splitStudyWait: TimeInterval = 120
 
     /// `decoderExecutable` is used when the configuration isolates the decoder (the daemon passes its own binary).
     public init(configuration c: BoneTriageConfiguration, decoderExecutable: String? = nil) {
@@ -73,6 +76,7 @@ public struct TriagePolicy: Sendable {
         decodeTimeout = c.decodeTimeout
         decodersPerWorker = c.decodersPerWorker
         heatmapScope = c.heatmapScope
+        splitStudyWait = c.splitStudyWait
     }
 }
 
@@ -85,6 +89,14 @@ public enum TriageOutcome: Equatable, Sendable {
     case superseded
     /// No model is loaded: the study waits (in the worklist) for a model (SIGHUP) or a restart.
     case waitingForModel
+    /// Another node (a shared worklist) holds the study's triage: it is left to that node, and looked at
+    /// again after a quiet period.
+    case heldElsewhere(node: String)
+    /// Its outcome stands and nothing arrived since (another node triaged it): nothing was done.
+    case alreadyDone
+    /// Some of its eligible images are only on these other nodes: it waits for a node that holds them
+    /// all (`TriagePolicy.splitStudyWait`), and is looked at again after a quiet period.
+    case waitingForImages(nodes: [String])
 }
 
 /// The images whose heatmap a worker is making, so that two workers do not make the same one.
@@ -109,6 +121,8 @@ public final class StudyTriage: @unchecked Sendable {
     private var generation = 0
     private let decoders: [any ImageDecoder]
     private let heatmapClaims: HeatmapClaims
+    /// Studies this worker found held by another node, so that "left to node X" is said once per study.
+    private var leftToOtherNodes: Set<String> = []
     /// Whether the worklist may hold heatmap work: true at start, after each triage and each model
     /// reload; false once a look found none (so that an idle worker does not query a large worklist
     /// every second for nothing).
@@ -155,7 +169,21 @@ public final class StudyTriage: @unchecked Sendable {
         let started = Date()
         logger.debug("triage started", metadata: ["study": "\(shortID)"])
         do {
-            let attempts = try worklist.beginTriage(studyInstanceUID: uid)
+            let attempts: Int
+            switch try worklist.beginTriage(studyInstanceUID: uid) {
+            case let .claimed(count): attempts = count
+            case let .heldBy(node, since):
+                if leftToOtherNodes.insert(uid).inserted {
+                    logger.info("study left to node \(node), which claimed its triage at \(since) (if that node is down, it resumes the study when it starts again)",
+                                metadata: ["study": "\(shortID)"])
+                }
+                return .heldElsewhere(node: node)
+            case let .alreadyDone(state):
+                logger.debug("study already \(state.rawValue) and nothing arrived since; nothing to do", metadata: ["study": "\(shortID)"])
+                leftToOtherNodes.remove(uid)
+                return .alreadyDone
+            }
+            leftToOtherNodes.remove(uid)
             defer { try? worklist.endTriage(studyInstanceUID: uid) }
             if let reason = StudyLifecycle.setAsideReason(interruptedAttempts: attempts) {
                 try worklist.markFailed(studyInstanceUID: uid, reason: reason)
@@ -178,6 +206,11 @@ public final class StudyTriage: @unchecked Sendable {
                 logger.info("late instances arrived during triage; the study is triaged again", metadata: named)
             case .waitingForModel:
                 logger.warning("no model is loaded; the study waits (fix [model] path and send SIGHUP)", metadata: named)
+            case let .waitingForImages(nodes):
+                let waiting = "some of the study's images are only on node(s) \(nodes.joined(separator: ", ")); it waits up to "
+                    + "\(Int(policy.splitStudyWait)) s after its last arrival for a node that holds them all"
+                logger.info("\(waiting)", metadata: named)
+            case .heldElsewhere, .alreadyDone: break
             }
             return outcome
         } catch {
@@ -226,11 +259,22 @@ public final class StudyTriage: @unchecked Sendable {
 
         // Probabilities already recorded by this very model are kept (their files may be archived or deleted).
         let sameModel = study.modelHash == loaded.identity
+        // Images only another node holds (a shared worklist): a node that holds them all may triage the
+        // study; after the wait, this node triages without them and says where they are.
+        let elsewhere = eligible.filter { !$0.isHeld(by: worklist.node) && !(sameModel && $0.probability != nil) }
+        if !elsewhere.isEmpty && Date().timeIntervalSince(study.lastReceivedAt) < policy.splitStudyWait {
+            return .waitingForImages(nodes: Set(elsewhere.compactMap(\.node)).sorted())
+        }
         var probabilities: [String: Double] = [:]
         var toClassify: [StudyImage] = []
+        var imageProblems: [String: String] = [:]
         for image in eligible {
             if sameModel, let p = image.probability {
                 probabilities[image.sopInstanceUID] = p
+            } else if !image.isHeld(by: worklist.node) {
+                imageProblems[image.sopInstanceUID] = "only on node \(image.node ?? "?"), not on this node (\(worklist.node)); "
+                    + "triaged without it after \(Int(policy.splitStudyWait)) s with no node holding the whole study"
+                logger.warning("image left out: it is only on another node", metadata: ["node": "\(image.node ?? "?")", "sop": "\(image.sopInstanceUID)"])
             } else if FileManager.default.fileExists(atPath: image.filePath) {
                 toClassify.append(image)
             } else if let p = image.probability {
@@ -241,7 +285,6 @@ public final class StudyTriage: @unchecked Sendable {
             }
         }
         var problems: [String] = []
-        var imageProblems: [String: String] = [:]
         if !toClassify.isEmpty {
             let classifier = try classifier(for: loaded, generation: current.generation)
             for (image, outcome) in zip(toClassify, classifier.outcomes(paths: toClassify.map(\.filePath), decoders: decoders)) {
@@ -275,7 +318,8 @@ public final class StudyTriage: @unchecked Sendable {
         }
         if policy.afterTriage == .delete, wantsHeatmaps(recorded) {
             // Their files are deleted next: the heatmaps could not be made later.
-            for image in eligible where probabilities[image.sopInstanceUID] != nil && FileManager.default.fileExists(atPath: image.filePath) {
+            for image in eligible where probabilities[image.sopInstanceUID] != nil && image.isHeld(by: worklist.node)
+                && FileManager.default.fileExists(atPath: image.filePath) {
                 makeHeatmap(HeatmapWork(studyInstanceUID: uid, sopInstanceUID: image.sopInstanceUID, filePath: image.filePath,
                                         fileRemovedAt: image.fileRemovedAt, modelFingerprint: loaded.identity),
                             loaded: loaded, generation: current.generation)
@@ -392,7 +436,7 @@ public final class StudyTriage: @unchecked Sendable {
 
     /// Keep, archive or delete the study's files that are still in the spool.
     private func afterTriage(_ images: [StudyImage]) throws {
-        let inSpool = images.filter { $0.filePath.hasPrefix(policy.spool.root + "/") }
+        let inSpool = images.filter { $0.isHeld(by: worklist.node) && $0.filePath.hasPrefix(policy.spool.root + "/") }
         switch policy.afterTriage {
         case .keep:
             return

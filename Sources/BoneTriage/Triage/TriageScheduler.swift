@@ -88,6 +88,15 @@ public final class TriageScheduler: @unchecked Sendable {
         }
     }
 
+    /// Looks at a study again once a quiet period has passed (unless it is already waiting): one another
+    /// node holds, or whose images are on other nodes.
+    public func recheck(_ study: String) {
+        condition.withLock {
+            assembler.recheck(study: study, at: clock())
+            signalAll()
+        }
+    }
+
     /// Queues a study at once (one that waited for a model, after the model was reloaded).
     public func requeue(_ study: String) {
         condition.withLock {

@@ -141,8 +141,9 @@ extension SQLiteWorklist {
 
     public func resultObjectsAwaitingBuild(limit: Int) throws -> [ResultObject] {
         try read { db in
-            try Row.fetchAll(db, sql: Self.objectSelect + " WHERE o.filePath IS NULL AND o.buildProblem IS NULL ORDER BY o.id LIMIT ?",
-                             arguments: [limit]).map { try Self.object(db, $0) }
+            try Row.fetchAll(db, sql: Self.objectSelect + """
+                 WHERE o.filePath IS NULL AND o.buildProblem IS NULL AND (s.triageNode IS NULL OR s.triageNode = ?) ORDER BY o.id LIMIT ?
+                """, arguments: [node, limit]).map { try Self.object(db, $0) }
         }
     }
 
@@ -183,8 +184,9 @@ extension SQLiteWorklist {
         try read { db in
             try Row.fetchAll(db, sql: Self.entrySelect + """
                  WHERE d.state = ? AND o.filePath IS NOT NULL AND (d.nextAttemptAt IS NULL OR d.nextAttemptAt <= ?)
+                   AND (s.triageNode IS NULL OR s.triageNode = ?)
                  ORDER BY d.destination, d.nextAttemptAt, d.id LIMIT ?
-                """, arguments: [DeliveryState.pending.rawValue, now, limit]).map(Self.entry)
+                """, arguments: [DeliveryState.pending.rawValue, now, node, limit]).map(Self.entry)
         }
     }
 

@@ -4,6 +4,7 @@ import GRDB
 /// The worklist in one SQLite file (WAL mode, so the daemon writes while radiologists read and review).
 public final class SQLiteWorklist: WorklistStore {
     public let path: String
+    public let node: String
     private let pool: DatabasePool
 
     /// How long a writer waits for another process's transaction before giving up.
@@ -20,8 +21,10 @@ public final class SQLiteWorklist: WorklistStore {
     /// read-only: nothing is written on open, the WAL is read through SQLite's read-only shared memory
     /// (or, when the daemon is not running and has left no WAL, the file is read as it is), and an
     /// older schema is an error that says the daemon upgrades it when it starts.
-    public init(path: String, create: Bool) throws {
+    /// `node`: the name this process records its files and triages under (`[worklist] node`).
+    public init(path: String, create: Bool, node: String = WorklistNode.local) throws {
         self.path = path
+        self.node = node
         var info = stat()
         let exists = stat(path, &info) == 0
         if !exists && errno == EACCES {
@@ -108,15 +111,23 @@ public final class SQLiteWorklist: WorklistStore {
     // MARK: Written by the daemon
 
     public func recordArrival(_ a: InstanceArrival) throws -> ArrivalOutcome {
-        try write { db in try Self.recordArrival(db, a) }
+        try write { db in try Self.recordArrival(db, a, node: node) }
     }
 
     public func recordArrivals(_ arrivals: [InstanceArrival]) throws -> [ArrivalOutcome] {
-        try write { db in try arrivals.map { try Self.recordArrival(db, $0) } }
+        try write { db in try arrivals.map { try Self.recordArrival(db, $0, node: node) } }
     }
 
-    private static func recordArrival(_ db: Database, _ a: InstanceArrival) throws -> ArrivalOutcome {
-        if try ImageRow.filter(Column("sopInstanceUID") == a.sopInstanceUID).fetchCount(db) > 0 { return .duplicate }
+    private static func recordArrival(_ db: Database, _ a: InstanceArrival, node: String) throws -> ArrivalOutcome {
+        if let stored = try Row.fetchOne(db, sql: "SELECT id, node FROM image WHERE sopInstanceUID = ?", arguments: [a.sopInstanceUID]) {
+            let imageID: Int64 = stored["id"]
+            let holder: String? = stored["node"]
+            if holder == nil || holder == node { return .duplicate }
+            if try Row.fetchOne(db, sql: "SELECT 1 FROM imageCopy WHERE imageID = ? AND node = ?", arguments: [imageID, node]) != nil { return .duplicate }
+            try db.execute(sql: "INSERT INTO imageCopy (imageID, node, filePath, receivedAt) VALUES (?, ?, ?, ?)",
+                           arguments: [imageID, node, a.filePath, a.receivedAt])
+            return .copyKept
+        }
         var outcome = ArrivalOutcome.addedToStudy
         var row: StudyRow
         if let existing = try Row.fetchOne(db, sql: StudyRow.selectSQL + " WHERE studyInstanceUID = ?", arguments: [a.studyInstanceUID]) {
@@ -131,6 +142,7 @@ public final class SQLiteWorklist: WorklistStore {
         var image = StudyImage(studyInstanceUID: a.studyInstanceUID, sopInstanceUID: a.sopInstanceUID, seriesInstanceUID: a.seriesInstanceUID,
                                filePath: a.filePath, receivedAt: a.receivedAt, eligible: a.eligible, eligibilityReason: a.eligibilityReason)
         image.take(details: a)
+        image.node = node
         var imageRow = ImageRow(id: nil, studyID: studyID, image: image)
         try imageRow.insert(db)
         return outcome
@@ -161,6 +173,7 @@ public final class SQLiteWorklist: WorklistStore {
         try write { db in
             var row = try Self.studyRow(db, uid: uid)
             try row.study.move(to: state, reason: reason)
+            if state != .pending { row.study.triageNode = node }
             try row.update(db)
         }
     }
@@ -179,6 +192,7 @@ public final class SQLiteWorklist: WorklistStore {
                 try images[i].update(db)
             }
             row.study.recordTriage(r, imageProbabilities: images.compactMap(\.image.probability))
+            row.study.triageNode = node
             try row.update(db)
             row.study.heatmapCount = try Self.recountHeatmaps(db, studyID: studyID)
             if row.study.state == .triaged {
@@ -189,27 +203,48 @@ public final class SQLiteWorklist: WorklistStore {
         }
     }
 
-    public func beginTriage(studyInstanceUID uid: String) throws -> Int {
+    public func beginTriage(studyInstanceUID uid: String) throws -> TriageClaim {
         try write { db in
             let study = try Self.studyRow(db, uid: uid)
-            try db.execute(sql: """
-                INSERT INTO triageAttempt (studyID, attempts, startedAt) VALUES (?, 1, ?)
-                ON CONFLICT(studyID) DO UPDATE SET attempts = attempts + 1, startedAt = excluded.startedAt
-                """, arguments: [study.id, Date()])
-            return try Int.fetchOne(db, sql: "SELECT attempts FROM triageAttempt WHERE studyID = ?", arguments: [study.id]) ?? 1
+            let open = try Row.fetchOne(db, sql: "SELECT node, startedAt, attempts FROM triageAttempt WHERE studyID = ?", arguments: [study.id])
+            return try TriageClaims.claim(state: study.study.state, existing: open.map { TriageInProgress(node: $0["node"] ?? node, startedAt: $0["startedAt"],
+                                                                                                       attempts: $0["attempts"]) },
+                                          node: node, close: {
+                try db.execute(sql: "DELETE FROM triageAttempt WHERE studyID = ? AND (node IS NULL OR node = ?)", arguments: [study.id, node])
+            }, begin: {
+                try db.execute(sql: """
+                    INSERT INTO triageAttempt (studyID, attempts, startedAt, node) VALUES (?, 1, ?, ?)
+                    ON CONFLICT(studyID) DO UPDATE SET attempts = attempts + 1, startedAt = excluded.startedAt, node = excluded.node
+                    """, arguments: [study.id, Date(), node])
+                return try Int.fetchOne(db, sql: "SELECT attempts FROM triageAttempt WHERE studyID = ?", arguments: [study.id]) ?? 1
+            })
         }
     }
 
     public func endTriage(studyInstanceUID uid: String) throws {
         try write { db in
-            try db.execute(sql: "DELETE FROM triageAttempt WHERE studyID = (SELECT id FROM study WHERE studyInstanceUID = ?)", arguments: [uid])
+            try db.execute(sql: "DELETE FROM triageAttempt WHERE studyID = (SELECT id FROM study WHERE studyInstanceUID = ?) AND (node IS NULL OR node = ?)",
+                           arguments: [uid, node])
         }
     }
 
+    public func triageInProgress(ofStudy uid: String) throws -> TriageInProgress? {
+        try read { db in
+            try Row.fetchOne(db, sql: """
+                SELECT a.node, a.startedAt, a.attempts FROM triageAttempt a JOIN study s ON s.id = a.studyID WHERE s.studyInstanceUID = ?
+                """, arguments: [uid]).map { TriageInProgress(node: $0["node"] ?? node, startedAt: $0["startedAt"], attempts: $0["attempts"]) }
+        }
+    }
+
+    /// This node's files: its copy where it kept one, else the image's own file when this node recorded it.
     public func updateImagePaths(_ paths: [String: String]) throws {
         try write { db in
             for (sop, path) in paths {
-                try db.execute(sql: "UPDATE image SET filePath = ? WHERE sopInstanceUID = ?", arguments: [path, sop])
+                try db.execute(sql: "UPDATE imageCopy SET filePath = ? WHERE node = ? AND imageID = (SELECT id FROM image WHERE sopInstanceUID = ?)",
+                               arguments: [path, node, sop])
+                if db.changesCount == 0 {
+                    try db.execute(sql: "UPDATE image SET filePath = ? WHERE sopInstanceUID = ? AND (node IS NULL OR node = ?)", arguments: [path, sop, node])
+                }
             }
         }
     }
@@ -223,7 +258,10 @@ public final class SQLiteWorklist: WorklistStore {
             let rows = try Row.fetchCursor(db, sql: """
                 WITH files AS (
                     SELECT i.studyID, i.filePath, i.id AS n FROM image i
-                    WHERE i.fileRemovedAt IS NULL AND substr(i.filePath, 1, length(?)) = ?
+                    WHERE i.fileRemovedAt IS NULL AND substr(i.filePath, 1, length(?)) = ? AND (i.node IS NULL OR i.node = ?)
+                    UNION ALL
+                    SELECT i.studyID, c.filePath, i.id + 2000000000000 AS n FROM imageCopy c JOIN image i ON i.id = c.imageID
+                    WHERE c.node = ? AND c.fileRemovedAt IS NULL AND substr(c.filePath, 1, length(?)) = ?
                     UNION ALL
                     SELECT o.studyID, o.filePath, o.id + 4000000000000 AS n FROM resultObject o
                     WHERE o.filePath IS NOT NULL AND o.fileRemovedAt IS NULL AND substr(o.filePath, 1, length(?)) = ?
@@ -234,7 +272,7 @@ public final class SQLiteWorklist: WorklistStore {
                 WHERE s.state IN (\(finished))
                   AND NOT EXISTS (SELECT 1 FROM resultObject w WHERE w.studyID = s.id AND w.filePath IS NULL AND w.buildProblem IS NULL)
                 ORDER BY finishedAt, s.id, f.n
-                """, arguments: [prefix, prefix, prefix, prefix])
+                """, arguments: [prefix, prefix, node, node, prefix, prefix, prefix, prefix])
             var found: [(uid: String, shortID: String, finishedAt: Date, path: String)] = []
             while let row = try rows.next() { found.append((row["studyInstanceUID"], row["shortID"], row["finishedAt"], row["filePath"])) }
             return FinishedStudyFiles.grouping(found)
@@ -245,7 +283,8 @@ public final class SQLiteWorklist: WorklistStore {
         guard !paths.isEmpty else { return }
         try write { db in
             for path in paths {
-                try db.execute(sql: "UPDATE image SET fileRemovedAt = ? WHERE filePath = ?", arguments: [date, path])
+                try db.execute(sql: "UPDATE image SET fileRemovedAt = ? WHERE filePath = ? AND (node IS NULL OR node = ?)", arguments: [date, path, node])
+                try db.execute(sql: "UPDATE imageCopy SET fileRemovedAt = ? WHERE node = ? AND filePath = ?", arguments: [date, node, path])
                 try db.execute(sql: "UPDATE resultObject SET fileRemovedAt = ? WHERE filePath = ?", arguments: [date, path])
             }
         }
@@ -410,22 +449,30 @@ public final class SQLiteWorklist: WorklistStore {
         }
     }
 
+    /// The image's file as this node has it (its own copy where it kept one).
     public func imagePath(sopInstanceUID: String) throws -> String? {
-        try read { db in try String.fetchOne(db, sql: "SELECT filePath FROM image WHERE sopInstanceUID = ?", arguments: [sopInstanceUID]) }
-    }
-
-    public func imagePaths(under folder: String) throws -> Set<String> {
-        let prefix = folder.hasSuffix("/") ? folder : folder + "/"
-        return try read { db in
-            Set(try String.fetchAll(db, sql: "SELECT filePath FROM image WHERE substr(filePath, 1, ?) = ?",
-                                    arguments: [prefix.unicodeScalars.count, prefix]))
+        try read { db in
+            try ImageRow.fetchOne(db, sql: ImageRow.localSelectSQL + " WHERE i.sopInstanceUID = ?", arguments: [node, sopInstanceUID])?.image.filePath
         }
     }
 
+    /// The files under `folder` this node recorded: its images' and its copies'.
+    public func imagePaths(under folder: String) throws -> Set<String> {
+        let prefix = folder.hasSuffix("/") ? folder : folder + "/"
+        return try read { db in
+            Set(try String.fetchAll(db, sql: """
+                SELECT filePath FROM image WHERE substr(filePath, 1, ?) = ? AND (node IS NULL OR node = ?)
+                UNION SELECT filePath FROM imageCopy WHERE node = ? AND substr(filePath, 1, ?) = ?
+                """, arguments: [prefix.unicodeScalars.count, prefix, node, node, prefix.unicodeScalars.count, prefix]))
+        }
+    }
+
+    /// Each image with its file as this node has it: its own copy where it kept one (`StudyImage.node`).
     public func images(ofStudy uid: String) throws -> [StudyImage] {
         try read { db in
             let study = try Self.studyRow(db, uid: uid)
-            return try ImageRow.fetchAll(db, sql: ImageRow.selectSQL + " WHERE i.studyID = ? ORDER BY i.receivedAt, i.id", arguments: [study.id]).map(\.image)
+            return try ImageRow.fetchAll(db, sql: ImageRow.localSelectSQL + " WHERE i.studyID = ? ORDER BY i.receivedAt, i.id",
+                                         arguments: [node, study.id]).map(\.image)
         }
     }
 
@@ -507,14 +554,15 @@ extension SQLiteWorklist {
         let verdict = scope == .flagged ? "AND s.verdict = '\(Finding.abnormal.rawValue)'" : ""
         return try read { db in
             try Row.fetchAll(db, sql: """
-                SELECT s.studyInstanceUID, i.sopInstanceUID, i.filePath, i.fileRemovedAt, s.modelHash
-                FROM study s JOIN image i ON i.studyID = s.id
-                WHERE s.state = '\(StudyState.triaged.rawValue)' \(verdict) AND s.modelHash = ?
+                SELECT s.studyInstanceUID, i.sopInstanceUID, coalesce(c.filePath, i.filePath) AS filePath,
+                       CASE WHEN c.imageID IS NULL THEN i.fileRemovedAt ELSE c.fileRemovedAt END AS fileRemovedAt, s.modelHash
+                FROM study s JOIN image i ON i.studyID = s.id LEFT JOIN imageCopy c ON c.imageID = i.id AND c.node = ?
+                WHERE s.state = '\(StudyState.triaged.rawValue)' \(verdict) AND s.modelHash = ? AND (s.triageNode IS NULL OR s.triageNode = ?)
                   AND i.eligible AND i.probability IS NOT NULL
                   AND NOT EXISTS (SELECT 1 FROM heatmap h WHERE h.imageID = i.id AND h.modelHash = s.modelHash)
                 ORDER BY s.triagedAt DESC, s.id, i.receivedAt, i.id
                 LIMIT ?
-                """, arguments: [modelFingerprint, limit]).map { row in
+                """, arguments: [node, modelFingerprint, node, limit]).map { row in
                 HeatmapWork(studyInstanceUID: row["studyInstanceUID"], sopInstanceUID: row["sopInstanceUID"], filePath: row["filePath"],
                             fileRemovedAt: row["fileRemovedAt"], modelFingerprint: row["modelHash"])
             }
@@ -595,6 +643,7 @@ struct StudyRow: MutablePersistableRecord {
         container["changedAfterReview"] = s.changedAfterReview
         container["characterSetNote"] = s.characterSetNote
         container["deliveryMark"] = s.deliveryMark?.rawValue
+        container["triageNode"] = s.triageNode
         // What the worklist's orders and the flagged filter use, from `StudyRules` (the store only persists it).
         let tier = s.tier
         container["flagged"] = s.isFlagged
@@ -620,6 +669,12 @@ private struct ImageRow: FetchableRecord, MutablePersistableRecord {
     static let databaseTableName = "image"
     /// An image's columns with its study's UID (the public value names its study by UID, the row by id).
     static let selectSQL = "SELECT i.*, s.studyInstanceUID FROM image i JOIN study s ON s.id = i.studyID"
+    /// As `selectSQL`, with a node's own copy (its first argument is the node) in place of the image's
+    /// file when it kept one: for reading only, never written back.
+    static let localSelectSQL = """
+        SELECT i.*, s.studyInstanceUID, c.node AS copyNode, c.filePath AS copyPath, c.fileRemovedAt AS copyRemovedAt
+        FROM image i JOIN study s ON s.id = i.studyID LEFT JOIN imageCopy c ON c.imageID = i.id AND c.node = ?
+        """
     var id: Int64?
     var studyID: Int64
     var image: StudyImage
@@ -644,6 +699,12 @@ private struct ImageRow: FetchableRecord, MutablePersistableRecord {
         i.laterality = row["laterality"]
         i.fileName = row["fileName"]
         i.sopClassUID = row["sopClassUID"]
+        i.node = row["node"]
+        if let copyNode: String = row["copyNode"] {
+            i.node = copyNode
+            i.filePath = row["copyPath"]
+            i.fileRemovedAt = row["copyRemovedAt"]
+        }
         image = i
     }
 
@@ -664,6 +725,7 @@ private struct ImageRow: FetchableRecord, MutablePersistableRecord {
         container["laterality"] = image.laterality
         container["fileName"] = image.fileName
         container["sopClassUID"] = image.sopClassUID
+        container["node"] = image.node
     }
 
     mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }

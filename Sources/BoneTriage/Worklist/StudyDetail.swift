@@ -6,7 +6,8 @@ extension WorklistPresentation {
     static let detailWidth = 80
     static let detailLabelWidth = 18
 
-    public static func detail(_ s: Study, images: [StudyImage], reviews: [Review]) -> String {
+    /// `inProgress`: the study's open triage claim (a shared worklist names the node that holds it).
+    public static func detail(_ s: Study, images: [StudyImage], reviews: [Review], inProgress: TriageInProgress? = nil) -> String {
         var out: [String] = []
         let indent = String(repeating: " ", count: detailLabelWidth)
         func line(_ key: String, _ value: String?) {
@@ -25,10 +26,11 @@ extension WorklistPresentation {
         line("Received", "\(span(s.firstReceivedAt, s.lastReceivedAt)), \(from)")
         line("Images", "\(s.imageCount) (\(s.eligibleImageCount) eligible)")
         line("State", s.state.rawValue + (s.stateReason.map { ": \($0)" } ?? ""))
+        line("Triage", inProgress.map(triageInProgressText))
         if s.state == .triaged {
             line("Verdict", "\(outcome(s))  probability \(probability(s.probability)), threshold \(s.threshold.map { String($0) } ?? "?")")
             line("Model", "\(s.modelID ?? "?") (\(String((s.modelHash ?? "?").prefix(16))))")
-            line("Triaged", s.triagedAt.map { local($0, "yyyy-MM-dd HH:mm:ss") })
+            line("Triaged", s.triagedAt.map { local($0, "yyyy-MM-dd HH:mm:ss") + (s.triageNode.map { " on node \($0)" } ?? "") })
             line("Pictures", s.heatmapCount > 0
                  ? "heatmaps for \(s.heatmapCount) image\(s.heatmapCount == 1 ? "" : "s"); write them with --images DIR"
                  : "no heatmap yet ([heatmaps] compute in the daemon's config)")
@@ -45,6 +47,7 @@ extension WorklistPresentation {
             if i.eligible, let problem = i.eligibilityReason { text += "  (not classified: \(problem))" }
             if !i.eligible { text += "  (\(i.eligibilityReason ?? "not eligible"))" }
             if let removed = i.fileRemovedAt { text += "  (file removed by retention " + local(removed, "yyyy-MM-dd") + ")" }
+            if let node = i.node, Set(images.compactMap(\.node)).count > 1 { text += "  (on node \(node))" }
             out += wrap(printable(text), first: "  " + p.padding(toLength: 7, withPad: " ", startingAt: 0), rest: String(repeating: " ", count: 9))
         }
         out.append("")
@@ -63,11 +66,16 @@ extension WorklistPresentation {
     /// `heatmaps`: what is recorded for the images (by SOP Instance UID); each image gets "heatmap": "made",
     /// "not_made" (with "heatmap_problem") or "none", for the study's current model.
     public static func detailJSONObject(_ s: Study, images: [StudyImage], reviews: [Review],
-                                        heatmaps: [String: StoredHeatmap] = [:]) -> [String: Any] {
-        [
-            "study": jsonObject(s),
+                                        heatmaps: [String: StoredHeatmap] = [:], inProgress: TriageInProgress? = nil) -> [String: Any] {
+        var study = jsonObject(s)
+        study["triage_node"] = s.triageNode ?? NSNull()
+        study["triage_in_progress"] = inProgress.map { ["node": $0.node, "started_at": iso($0.startedAt) ?? NSNull(), "attempts": $0.attempts] as [String: Any] }
+            ?? NSNull()
+        return [
+            "study": study,
             "images": images.map { i -> [String: Any] in
                 var object = jsonObject(i)
+                object["node"] = i.node ?? NSNull()
                 object["series_number"] = i.seriesNumber ?? NSNull()
                 object["instance_number"] = i.instanceNumber ?? NSNull()
                 object["view_position"] = i.viewPosition ?? NSNull()
@@ -84,6 +92,14 @@ extension WorklistPresentation {
                 return object
             },
         ]
+    }
+
+    /// An open claim as `show` says it: a node triages the study now, or stopped during its triage and
+    /// resumes it when it starts again (the other nodes leave it to that node).
+    static func triageInProgressText(_ t: TriageInProgress) -> String {
+        "claimed by node \(t.node) since \(local(t.startedAt, "yyyy-MM-dd HH:mm:ss"))"
+            + (t.attempts > 1 ? ", attempt \(t.attempts) (the node stopped during the earlier ones)" : "")
+            + "; if that node is down, it resumes the study when it starts again"
     }
 
     /// DICOM's Study Date (0008,0020) is YYYYMMDD: 20261118 reads 2026-11-18. Anything else is shown as received.

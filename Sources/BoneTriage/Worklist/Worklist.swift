@@ -46,21 +46,22 @@ public enum Worklist {
     /// The daemon creates a missing worklist (a SQLite file and its folder, or the schema in an existing
     /// PostgreSQL database) and upgrades an older one; the radiologists' commands never create nor
     /// upgrade a PostgreSQL schema, and are told the daemon does.
-    public static func open(_ location: WorklistLocation, role: WorklistRole) throws -> any WorklistStore {
+    /// `node`: the name the daemon records its files and triages under (`[worklist] node`).
+    public static func open(_ location: WorklistLocation, role: WorklistRole, node: String = WorklistNode.local) throws -> any WorklistStore {
         switch (location, role) {
         case let (.sqlite(path), .daemon):
             let folder = (path as NSString).deletingLastPathComponent
             if !folder.isEmpty { try FileSystem.makeFolder(folder) }
-            return try SQLiteWorklist(path: path, create: true)
+            return try SQLiteWorklist(path: path, create: true, node: node)
         case let (.sqlite(path), .reviewer):
-            return try SQLiteWorklist(path: path, create: false)
+            return try SQLiteWorklist(path: path, create: false, node: node)
         case let (.sqlite(path), .recordingReviews):
             try WorklistAccess.requireWrite(path: path)
-            return try SQLiteWorklist(path: path, create: false)
+            return try SQLiteWorklist(path: path, create: false, node: node)
         case let (.postgresql(connection), .daemon):
-            return try PostgresWorklist(connection: connection, migrate: true)
+            return try PostgresWorklist(connection: connection, migrate: true, node: node)
         case let (.postgresql(connection), .reviewer), let (.postgresql(connection), .recordingReviews):
-            return try PostgresWorklist(connection: connection, migrate: false)
+            return try PostgresWorklist(connection: connection, migrate: false, node: node)
         }
     }
 
@@ -69,6 +70,6 @@ public enum Worklist {
 
     /// The worklist named by `[worklist] database` or `[worklist.postgresql]`.
     public static func open(configuration: BoneTriageConfiguration, role: WorklistRole) throws -> any WorklistStore {
-        try open(configuration.worklistLocation, role: role)
+        try open(configuration.worklistLocation, role: role, node: configuration.worklistNode)
     }
 }

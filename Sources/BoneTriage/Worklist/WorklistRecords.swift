@@ -49,6 +49,9 @@ public struct Study: Codable, Sendable, Equatable {
     public var heatmapCount = 0
     /// Where its result objects stand with their destinations (nil: none queued), kept by the store.
     public var deliveryMark: DeliveryMark?
+    /// The node (`[worklist] node`) that recorded its last triage outcome, and so makes its heatmaps and
+    /// builds and sends its results; nil before it has one (or when it was triaged before nodes were kept).
+    public var triageNode: String?
 
     /// A study as a store keeps it: its short ID and arrival day as stored, not derived again (a listing
     /// reads 100,000 of them).
@@ -102,6 +105,10 @@ public struct StudyImage: Codable, Sendable, Equatable {
     public var fileName: String?
     /// SOP Class UID (0008,0016) of a DICOM image (nil for a PNG): what a result object's references need.
     public var sopClassUID: String?
+    /// The node whose disk holds `filePath` (`[worklist] node`): the one that recorded the image, or,
+    /// when the store reading it kept a copy of its own, that store's node (and `filePath` is that copy).
+    /// Nil for an image recorded before nodes were kept: a single node's, held wherever it is read.
+    public var node: String?
 
     public init(studyInstanceUID: String, sopInstanceUID: String, seriesInstanceUID: String?, filePath: String, receivedAt: Date,
                 eligible: Bool, eligibilityReason: String? = nil) {
@@ -141,6 +148,11 @@ public struct Review: Codable, Sendable, Equatable {
         self.label = label
         self.note = note
     }
+}
+
+extension StudyImage {
+    /// Whether `filePath` is on the disk of `node` (a store's own node).
+    public func isHeld(by node: String) -> Bool { self.node == nil || self.node == node }
 }
 
 extension Review {

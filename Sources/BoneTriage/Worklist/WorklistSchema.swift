@@ -219,6 +219,26 @@ public enum WorklistSchema {
                 t.add(column: "buildAttempts", .integer).notNull().defaults(to: 0)
             }
         }
+        // v11: several nodes on one worklist. The node that recorded each image (its file is on that node's
+        // disk), the copies other nodes kept of the same instance, the node holding an open triage claim,
+        // and the node that recorded a study's outcome (it makes the heatmaps and results). NULL: before
+        // nodes were kept, a single node's.
+        migrator.registerMigration("v11-triage-nodes") { db in
+            try db.execute(sql: """
+                ALTER TABLE image ADD COLUMN node TEXT;
+                ALTER TABLE study ADD COLUMN triageNode TEXT;
+                ALTER TABLE triageAttempt ADD COLUMN node TEXT;
+                CREATE TABLE imageCopy (
+                    imageID INTEGER NOT NULL REFERENCES image(id) ON DELETE CASCADE,
+                    node TEXT NOT NULL,
+                    filePath TEXT NOT NULL,
+                    receivedAt DATETIME NOT NULL,
+                    fileRemovedAt DATETIME,
+                    PRIMARY KEY (imageID, node)
+                );
+                CREATE INDEX image_copy_file ON imageCopy(node, filePath);
+                """)
+        }
         return migrator
     }
 }

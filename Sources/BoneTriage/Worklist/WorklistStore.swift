@@ -137,8 +137,48 @@ public struct InstanceArrival: Sendable {
 
 public enum ArrivalOutcome: Equatable, Sendable {
     case newStudy, addedToStudy
-    /// The SOP Instance UID was already stored: nothing changed.
+    /// The SOP Instance UID was already stored on this node: nothing changed.
     case duplicate
+    /// Another node (a shared worklist) recorded this instance first: this node's file is recorded as its
+    /// own copy, so that it can triage the study from its own disk if the claim falls to it.
+    case copyKept
+}
+
+/// What `beginTriage` found when a node went to claim a study.
+public enum TriageClaim: Equatable, Sendable {
+    /// This node triages it now; `attempts` counts the claims it opened without closing, this one
+    /// included (more than one: this node died during the earlier ones).
+    case claimed(attempts: Int)
+    /// Another node claimed it at `since` and has not finished: it is left to that node (a node that
+    /// died with it resumes it when it starts again).
+    case heldBy(node: String, since: Date)
+    /// It was triaged (or found not applicable, or failed) and nothing arrived since: nothing to do.
+    case alreadyDone(state: StudyState)
+}
+
+/// A triage claimed and not yet ended: being run now, or left by a node that stopped during it.
+public struct TriageInProgress: Sendable, Equatable {
+    public var node: String
+    public var startedAt: Date
+    /// Claims opened without closing, the open one included (more than one: the node died during triage).
+    public var attempts: Int
+
+    public init(node: String, startedAt: Date, attempts: Int) {
+        self.node = node
+        self.startedAt = startedAt
+        self.attempts = attempts
+    }
+}
+
+/// The name a node goes by in a shared worklist (`[worklist] node`): by default the host's name.
+public enum WorklistNode {
+    public static var local: String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
+        let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+        let name = String(decoding: bytes, as: UTF8.self)
+        return name.isEmpty ? "localhost" : name
+    }
 }
 
 /// A triage result for one study: per-image probabilities and the model that made them.
@@ -265,10 +305,17 @@ public protocol WorklistStore: Sendable {
     func markFailed(studyInstanceUID: String, reason: String) throws
     /// Why eligible images could not be classified (SOP Instance UID: why), kept with each image.
     func recordImageProblems(_ problems: [String: String]) throws
-    /// Notes that a triage starts and returns how many started without finishing, this one included.
-    func beginTriage(studyInstanceUID: String) throws -> Int
-    /// The triage ended (with any outcome): the process did not die during it.
+    /// The node this store writes as (`[worklist] node`): the holder of the files it records, and the
+    /// owner of the triages it claims.
+    var node: String { get }
+    /// Claims the study for this node's triage, in one transaction on the study: refused while another
+    /// node holds it, and when its last outcome stands (nothing arrived since). A claim this node left
+    /// open (it died during the triage) is taken up again and counted.
+    func beginTriage(studyInstanceUID: String) throws -> TriageClaim
+    /// The triage ended (with any outcome): this node's claim is closed.
     func endTriage(studyInstanceUID: String) throws
+    /// The study's open triage claim, if any (`show`): which node holds it and since when.
+    func triageInProgress(ofStudy studyInstanceUID: String) throws -> TriageInProgress?
     /// Where a study's files are now (after the post-triage move to the archive), by SOP Instance UID.
     func updateImagePaths(_ paths: [String: String]) throws
     /// Where the recorded file of an instance is, if the instance is recorded.

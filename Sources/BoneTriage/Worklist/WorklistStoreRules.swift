@@ -50,6 +50,22 @@ enum ResultQueueing {
     }
 }
 
+/// How a node's claim on a study's triage is decided, on the study locked by the caller's transaction.
+enum TriageClaims {
+    /// Refused while another node holds an open claim; nothing to do when the study's outcome stands (a
+    /// new instance would have put it back to receiving): then this node's own stale claim is `close`d.
+    /// Otherwise `begin` opens (or, after this node died during it, reopens and counts) this node's claim.
+    static func claim(state: StudyState, existing: TriageInProgress?, node: String, close: () throws -> Void,
+                      begin: () throws -> Int) throws -> TriageClaim {
+        if let existing, existing.node != node { return .heldBy(node: existing.node, since: existing.startedAt) }
+        if state == .triaged || state == .notApplicable || state == .failed {
+            if existing != nil { try close() }
+            return .alreadyDone(state: state)
+        }
+        return .claimed(attempts: try begin())
+    }
+}
+
 extension OutboxEntry {
     /// A retry or a drop applies to an entry still on its way: a delivered or dropped one is finished.
     func requireUnfinished() throws {

@@ -50,7 +50,7 @@ enum StoredStudy {
                           "accessionNumber", "studyDate", "modality", "bodyPart", "studyDescription", "callingAETitle", "peerAddress",
                           "lastReceivedAt", "imageCount", "eligibleImageCount", "state", "stateReason", "probability", "verdict",
                           "threshold", "modelID", "modelHash", "triagedAt", "priority", "reviewState", "reviewLabel", "reviewedAt",
-                          "changedAfterReview", "characterSetNote", "heatmapCount", "deliveryMark"]
+                          "changedAfterReview", "characterSetNote", "heatmapCount", "deliveryMark", "triageNode"]
 }
 
 extension Study {
@@ -87,6 +87,7 @@ extension Study {
         characterSetNote = try v.text(31)
         heatmapCount = try v.integer(32) ?? 0
         deliveryMark = try v.choice(33, c[33])
+        triageNode = try v.text(34)
     }
 }
 

@@ -26,6 +26,8 @@ final class DaemonHarness {
     var root: String { dir.url.path }
     /// A PostgreSQL worklist (a connection URI) instead of the SQLite file in the test's folder.
     var postgresWorklist: String?
+    /// `[worklist] node`: the name this daemon goes by in a shared worklist (nil: the host name).
+    var worklistNode: String?
     var database: String { postgresWorklist ?? dir.path("worklist.sqlite") }
     var dropFolder: String { dir.path("drop") }
     var spool: String { dir.path("spool") }
@@ -86,6 +88,7 @@ final class DaemonHarness {
             minimum_free_space_mb = 1
             [worklist]
             database = "\(database)"
+            \(worklistNode.map { "node = \"\($0)\"" } ?? "")
             [model]
             path = "\(dir.path("model.safetensors"))"
             [service]

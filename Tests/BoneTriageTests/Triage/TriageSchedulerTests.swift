@@ -101,13 +101,14 @@ struct StudyTriageTests {
                                  logger: Logger(label: "test"))
         // A triage that ends normally leaves no mark: here, no model is loaded, so the study waits.
         #expect(worker.triage(studyInstanceUID: uid) == .waitingForModel)
-        #expect(try store.beginTriage(studyInstanceUID: uid) == 1)
+        #expect(try store.beginTriage(studyInstanceUID: uid) == .claimed(attempts: 1))
         // Three triages that never ended (the process died during each).
         _ = try store.beginTriage(studyInstanceUID: uid)
         _ = try store.beginTriage(studyInstanceUID: uid)
         guard case .failed = worker.triage(studyInstanceUID: uid) else { Issue.record("the study was not set aside"); return }
         let study = try store.study(handle: uid)
         #expect(study.state == .failed && study.stateReason?.contains("died 3 times") == true, "\(study)")
-        #expect(try store.beginTriage(studyInstanceUID: uid) == 1)
+        #expect(try store.triageInProgress(ofStudy: uid) == nil, "the claim was closed")
+        #expect(try store.beginTriage(studyInstanceUID: uid) == .alreadyDone(state: .failed), "set aside: it is not claimed again until an instance arrives")
     }
 }

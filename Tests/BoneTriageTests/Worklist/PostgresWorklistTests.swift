@@ -189,9 +189,30 @@ struct PostgresWorklistTests {
         _ = try stores[0].recordArrival(WorklistStoreContractTests.arrival("1.2.5", "1.2.5.1"))
         let numbers = Mutex<[Int]>([])
         DispatchQueue.concurrentPerform(iterations: 10) { n in
-            if let k = try? stores[n % 2].beginTriage(studyInstanceUID: "1.2.5") { numbers.withLock { $0.append(k) } }
+            if case let .claimed(k)? = try? stores[n % 2].beginTriage(studyInstanceUID: "1.2.5") { numbers.withLock { $0.append(k) } }
         }
         #expect(numbers.withLock { $0 }.sorted() == Array(1...10))
+    }
+
+    @Test("two nodes claiming one study from several threads at once: one node gets it, the other is told who holds it")
+    func concurrentClaimsOfTwoNodes() throws {
+        let conninfo = try Self.freshDatabase()
+        let stores = [try Worklist.open(.postgresql(connection: conninfo), role: .daemon, node: "node-a"),
+                      try Worklist.open(.postgresql(connection: conninfo), role: .daemon, node: "node-b")]
+        _ = try stores[0].recordArrival(WorklistStoreContractTests.arrival("1.2.6", "1.2.6.1"))
+        let outcomes = Mutex<[(node: String, claim: TriageClaim)]>([])
+        DispatchQueue.concurrentPerform(iterations: 12) { n in
+            let store = stores[n % 2]
+            if let claim = try? store.beginTriage(studyInstanceUID: "1.2.6") { outcomes.withLock { $0.append((store.node, claim)) } }
+        }
+        let all = outcomes.withLock { $0 }
+        #expect(all.count == 12)
+        let winners = Set(all.compactMap { if case .claimed = $0.claim { return $0.node } else { return nil } })
+        #expect(winners.count == 1, "one node holds the claim: \(all)")
+        guard let winner = winners.first else { return }
+        #expect(all.filter { $0.node == winner }.allSatisfy { if case .claimed = $0.claim { return true } else { return false } })
+        #expect(all.filter { $0.node != winner }.allSatisfy { $0.claim.heldByNode == winner })
+        #expect(try stores[1].triageInProgress(ofStudy: "1.2.6")?.node == winner)
     }
 
     @Test("every listing order, filter and handle lookup is served by an index: no sort, no scan of the whole table",

@@ -7,16 +7,18 @@ import Testing
 /// note, where PostgreSQL 15 is not installed).
 struct WorklistBackend: Sendable, CustomTestStringConvertible {
     let name: String
-    let open: @Sendable (_ folder: String) throws -> any WorklistStore
+    /// A new, empty worklist's location (a file in `folder`, or a fresh PostgreSQL database).
+    let location: @Sendable (_ folder: String) throws -> WorklistLocation
     var testDescription: String { name }
 
+    /// A new, empty store, as the daemon opens it.
+    func open(_ folder: String) throws -> any WorklistStore { try Worklist.open(try location(folder), role: .daemon) }
+
     static let all: [WorklistBackend] = [
-        WorklistBackend(name: "SQLite") { folder in try Worklist.open(path: folder + "/worklist.sqlite", role: .daemon) },
+        WorklistBackend(name: "SQLite") { folder in .sqlite(path: folder + "/worklist.sqlite") },
     ] + (PostgresCluster.isInstalled ? [postgreSQL] : [])
 
-    static let postgreSQL = WorklistBackend(name: "PostgreSQL") { _ in
-        try Worklist.open(.postgresql(connection: try PostgresCluster.shared().freshDatabase()), role: .daemon)
-    }
+    static let postgreSQL = WorklistBackend(name: "PostgreSQL") { _ in .postgresql(connection: try PostgresCluster.shared().freshDatabase()) }
 }
 
 /// What every worklist store does, whatever keeps it: pinned through the `WorklistStore` protocol alone.
@@ -207,11 +209,11 @@ struct WorklistStoreContractTests {
         defer { withExtendedLifetime(dir) {} }
         _ = try store.recordArrival(Self.arrival("1.2.90", "1.2.90.1"))
         _ = try store.recordArrival(Self.arrival("1.2.91", "1.2.91.1"))
-        #expect(try store.beginTriage(studyInstanceUID: "1.2.90") == 1)
-        #expect(try store.beginTriage(studyInstanceUID: "1.2.90") == 2, "the first never ended: the process died during it")
-        #expect(try store.beginTriage(studyInstanceUID: "1.2.91") == 1, "counted per study")
+        #expect(try store.beginTriage(studyInstanceUID: "1.2.90") == .claimed(attempts: 1))
+        #expect(try store.beginTriage(studyInstanceUID: "1.2.90") == .claimed(attempts: 2), "the first never ended: the process died during it")
+        #expect(try store.beginTriage(studyInstanceUID: "1.2.91") == .claimed(attempts: 1), "counted per study")
         try store.endTriage(studyInstanceUID: "1.2.90")
-        #expect(try store.beginTriage(studyInstanceUID: "1.2.90") == 1)
+        #expect(try store.beginTriage(studyInstanceUID: "1.2.90") == .claimed(attempts: 1))
         #expect(throws: WorklistError.studyNotFound(handle: "9.9.9")) { try store.beginTriage(studyInstanceUID: "9.9.9") }
     }
 

@@ -52,14 +52,15 @@ extension PostgresWorklist {
         let verdict = scope == .flagged ? "AND s.verdict = '\(Finding.abnormal.rawValue)'" : ""
         return try read { c in
             try c.execute("""
-                SELECT s.studyInstanceUID, i.sopInstanceUID, i.filePath, i.fileRemovedAt, s.modelHash
-                FROM study s JOIN image i ON i.studyID = s.id
-                WHERE s.state = '\(StudyState.triaged.rawValue)' \(verdict) AND s.modelHash = $1
+                SELECT s.studyInstanceUID, i.sopInstanceUID, coalesce(c.filePath, i.filePath),
+                       CASE WHEN c.imageID IS NULL THEN i.fileRemovedAt ELSE c.fileRemovedAt END, s.modelHash
+                FROM study s JOIN image i ON i.studyID = s.id LEFT JOIN imageCopy c ON c.imageID = i.id AND c.node = $3
+                WHERE s.state = '\(StudyState.triaged.rawValue)' \(verdict) AND s.modelHash = $1 AND (s.triageNode IS NULL OR s.triageNode = $3)
                   AND i.eligible AND i.probability IS NOT NULL
                   AND NOT EXISTS (SELECT 1 FROM heatmap h WHERE h.imageID = i.id AND h.modelHash = s.modelHash)
                 ORDER BY s.triagedAt DESC, s.id, i.receivedAt, i.id
                 LIMIT $2
-                """, [modelFingerprint, limit]).rows.map { row in
+                """, [modelFingerprint, limit, node]).rows.map { row in
                 HeatmapWork(studyInstanceUID: try row.required(0, "studyInstanceUID", row.text), sopInstanceUID: try row.required(1, "sopInstanceUID", row.text),
                             filePath: try row.required(2, "filePath", row.text), fileRemovedAt: try row.date(3), modelFingerprint: try row.required(4, "modelHash", row.text))
             }

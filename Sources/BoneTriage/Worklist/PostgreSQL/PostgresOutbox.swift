@@ -158,7 +158,10 @@ extension PostgresWorklist {
     }
 
     public func resultObjectsAwaitingBuild(limit: Int) throws -> [ResultObject] {
-        try read { c in try Self.objects(c, where: " WHERE o.filePath IS NULL AND o.buildProblem IS NULL ORDER BY o.id LIMIT $1", [limit]) }
+        try read { c in
+            try Self.objects(c, where: " WHERE o.filePath IS NULL AND o.buildProblem IS NULL AND (s.triageNode IS NULL OR s.triageNode = $2) ORDER BY o.id LIMIT $1",
+                             [limit, node])
+        }
     }
 
     public func recordResultBuilt(sopInstanceUID: String, filePath: String, at: Date) throws {
@@ -196,8 +199,9 @@ extension PostgresWorklist {
         try read { c in
             try c.execute(Self.entrySelect + """
                  WHERE d.state = $1 AND o.filePath IS NOT NULL AND (d.nextAttemptAt IS NULL OR d.nextAttemptAt <= $2)
+                   AND (s.triageNode IS NULL OR s.triageNode = $4)
                  ORDER BY d.destination, d.nextAttemptAt NULLS FIRST, d.id LIMIT $3
-                """, [DeliveryState.pending.rawValue, now, limit]).rows.map(Self.entry)
+                """, [DeliveryState.pending.rawValue, now, limit, node]).rows.map(Self.entry)
         }
     }
 

@@ -15,7 +15,7 @@ enum PostgresRoles {
     static let reader = "bonetriage_reader"
 
     /// Every table of the schema.
-    static let tables = ["study", "image", "review", "triageAttempt", "heatmap", "resultObject", "resultDelivery", PostgresSchema.migrationTable]
+    static let tables = ["study", "image", "imageCopy", "review", "triageAttempt", "heatmap", "resultObject", "resultDelivery", PostgresSchema.migrationTable]
     /// What a review changes on a study (`PostgresWorklist.updateReview`, and the outbox's delivery mark).
     static let reviewColumns = ["reviewState", "reviewLabel", "reviewedAt", "changedAfterReview", "flagged", "worklistTier", "rankWithinDay",
                                 "deliveryMark"]

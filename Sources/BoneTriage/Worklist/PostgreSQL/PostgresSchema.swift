@@ -240,6 +240,24 @@ enum PostgresSchema {
         // v10: builds of a result object begun and not ended (the daemon died while building it), so that
         // an object whose file crashes the daemon is given up instead of crashing it again.
         Migration("v10-result-build-attempts", "ALTER TABLE resultObject ADD COLUMN buildAttempts integer NOT NULL DEFAULT 0;"),
+        // v11: several nodes on one worklist: the node that recorded each image (its file is on that node's
+        // disk), the copies other nodes kept of the same instance, the node holding an open triage claim,
+        // and the node that recorded a study's outcome (it makes the heatmaps and results). NULL: before
+        // nodes were kept, a single node's.
+        Migration("v11-triage-nodes", """
+            ALTER TABLE image ADD COLUMN node text COLLATE "C";
+            ALTER TABLE study ADD COLUMN triageNode text COLLATE "C";
+            ALTER TABLE triageAttempt ADD COLUMN node text COLLATE "C";
+            CREATE TABLE imageCopy (
+                imageID bigint NOT NULL REFERENCES image(id) ON DELETE CASCADE,
+                node text COLLATE "C" NOT NULL,
+                filePath text COLLATE "C" NOT NULL,
+                receivedAt timestamptz NOT NULL,
+                fileRemovedAt timestamptz,
+                PRIMARY KEY (imageID, node)
+            );
+            CREATE INDEX image_copy_file ON imageCopy(node, filePath);
+            """),
     ]
 
     static var identifiers: [String] { migrations.map(\.identifier) }

@@ -15,13 +15,16 @@ import Foundation
 public final class PostgresWorklist: WorklistStore {
     /// The server as host:port/database, for messages (never the password).
     public let server: String
+    public let node: String
     let pool: PostgresPool
 
     /// Connects to the database (a libpq connection string or `postgresql://` URI) and checks its schema:
     /// with `migrate` (the daemon) a missing or older schema is created or upgraded in place; without, an
     /// older one is an error that says the daemon upgrades it. A database written by a newer BoneTriage
     /// is refused either way.
-    public init(connection conninfo: String, migrate: Bool) throws {
+    /// `node`: the name this process records its files and triages under (`[worklist] node`).
+    public init(connection conninfo: String, migrate: Bool, node: String = WorklistNode.local) throws {
+        self.node = node
         pool = PostgresPool(conninfo: conninfo)
         server = WorklistLocation.postgresql(connection: conninfo).description
         try Self.mapErrors(server) { try PostgresSchema.prepare(pool, server: server, upgrade: migrate) }
@@ -88,13 +91,13 @@ public final class PostgresWorklist: WorklistStore {
                 imageCount = $14, eligibleImageCount = $15, state = $16, stateReason = $17, probability = $18, verdict = $19, threshold = $20,
                 modelID = $21, modelHash = $22, triagedAt = $23, priority = $24, reviewState = $25, reviewLabel = $26, reviewedAt = $27,
                 changedAfterReview = $28, characterSetNote = $29, deliveryMark = $30, flagged = $31, worklistTier = $32, rankWithinDay = $33,
-                arrivalDay = $34
+                arrivalDay = $34, triageNode = $35
             WHERE id = $1
             """, [row.id, s.patientID, s.patientName, s.accessionNumber, s.studyDate, s.modality, s.bodyPart, s.studyDescription, s.source.rawValue,
                   s.callingAETitle, s.peerAddress, s.firstReceivedAt, s.lastReceivedAt, s.imageCount, s.eligibleImageCount, s.state.rawValue,
                   s.stateReason, s.probability, s.verdict?.rawValue, s.threshold, s.modelID, s.modelHash, s.triagedAt, s.priority,
                   s.reviewState.rawValue, s.reviewLabel?.rawValue, s.reviewedAt, s.changedAfterReview, s.characterSetNote,
-                  s.deliveryMark?.rawValue, s.isFlagged, s.tier.rawValue, s.rankWithinDay, s.arrivalDay])
+                  s.deliveryMark?.rawValue, s.isFlagged, s.tier.rawValue, s.rankWithinDay, s.arrivalDay, s.triageNode])
     }
 
     /// The columns a review changes (`Study.review`): all a reviewer's database role may update (see
@@ -109,11 +112,20 @@ public final class PostgresWorklist: WorklistStore {
                   s.rankWithinDay])
     }
 
-    static let imageSelect = """
+    static let imageColumns = """
         SELECT i.id, s.studyInstanceUID, i.sopInstanceUID, i.seriesInstanceUID, i.filePath, i.receivedAt, i.eligible, i.eligibilityReason,
-               i.probability, i.fileRemovedAt, i.seriesNumber, i.instanceNumber, i.viewPosition, i.laterality, i.fileName, i.sopClassUID
-        FROM image i JOIN study s ON s.id = i.studyID
+               i.probability, i.fileRemovedAt, i.seriesNumber, i.instanceNumber, i.viewPosition, i.laterality, i.fileName, i.sopClassUID, i.node
         """
+    static let imageSelect = imageColumns + ", NULL, NULL, NULL FROM image i JOIN study s ON s.id = i.studyID"
+
+    /// As `imageSelect`, with a node's own copy (the node is parameter `$n`) in place of the image's file
+    /// where it kept one: for reading only, never written back.
+    static func localImageSelect(node n: Int) -> String {
+        imageColumns + """
+            , c.node, c.filePath, c.fileRemovedAt
+            FROM image i JOIN study s ON s.id = i.studyID LEFT JOIN imageCopy c ON c.imageID = i.id AND c.node = $\(n)
+            """
+    }
 
     static func image(_ r: PostgresRow) throws -> (id: Int64, image: StudyImage) {
         var i = StudyImage(studyInstanceUID: try r.required(1, "studyInstanceUID", r.text), sopInstanceUID: try r.required(2, "sopInstanceUID", r.text),
@@ -127,6 +139,12 @@ public final class PostgresWorklist: WorklistStore {
         i.laterality = r.text(13)
         i.fileName = r.text(14)
         i.sopClassUID = r.text(15)
+        i.node = r.text(16)
+        if let copyNode = r.text(17) {
+            i.node = copyNode
+            i.filePath = try r.required(18, "imageCopy.filePath", r.text)
+            i.fileRemovedAt = try r.date(19)
+        }
         return (Int64(try r.required(0, "id", r.integer)), i)
     }
 
@@ -145,19 +163,31 @@ public final class PostgresWorklist: WorklistStore {
     // MARK: Written by the daemon
 
     public func recordArrival(_ a: InstanceArrival) throws -> ArrivalOutcome {
-        try write { c in try Self.recordArrival(c, a) }
+        try write { c in try Self.recordArrival(c, a, node: node) }
     }
 
     public func recordArrivals(_ arrivals: [InstanceArrival]) throws -> [ArrivalOutcome] {
-        try write { c in try arrivals.map { try Self.recordArrival(c, $0) } }
+        try write { c in try arrivals.map { try Self.recordArrival(c, $0, node: node) } }
+    }
+
+    /// An instance another node recorded first: this node's file becomes its copy (`ArrivalOutcome.copyKept`),
+    /// unless this node holds it already. Nil when no image has the SOP Instance UID.
+    private static func recordCopy(_ c: PostgresConnection, _ a: InstanceArrival, node: String) throws -> ArrivalOutcome? {
+        guard let stored = try c.execute("SELECT id, node FROM image WHERE sopInstanceUID = $1", [a.sopInstanceUID]).first else { return nil }
+        let holder = stored.text(1)
+        if holder == nil || holder == node { return .duplicate }
+        let kept = try c.execute("""
+            INSERT INTO imageCopy (imageID, node, filePath, receivedAt) VALUES ($1, $2, $3, $4) ON CONFLICT (imageID, node) DO NOTHING RETURNING imageID
+            """, [Int64(try stored.required(0, "id", stored.integer)), node, a.filePath, a.receivedAt]).first != nil
+        return kept ? .copyKept : .duplicate
     }
 
     /// An instance and its study. The study row is made if missing (`ON CONFLICT DO NOTHING`: a node that
     /// loses the race uses the winner's) and locked; the image is inserted the same way, so the same SOP
     /// Instance UID arriving at two nodes at once is stored once, and the study that was made for it alone
     /// by the node that lost is removed again.
-    private static func recordArrival(_ c: PostgresConnection, _ a: InstanceArrival) throws -> ArrivalOutcome {
-        if try c.execute("SELECT 1 FROM image WHERE sopInstanceUID = $1", [a.sopInstanceUID]).first != nil { return .duplicate }
+    private static func recordArrival(_ c: PostgresConnection, _ a: InstanceArrival, node: String) throws -> ArrivalOutcome {
+        if let outcome = try recordCopy(c, a, node: node) { return outcome }
         let fresh = Study(studyInstanceUID: a.studyInstanceUID, source: a.source, receivedAt: a.receivedAt)
         let created = try c.execute("""
             INSERT INTO study (studyInstanceUID, shortID, source, firstReceivedAt, lastReceivedAt, state, arrivalDay)
@@ -169,14 +199,14 @@ public final class PostgresWorklist: WorklistStore {
         image.take(details: a)
         let inserted = try c.execute("""
             INSERT INTO image (studyID, sopInstanceUID, seriesInstanceUID, filePath, receivedAt, eligible, eligibilityReason, seriesNumber,
-                               instanceNumber, viewPosition, laterality, fileName, sopClassUID)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (sopInstanceUID) DO NOTHING RETURNING id
+                               instanceNumber, viewPosition, laterality, fileName, sopClassUID, node)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (sopInstanceUID) DO NOTHING RETURNING id
             """, [row.id, image.sopInstanceUID, image.seriesInstanceUID, image.filePath, image.receivedAt, image.eligible, image.eligibilityReason,
-                  image.seriesNumber, image.instanceNumber, image.viewPosition, image.laterality, image.fileName, image.sopClassUID]).first != nil
+                  image.seriesNumber, image.instanceNumber, image.viewPosition, image.laterality, image.fileName, image.sopClassUID, node]).first != nil
         guard inserted else {
-            // Another process stored this instance between the check above and here.
+            // Another process stored this instance between the check above and here: this file is a copy.
             if created { try c.execute("DELETE FROM study WHERE id = $1", [row.id]) }
-            return .duplicate
+            return try recordCopy(c, a, node: node) ?? .duplicate
         }
         row.study.take(a)
         try update(c, row)
@@ -199,6 +229,7 @@ public final class PostgresWorklist: WorklistStore {
         try write { c in
             var row = try Self.lockedStudy(c, uid: uid)
             try row.study.move(to: state, reason: reason)
+            if state != .pending { row.study.triageNode = node }
             try Self.update(c, row)
         }
     }
@@ -227,6 +258,7 @@ public final class PostgresWorklist: WorklistStore {
                               [images[k].image.probability, images[k].image.eligibilityReason, images[k].id])
             }
             row.study.recordTriage(r, imageProbabilities: images.compactMap(\.image.probability))
+            row.study.triageNode = node
             try Self.update(c, row)
             row.study.heatmapCount = try Self.recountHeatmaps(c, studyID: row.id)
             if row.study.state == .triaged {
@@ -239,41 +271,72 @@ public final class PostgresWorklist: WorklistStore {
         }
     }
 
-    public func beginTriage(studyInstanceUID uid: String) throws -> Int {
+    /// The claim (`TriageClaims`) on the locked study row: two nodes claiming at once take turns, and the
+    /// second finds the first's claim.
+    public func beginTriage(studyInstanceUID uid: String) throws -> TriageClaim {
         try write { c in
             let study = try Self.lockedStudy(c, uid: uid)
-            let attempts = try c.execute("""
-                INSERT INTO triageAttempt (studyID, attempts, startedAt) VALUES ($1, 1, $2)
-                ON CONFLICT (studyID) DO UPDATE SET attempts = triageAttempt.attempts + 1, startedAt = excluded.startedAt
-                RETURNING attempts
-                """, [study.id, Date()]).first
-            return try attempts?.integer(0) ?? 1
+            let open = try c.execute("SELECT node, startedAt, attempts FROM triageAttempt WHERE studyID = $1", [study.id]).first
+            let existing = try open.map { TriageInProgress(node: $0.text(0) ?? node, startedAt: try $0.required(1, "startedAt", $0.date),
+                                                           attempts: try $0.required(2, "attempts", $0.integer)) }
+            return try TriageClaims.claim(state: study.study.state, existing: existing, node: node, close: {
+                try c.execute("DELETE FROM triageAttempt WHERE studyID = $1 AND (node IS NULL OR node = $2)", [study.id, node])
+            }, begin: {
+                let attempts = try c.execute("""
+                    INSERT INTO triageAttempt (studyID, attempts, startedAt, node) VALUES ($1, 1, $2, $3)
+                    ON CONFLICT (studyID) DO UPDATE SET attempts = triageAttempt.attempts + 1, startedAt = excluded.startedAt, node = excluded.node
+                    RETURNING attempts
+                    """, [study.id, Date(), node]).first
+                return try attempts?.integer(0) ?? 1
+            })
         }
     }
 
     public func endTriage(studyInstanceUID uid: String) throws {
         try write { c in
-            _ = try c.execute("DELETE FROM triageAttempt WHERE studyID = (SELECT id FROM study WHERE studyInstanceUID = $1)", [uid])
+            _ = try c.execute("DELETE FROM triageAttempt WHERE studyID = (SELECT id FROM study WHERE studyInstanceUID = $1) AND (node IS NULL OR node = $2)",
+                              [uid, node])
         }
     }
 
+    public func triageInProgress(ofStudy uid: String) throws -> TriageInProgress? {
+        try read { c in
+            try c.execute("""
+                SELECT a.node, a.startedAt, a.attempts FROM triageAttempt a JOIN study s ON s.id = a.studyID WHERE s.studyInstanceUID = $1
+                """, [uid]).first.map { TriageInProgress(node: $0.text(0) ?? node, startedAt: try $0.required(1, "startedAt", $0.date),
+                                                        attempts: try $0.required(2, "attempts", $0.integer)) }
+        }
+    }
+
+    /// This node's files: its copy where it kept one, else the image's own file when this node recorded it.
     public func updateImagePaths(_ paths: [String: String]) throws {
         guard !paths.isEmpty else { return }
         try write { c in
             for (sop, path) in paths.sorted(by: { $0.key < $1.key }) {
-                try c.execute("UPDATE image SET filePath = $1 WHERE sopInstanceUID = $2", [path, sop])
+                let copied = try c.execute("UPDATE imageCopy SET filePath = $1 WHERE node = $2 AND imageID = (SELECT id FROM image WHERE sopInstanceUID = $3)",
+                                           [path, node, sop]).affected
+                if copied == 0 {
+                    try c.execute("UPDATE image SET filePath = $1 WHERE sopInstanceUID = $2 AND (node IS NULL OR node = $3)", [path, sop, node])
+                }
             }
         }
     }
 
+    /// The image's file as this node has it (its own copy where it kept one).
     public func imagePath(sopInstanceUID: String) throws -> String? {
-        try read { c in try c.execute("SELECT filePath FROM image WHERE sopInstanceUID = $1", [sopInstanceUID]).first?.text(0) }
+        try read { c in
+            try c.execute(Self.localImageSelect(node: 2) + " WHERE i.sopInstanceUID = $1", [sopInstanceUID, node]).rows.first.map { try Self.image($0).image.filePath }
+        }
     }
 
+    /// The files under `folder` this node recorded: its images' and its copies'.
     public func imagePaths(under folder: String) throws -> Set<String> {
         let range = FinishedStudyFiles.folderRange(folder)
         return try read { c in
-            Set(try c.execute("SELECT filePath FROM image WHERE filePath >= $1 AND filePath < $2", [range.prefix, range.upper]).rows.compactMap { $0.text(0) })
+            Set(try c.execute("""
+                SELECT filePath FROM image WHERE filePath >= $1 AND filePath < $2 AND (node IS NULL OR node = $3)
+                UNION SELECT filePath FROM imageCopy WHERE node = $3 AND filePath >= $1 AND filePath < $2
+                """, [range.prefix, range.upper, node]).rows.compactMap { $0.text(0) })
         }
     }
 
@@ -286,7 +349,10 @@ public final class PostgresWorklist: WorklistStore {
             let rows = try c.execute("""
                 WITH files AS (
                     SELECT i.studyID, i.filePath, i.id AS n FROM image i
-                    WHERE i.fileRemovedAt IS NULL AND i.filePath >= $1 AND i.filePath < $2
+                    WHERE i.fileRemovedAt IS NULL AND i.filePath >= $1 AND i.filePath < $2 AND (i.node IS NULL OR i.node = $3)
+                    UNION ALL
+                    SELECT i.studyID, c.filePath, i.id + 2000000000000 AS n FROM imageCopy c JOIN image i ON i.id = c.imageID
+                    WHERE c.node = $3 AND c.fileRemovedAt IS NULL AND c.filePath >= $1 AND c.filePath < $2
                     UNION ALL
                     SELECT o.studyID, o.filePath, o.id + 4000000000000 AS n FROM resultObject o
                     WHERE o.filePath IS NOT NULL AND o.fileRemovedAt IS NULL AND o.filePath >= $1 AND o.filePath < $2
@@ -297,7 +363,7 @@ public final class PostgresWorklist: WorklistStore {
                 WHERE s.state IN (\(finished))
                   AND NOT EXISTS (SELECT 1 FROM resultObject w WHERE w.studyID = s.id AND w.filePath IS NULL AND w.buildProblem IS NULL)
                 ORDER BY finishedAt, s.id, f.n
-                """, [range.prefix, range.upper])
+                """, [range.prefix, range.upper, node])
             return FinishedStudyFiles.grouping(try rows.rows.map { row in
                 (try row.required(0, "studyInstanceUID", row.text), try row.required(1, "shortID", row.text),
                  try row.required(2, "finishedAt", row.date), try row.required(3, "filePath", row.text))
@@ -309,7 +375,8 @@ public final class PostgresWorklist: WorklistStore {
         guard !paths.isEmpty else { return }
         try write { c in
             for path in paths {
-                try c.execute("UPDATE image SET fileRemovedAt = $1 WHERE filePath = $2", [date, path])
+                try c.execute("UPDATE image SET fileRemovedAt = $1 WHERE filePath = $2 AND (node IS NULL OR node = $3)", [date, path, node])
+                try c.execute("UPDATE imageCopy SET fileRemovedAt = $1 WHERE node = $2 AND filePath = $3", [date, node, path])
                 try c.execute("UPDATE resultObject SET fileRemovedAt = $1 WHERE filePath = $2", [date, path])
             }
         }
@@ -397,7 +464,9 @@ public final class PostgresWorklist: WorklistStore {
     public func images(ofStudy uid: String) throws -> [StudyImage] {
         try read { c in
             let study = try Self.studyRow(c, uid: uid)
-            return try c.execute(Self.imageSelect + " WHERE i.studyID = $1 ORDER BY i.receivedAt, i.id", [study.id]).rows.map { try Self.image($0).image }
+            return try c.execute(Self.localImageSelect(node: 2) + " WHERE i.studyID = $1 ORDER BY i.receivedAt, i.id", [study.id, node]).rows.map {
+                try Self.image($0).image
+            }
         }
     }
 

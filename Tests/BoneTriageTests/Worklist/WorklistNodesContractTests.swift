@@ -1,0 +1,126 @@
+import BoneTriage
+import Foundation
+import Testing
+
+extension TriageClaim {
+    /// The node named by `.heldBy`, else nil.
+    var heldByNode: String? { if case let .heldBy(node, _) = self { node } else { nil } }
+}
+
+/// Several nodes on one worklist, whatever keeps it: each store writes as its node (`[worklist] node`).
+/// Two stores opened on one location with two node names stand for two `bonetriage serve` processes.
+@Suite("Worklist nodes contract")
+struct WorklistNodesContractTests {
+    /// Two stores on one new worklist, as node-a and node-b, with the folder that holds it.
+    static func twoNodes(_ backend: WorklistBackend) throws -> (TemporaryDirectory, a: any WorklistStore, b: any WorklistStore) {
+        let dir = try TemporaryDirectory()
+        let location = try backend.location(dir.url.path)
+        return (dir, try Worklist.open(location, role: .daemon, node: "node-a"), try Worklist.open(location, role: .daemon, node: "node-b"))
+    }
+
+    static func arrival(_ study: String, _ sop: String, spool: String) -> InstanceArrival {
+        WorklistStoreContractTests.arrival(study, sop, path: "\(spool)/\(study)/\(sop).dcm")
+    }
+
+    static func result(_ study: String, _ probabilities: [String: Double], imageCount: Int) -> TriageResult {
+        TriageResult(studyInstanceUID: study, imageProbabilities: probabilities, threshold: 0.5, modelID: "m", modelHash: "h", imageCount: imageCount)
+    }
+
+    @Test("an instance that reached two nodes: recorded once, the second node's file kept as its copy and read as its own", arguments: WorklistBackend.all)
+    func copiesOfOneInstance(_ backend: WorklistBackend) throws {
+        let (dir, a, b) = try Self.twoNodes(backend)
+        defer { withExtendedLifetime(dir) {} }
+        #expect(try a.recordArrival(Self.arrival("1.2.1", "1.2.1.1", spool: "/spool")) == .newStudy)
+        #expect(try b.recordArrival(Self.arrival("1.2.1", "1.2.1.1", spool: "/spool")) == .copyKept, "same path string, another node's disk")
+        #expect(try b.recordArrival(Self.arrival("1.2.1", "1.2.1.1", spool: "/spool")) == .duplicate, "node-b has it already")
+        #expect(try a.recordArrival(Self.arrival("1.2.1", "1.2.1.1", spool: "/other")) == .duplicate)
+        #expect(try b.recordArrival(Self.arrival("1.2.1", "1.2.1.2", spool: "/spool-b")) == .addedToStudy)
+        let study = try a.study(studyInstanceUID: "1.2.1")
+        #expect(study.imageCount == 2, "a copy is not another image")
+
+        let seenByA = try a.images(ofStudy: "1.2.1")
+        #expect(seenByA.map(\.node) == ["node-a", "node-b"])
+        #expect(seenByA.map { $0.isHeld(by: "node-a") } == [true, false])
+        let seenByB = try b.images(ofStudy: "1.2.1")
+        #expect(seenByB.map(\.node) == ["node-b", "node-b"], "node-b reads its own copy of the first")
+        #expect(seenByB.map(\.filePath) == ["/spool/1.2.1/1.2.1.1.dcm", "/spool-b/1.2.1/1.2.1.2.dcm"])
+
+        // Each node's files under its spool: its own images and its copies, never the other node's rows.
+        #expect(try a.imagePaths(under: "/spool") == ["/spool/1.2.1/1.2.1.1.dcm"])
+        #expect(try b.imagePaths(under: "/spool") == ["/spool/1.2.1/1.2.1.1.dcm"])
+        #expect(try a.imagePaths(under: "/spool-b") == [])
+        #expect(try b.imagePaths(under: "/spool-b") == ["/spool-b/1.2.1/1.2.1.2.dcm"])
+        #expect(try b.imagePath(sopInstanceUID: "1.2.1.1") == "/spool/1.2.1/1.2.1.1.dcm")
+
+        // node-b archives its copy: node-a's row keeps its own path.
+        try b.updateImagePaths(["1.2.1.1": "/archive/1.2.1/1.2.1.1.dcm"])
+        #expect(try b.images(ofStudy: "1.2.1").first?.filePath == "/archive/1.2.1/1.2.1.1.dcm")
+        #expect(try a.images(ofStudy: "1.2.1").first?.filePath == "/spool/1.2.1/1.2.1.1.dcm")
+        // node-a removes its file by path: node-b's copy (same path string before) is not marked.
+        try a.markFilesRemoved(["/spool/1.2.1/1.2.1.1.dcm"], at: WorklistFixture.base)
+        #expect(try a.images(ofStudy: "1.2.1").first?.fileRemovedAt == WorklistFixture.base)
+        #expect(try b.images(ofStudy: "1.2.1").first?.fileRemovedAt == nil)
+    }
+
+    @Test("claims: another node's open claim is left to it; a standing outcome is not triaged again; a node resumes its own", arguments: WorklistBackend.all)
+    func claims(_ backend: WorklistBackend) throws {
+        let (dir, a, b) = try Self.twoNodes(backend)
+        defer { withExtendedLifetime(dir) {} }
+        _ = try a.recordArrival(Self.arrival("1.2.2", "1.2.2.1", spool: "/spool"))
+        _ = try b.recordArrival(Self.arrival("1.2.2", "1.2.2.1", spool: "/spool"))
+        #expect(try a.beginTriage(studyInstanceUID: "1.2.2") == .claimed(attempts: 1))
+        #expect(try b.beginTriage(studyInstanceUID: "1.2.2").heldByNode == "node-a")
+        let open = try b.triageInProgress(ofStudy: "1.2.2")
+        #expect(open?.node == "node-a" && open?.attempts == 1)
+        try b.endTriage(studyInstanceUID: "1.2.2")
+        #expect(try a.triageInProgress(ofStudy: "1.2.2")?.node == "node-a", "a node cannot close another's claim")
+
+        // node-a died during it: at its restart it takes its claim up again, counted.
+        #expect(try a.beginTriage(studyInstanceUID: "1.2.2") == .claimed(attempts: 2))
+        try a.recordTriage(Self.result("1.2.2", ["1.2.2.1": 0.9], imageCount: 1))
+        try a.endTriage(studyInstanceUID: "1.2.2")
+        #expect(try a.triageInProgress(ofStudy: "1.2.2") == nil)
+        #expect(try b.study(studyInstanceUID: "1.2.2").triageNode == "node-a")
+        #expect(try b.beginTriage(studyInstanceUID: "1.2.2") == .alreadyDone(state: .triaged), "triaged, and nothing arrived since")
+        #expect(try b.triageInProgress(ofStudy: "1.2.2") == nil)
+
+        // A new instance, at node-b only: the study is receiving again and node-b may claim it.
+        _ = try b.recordArrival(Self.arrival("1.2.2", "1.2.2.2", spool: "/spool"))
+        #expect(try b.beginTriage(studyInstanceUID: "1.2.2") == .claimed(attempts: 1))
+        #expect(try a.beginTriage(studyInstanceUID: "1.2.2").heldByNode == "node-b")
+    }
+
+    @Test("a study's heatmaps, results and retention belong to the node that triaged it", arguments: WorklistBackend.all)
+    func workOfTheTriageNode(_ backend: WorklistBackend) throws {
+        let (dir, a, b) = try Self.twoNodes(backend)
+        defer { withExtendedLifetime(dir) {} }
+        var arrival = Self.arrival("1.2.3", "1.2.3.1", spool: "/spool-a")
+        arrival.sopClassUID = "1.2.840.10008.5.1.4.1.1.1"
+        _ = try a.recordArrival(arrival)
+        arrival.filePath = "/spool-b/1.2.3/1.2.3.1.dcm"
+        #expect(try b.recordArrival(arrival) == .copyKept)
+        #expect(try b.beginTriage(studyInstanceUID: "1.2.3") == .claimed(attempts: 1))
+        var result = Self.result("1.2.3", ["1.2.3.1": 0.9], imageCount: 1)
+        result.resultDestinations = [ResultDestination(name: "pacs", aeTitle: "PACS", host: "127.0.0.1", port: 104, callingAETitle: "BONETRIAGE", verdicts: .all)]
+        try b.recordTriage(result)
+        try b.endTriage(studyInstanceUID: "1.2.3")
+
+        #expect(try a.heatmapWork(scope: .all, modelFingerprint: "h", limit: 10).isEmpty, "node-a did not triage it")
+        let work = try b.heatmapWork(scope: .all, modelFingerprint: "h", limit: 10)
+        #expect(work.map(\.filePath) == ["/spool-b/1.2.3/1.2.3.1.dcm"], "node-b makes it from its own copy")
+        #expect(try a.resultObjectsAwaitingBuild(limit: 10).isEmpty)
+        let objects = try b.resultObjectsAwaitingBuild(limit: 10)
+        #expect(!objects.isEmpty)
+        for object in objects { try b.recordResultBuilt(sopInstanceUID: object.sopInstanceUID, filePath: "/results-b/\(object.sopInstanceUID).dcm", at: WorklistFixture.base) }
+        #expect(try a.deliveriesDue(at: Date().addingTimeInterval(60), limit: 10).isEmpty)
+        #expect(try b.deliveriesDue(at: Date().addingTimeInterval(60), limit: 10).count == objects.count)
+
+        // Retention: each node finds its own files of the finished study, and only those.
+        #expect(try a.finishedStudyFiles(under: "/spool-a").flatMap(\.paths) == ["/spool-a/1.2.3/1.2.3.1.dcm"])
+        #expect(try b.finishedStudyFiles(under: "/spool-b").flatMap(\.paths) == ["/spool-b/1.2.3/1.2.3.1.dcm"])
+        #expect(try a.finishedStudyFiles(under: "/spool-b").isEmpty)
+        try b.markFilesRemoved(["/spool-b/1.2.3/1.2.3.1.dcm"], at: WorklistFixture.base)
+        #expect(try b.finishedStudyFiles(under: "/spool-b").isEmpty)
+        #expect(try a.finishedStudyFiles(under: "/spool-a").flatMap(\.paths) == ["/spool-a/1.2.3/1.2.3.1.dcm"])
+    }
+}
