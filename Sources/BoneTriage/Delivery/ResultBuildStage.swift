@@ -143,10 +143,11 @@ public final class ResultBuildStage: Sendable {
                     ReportedReview(reviewer: $0.reviewer, statedReviewer: $0.statedReviewer, action: $0.action, label: $0.label,
                                    reviewedAt: $0.reviewedAt, note: $0.note)
                 }
-                let report = TriageReport(placement: placement, verdict: verdict, probability: probability, threshold: threshold,
+                var report = TriageReport(placement: placement, verdict: verdict, probability: probability, threshold: threshold,
                                           modelID: study.modelID ?? "unknown", modelFingerprint: study.modelHash ?? "unknown",
                                           triagedAt: study.triagedAt ?? object.queuedAt, images: reported, review: review,
                                           predecessor: object.replaces)
+                report.operatingPoint = study.operatingPoint
                 try components.writer.writeReport(report, to: partial)
             case .secondaryCapture:
                 guard let source, let sopClass = source.sopClassUID else {

@@ -119,6 +119,23 @@ public struct OperatingPoint: Sendable, Codable, Equatable {
 
     static func parse(_ text: String) throws -> OperatingPoint { try JSONDecoder().decode(OperatingPoint.self, from: Data(text.utf8)) }
 
+    /// Where a verdict's threshold came from, in one line, as the worklist keeps it with each triage and
+    /// `show` and the triage report (SR) say it: the model's operating point, or that it has none.
+    public static func verdictSource(_ h: HeadDescription) -> String {
+        func f(_ v: Double) -> String { String(format: "%.2f", v) }
+        guard let op = h.operatingPoint else {
+            return "default threshold \(h.threshold)" + (h.targetSensitivity.map { " for sensitivity \(f($0)) in cross-validation" } ?? "")
+                + " (no operating point recorded in the model; sites should calibrate)"
+        }
+        let target = op.targetSensitivity.map { "for sensitivity \(f($0))" } ?? "at threshold \(String(format: "%.4f", op.threshold))"
+        let measured = "sensitivity \(f(op.sensitivity)) (95% CI \(f(op.sensitivityInterval.lower))-\(f(op.sensitivityInterval.upper))), "
+            + "specificity \(f(op.specificity)) on \(op.abnormalStudies + op.normalStudies) studies"
+        switch op.source {
+        case .site: return "site-calibrated \(target): \(measured), set \(op.setAt.prefix(10))"
+        case .default: return "default \(target), cross-validated on the training split: \(measured); sites should calibrate"
+        }
+    }
+
     /// `model show`'s lines for a head: its operating point, or that it has none recorded (the default's,
     /// as before operating points were recorded), and whether the site should calibrate.
     public static func describe(_ h: HeadDescription) -> [String] {

@@ -34,6 +34,7 @@ public enum TriageReportCode {
     public static let verdict = local("VERDICT", "Triage verdict")
     public static let studyProbability = local("STUDYPROB", "Study probability of abnormality")
     public static let threshold = local("THRESHOLD", "Abnormality threshold")
+    public static let operatingPoint = local("OPERATINGPOINT", "Operating point")
     public static let triagedAt = local("TRIAGEDAT", "Triaged at")
     public static let imageResult = local("IMAGERESULT", "Image triage result")
     public static let imageProbability = local("IMAGEPROB", "Image probability of abnormality")
@@ -72,6 +73,7 @@ public enum TriageReportCode {
 ///       CONTAINS CODE      99BTRG VERDICT "Triage verdict" = SCT 263654008 "Abnormal" | SCT 17621005 "Normal"
 ///       CONTAINS NUM       99BTRG STUDYPROB "Study probability of abnormality" = p, UCUM "1"
 ///       CONTAINS NUM       99BTRG THRESHOLD "Abnormality threshold" = t, UCUM "1"
+///       CONTAINS TEXT      99BTRG OPERATINGPOINT "Operating point" = where t came from (default or site-calibrated, its target)
 ///       CONTAINS TEXT      DCM 111001 "Algorithm Name" = the model ID
 ///       CONTAINS TEXT      DCM 111003 "Algorithm Version" = the model's fingerprint
 ///       CONTAINS DATETIME  99BTRG TRIAGEDAT "Triaged at"
@@ -134,6 +136,7 @@ public struct DicomResultWriter: ResultObjectWriting {
         add(1, contains, Int32(BT_SR_NUM), TriageReportCode.studyProbability, text: try decimal(report.probability, "study probability"),
             code: TriageReportCode.noUnits)
         add(1, contains, Int32(BT_SR_NUM), TriageReportCode.threshold, text: try decimal(report.threshold, "threshold"), code: TriageReportCode.noUnits)
+        if let point = report.operatingPoint, !point.isEmpty { add(1, contains, Int32(BT_SR_TEXT), TriageReportCode.operatingPoint, text: point) }
         add(1, contains, Int32(BT_SR_TEXT), TriageReportCode.algorithmName, text: report.modelID)
         add(1, contains, Int32(BT_SR_TEXT), TriageReportCode.algorithmVersion, text: report.modelFingerprint)
         add(1, contains, Int32(BT_SR_DATETIME), TriageReportCode.triagedAt, text: DicomDateTime.dateTime(report.triagedAt))

@@ -158,6 +158,8 @@ public struct TriageReport: Sendable, Equatable {
     public var verdict: Finding
     public var probability: Double
     public var threshold: Double
+    /// Where the threshold came from (`OperatingPoint.verdictSource`); nil when the worklist does not know.
+    public var operatingPoint: String?
     public var modelID: String
     /// The model's fingerprint (SHA-256 over the head, naming the backbone's).
     public var modelFingerprint: String

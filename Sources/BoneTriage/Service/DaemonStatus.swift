@@ -95,8 +95,8 @@ public struct DaemonStatus: Codable, Sendable, Equatable {
             return ("bonetriage is not running: its process \(status.pid) has ended without a clean stop (see journalctl -u bonetriage); "
                 + "its last status, \(age) old:\n  \(status.status)", 3)
         }
-        let node = status.node.map { " as node \($0)" } ?? ""
-        return ("bonetriage \(status.version) is running\(node): pid \(status.pid), since \(since); status \(age) old:\n  \(status.status)", 0)
+        let node = status.node.map { ", node \($0)" } ?? ""
+        return ("bonetriage \(status.version) is running: pid \(status.pid)\(node), since \(since); status \(age) old:\n  \(status.status)", 0)
     }
 }
 

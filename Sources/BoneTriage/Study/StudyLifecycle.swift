@@ -174,6 +174,7 @@ extension Study {
         probability = mean
         verdict = StudyRules.verdict(probability: mean, threshold: result.threshold)
         threshold = result.threshold
+        operatingPoint = result.operatingPoint
         modelID = result.modelID
         modelHash = result.modelHash
         triagedAt = result.triagedAt

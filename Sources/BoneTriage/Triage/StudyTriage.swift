@@ -312,6 +312,7 @@ public final class StudyTriage: @unchecked Sendable {
             var result = TriageResult(studyInstanceUID: uid, imageProbabilities: probabilities, threshold: description.threshold,
                                       modelID: description.modelID, modelHash: loaded.identity, imageCount: images.count, imageProblems: imageProblems)
             result.resultDestinations = policy.resultDestinations
+            result.operatingPoint = OperatingPoint.verdictSource(description)
             recorded = try worklist.recordTriage(result)
         } catch WorklistError.triageSuperseded {
             return .superseded

@@ -644,6 +644,7 @@ struct StudyRow: MutablePersistableRecord {
         container["characterSetNote"] = s.characterSetNote
         container["deliveryMark"] = s.deliveryMark?.rawValue
         container["triageNode"] = s.triageNode
+        container["operatingPoint"] = s.operatingPoint
         // What the worklist's orders and the flagged filter use, from `StudyRules` (the store only persists it).
         let tier = s.tier
         container["flagged"] = s.isFlagged

@@ -29,6 +29,7 @@ extension WorklistPresentation {
         line("Triage", inProgress.map(triageInProgressText))
         if s.state == .triaged {
             line("Verdict", "\(outcome(s))  probability \(probability(s.probability)), threshold \(s.threshold.map { String($0) } ?? "?")")
+            line("Operating point", s.operatingPoint)
             line("Model", "\(s.modelID ?? "?") (\(String((s.modelHash ?? "?").prefix(16))))")
             line("Triaged", s.triagedAt.map { local($0, "yyyy-MM-dd HH:mm:ss") + (s.triageNode.map { " on node \($0)" } ?? "") })
             line("Pictures", s.heatmapCount > 0
@@ -69,6 +70,7 @@ extension WorklistPresentation {
                                         heatmaps: [String: StoredHeatmap] = [:], inProgress: TriageInProgress? = nil) -> [String: Any] {
         var study = jsonObject(s)
         study["triage_node"] = s.triageNode ?? NSNull()
+        study["operating_point"] = s.operatingPoint ?? NSNull()
         study["triage_in_progress"] = inProgress.map { ["node": $0.node, "started_at": iso($0.startedAt) ?? NSNull(), "attempts": $0.attempts] as [String: Any] }
             ?? NSNull()
         return [

@@ -52,6 +52,9 @@ public struct Study: Codable, Sendable, Equatable {
     /// The node (`[worklist] node`) that recorded its last triage outcome, and so makes its heatmaps and
     /// builds and sends its results; nil before it has one (or when it was triaged before nodes were kept).
     public var triageNode: String?
+    /// Where its verdict's threshold came from (`OperatingPoint.verdictSource`): default or site-calibrated,
+    /// with its target; nil before it was triaged (or when triaged before this was kept).
+    public var operatingPoint: String?
 
     /// A study as a store keeps it: its short ID and arrival day as stored, not derived again (a listing
     /// reads 100,000 of them).

@@ -239,6 +239,13 @@ public enum WorklistSchema {
                 CREATE INDEX image_copy_file ON imageCopy(node, filePath);
                 """)
         }
+        // v12: the operating point a study's verdict came from (`OperatingPoint.verdictSource`), as the
+        // review CLI and the triage report name it.
+        migrator.registerMigration("v12-operating-point") { db in
+            try db.alter(table: "study") { t in
+                t.add(column: "operatingPoint", .text)
+            }
+        }
         return migrator
     }
 }

@@ -194,6 +194,8 @@ public struct TriageResult: Sendable {
     public var imageCount: Int?
     /// Eligible images that could not be classified (SOP Instance UID: why); recorded with the image.
     public var imageProblems: [String: String]
+    /// Where the threshold came from (`OperatingPoint.verdictSource`), kept with the verdict.
+    public var operatingPoint: String?
     /// Where results go (`[[results]]`, as the daemon queues them): the store queues, with the verdict,
     /// the result objects these destinations take. Empty: nothing is queued.
     public var resultDestinations: [ResultDestination] = []

@@ -50,7 +50,8 @@ enum StoredStudy {
                           "accessionNumber", "studyDate", "modality", "bodyPart", "studyDescription", "callingAETitle", "peerAddress",
                           "lastReceivedAt", "imageCount", "eligibleImageCount", "state", "stateReason", "probability", "verdict",
                           "threshold", "modelID", "modelHash", "triagedAt", "priority", "reviewState", "reviewLabel", "reviewedAt",
-                          "changedAfterReview", "characterSetNote", "heatmapCount", "deliveryMark", "triageNode"]
+                          "changedAfterReview", "characterSetNote", "heatmapCount", "deliveryMark", "triageNode",
+                          "operatingPoint"]
 }
 
 extension Study {
@@ -88,6 +89,7 @@ extension Study {
         heatmapCount = try v.integer(32) ?? 0
         deliveryMark = try v.choice(33, c[33])
         triageNode = try v.text(34)
+        operatingPoint = try v.text(35)
     }
 }
 

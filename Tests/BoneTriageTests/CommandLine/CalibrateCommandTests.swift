@@ -88,6 +88,9 @@ struct CalibrateCommandTests {
         let show = try Executable.run(["model", "show", out])
         #expect(show.status == 0 && show.stdout.contains("operating point: site") && show.stdout.contains("64 (32 abnormal, 32 normal)"))
         #expect(show.stdout.contains(point.dataFingerprint) && show.stdout.contains("Platt scaling"))
+        // The worklist and the triage report name it with each verdict.
+        let named = OperatingPoint.verdictSource(model.head.description)
+        #expect(named.hasPrefix("site-calibrated for sensitivity 0.90: sensitivity ") && named.contains("on 64 studies, set "), "\(named)")
         let showOld = try Executable.run(["model", "show", site.model])
         #expect(showOld.status == 0 && showOld.stdout.contains("operating point: default") && showOld.stdout.contains("sites should calibrate before use"))
         #expect(showOld.stdout.contains("bonetriage model calibrate"))

@@ -64,7 +64,7 @@ struct DaemonOperatorTests {
         try daemon.waitFor("the status file", timeout: 30) { FileManager.default.fileExists(atPath: daemon.statusFile) }
         let running = try Executable.run(status)
         #expect(running.status == 0, "\(running)")
-        #expect(running.stdout.contains("is running: pid \(pid)") && running.stdout.contains("received 0"), "\(running.stdout)")
+        #expect(running.stdout.contains("is running: pid \(pid), node \(WorklistNode.local),") && running.stdout.contains("received 0"), "\(running.stdout)")
         #expect(running.stdout.contains("model synthetic-daemon-test") && running.stdout.contains("workers 1"), "\(running.stdout)")
 
         let files = try TemporaryDirectory()

@@ -117,7 +117,8 @@ struct DecodingDaemonTests {
         w.nativePixels(bytes: 64 * 64)
         try w.write(to: files.path("slow-header.dcm"))
         try FileManager.default.moveItem(atPath: files.path("slow-header.dcm"), toPath: daemon.dropFolder + "/slow-header.dcm")
-        try daemon.waitFor("the file quarantined", timeout: 30) { !Self.quarantineReasons(daemon).isEmpty }
+        // The reason file is written before the log line that says so: wait for both.
+        try daemon.waitFor("the file quarantined", timeout: 30) { !Self.quarantineReasons(daemon).isEmpty && daemon.log.contains("quarantined") }
         let reason = Self.quarantineReasons(daemon).joined()
         #expect(reason.contains("took longer than 2 s (the limit for reading a header or checking a PNG: [triage] decode_timeout_seconds, at most 10 s)"),
                 "\(reason)")

@@ -93,7 +93,8 @@ struct DicomResultWriterTests {
     func structuredReport() throws {
         let dir = try TemporaryDirectory()
         let template = try ResultFixtures.template(in: dir)
-        let report = try ResultFixtures.report(template: template.path)
+        var report = try ResultFixtures.report(template: template.path)
+        report.operatingPoint = "site-calibrated for sensitivity 0.90: sensitivity 0.91 (95% CI 0.85-0.95), specificity 0.72 on 240 studies, set 2026-11-30"
         let path = dir.path("sr.dcm")
         try writer.writeReport(report, to: path)
 
@@ -106,7 +107,7 @@ struct DicomResultWriterTests {
                          "Study probability of abnormality", "0.873000", "Abnormality threshold", "0.420000", "mura-humerus-v1",
                          "sha256:1f2e3d4c5b6a7980", TriageDisclaimer.text, "Image probability of abnormality",
                          "JPEG 2000 codestream truncated", report.images[0].sopInstanceUID, report.images[1].sopInstanceUID,
-                         "UNVERIFIED"] {
+                         "UNVERIFIED", "Operating point", "site-calibrated for sensitivity 0.90"] {
             #expect(text.contains(expected), "dsrdump's output lacks \(expected):\n\(text)")
         }
         let meta = try DicomReader.metadata(path: path)

@@ -124,3 +124,30 @@ struct WorklistNodesContractTests {
         #expect(try a.finishedStudyFiles(under: "/spool-a").flatMap(\.paths) == ["/spool-a/1.2.3/1.2.3.1.dcm"])
     }
 }
+
+/// The operating point a verdict came from, kept with the study and named where the verdict is shown.
+@Suite("Operating point of a verdict")
+struct VerdictOperatingPointTests {
+    @Test("kept with the verdict by both stores; show names it and the node that triaged, and an open claim", arguments: WorklistBackend.all)
+    func keptAndShown(_ backend: WorklistBackend) throws {
+        let (dir, a, b) = try WorklistNodesContractTests.twoNodes(backend)
+        defer { withExtendedLifetime(dir) {} }
+        _ = try a.recordArrival(WorklistNodesContractTests.arrival("1.2.4", "1.2.4.1", spool: "/spool"))
+        #expect(try a.beginTriage(studyInstanceUID: "1.2.4") == .claimed(attempts: 1))
+        let open = try b.triageInProgress(ofStudy: "1.2.4")
+        let claimed = WorklistPresentation.detail(try b.study(studyInstanceUID: "1.2.4"), images: try b.images(ofStudy: "1.2.4"), reviews: [], inProgress: open)
+        #expect(claimed.contains("claimed by node node-a since"), "\(claimed)")
+        var result = WorklistNodesContractTests.result("1.2.4", ["1.2.4.1": 0.8], imageCount: 1)
+        result.operatingPoint = "site-calibrated for sensitivity 0.90: sensitivity 0.91 (95% CI 0.85-0.95), specificity 0.72 on 240 studies, set 2026-11-30"
+        try a.recordTriage(result)
+        try a.endTriage(studyInstanceUID: "1.2.4")
+        let study = try b.study(studyInstanceUID: "1.2.4")
+        #expect(study.operatingPoint == result.operatingPoint)
+        let detail = WorklistPresentation.detail(study, images: try b.images(ofStudy: "1.2.4"), reviews: [])
+        #expect(detail.contains("Operating point   site-calibrated for sensitivity 0.90"), "\(detail)")
+        #expect(detail.contains("on node node-a"), "\(detail)")
+        let json = WorklistPresentation.detailJSONObject(study, images: [], reviews: [])
+        #expect((json["study"] as? [String: Any])?["operating_point"] as? String == result.operatingPoint)
+        #expect((json["study"] as? [String: Any])?["triage_node"] as? String == "node-a")
+    }
+}

@@ -258,6 +258,9 @@ enum PostgresSchema {
             );
             CREATE INDEX image_copy_file ON imageCopy(node, filePath);
             """),
+        // v12: the operating point a study's verdict came from (`OperatingPoint.verdictSource`), as the
+        // review CLI and the triage report name it.
+        Migration("v12-operating-point", "ALTER TABLE study ADD COLUMN operatingPoint text;"),
     ]
 
     static var identifiers: [String] { migrations.map(\.identifier) }

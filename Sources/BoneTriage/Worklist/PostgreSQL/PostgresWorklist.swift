@@ -91,13 +91,13 @@ public final class PostgresWorklist: WorklistStore {
                 imageCount = $14, eligibleImageCount = $15, state = $16, stateReason = $17, probability = $18, verdict = $19, threshold = $20,
                 modelID = $21, modelHash = $22, triagedAt = $23, priority = $24, reviewState = $25, reviewLabel = $26, reviewedAt = $27,
                 changedAfterReview = $28, characterSetNote = $29, deliveryMark = $30, flagged = $31, worklistTier = $32, rankWithinDay = $33,
-                arrivalDay = $34, triageNode = $35
+                arrivalDay = $34, triageNode = $35, operatingPoint = $36
             WHERE id = $1
             """, [row.id, s.patientID, s.patientName, s.accessionNumber, s.studyDate, s.modality, s.bodyPart, s.studyDescription, s.source.rawValue,
                   s.callingAETitle, s.peerAddress, s.firstReceivedAt, s.lastReceivedAt, s.imageCount, s.eligibleImageCount, s.state.rawValue,
                   s.stateReason, s.probability, s.verdict?.rawValue, s.threshold, s.modelID, s.modelHash, s.triagedAt, s.priority,
                   s.reviewState.rawValue, s.reviewLabel?.rawValue, s.reviewedAt, s.changedAfterReview, s.characterSetNote,
-                  s.deliveryMark?.rawValue, s.isFlagged, s.tier.rawValue, s.rankWithinDay, s.arrivalDay, s.triageNode])
+                  s.deliveryMark?.rawValue, s.isFlagged, s.tier.rawValue, s.rankWithinDay, s.arrivalDay, s.triageNode, s.operatingPoint])
     }
 
     /// The columns a review changes (`Study.review`): all a reviewer's database role may update (see
