@@ -3,8 +3,10 @@ does: `initdb` into a folder and `pg_ctl start` on a free loopback port, its Uni
 as the `postgres` user (`runuser -u postgres --`) when this runs as root, which PostgreSQL refuses.
 
 Unlike the tests' cluster (fsync=off, synchronous_commit=off: speed, nothing to keep) the benchmark's
-runs with PostgreSQL's own defaults unless told otherwise, so that a commit waits for the disk as
-SQLite's does (a worklist's durability is what is being compared).
+runs with PostgreSQL's own defaults unless told otherwise: each commit waits for its WAL to be fsync'd.
+(The SQLite worklist is WAL with synchronous=NORMAL, GRDB's setting: a commit is not fsync'd, the last
+ones may be lost if the machine crashes; PostgreSQL's equivalent is synchronous_commit=off, which the
+benchmarks take as a `settings` entry.)
 
     with PostgresCluster(folder) as cluster:      # started; stopped at the end, on an exception or Ctrl-C
         uri = cluster.create_database("bench")     # postgresql:///bench?host=...&port=...&user=postgres

@@ -759,8 +759,10 @@ def parse_args():
     parser.add_argument("--worklist", choices=("sqlite", "postgresql", "both"), default="sqlite",
                         help="the daemon's worklist: a SQLite file, a PostgreSQL database in a cluster the benchmark starts, "
                              "or both, interleaved in the same rounds, with PostgreSQL / SQLite (default: %(default)s)")
-    parser.add_argument("--pg-no-fsync", action="store_true", help="run PostgreSQL with fsync, synchronous_commit and "
-                        "full_page_writes off, as the tests do (default: PostgreSQL's defaults, durable like SQLite)")
+    parser.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a PostgreSQL server setting (repeatable), e.g. synchronous_commit=off, the durability of the SQLite "
+                             "worklist (WAL with synchronous=NORMAL: a commit is not fsync'd, a crash of the machine may lose the last "
+                             "ones); default: PostgreSQL's own settings (each commit fsync'd)")
     parser.add_argument("--review-probe", action="store_true", help="in the (0020,1208) rounds, also time `list`, `show` and "
                         "`confirm` while the daemon is still receiving")
     parser.add_argument("--no-announced", action="store_true", help="skip the (0020,1208)=M latency variant")
@@ -820,7 +822,7 @@ def main():
             # One cluster for the run, in the temporary folder (a real disk, as the spool); stopped in finally.
             # The server runs as postgres when this is root: it must be able to reach its folder.
             os.chmod(workdir, 0o711)
-            args.pg = pg_cluster.PostgresCluster(os.path.join(workdir, "pg"), durable=not args.pg_no_fsync).__enter__()
+            args.pg = pg_cluster.PostgresCluster(os.path.join(workdir, "pg"), settings=args.pg_setting).__enter__()
             args.pg_description = args.pg.describe()
             log(f"PostgreSQL cluster on port {args.pg.port}: {args.pg_description}")
         source = find_source(args.source, workdir)

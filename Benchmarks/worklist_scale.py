@@ -98,7 +98,7 @@ class PostgresBackend:
 
     def __init__(self, args):
         self.cluster = pg_cluster.PostgresCluster(args.pg_folder or f".cache/bench/worklist-{args.studies}.pg",
-                                                  durable=not args.pg_no_fsync)
+                                                  settings=args.pg_setting)
         self.folder = self.cluster.folder
         self.db = None
 
@@ -180,8 +180,10 @@ def main():
     parser.add_argument("--db", help="the SQLite worklist (default .cache/bench/worklist-N.sqlite; built when missing)")
     parser.add_argument("--pg-folder", help="the PostgreSQL cluster's folder, kept between runs (default .cache/bench/worklist-N.pg; "
                         "created, and the worklist built, when missing; at most 90 characters: the socket is in it)")
-    parser.add_argument("--pg-no-fsync", action="store_true", help="run PostgreSQL with fsync, synchronous_commit and "
-                        "full_page_writes off, as the tests do (default: PostgreSQL's defaults, durable like SQLite)")
+    parser.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a PostgreSQL server setting (repeatable), e.g. synchronous_commit=off, the durability of the SQLite "
+                             "worklist (WAL with synchronous=NORMAL: a commit is not fsync'd, a crash of the machine may lose the last "
+                             "ones); default: PostgreSQL's own settings (each commit fsync'd)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rebuild", action="store_true", help="build the worklist(s) again")
     args = parser.parse_args()
