@@ -16,6 +16,8 @@ run on both worklists (built the same way) interleaved run by run, and the table
 """
 import argparse
 import os
+import shutil
+import tempfile
 import platform
 import sqlite3
 import statistics
@@ -171,6 +173,52 @@ def commands_for(backend, args):
     return commands, header
 
 
+def busy(backends, args):
+    """The review commands next to a daemon that is receiving (and triaging) into the same worklist."""
+    import receive_throughput as rt
+    print(f"\nWhile `bonetriage serve` on the same worklist receives {args.busy} studies x 4 images (6.2 MB each, "
+          f"4 associations at once, quiet period 2 s), each command run again and again until sending ends:\n")
+    print("| command | " + " | ".join(f"{b.name} median (min - max, n)" for b in backends) + " |")
+    print("|---|" + "---|" * len(backends))
+    results = []
+    for backend in backends:
+        work = tempfile.mkdtemp(prefix="bonetriage-busy-")
+        try:
+            source = rt.find_source(None, work)
+            settings = argparse.Namespace(parallel=4, max_pdu=65536, quiet_period=2.0, source_body_parts=rt.body_parts(source))
+            studies = rt.make_study_set(source, os.path.join(work, "set"), args.busy, 4, announce=False)
+            rt.warm_page_cache([studies])
+            # Flagged studies the timed runs above did not review.
+            ids = [row[0] for row in backend.query("SELECT shortID FROM study WHERE flagged AND reviewState = 'unreviewed' ORDER BY id DESC LIMIT ?", (500,))]
+            state = os.path.join(work, "state")
+            os.makedirs(state)
+            database = backend.db if backend.db.startswith("postgresql:") else os.path.abspath(backend.db)
+            daemon = rt.Daemon(args.bonetriage, rt.write_config(state, settings, database)).start()
+            times = {"list": [], "show": [], "confirm": []}
+            try:
+                load = rt.Load(daemon.port, studies, 4, ["-R"]).start()
+                b, d = [args.bonetriage], ["--db", backend.db]
+                while not load.done.is_set() and ids:
+                    times["list"].append(run_timed(b + ["list"] + d))
+                    times["show"].append(run_timed(b + ["show", ids[-1]] + d))
+                    times["confirm"].append(run_timed(b + ["confirm", ids.pop(0)] + d))
+                load.wait(300)
+            finally:
+                daemon.stop()
+            refused = [a for a in load.associations if not a.succeeded]
+            if refused:
+                sys.exit(f"{len(refused)} associations to the {backend.name} daemon failed: {refused[0].tail}")
+            results.append(times)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    for name in ("list", "show", "confirm"):
+        cells = []
+        for times in results:
+            t = sorted(times[name])
+            cells.append(f"{statistics.median(t):.3f} s ({t[0]:.3f} - {t[-1]:.3f}, {len(t)})" if t else "none")
+        print(f"| `{name}` | " + " | ".join(cells) + " |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bonetriage", default=".build/release/bonetriage")
@@ -186,6 +234,10 @@ def main():
                              "ones); default: PostgreSQL's own settings (each commit fsync'd)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rebuild", action="store_true", help="build the worklist(s) again")
+    parser.add_argument("--busy", type=int, default=0, metavar="STUDIES",
+                        help="then, per backend, `bonetriage serve` on the same worklist receives STUDIES new studies of 4 images "
+                             "(RG3_UNCR.dcm copies, storescu, 4 associations at once) while `list`, `show` and `confirm` are timed "
+                             "over and over until sending ends (default: 0, not done)")
     args = parser.parse_args()
     if args.runs < 1 or args.studies < 1:
         parser.error("--runs and --studies must be at least 1")
@@ -223,6 +275,8 @@ def main():
                 print(f"| `{name}` | {medians[0]:.3f} s | {BEFORE.get(name, '') if isinstance(backends[0], SQLiteBackend) else ''} |", flush=True)
             else:
                 print(f"| `{name}` | {medians[0]:.3f} s | {medians[1]:.3f} s | {medians[1] / medians[0]:.2f} |", flush=True)
+        if args.busy:
+            busy(backends, args)
     except (pg_cluster.ClusterError, sqlite3.Error) as error:
         sys.exit(f"worklist_scale: {error}")
     finally:
