@@ -96,7 +96,7 @@ bench-worklist: build
 # as user postgres when root, Unix socket; the worklist benchmark keeps its cluster's folder in
 # .cache/bench/ like the SQLite file, started only for the run) with PostgreSQL's default durability.
 # Options through PG_WORKLIST_ARGS and PG_RECEIVE_ARGS, e.g. make bench-postgres PG_WORKLIST_ARGS="--studies 20000".
-PG_WORKLIST_ARGS ?=
+PG_WORKLIST_ARGS ?= --busy 32
 PG_RECEIVE_ARGS  ?= --storescp-modes fork --studies 16 --rounds 5 --review-probe
 bench-postgres: build $(DEMO_WHEEL)
 	python3 Benchmarks/worklist_scale.py --bonetriage $(BIN) --worklist both $(PG_WORKLIST_ARGS)
