@@ -12,7 +12,7 @@ MODEL       := $(CACHE)/models/humerus.safetensors
 APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools libjpeg62-turbo-dev python3-pip python3-venv orthanc curl groff-base man-db zsh libpq-dev postgresql-15
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo docs-picture model fetch-backbone bench bench-compare bench-decode bench-heatmap bench-j2k-study bench-receive bench-worklist keras-fixture keras-venv keras-import-check fuzz train-default clean
+.PHONY: all deps build test demo docs-picture model fetch-backbone bench bench-compare bench-decode bench-heatmap bench-j2k-study bench-receive bench-worklist bench-postgres keras-fixture keras-venv keras-import-check fuzz train-default clean
 
 all: build model
 
@@ -90,6 +90,17 @@ docs-picture: model $(DEMO_DATA)/RG3_UNCR.dcm
 # make bench-worklist WORKLIST_ARGS="--studies 20000 --runs 3".
 bench-worklist: build
 	python3 Benchmarks/worklist_scale.py --bonetriage $(BIN) $(WORKLIST_ARGS)
+
+# Issue 14: the same two benchmarks with the worklist in SQLite and in PostgreSQL, interleaved in one run,
+# with PostgreSQL / SQLite. Each starts a throwaway PostgreSQL 15 cluster of its own (initdb + pg_ctl,
+# as user postgres when root, Unix socket; the worklist benchmark keeps its cluster's folder in
+# .cache/bench/ like the SQLite file, started only for the run) with PostgreSQL's default durability.
+# Options through PG_WORKLIST_ARGS and PG_RECEIVE_ARGS, e.g. make bench-postgres PG_WORKLIST_ARGS="--studies 20000".
+PG_WORKLIST_ARGS ?= --busy 32
+PG_RECEIVE_ARGS  ?= --storescp-modes fork --studies 16 --rounds 5 --review-probe
+bench-postgres: build $(DEMO_WHEEL)
+	python3 Benchmarks/worklist_scale.py --bonetriage $(BIN) --worklist both $(PG_WORKLIST_ARGS)
+	python3 Benchmarks/receive_throughput.py --bonetriage $(BIN) --worklist both $(PG_RECEIVE_ARGS)
 
 # Side-by-side with TensorFlow and ONNX Runtime (installed into a throwaway venv under .cache/).
 bench-compare: build

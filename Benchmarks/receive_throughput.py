@@ -27,7 +27,7 @@ What it does (all receivers on this machine, in the same run, interleaved round 
     The (0020,1208)=M set goes to BoneTriage only, once per round, for its latency.
 
 Caveats the output repeats: BoneTriage answers C-STORE success only after the file is fsync'd in its
-spool and recorded in SQLite; storescp does no fsync. Each round starts after os.sync() so one
+spool and recorded in the worklist; storescp does no fsync. Each round starts after os.sync() so one
 receiver's dirty pages are not written back during the other's round. Polling the worklist costs CPU
 (a process per poll), so in the rounds that are compared it starts only when the first triage can be
 due (quiet period after the first finished study, minus a margin) or when sending is over.
@@ -38,6 +38,16 @@ Run from the repository root (needs dcmtk: storescu, storescp, echoscu, dcmodify
     python3 Benchmarks/receive_throughput.py --json          # one JSON object on stdout
     python3 Benchmarks/receive_throughput.py --save out.json # the report, and the JSON (per study) in a file
     python3 Benchmarks/receive_throughput.py --studies 16 --images 4 --parallel 4 --rounds 3
+    python3 Benchmarks/receive_throughput.py --worklist both --storescp-modes none   # SQLite vs PostgreSQL
+
+Worklist backend (issue 14): --worklist sqlite (the default), postgresql, or both. PostgreSQL is a cluster
+of the benchmark's own (Benchmarks/pg_cluster.py: initdb + pg_ctl in the temporary folder, Unix socket,
+PostgreSQL's default durability: fsync and synchronous_commit on), started once for the run and stopped at
+its end (also on Ctrl-C); each PostgreSQL round gets a fresh database, as each SQLite round a fresh file.
+With both, the SQLite and PostgreSQL daemons run in the same rounds, interleaved, and the report gives
+PostgreSQL / SQLite per round (images/s) and for the latencies. --review-probe also times the radiologist's
+commands (`list` first page, `show`, `confirm`) against the daemon while it is still receiving, in the
+(0020,1208) rounds (which are not compared for throughput).
 
 Progress goes to stderr. Exit status 0 when every round completed (whether or not the targets are met),
 1 when something failed (a receiver did not start, an image was refused, a study was not triaged).
@@ -62,6 +72,8 @@ import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
+import pg_cluster
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_BINARY = os.path.join(REPO_ROOT, ".build", "release", "bonetriage")
 DEMO_FILE = os.path.join(REPO_ROOT, ".cache", "demo", "data_store", "data", "RG3_UNCR.dcm")
@@ -77,7 +89,7 @@ TARGET_LATENCY_S = 1.0       # a study triaged within 1 s after its quiet period
 POLL_START_MARGIN_S = 0.5    # start polling this long before the first triage can be due
 
 FSYNC_NOTE = ("BoneTriage answers C-STORE success only after the file is fsync'd in its spool and "
-              "recorded in SQLite; storescp does no fsync (its files may still be in the page cache).")
+              "recorded in the worklist (a SQLite or PostgreSQL commit); storescp does no fsync (its files may still be in the page cache).")
 
 
 def log(message):
@@ -335,7 +347,7 @@ def toml_string(text):
     return json.dumps(text)  # a JSON string is a valid TOML basic string for these paths
 
 
-def write_config(state, args):
+def write_config(state, args, database):
     path = os.path.join(state, "bonetriage.toml")
     with open(path, "w") as f:
         f.write(f"""[dicom]
@@ -352,7 +364,7 @@ spool = {toml_string(os.path.join(state, "spool"))}
 archive = {toml_string(os.path.join(state, "archive"))}
 quarantine = {toml_string(os.path.join(state, "quarantine"))}
 [worklist]
-database = {toml_string(os.path.join(state, "worklist.sqlite"))}
+database = {toml_string(database)}
 [triage]
 quiet_period_seconds = {args.quiet_period}
 covered_body_parts = {json.dumps(sorted(set(["HUMERUS", "ARM", "EXTREMITY"] + getattr(args, "source_body_parts", []))))}
@@ -378,10 +390,13 @@ class Daemon:
         self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1)
         threading.Thread(target=self._read, daemon=True).start()
         deadline = time.monotonic() + timeout
-        while not self._listening.wait(0.1):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise BenchmarkError("bonetriage serve did not start listening:\n  " + "\n  ".join(self.lines[-10:]))
+        try:
+            while not self._listening.wait(0.1):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise BenchmarkError("bonetriage serve did not start listening:\n  " + "\n  ".join(self.lines[-10:]))
+        except BaseException:  # also Ctrl-C: the daemon is not left running
+            self.stop()
+            raise
         return self
 
     def _read(self):
@@ -421,12 +436,24 @@ def poll_worklist(binary, database):
     return start, end, {row["study_instance_uid"]: row for row in json.loads(result.stdout or "[]")}
 
 
-def bonetriage_round(args, studies, workdir, announced, bytes_per_image):
-    """A fresh daemon receives the set; the worklist is polled until every study is in a final state."""
+def bonetriage_round(args, studies, workdir, announced, bytes_per_image, backend="sqlite"):
+    """A fresh daemon receives the set; the worklist is polled until every study is in a final state.
+    backend: sqlite (a new file) or postgresql (a new database in args.pg, the run's cluster)."""
     state = tempfile.mkdtemp(prefix="bonetriage-", dir=workdir)
-    database = os.path.join(state, "worklist.sqlite")
-    daemon = Daemon(args.bonetriage, write_config(state, args)).start()
+    pg_database = None
+    if backend == "postgresql":
+        pg_database = "round_" + uuid.uuid4().hex[:10]
+        database = args.pg.create_database(pg_database)
+    else:
+        database = os.path.join(state, "worklist.sqlite")
+    try:
+        daemon = Daemon(args.bonetriage, write_config(state, args, database)).start()
+    except BaseException:
+        if pg_database:
+            args.pg.psql(f'DROP DATABASE IF EXISTS "{pg_database}" WITH (FORCE)')
+        raise
     problems = []
+    probes = []               # (command, seconds, sending still in progress?)
     try:
         load = Load(daemon.port, studies, args.parallel, shlex.split(args.storescu_args)).start()
         wanted = {s["uid"] for s in studies}
@@ -447,10 +474,14 @@ def bonetriage_round(args, studies, workdir, announced, bytes_per_image):
             for uid, row in rows.items():
                 if uid in wanted and uid not in seen and row["state"] in TERMINAL_STATES:
                     seen[uid] = (row, previous_start, end)
+            if announced and args.review_probe and not load.done.is_set():
+                probe_review(args, database, seen, probes, load)
             time.sleep(args.poll_interval)
         load.wait(args.timeout)
     finally:
         exit_status = daemon.stop()
+        if pg_database:
+            args.pg.psql(f'DROP DATABASE IF EXISTS "{pg_database}" WITH (FORCE)')
     if exit_status != 0:
         problems.append(f"bonetriage serve exited {exit_status} after SIGTERM (expected 0)")
 
@@ -487,9 +518,30 @@ def bonetriage_round(args, studies, workdir, announced, bytes_per_image):
         })
     # In the order they were triaged: the first one did not wait behind another study.
     figures["latencies"] = sorted(latencies, key=lambda l: l["triaged_at_s"])
+    figures["review_probes"] = [{"command": c, "seconds": t, "while_sending": busy} for c, t, busy in probes]
     figures["failed_associations"] += [{"error": p} for p in problems]
     shutil.rmtree(state)
     return figures
+
+
+def probe_review(args, database, seen, probes, load):
+    """The radiologist's commands against the busy daemon, each timed as run: `list` (its first page, not
+    a terminal), `show` of a triaged study, `confirm` of one not yet reviewed here."""
+    triaged = [row["id"] for row, _, _ in seen.values() if row["state"] == "triaged"]
+    confirmed = {c.split(" ", 1)[1] for c, _, _ in probes if c.startswith("confirm ")}
+    commands = [["list"]]
+    if triaged:
+        commands.append(["show", triaged[0]])
+        fresh = [i for i in triaged if i not in confirmed]
+        if fresh:
+            commands.append(["confirm", fresh[0]])
+    for command in commands:
+        start = time.monotonic()
+        result = subprocess.run([args.bonetriage, *command, "--db", database], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        elapsed = time.monotonic() - start
+        if result.returncode != 0:
+            raise BenchmarkError(f"bonetriage {' '.join(command)} exited {result.returncode}: {result.stderr.strip()[-300:]}")
+        probes.append((" ".join(command), elapsed, not load.done.is_set()))
 
 
 def polling_due(args, load, announced):
@@ -513,108 +565,178 @@ def distribution(values):
     return {"n": len(values), "min": values[0], "median": statistics.median(values), "max": values[-1]}
 
 
+def latency_summary(rounds, variant):
+    entries = [l for r in rounds if variant in r for l in r[variant]["latencies"]]
+    return {
+        "latency_s": distribution([l["latency_s"] for l in entries]),
+        "log_latency_s": distribution([l["log_latency_s"] for l in entries]),
+        "triage_ms": distribution([l["triage_ms"] for l in entries]),
+        "wait_before_triage_s": distribution([l["wait_before_triage_s"] for l in entries]),
+        "first_triaged_per_round_s": [r[variant]["latencies"][0]["latency_s"] for r in rounds
+                                      if variant in r and r[variant]["latencies"]],
+        "within_target": sum(1 for l in entries if l["latency_s"] <= TARGET_LATENCY_S),
+        "studies": len(entries),
+    }
+
+
 def summarize(args, rounds, storescp_modes):
-    bt = [r["bonetriage"]["images_per_s"] for r in rounds]
-    summary = {"bonetriage_images_per_s": distribution(bt), "receivers": {}}
+    """Figures per BoneTriage receiver (one per worklist backend), its ratios to each storescp, and, with
+    both backends, PostgreSQL / SQLite. The top-level keys the report had before issue 14 describe the
+    first receiver (SQLite unless --worklist postgresql)."""
+    mine = args.bonetriage_modes
+    summary = {"bonetriage_modes": mine, "by_receiver": {}, "receivers": {}}
+    for m in mine:
+        probes = [p for r in rounds if announced_mode(m) in r for p in r[announced_mode(m)].get("review_probes", [])]
+        summary["by_receiver"][m] = {
+            "images_per_s": distribution([r[m]["images_per_s"] for r in rounds]),
+            "max_concurrent_associations": max(r[m]["max_concurrent_associations"] for r in rounds),
+            "latency_quiet": latency_summary(rounds, m),
+            "latency_announced": latency_summary(rounds, announced_mode(m)),
+            "ratio_to": {},
+            "review_probes": {name: distribution([p["seconds"] for p in probes if p["while_sending"] and p["command"].split(" ")[0] == name])
+                              for name in ("list", "show", "confirm")},
+        }
+    head = mine[0]
+    summary["bonetriage_images_per_s"] = summary["by_receiver"][head]["images_per_s"]
+    summary["bonetriage_max_concurrent_associations"] = summary["by_receiver"][head]["max_concurrent_associations"]
+    summary["latency_quiet"] = summary["by_receiver"][head]["latency_quiet"]
+    summary["latency_announced"] = summary["by_receiver"][head]["latency_announced"]
     for mode in storescp_modes:
         theirs = [r[mode]["images_per_s"] for r in rounds]
-        # Ratios are paired by round (same minute, same machine noise), then the median is taken.
-        ratios = [r["bonetriage"]["images_per_s"] / r[mode]["images_per_s"] for r in rounds]
+        for m in mine:
+            # Ratios are paired by round (same minute, same machine noise), then the median is taken.
+            ratios = [r[m]["images_per_s"] / r[mode]["images_per_s"] for r in rounds]
+            summary["by_receiver"][m]["ratio_to"][mode] = {"ratio_per_round": ratios, "ratio_median": statistics.median(ratios)}
         summary["receivers"][mode] = {
             "images_per_s": distribution(theirs),
-            "ratio_per_round": ratios,
-            "ratio_median": statistics.median(ratios),
+            "ratio_per_round": summary["by_receiver"][head]["ratio_to"][mode]["ratio_per_round"],
+            "ratio_median": summary["by_receiver"][head]["ratio_to"][mode]["ratio_median"],
             "max_concurrent_associations": max(r[mode]["max_concurrent_associations"] for r in rounds),
         }
-    summary["bonetriage_max_concurrent_associations"] = max(r["bonetriage"]["max_concurrent_associations"] for r in rounds)
-    headline = storescp_modes[0]
-    summary["ratio"] = summary["receivers"][headline]["ratio_median"]
-    summary["ratio_against"] = headline
-    summary["ratio_target_met"] = summary["ratio"] >= TARGET_RATIO
+    if storescp_modes:
+        headline = storescp_modes[0]
+        summary["ratio"] = summary["receivers"][headline]["ratio_median"]
+        summary["ratio_against"] = headline
+        summary["ratio_target_met"] = summary["ratio"] >= TARGET_RATIO
+    if len(mine) == 2:
+        sqlite, pg = mine
+        per_round = [r[pg]["images_per_s"] / r[sqlite]["images_per_s"] for r in rounds]
+        comparison = {"images_per_s_ratio_per_round": per_round, "images_per_s_ratio_median": statistics.median(per_round)}
+        for key in ("latency_quiet", "latency_announced"):
+            a, b = summary["by_receiver"][sqlite][key]["latency_s"], summary["by_receiver"][pg][key]["latency_s"]
+            if a and b:
+                comparison[key + "_median_ratio"] = b["median"] / a["median"] if a["median"] > 0 else None
+                comparison[key + "_median_difference_s"] = b["median"] - a["median"]
+        summary["postgresql_over_sqlite"] = comparison
 
-    for key, variant in (("latency_quiet", "bonetriage"), ("latency_announced", "bonetriage_announced")):
-        entries = [l for r in rounds if variant in r for l in r[variant]["latencies"]]
-        summary[key] = {
-            "latency_s": distribution([l["latency_s"] for l in entries]),
-            "log_latency_s": distribution([l["log_latency_s"] for l in entries]),
-            "triage_ms": distribution([l["triage_ms"] for l in entries]),
-            "wait_before_triage_s": distribution([l["wait_before_triage_s"] for l in entries]),
-            "first_triaged_per_round_s": [r[variant]["latencies"][0]["latency_s"] for r in rounds
-                                          if variant in r and r[variant]["latencies"]],
-            "within_target": sum(1 for l in entries if l["latency_s"] <= TARGET_LATENCY_S),
-            "studies": len(entries),
-        }
-    cycles = [r[v]["poll_cycle_ms"] for r in rounds for v in ("bonetriage", "bonetriage_announced")
-              if v in r and r[v]["poll_cycle_ms"] is not None]
+    variants = [v for m in mine for v in (m, announced_mode(m))]
+    cycles = [r[v]["poll_cycle_ms"] for r in rounds for v in variants if v in r and r[v]["poll_cycle_ms"] is not None]
     summary["poll_cycle_ms_median"] = statistics.median(cycles) if cycles else None
     summary["notes"] = [FSYNC_NOTE] + [
         f"{mode_label(m)} " + ("serialises associations: at most 1 was open at a time"
                                if summary["receivers"][m]["max_concurrent_associations"] <= 1 else
                                f"ran up to {summary['receivers'][m]['max_concurrent_associations']} associations at once")
         for m in storescp_modes]
+    if "bonetriage_pg" in mine:
+        summary["notes"].append(f"PostgreSQL: {args.pg_description}; each round a fresh database, over the server's Unix socket")
     return summary
 
 
+def backend_of(mode):
+    return "postgresql" if mode.startswith("bonetriage_pg") else "sqlite"
+
+
+def announced_mode(mode):
+    return mode + "_announced"
+
+
+MODE_LABELS = {"bonetriage": "bonetriage serve", "storescp": "storescp +xa", "storescp_fork": "storescp +xa --fork",
+               "bonetriage_announced": "bonetriage (0020,1208)=M",
+               "bonetriage_pg": "bonetriage serve, PostgreSQL", "bonetriage_pg_announced": "bonetriage PG (0020,1208)=M"}
+
+
 def mode_label(mode):
-    return {"bonetriage": "bonetriage serve", "storescp": "storescp +xa", "storescp_fork": "storescp +xa --fork",
-            "bonetriage_announced": "bonetriage (0020,1208)=M"}[mode]
+    return MODE_LABELS[mode]
 
 
 def print_report(args, setup, rounds, summary, storescp_modes):
     p = print
+    mine = args.bonetriage_modes
+    head = mine[0]
     mb = setup["bytes_per_image"] / 1e6
     p(f"Receive benchmark: {args.studies} studies x {args.images} images of {mb:.1f} MB "
       f"({args.studies * args.images * mb:.0f} MB a round), one storescu per study, {args.parallel} at a time, "
       f"{args.rounds} round(s) interleaved, max PDU {args.max_pdu}, quiet period {args.quiet_period:g} s")
     p(f"source: {setup['source']}")
     p("")
-    p(f"{'round':>5}  {'receiver':<26} {'wall s':>7} {'images/s':>9} {'MB/s':>7} {'max assoc':>9}  BoneTriage/this")
+    p(f"{'round':>5}  {'receiver':<29} {'wall s':>7} {'images/s':>9} {'MB/s':>7} {'max assoc':>9}  {mode_label(head)}/this")
     for i, r in enumerate(rounds, 1):
         for mode in r["order"]:
             f = r[mode]
-            ratio = "" if mode == "bonetriage" else f"{r['bonetriage']['images_per_s'] / f['images_per_s']:.2f}"
-            p(f"{i:>5}  {mode_label(mode):<26} {f['wall_s']:>7.2f} {f['images_per_s']:>9.1f} {f['mb_per_s']:>7.0f} "
+            ratio = "" if mode == head else f"{r[head]['images_per_s'] / f['images_per_s']:.2f}"
+            p(f"{i:>5}  {mode_label(mode):<29} {f['wall_s']:>7.2f} {f['images_per_s']:>9.1f} {f['mb_per_s']:>7.0f} "
               f"{f['max_concurrent_associations']:>9}  {ratio}")
     p("")
-    bt = summary["bonetriage_images_per_s"]
-    p(f"BoneTriage: median {bt['median']:.1f} images/s (min {bt['min']:.1f}, max {bt['max']:.1f})")
+    for m in mine:
+        bt = summary["by_receiver"][m]["images_per_s"]
+        p(f"{mode_label(m)}: median {bt['median']:.1f} images/s (min {bt['min']:.1f}, max {bt['max']:.1f})")
     for mode in storescp_modes:
-        s = summary["receivers"][mode]
-        d = s["images_per_s"]
-        p(f"{mode_label(mode)}: median {d['median']:.1f} images/s (min {d['min']:.1f}, max {d['max']:.1f}); "
-          f"BoneTriage / {mode_label(mode)} = {s['ratio_median']:.2f} (median of per-round ratios "
-          + ", ".join(f"{x:.2f}" for x in s["ratio_per_round"]) + ")")
-    met = "met" if summary["ratio_target_met"] else "NOT met"
-    p(f"Target BoneTriage >= {TARGET_RATIO:.0%} of {mode_label(summary['ratio_against'])}: "
-      f"{summary['ratio']:.0%} -> {met}")
+        d = summary["receivers"][mode]["images_per_s"]
+        p(f"{mode_label(mode)}: median {d['median']:.1f} images/s (min {d['min']:.1f}, max {d['max']:.1f})")
+        for m in mine:
+            s = summary["by_receiver"][m]["ratio_to"][mode]
+            p(f"  {mode_label(m)} / {mode_label(mode)} = {s['ratio_median']:.2f} (median of per-round ratios "
+              + ", ".join(f"{x:.2f}" for x in s["ratio_per_round"]) + ")")
+    if storescp_modes:
+        met = "met" if summary["ratio_target_met"] else "NOT met"
+        p(f"Target {mode_label(head)} >= {TARGET_RATIO:.0%} of {mode_label(summary['ratio_against'])}: "
+          f"{summary['ratio']:.0%} -> {met}")
+    if "postgresql_over_sqlite" in summary:
+        c = summary["postgresql_over_sqlite"]
+        p(f"PostgreSQL / SQLite, images/s: {c['images_per_s_ratio_median']:.2f} (median of per-round ratios "
+          + ", ".join(f"{x:.2f}" for x in c["images_per_s_ratio_per_round"]) + ")")
     for note in summary["notes"]:
         p(f"Note: {note}")
     p("")
     cycle = summary["poll_cycle_ms_median"]
-    p(f"BoneTriage latency, last image acknowledged -> triaged in `bonetriage list` (polled; median poll cycle "
+    p(f"Latency, last image acknowledged -> triaged in `bonetriage list` (polled; median poll cycle "
       f"{cycle:.0f} ms; a figure is the end of the first poll that showed it, so up to one cycle late):")
-    for key, title in (("latency_quiet", f"without (0020,1208), minus the {args.quiet_period:g} s quiet period"),
-                       ("latency_announced", f"with (0020,1208)={args.images}, nothing subtracted")):
-        s = summary[key]
-        d, lg, tm = s["latency_s"], s["log_latency_s"], s["triage_ms"]
-        if not d:
-            p(f"  {title}: no study triaged")
-            continue
-        p(f"  {title}:")
-        p(f"    {d['n']} studies: min {d['min']:.2f} s, median {d['median']:.2f} s, max {d['max']:.2f} s; "
-          f"within {TARGET_LATENCY_S:g} s: {s['within_target']} of {s['studies']}")
-        p(f"    the first study triaged in each round (no other study ahead of it): "
-          + ", ".join(f"{x:.2f} s" for x in s["first_triaged_per_round_s"]))
-        if lg:
-            p(f"    from the daemon's 'study triaged' log line instead of polling: min {lg['min']:.2f} s, "
-              f"median {lg['median']:.2f} s, max {lg['max']:.2f} s")
-        if tm:
-            p(f"    triage itself (log ms=): min {tm['min']} ms, median {tm['median']:.0f} ms, max {tm['max']} ms per study")
-        if s["wait_before_triage_s"]:
-            w = s["wait_before_triage_s"]
-            p(f"    due -> triage started (log time - ms=): min {w['min']:.2f} s, median {w['median']:.2f} s, max {w['max']:.2f} s "
-              f"(negative: started before storescu read the last response; studies due together wait for each other: one triage worker)")
-    polls_during = [r["bonetriage"]["polls_during_sending"] for r in rounds]
+    for m in mine:
+        if len(mine) > 1:
+            p(f"{mode_label(m)}:")
+        for key, title in (("latency_quiet", f"without (0020,1208), minus the {args.quiet_period:g} s quiet period"),
+                           ("latency_announced", f"with (0020,1208)={args.images}, nothing subtracted")):
+            s = summary["by_receiver"][m][key]
+            d, lg, tm = s["latency_s"], s["log_latency_s"], s["triage_ms"]
+            if not d:
+                p(f"  {title}: no study triaged")
+                continue
+            p(f"  {title}:")
+            p(f"    {d['n']} studies: min {d['min']:.2f} s, median {d['median']:.2f} s, max {d['max']:.2f} s; "
+              f"within {TARGET_LATENCY_S:g} s: {s['within_target']} of {s['studies']}")
+            p(f"    the first study triaged in each round (no other study ahead of it): "
+              + ", ".join(f"{x:.2f} s" for x in s["first_triaged_per_round_s"]))
+            if lg:
+                p(f"    from the daemon's 'study triaged' log line instead of polling: min {lg['min']:.2f} s, "
+                  f"median {lg['median']:.2f} s, max {lg['max']:.2f} s")
+            if tm:
+                p(f"    triage itself (log ms=): min {tm['min']} ms, median {tm['median']:.0f} ms, max {tm['max']} ms per study")
+            if s["wait_before_triage_s"]:
+                w = s["wait_before_triage_s"]
+                p(f"    due -> triage started (log time - ms=): min {w['min']:.2f} s, median {w['median']:.2f} s, max {w['max']:.2f} s "
+                  f"(negative: started before storescu read the last response; studies due together wait for each other: one triage worker)")
+        probes = summary["by_receiver"][m]["review_probes"]
+        if any(probes.values()):
+            p("  the radiologist's commands while this daemon was still receiving ((0020,1208) rounds), seconds: "
+              + "; ".join(f"`{name}` median {d['median']:.3f} (min {d['min']:.3f}, max {d['max']:.3f}, n {d['n']})"
+                          for name, d in probes.items() if d))
+    if "postgresql_over_sqlite" in summary:
+        c = summary["postgresql_over_sqlite"]
+        for key, title in (("latency_quiet", "without (0020,1208)"), ("latency_announced", "with (0020,1208)")):
+            if c.get(key + "_median_ratio") is not None:
+                p(f"PostgreSQL / SQLite, median latency {title}: {c[key + '_median_ratio']:.2f} "
+                  f"({c[key + '_median_difference_s'] * 1000:+.0f} ms)")
+    polls_during = {mode_label(m): [r[m]["polls_during_sending"] for r in rounds] for m in mine}
     p(f"Worklist polls while the compared BoneTriage rounds were still sending: {polls_during} "
       f"(polling starts {POLL_START_MARGIN_S:g} s before the first triage can be due)")
 
@@ -632,8 +754,17 @@ def parse_args():
     parser.add_argument("--quiet-period", type=float, default=2.0, help="BoneTriage's quiet period, seconds (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds; every receiver runs once per round, in alternating order (default: %(default)s)")
     parser.add_argument("--storescp-modes", default="fork,serial",
-                        help="storescp variants, comma-separated: serial (storescp +xa), fork (storescp +xa --fork); "
+                        help="storescp variants, comma-separated: serial (storescp +xa), fork (storescp +xa --fork), or none; "
                              "the first is the one the target ratio is checked against (default: %(default)s)")
+    parser.add_argument("--worklist", choices=("sqlite", "postgresql", "both"), default="sqlite",
+                        help="the daemon's worklist: a SQLite file, a PostgreSQL database in a cluster the benchmark starts, "
+                             "or both, interleaved in the same rounds, with PostgreSQL / SQLite (default: %(default)s)")
+    parser.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a PostgreSQL server setting (repeatable), e.g. synchronous_commit=off, the durability of the SQLite "
+                             "worklist (WAL with synchronous=NORMAL: a commit is not fsync'd, a crash of the machine may lose the last "
+                             "ones); default: PostgreSQL's own settings (each commit fsync'd)")
+    parser.add_argument("--review-probe", action="store_true", help="in the (0020,1208) rounds, also time `list`, `show` and "
+                        "`confirm` while the daemon is still receiving")
     parser.add_argument("--no-announced", action="store_true", help="skip the (0020,1208)=M latency variant")
     parser.add_argument("--max-pdu", type=int, default=65536, help="max receive PDU of both receivers (default: %(default)s)")
     parser.add_argument("--poll-interval", type=float, default=0.05, help="sleep between worklist polls, seconds (default: %(default)s)")
@@ -652,9 +783,15 @@ def parse_args():
     if min(args.studies, args.images, args.parallel, args.rounds) < 1:
         parser.error("--studies, --images, --parallel and --rounds must be at least 1")
     modes = [m.strip() for m in args.storescp_modes.split(",") if m.strip()]
-    if not modes or any(m not in ("serial", "fork") for m in modes):
-        parser.error("--storescp-modes: a comma-separated list of serial and fork")
+    if modes == ["none"]:
+        modes = []
+    elif not modes or any(m not in ("serial", "fork") for m in modes):
+        parser.error("--storescp-modes: a comma-separated list of serial and fork, or none")
     args.storescp_modes = ["storescp" if m == "serial" else "storescp_fork" for m in dict.fromkeys(modes)]
+    args.bonetriage_modes = {"sqlite": ["bonetriage"], "postgresql": ["bonetriage_pg"], "both": ["bonetriage", "bonetriage_pg"]}[args.worklist]
+    if args.worklist == "both":
+        MODE_LABELS["bonetriage"] = "bonetriage serve, SQLite"
+        MODE_LABELS["bonetriage_announced"] = "bonetriage SQLite (0020,1208)=M"
     return args
 
 
@@ -679,7 +816,15 @@ def main():
     check_tools(args)
     workdir = tempfile.mkdtemp(prefix="bonetriage-receive-bench-", dir=args.workdir)
     failed = []
+    args.pg = None
     try:
+        if "bonetriage_pg" in args.bonetriage_modes:
+            # One cluster for the run, in the temporary folder (a real disk, as the spool); stopped in finally.
+            # The server runs as postgres when this is root: it must be able to reach its folder.
+            os.chmod(workdir, 0o711)
+            args.pg = pg_cluster.PostgresCluster(os.path.join(workdir, "pg"), settings=args.pg_setting).__enter__()
+            args.pg_description = args.pg.describe()
+            log(f"PostgreSQL cluster on port {args.pg.port}: {args.pg_description}")
         source = find_source(args.source, workdir)
         args.source_body_parts = body_parts(source)
         log(f"making {args.studies} x {args.images} files twice from {', '.join(source)} in {workdir}")
@@ -694,21 +839,22 @@ def main():
         rounds = []
         for i in range(args.rounds):
             # Alternate the order so neither receiver always runs first (or right after the other).
-            order = ["bonetriage"] + args.storescp_modes
+            order = args.bonetriage_modes + args.storescp_modes
             if i % 2:
-                order.reverse()
+                order = order[::-1]
             result = {"order": order}
             for mode in order:
                 os.sync()  # the previous receiver's dirty pages are not written back during this one
                 log(f"round {i + 1}/{args.rounds}: {mode_label(mode)}")
-                if mode == "bonetriage":
-                    result[mode] = bonetriage_round(args, quiet_set, workdir, False, setup["bytes_per_image"])
+                if mode in args.bonetriage_modes:
+                    result[mode] = bonetriage_round(args, quiet_set, workdir, False, setup["bytes_per_image"], backend_of(mode))
                 else:
                     result[mode] = storescp_round(args, quiet_set, workdir, mode == "storescp_fork", setup["bytes_per_image"])
             if announced_set:
-                os.sync()
-                log(f"round {i + 1}/{args.rounds}: {mode_label('bonetriage_announced')} (latency only)")
-                result["bonetriage_announced"] = bonetriage_round(args, announced_set, workdir, True, setup["bytes_per_image"])
+                for mode in (args.bonetriage_modes if i % 2 == 0 else args.bonetriage_modes[::-1]):
+                    os.sync()
+                    log(f"round {i + 1}/{args.rounds}: {mode_label(announced_mode(mode))} (latency only)")
+                    result[announced_mode(mode)] = bonetriage_round(args, announced_set, workdir, True, setup["bytes_per_image"], backend_of(mode))
             for mode, figures in result.items():
                 if mode != "order" and figures["failed_associations"]:
                     failed.append({"round": i + 1, "receiver": mode, "problems": figures["failed_associations"]})
@@ -719,7 +865,7 @@ def main():
             failed.append({"round": None, "receiver": "bonetriage", "problems": [f"{args.bonetriage} changed during the run"]})
         summary = summarize(args, rounds, args.storescp_modes)
         everything = json.dumps({
-            "config": {k: v for k, v in vars(args).items() if k not in ("json", "save")},
+            "config": {k: v for k, v in vars(args).items() if k not in ("json", "save", "pg")},
             "setup": setup, "summary": summary, "rounds": rounds, "failures": failed,
         }, indent=2)
         if args.save:
@@ -732,10 +878,12 @@ def main():
         for f in failed:
             log(f"round {f['round'] or '-'} {mode_label(f['receiver'])}: {json.dumps(f['problems'])}")
         return 1 if failed else 0
-    except BenchmarkError as error:
+    except (BenchmarkError, pg_cluster.ClusterError) as error:
         log(f"error: {error}")
         return 1
     finally:
+        if args.pg:
+            args.pg.stop()
         if args.keep:
             log(f"kept {workdir}")
         else:

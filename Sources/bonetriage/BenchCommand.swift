@@ -79,22 +79,31 @@ struct WorklistBenchCommand: ParsableCommand {
 
     @Option(help: "How many studies.")
     var studies: Int = 100_000
-    @Option(help: "The worklist database to create.")
+    @Option(help: "The worklist to create: a SQLite file, or an empty PostgreSQL database (postgresql://...), whose schema is made as the daemon makes it.")
     var out: String
-    @Flag(help: "Replace --out if it exists.")
+    @Flag(help: "Replace --out if it is a SQLite file that exists (a PostgreSQL database is never emptied: give a new one).")
     var force = false
 
     func run() throws {
         guard studies > 0 else { throw ValidationError("--studies must be positive, not \(studies)") }
-        if FileManager.default.fileExists(atPath: out) {
-            guard force else { throw ValidationError("\(out) already exists; add --force to replace it") }
-            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: out + suffix) }
+        let location = WorklistLocation(out)
+        if case let .sqlite(path) = location, FileManager.default.fileExists(atPath: path) {
+            guard force else { throw ValidationError("\(path) already exists; add --force to replace it") }
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
         }
-        let store = try Worklist.open(path: out, role: .daemon)
+        let store = try Worklist.open(location, role: .daemon)
+        if case .postgresql = location {
+            // Adding synthetic studies to a real worklist would mix them with patients' studies.
+            let held = try store.counts(matching: WorklistFilter()).total
+            guard held == 0 else {
+                throw ValidationError("\(location) already holds \(held) studies; build the benchmark's worklist in an empty database "
+                                      + "(createdb a new one, or drop this one if it is a benchmark's)")
+            }
+        }
         let summary = try ScaleWorklist.build(into: store, studies: studies) { progress in
             FileHandle.standardError.write(Data("\r\(progress)".utf8))
         }
         FileHandle.standardError.write(Data("\n".utf8))
-        print("\(out): \(summary)")
+        print("\(location): \(summary)")
     }
 }
