@@ -156,11 +156,21 @@ public final class TriageDaemon: @unchecked Sendable {
         }
 
         // Files stored while the worklist could not record them (answered 0xA701) are recorded as soon as
-        // it answers again, without waiting for the sender's retry or a restart.
+        // it answers again, without waiting for the sender's retry or a restart. After a lost connection
+        // (a failover to a replica, a server restart), the spool is checked against the worklist too:
+        // rows the old primary acknowledged but did not replicate in time are taken in again from the files.
         let recoveryWake = DispatchSemaphore(value: 0)
+        let faults = worklist as? any WorklistConnectionFaults
         Self.spawn("spool-recovery", group: threads) { [self] in
+            var faultsChecked = faults?.connectionFaults ?? 0
             while !isStopping && recoveryWake.wait(timeout: .now() + Self.unrecordedFilesInterval) == .timedOut {
-                if intake.hasUnrecordedFiles { intake.adoptUnrecordedFiles() }
+                let seen = faults?.connectionFaults ?? 0
+                guard intake.hasUnrecordedFiles || seen != faultsChecked else { continue }
+                if seen != faultsChecked {
+                    logger.debug("the worklist connection was lost or re-made: checking the spool against the worklist")
+                }
+                intake.adoptUnrecordedFiles()
+                if !intake.hasUnrecordedFiles { faultsChecked = seen }
             }
         }
 
