@@ -26,6 +26,9 @@ final class DaemonHarness {
     var root: String { dir.url.path }
     /// A PostgreSQL worklist (a connection URI) instead of the SQLite file in the test's folder.
     var postgresWorklist: String?
+    /// The body of a `[worklist.postgresql]` table for the daemon (host, port, ...) instead of `[worklist] database`;
+    /// the CLI still reads `postgresWorklist`.
+    var postgresTable: String?
     var database: String { postgresWorklist ?? dir.path("worklist.sqlite") }
     var dropFolder: String { dir.path("drop") }
     var spool: String { dir.path("spool") }
@@ -85,7 +88,7 @@ final class DaemonHarness {
             after_triage = "\(afterTriage)"
             minimum_free_space_mb = 1
             [worklist]
-            database = "\(database)"
+            \(postgresTable.map { "[worklist.postgresql]\n" + $0 } ?? "database = \"\(database)\"")
             [model]
             path = "\(dir.path("model.safetensors"))"
             [service]
