@@ -170,7 +170,8 @@ public final class TriageDaemon: @unchecked Sendable {
                     logger.debug("the worklist connection was lost or re-made: checking the spool against the worklist")
                 }
                 intake.adoptUnrecordedFiles()
-                if !intake.hasUnrecordedFiles { faultsChecked = seen }
+                guard !intake.hasUnrecordedFiles else { continue }
+                if seen == faultsChecked || resumeStudiesLeftWaiting(worklist, scheduler) { faultsChecked = seen }
             }
         }
 
@@ -265,6 +266,26 @@ public final class TriageDaemon: @unchecked Sendable {
                 notifier.notify("STATUS=waiting for the worklist database \(c.worklistLocation)\nEXTEND_TIMEOUT_USEC=\(Int(Self.worklistRetryInterval * 3_000_000))")
                 if stopSignal.wait(timeout: .now() + Self.worklistRetryInterval) == .success { return nil }
             }
+        }
+    }
+
+    /// After the worklist was away: the studies it shows receiving or pending that this daemon does not hold
+    /// (a triage whose result could not be recorded, or was lost in a failover) are triaged again, as at a
+    /// start. False when the worklist could not be read (tried again on the next round).
+    private func resumeStudiesLeftWaiting(_ worklist: any WorklistStore, _ scheduler: TriageScheduler) -> Bool {
+        do {
+            var resumed = 0
+            for study in try worklist.studies(matching: { var f = WorklistFilter(); f.states = [.receiving, .pending]; return f }()) {
+                let instances = try worklist.images(ofStudy: study.studyInstanceUID).map(\.sopInstanceUID)
+                if scheduler.resumeIfNotHeld(study: study.studyInstanceUID, instances: instances, lastArrival: study.lastReceivedAt) { resumed += 1 }
+            }
+            if resumed > 0 {
+                logger.info("\(resumed) study(ies) the worklist shows waiting are triaged again (their triage was not recorded, or was lost, while the worklist was away)")
+            }
+            return true
+        } catch {
+            logger.warning("could not look for studies left waiting after the worklist was away: \(error); tried again shortly")
+            return false
         }
     }
 

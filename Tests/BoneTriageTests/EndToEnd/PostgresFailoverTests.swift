@@ -1,6 +1,9 @@
 import BoneTriage
 import Foundation
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The daemon (the real binary) on a PostgreSQL primary with a streaming standby (`pg_basebackup -R`),
 /// both listed in `[worklist.postgresql]` with `target_session_attrs = "read-write"`; the test kills the
@@ -104,5 +107,37 @@ struct PostgresFailoverTests {
         let rows = try Self.imageRows(standby, database: database)
         #expect(rows.count == 3 && rows.values.allSatisfy { $0.rows == 2 && $0.distinct == 2 }, "\(rows)")
         #expect(daemon.log.contains("took in 2 instance(s) found in the spool without a worklist row"), "\(daemon.log)")
+    }
+
+    @Test("a triage the primary recorded but never replicated (the study waited for a model, and was triaged once the standby had stopped streaming) is done again on the promoted server, where the study is still pending")
+    func triageLostInFailover() throws {
+        let (primary, standby, database, daemon) = try Self.setUp()
+        let model = daemon.dir.path("model.safetensors"), away = daemon.dir.path("model.away")
+        try FileManager.default.moveItem(atPath: model, toPath: away)
+        try daemon.start()
+        defer { _ = try? daemon.stop() }
+        let files = try TemporaryDirectory()
+        let waiting = "1.2.826.0.1.3680043.10.23.1", after = "1.2.826.0.1.3680043.10.23.2"
+        #expect(try daemon.storescu(try RadiographFactory.makeStudy(in: files, prefix: "a", study: waiting, count: 2)).status == 0)
+        try daemon.waitFor("the study to wait for a model", timeout: 30) { daemon.log.contains("no model is loaded; the study waits") }
+        try standby.waitUntilReplayed(from: primary)
+
+        try standby.detachFromPrimary()
+        try FileManager.default.moveItem(atPath: away, toPath: model)
+        daemon.signal(SIGHUP)
+        #expect(try daemon.waitForTriage([waiting])[waiting]?["state"] as? String == "triaged", "triaged on the primary")
+
+        try primary.stopImmediately()
+        try standby.promote()
+        let promoted = try PostgresConnection(standby.conninfo(database: database))
+        let state = try promoted.execute("SELECT state FROM study WHERE studyInstanceUID = $1", [waiting]).first?.text(0)
+        #expect(state == "pending" || state == "receiving", "the promoted standby has the study's rows but not its triage: \(state ?? "no row")")
+
+        #expect(try daemon.storescu(try RadiographFactory.makeStudy(in: files, prefix: "b", study: after, count: 2)).status == 0)
+        let studies = try daemon.waitForTriage([waiting, after], timeout: 90)
+        for uid in [waiting, after] {
+            #expect(studies[uid]?["state"] as? String == "triaged" && studies[uid]?["images"] as? Int == 2, "\(uid): \(studies[uid] ?? [:])")
+        }
+        #expect(daemon.log.contains("1 study(ies) the worklist shows waiting are triaged again"), "\(daemon.log)")
     }
 }
