@@ -16,7 +16,7 @@ struct ServeCommand: ParsableCommand {
     var config: String = BoneTriageConfiguration.defaultPath
     @Option(help: "Log level: debug, info, warning or error.")
     var logLevel: String = "info"
-    @Flag(help: "Only check the configuration, and what it names on this machine (model file, bind address, writable folders), print what it resolves to, and exit: 1 on what will not work, 0 when usable (warnings on stderr).")
+    @Flag(help: "Only check the configuration, and what it names on this machine (model file, bind address, writable folders, a PostgreSQL worklist: reachable, schema state, ownership), print what it resolves to, and exit: 1 on what will not work, 0 when usable (warnings on stderr).")
     var checkConfig = false
 
     func validate() throws {
@@ -26,7 +26,9 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         let settings = try BoneTriageConfiguration.load(path: config)
         if checkConfig {
-            let findings = ConfigurationCheck().findings(settings)
+            let check = ConfigurationCheck()
+            let database = check.worklistFindings(settings)
+            let findings = check.findings(settings) + database.findings
             for finding in findings {
                 let kind = finding.severity == .failure ? "error" : "warning"
                 FileHandle.standardError.write(Data("\(kind): \(finding)\n".utf8))
@@ -40,6 +42,7 @@ struct ServeCommand: ParsableCommand {
             print("  DICOM: AE \(settings.aeTitle) on \(settings.bindAddress):\(settings.port), \(settings.allowedCallers.count) allowed caller(s)")
             print("  drop folder: \(settings.dropFolder ?? "off"); spool: \(settings.spoolFolder); after triage: \(settings.afterTriage.rawValue)")
             print("  worklist: \(settings.worklistLocation); model: \(settings.modelPath ?? DefaultModel.path())")
+            if let summary = database.summary { print("  worklist database: \(summary)") }
             print("  triage: \(settings.workers) worker(s), decoding " + (settings.isolateDecoder
                 ? "in child processes (one per worker, two for headers; time-out \(Int(settings.decodeTimeout)) s)" : "inside the daemon"))
             print("  status file: \(settings.statusFile)")

@@ -160,7 +160,8 @@ public final class InstanceIntake: Sendable {
     public var hasUnrecordedFiles: Bool { unrecordedFiles.load(ordering: .relaxed) }
 
     /// Records the DICOM files in the spool that the worklist does not know: a crash between a file's
-    /// placement and its record, or a worklist that was locked (0xA701), left them there. They are whole
+    /// placement and its record, or a worklist that was locked (0xA701), left them there, or a failover
+    /// to a replica that had not received their rows yet (asynchronous replication) lost them. They are whole
     /// and fsync'd (nothing is placed before that), so they are taken in as received; a sender that
     /// resends one finds it recorded and stored once. Defective ones go to quarantine. Run at start,
     /// before the receiver and the drop folder. PNG files are left alone: their drop-folder original is
@@ -206,7 +207,7 @@ public final class InstanceIntake: Sendable {
             }
         }
         if adopted > 0 {
-            logger.info("took in \(adopted) instance(s) found in the spool without a worklist row (left by a crash or a locked worklist before they were recorded)")
+            logger.info("took in \(adopted) instance(s) found in the spool without a worklist row (left by a crash or a locked worklist before they were recorded, or whose rows a database failover lost)")
         }
         return adopted
     }

@@ -489,7 +489,19 @@ struct ConfigurationReader {
             settings.targetSessionAttributes = attributes
         }
         if let v = t["port"] {
-            if let n = v.int, (1...65535).contains(n) { settings.port = n } else { problems.append("\(place) port = \(v): must be a TCP port from 1 to 65535") }
+            // 5432, "5432,5433" or [5432, 5433]: one port for every host, or one per host.
+            let items: [String]? = v.int.map { [String($0)] } ?? v.string.map { $0.split(separator: ",", omittingEmptySubsequences: false).map {
+                $0.trimmingCharacters(in: .whitespaces)
+            } } ?? v.array.map { $0.map { $0.int.map(String.init) ?? "" } }
+            let ports = (items ?? []).map { Int($0) ?? 0 }
+            let hosts = settings.host.map { $0.split(separator: ",", omittingEmptySubsequences: false).count } ?? 1
+            if ports.isEmpty || !ports.allSatisfy({ (1...65535).contains($0) }) {
+                problems.append("\(place) port = \(v): must be a TCP port from 1 to 65535, or one per host (\"5432,5433\" or [5432, 5433])")
+            } else if ports.count > 1 && ports.count != hosts {
+                problems.append("\(place) port = \(v): \(ports.count) ports for \(hosts) host(s); give one port for every host, or one per host in the order of host")
+            } else {
+                settings.ports = ports
+            }
         }
         if let v = t["connect_timeout_seconds"] {
             if let n = v.int, (2...600).contains(n) { settings.connectTimeout = n } else {

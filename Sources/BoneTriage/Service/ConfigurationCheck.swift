@@ -81,6 +81,28 @@ public struct ConfigurationCheck: Sendable {
         return found
     }
 
+    /// A PostgreSQL worklist, checked by connecting to it (nothing is changed): a server that does not
+    /// answer, a read-only one, a schema newer than this BoneTriage, or a login that may neither own nor
+    /// create the schema is a failure; `summary` says what was found (nil for a SQLite worklist).
+    public func worklistFindings(_ c: BoneTriageConfiguration) -> (findings: [Finding], summary: String?) {
+        guard let conninfo = c.postgresConnection else { return ([], nil) }
+        let setting = c.postgresSettings == nil ? "[worklist] database" : "[worklist.postgresql]"
+        do {
+            let probe = try PostgresWorklistProbe.probe(connection: conninfo)
+            let found = probe.problem.map { [Finding(severity: .failure, setting: setting, problem: $0)] } ?? []
+            return (found, probe.summary)
+        } catch {
+            let problem: String
+            if case let WorklistError.databaseUnreachable(server, reason, _) = error {
+                problem = "cannot reach the worklist database \(server): \(reason); the daemon would wait for it at start and receive nothing "
+                    + "(check that PostgreSQL runs there and accepts this host: pg_isready -h HOST -p PORT; a password belongs in password_file or ~/.pgpass)"
+            } else {
+                problem = "\(error)"
+            }
+            return ([Finding(severity: .failure, setting: setting, problem: problem)], nil)
+        }
+    }
+
     /// The permission bits of a file, nil when it cannot be seen.
     static func permissions(_ path: String) -> mode_t? {
         var st = stat()

@@ -7,7 +7,8 @@ import Foundation
 public struct PostgresSettings: Sendable, Equatable {
     /// Host names or addresses, comma-separated for failover ("db1.example,db2.example"), or a Unix socket folder.
     public var host: String?
-    public var port: Int?
+    /// One port for every host, or one per host in the order of `host` (libpq's rule); empty: libpq's default.
+    public var ports: [Int] = []
     public var database: String?
     public var user: String?
     /// libpq's `sslmode`: disable, allow, prefer, require, verify-ca or verify-full.
@@ -33,7 +34,7 @@ public struct PostgresSettings: Sendable, Equatable {
     public var connectionString: String {
         var parts: [(String, String)] = []
         if let host { parts.append(("host", host)) }
-        if let port { parts.append(("port", String(port))) }
+        if !ports.isEmpty { parts.append(("port", ports.map(String.init).joined(separator: ","))) }
         if let database { parts.append(("dbname", database)) }
         if let user { parts.append(("user", user)) }
         if let sslMode { parts.append(("sslmode", sslMode)) }

@@ -162,11 +162,22 @@ public final class TriageDaemon: @unchecked Sendable {
         }
 
         // Files stored while the worklist could not record them (answered 0xA701) are recorded as soon as
-        // it answers again, without waiting for the sender's retry or a restart.
+        // it answers again, without waiting for the sender's retry or a restart. After a lost connection
+        // (a failover to a replica, a server restart), the spool is checked against the worklist too:
+        // rows the old primary acknowledged but did not replicate in time are taken in again from the files.
         let recoveryWake = DispatchSemaphore(value: 0)
+        let faults = worklist as? any WorklistConnectionFaults
         Self.spawn("spool-recovery", group: threads) { [self] in
+            var faultsChecked = faults?.connectionFaults ?? 0
             while !isStopping && recoveryWake.wait(timeout: .now() + Self.unrecordedFilesInterval) == .timedOut {
-                if intake.hasUnrecordedFiles { intake.adoptUnrecordedFiles() }
+                let seen = faults?.connectionFaults ?? 0
+                guard intake.hasUnrecordedFiles || seen != faultsChecked else { continue }
+                if seen != faultsChecked {
+                    logger.debug("the worklist connection was lost or re-made: checking the spool against the worklist")
+                }
+                intake.adoptUnrecordedFiles()
+                guard !intake.hasUnrecordedFiles else { continue }
+                if seen == faultsChecked || resumeStudiesLeftWaiting(worklist, scheduler) { faultsChecked = seen }
             }
         }
 
@@ -262,6 +273,28 @@ public final class TriageDaemon: @unchecked Sendable {
                 notifier.notify("STATUS=waiting for the worklist database \(c.worklistLocation)\nEXTEND_TIMEOUT_USEC=\(Int(Self.worklistRetryInterval * 3_000_000))")
                 if stopSignal.wait(timeout: .now() + Self.worklistRetryInterval) == .success { return nil }
             }
+        }
+    }
+
+    /// After the worklist was away: the studies it shows receiving or pending that this daemon does not hold
+    /// (a triage whose result could not be recorded, or was lost in a failover) are triaged again, as at a
+    /// start. False when the worklist could not be read (tried again on the next round).
+    private func resumeStudiesLeftWaiting(_ worklist: any WorklistStore, _ scheduler: TriageScheduler) -> Bool {
+        do {
+            var resumed = 0
+            for study in try worklist.studies(matching: { var f = WorklistFilter(); f.states = [.receiving, .pending]; return f }()) {
+                // This node's studies only (those it holds images of): the others' are theirs.
+                let instances = try worklist.images(ofStudy: study.studyInstanceUID).filter { $0.isHeld(by: worklist.node) }.map(\.sopInstanceUID)
+                guard !instances.isEmpty else { continue }
+                if scheduler.resumeIfNotHeld(study: study.studyInstanceUID, instances: instances, lastArrival: study.lastReceivedAt) { resumed += 1 }
+            }
+            if resumed > 0 {
+                logger.info("\(resumed) study(ies) the worklist shows waiting are triaged again (their triage was not recorded, or was lost, while the worklist was away)")
+            }
+            return true
+        } catch {
+            logger.warning("could not look for studies left waiting after the worklist was away: \(error); tried again shortly")
+            return false
         }
     }
 

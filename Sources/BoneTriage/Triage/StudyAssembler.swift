@@ -50,4 +50,7 @@ public struct StudyAssembler: Sendable {
     public var nextDeadline: Date? { pending.values.map { $0.lastArrival.addingTimeInterval(quietPeriod) }.min() }
 
     public var pendingStudies: Int { pending.count }
+
+    /// Whether the study is waiting for its quiet period here.
+    public func holds(_ study: String) -> Bool { pending[study] != nil }
 }

@@ -42,6 +42,18 @@ public final class TriageScheduler: @unchecked Sendable {
         }
     }
 
+    /// A study the worklist shows receiving or pending that this scheduler does not hold (not waiting for
+    /// its quiet period, queued or being triaged): its triage could not be recorded while the worklist was
+    /// away, or a failover lost it. Taken as `restore` takes one; false when the study is already held.
+    public func resumeIfNotHeld(study: String, instances: [String], lastArrival: Date) -> Bool {
+        condition.withLock {
+            guard !assembler.holds(study), !queue.contains(study), !inFlight.contains(study) else { return false }
+            for instance in instances { assembler.arrived(study: study, instance: instance, at: lastArrival) }
+            signalAll()
+            return true
+        }
+    }
+
     /// The next complete study for a worker, and the studies that became complete meanwhile (for the
     /// worker to mark as queued); nil once stopping. While there is nothing to do, `whileIdle` is called
     /// (outside the lock) at least once a second, and after `wakeIdleWorkers()`.

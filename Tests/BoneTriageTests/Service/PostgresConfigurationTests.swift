@@ -41,6 +41,28 @@ struct PostgresConfigurationTests {
         #expect(PostgresSettings.quoted(#"a\b"#) == #"'a\\b'"#)
     }
 
+    @Test("port: one for every host, or one per host (\"5432,5433\" or [5432, 5433]); a count that matches neither, or a bad port, is refused")
+    func portsPerHost() throws {
+        for port in ["\"5432,5433\"", "\"5432, 5433\"", "[5432, 5433]"] {
+            let c = try BoneTriageConfiguration.parse("[worklist.postgresql]\nhost = \"db1,db2\"\nport = \(port)\n", path: "c.toml")
+            #expect(c.postgresSettings?.ports == [5432, 5433], "\(port)")
+            #expect(c.postgresConnection?.hasPrefix("host='db1,db2' port='5432,5433' ") == true, "\(c.postgresConnection ?? "nil")")
+        }
+        let one = try BoneTriageConfiguration.parse("[worklist.postgresql]\nhost = \"db1,db2\"\nport = 5433\n", path: "c.toml")
+        #expect(one.postgresSettings?.ports == [5433] && one.postgresConnection?.contains("port='5433' ") == true)
+        for (port, problem) in [("\"5432,5433,5434\"", "3 ports for 2 host(s); give one port for every host, or one per host"),
+                                ("\"5432,x\"", "must be a TCP port from 1 to 65535, or one per host"),
+                                ("[5432, 0]", "must be a TCP port from 1 to 65535, or one per host")] {
+            do {
+                _ = try BoneTriageConfiguration.parse("[worklist.postgresql]\nhost = \"db1,db2\"\nport = \(port)\n", path: "c.toml")
+                Issue.record("port = \(port) accepted")
+            } catch let error as ConfigurationError {
+                #expect(error.problems.count == 1 && error.problems[0].contains("[worklist.postgresql] port = ") && error.problems[0].contains(problem),
+                        "\(error.problems)")
+            }
+        }
+    }
+
     @Test("a password in the URI or the table, a bad sslmode, port or key, and both forms at once are each refused with what to do")
     func refusals() throws {
         let text = """

@@ -28,6 +28,9 @@ final class DaemonHarness {
     var postgresWorklist: String?
     /// `[worklist] node`: the name this daemon goes by in a shared worklist (nil: the host name).
     var worklistNode: String?
+    /// The body of a `[worklist.postgresql]` table for the daemon (host, port, ...) instead of `[worklist] database`;
+    /// the CLI still reads `postgresWorklist`.
+    var postgresTable: String?
     var database: String { postgresWorklist ?? dir.path("worklist.sqlite") }
     var dropFolder: String { dir.path("drop") }
     var spool: String { dir.path("spool") }
@@ -87,8 +90,8 @@ final class DaemonHarness {
             after_triage = "\(afterTriage)"
             minimum_free_space_mb = 1
             [worklist]
-            database = "\(database)"
             \(worklistNode.map { "node = \"\($0)\"" } ?? "")
+            \(postgresTable.map { "[worklist.postgresql]\n" + $0 } ?? "database = \"\(database)\"")
             [model]
             path = "\(dir.path("model.safetensors"))"
             [service]

@@ -1,6 +1,7 @@
 import BoneTriage
 import Foundation
 import Synchronization
+import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -29,6 +30,13 @@ final class PostgresCluster: Sendable {
     static func shared() throws -> PostgresCluster { try started.get() }
     /// A cluster of the caller's own, for a test that stops and starts its server (stopped at exit too).
     static func dedicated() throws -> PostgresCluster { try PostgresCluster() }
+    /// A streaming standby of `primary` (a cluster of its own, on its own port): `pg_basebackup -R` from
+    /// the primary over TCP, started, and waited for until it streams.
+    static func standby(of primary: PostgresCluster) throws -> PostgresCluster {
+        let standby = try PostgresCluster(standbyOf: primary)
+        try standby.waitUntilStreaming()
+        return standby
+    }
     private static let started: Result<PostgresCluster, Error> = Result { try PostgresCluster() }
 
     let folder: String
@@ -40,7 +48,7 @@ final class PostgresCluster: Sendable {
     /// The data folders of the clusters to stop when the process exits.
     private static let running = Mutex<[String]>([])
 
-    private init() throws {
+    private init(standbyOf primary: PostgresCluster? = nil) throws {
         Self.removeStale()
         let base = FileManager.default.temporaryDirectory.path + "/" + Self.folderPrefix + "\(getpid())-" + UUID().uuidString.prefix(8)
         try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
@@ -52,8 +60,15 @@ final class PostgresCluster: Sendable {
             chown(base, account.pointee.pw_uid, account.pointee.pw_gid)
         }
         port = try Self.freePort()
-        try Self.run(Self.binaries + "/initdb", ["-D", base + "/data", "-A", "trust", "--auth-local=trust", "-U", "postgres", "-E", "UTF8",
-                                                  "--locale=C.UTF-8", "--no-sync"])
+        if let primary {
+            // initdb's pg_hba.conf (-A trust) lets replication connections in from 127.0.0.1; -R writes
+            // primary_conninfo and standby.signal.
+            try Self.run(Self.binaries + "/pg_basebackup", ["-D", base + "/data", "-R", "-h", "127.0.0.1", "-p", "\(primary.port)", "-U", "postgres",
+                                                             "-X", "stream", "-c", "fast", "--no-sync"])
+        } else {
+            try Self.run(Self.binaries + "/initdb", ["-D", base + "/data", "-A", "trust", "--auth-local=trust", "-U", "postgres", "-E", "UTF8",
+                                                      "--locale=C.UTF-8", "--no-sync"])
+        }
         let first = Self.running.withLock { running in
             running.append(base + "/data")
             return running.count == 1
@@ -64,13 +79,69 @@ final class PostgresCluster: Sendable {
 
     /// Starts the server (again).
     func start() throws {
-        let options = "-p \(port) -k \(folder) -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        let options = "-p \(port) -k \(folder) -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+            + "-c wal_level=replica -c max_wal_senders=5 -c hot_standby=on"
         try Self.run(Self.binaries + "/pg_ctl", ["-D", folder + "/data", "-o", options, "-l", folder + "/server.log", "-w", "-t", "60", "start"])
     }
 
     /// Stops the server as an administrator would (fast: open sessions are ended).
     func stop() throws {
         try Self.run(Self.binaries + "/pg_ctl", ["-D", folder + "/data", "-m", "fast", "-w", "stop"])
+    }
+
+    /// Stops the server as a crash would (no shutdown checkpoint, sessions cut).
+    func stopImmediately() throws {
+        try Self.run(Self.binaries + "/pg_ctl", ["-D", folder + "/data", "-m", "immediate", "-w", "stop"])
+    }
+
+    /// Makes a standby the primary (`pg_ctl promote`, waiting until it accepts writes).
+    func promote() throws {
+        try Self.run(Self.binaries + "/pg_ctl", ["-D", folder + "/data", "-w", "-t", "60", "promote"])
+    }
+
+    /// A standby: waits until its WAL receiver streams from the primary.
+    func waitUntilStreaming(timeout: Double = 60) throws {
+        try poll("the standby on port \(port) to stream from its primary", timeout: timeout) {
+            let c = try PostgresConnection(conninfo(database: "postgres"))
+            return try c.execute("SELECT status FROM pg_stat_wal_receiver").first?.text(0) == "streaming"
+        }
+    }
+
+    /// A standby: waits until it has replayed everything `primary` has written so far.
+    func waitUntilReplayed(from primary: PostgresCluster, timeout: Double = 60) throws {
+        let lsn = try #require(try PostgresConnection(primary.conninfo(database: "postgres")).execute("SELECT pg_current_wal_lsn()::text").first?.text(0))
+        try poll("the standby on port \(port) to replay up to \(lsn)", timeout: timeout) {
+            let c = try PostgresConnection(conninfo(database: "postgres"))
+            return try c.execute("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", [lsn]).first?.bool(0) == true
+        }
+    }
+
+    /// A standby: stops receiving from its primary (primary_conninfo removed, server restarted), so that
+    /// what the primary commits from now on is missing here, as with a primary that dies before its last
+    /// transactions are replicated.
+    func detachFromPrimary() throws {
+        try stop()
+        let settings = folder + "/data/postgresql.auto.conf"
+        let kept = try String(contentsOfFile: settings, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+            .filter { !$0.hasPrefix("primary_conninfo") }.joined(separator: "\n")
+        // Written in place: the file keeps its owner (postgres).
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: settings))
+        try handle.truncate(atOffset: 0)
+        try handle.write(contentsOf: Data(kept.utf8))
+        try handle.close()
+        try start()
+    }
+
+    private func poll(_ what: String, timeout: Double, _ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        var last: (any Error)?
+        while Date() < deadline {
+            do {
+                if try condition() { return }
+            } catch { last = error }
+            usleep(100_000)
+        }
+        throw ClusterError("timed out waiting for \(what)" + (last.map { " (last error: \($0))" } ?? ""))
     }
 
     struct ClusterError: Error, CustomStringConvertible {
@@ -86,6 +157,12 @@ final class PostgresCluster: Sendable {
 
     /// The same database over TCP on the loopback address.
     func tcpConninfo(database: String) -> String { "postgresql://\(user)@127.0.0.1:\(port)/\(database)" }
+
+    /// A database's name in one of its connection strings (`freshDatabase`'s).
+    static func databaseName(_ conninfo: String) throws -> String {
+        let path = try #require(URLComponents(string: conninfo)?.path)
+        return String(path.drop { $0 == "/" })
+    }
 
     /// A new, empty database, and its connection string.
     func freshDatabase() throws -> String {

@@ -277,6 +277,45 @@ struct PostgresWorklistTests {
         #expect(try store.study(studyInstanceUID: "1.2.6").imageCount == 2)
     }
 
+    @Test("a pooled connection on a server that refuses writes (SQLSTATE 25006: a standby after a failover) is dropped and the write made on a new connection")
+    func readOnlyConnectionDropped() throws {
+        let conninfo = try Self.freshDatabase()
+        let pool = PostgresPool(conninfo: conninfo)
+        try pool.withConnection { c in try c.execute("CREATE TABLE t (n integer)") }
+        // The pooled connection now only reads, as one left on a server that became a standby.
+        try pool.withConnection { c in try c.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY") }
+        #expect(pool.idleCount == 1)
+        let faults = pool.connectionFaults
+        try pool.withConnection { c in try c.transaction { c in try c.execute("INSERT INTO t VALUES (1)") } }
+        #expect(pool.connectionFaults == faults + 1, "counted, so that the daemon checks its spool against the database")
+        #expect(pool.idleCount == 1, "the new connection went back to the pool, the read-only one was closed")
+        try pool.withConnection { c in try c.transaction { c in try c.execute("INSERT INTO t VALUES (2)") } }
+        #expect(pool.connectionFaults == faults + 1)
+        #expect(try PostgresConnection(conninfo).execute("SELECT count(*) FROM t").first?.integer(0) == 2)
+    }
+
+    @Test("a store whose every new connection is read-only: a write is a database fault (the instance is answered 0xA701 and kept), saying what to set")
+    func readOnlyServerIsAFault() throws {
+        let conninfo = try Self.freshDatabase()
+        let store = try Worklist.open(.postgresql(connection: conninfo), role: .daemon)
+        let admin = try PostgresConnection(conninfo)
+        try admin.execute("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', current_database()); END $$")
+        try admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        do {
+            _ = try store.recordArrival(WorklistStoreContractTests.arrival("1.2.7", "1.2.7.1"))
+            Issue.record("a read-only server took a write")
+        } catch let error as WorklistError {
+            guard case let .databaseUnreachable(_, reason, sqlState) = error else {
+                Issue.record("not a connection fault: \(error)")
+                return
+            }
+            #expect(sqlState == "25006" && error.isDatabaseFault)
+            #expect(reason.contains("is read-only") && reason.contains("target_session_attrs=read-write"), "\(reason)")
+        }
+        try admin.execute("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET default_transaction_read_only', current_database()); END $$")
+        #expect(try store.recordArrival(WorklistStoreContractTests.arrival("1.2.7", "1.2.7.1")) == .newStudy)
+    }
+
     @Test("a listing streams through its cursor in batches: every study once, in the listing's order")
     func streamsInBatches() throws {
         let conninfo = try Self.freshDatabase()

@@ -27,11 +27,16 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable, Equatable
     public var description: String { message + (sqlState.map { " (SQLSTATE \($0))" } ?? "") }
 
     /// SQLSTATE classes that mean the server went away: 08 connection exception, 57P01-57P03 shutdown or
-    /// not accepting connections yet.
+    /// not accepting connections yet; and 25006 (read_only_sql_transaction): the connection reached a
+    /// server that cannot write (a standby after a failover, or one with default_transaction_read_only),
+    /// so it is as good as lost for a writer: dropped, and the work tried on another connection.
     static func meansConnectionLost(_ state: String?) -> Bool {
         guard let state else { return false }
-        return state.hasPrefix("08") || ["57P01", "57P02", "57P03"].contains(state)
+        return state.hasPrefix("08") || ["57P01", "57P02", "57P03", readOnlyServer].contains(state)
     }
+
+    /// read_only_sql_transaction: a write on a server (or session) that only reads.
+    static let readOnlyServer = "25006"
 }
 
 /// One parameter of a statement, sent as text (PostgreSQL parses it as the column's type; no value is
@@ -197,6 +202,9 @@ public final class PostgresConnection: @unchecked Sendable {
     public let server: String
     /// Statements that succeeded on this connection: a borrower that got none through may run again elsewhere.
     private(set) var completedStatements = 0
+    /// A write was refused because the server (or session) is read-only (SQLSTATE 25006): the connection
+    /// never goes back to the pool.
+    private(set) var refusedWrite = false
 
     /// Connects with a libpq connection string (`host=... dbname=...`) or URI (`postgresql://...`); libpq
     /// adds what it is not given from the `PG*` environment variables, `~/.pgpass` and service files.
@@ -255,7 +263,12 @@ public final class PostgresConnection: @unchecked Sendable {
             let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).flatMap { String(validatingCString: $0) }
             let primary = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).flatMap { String(validatingCString: $0) }
             let detail = PQresultErrorField(result, Int32(UInt8(ascii: "D"))).flatMap { String(validatingCString: $0) }
-            let message = primary.map { $0 + (detail.map { ". \($0)" } ?? "") } ?? Self.errorText(connection)
+            var message = primary.map { $0 + (detail.map { ". \($0)" } ?? "") } ?? Self.errorText(connection)
+            if state == PostgresError.readOnlyServer {
+                refusedWrite = true
+                message += " (the server \(server) is read-only: a standby, or default_transaction_read_only is on; list the primary's host "
+                    + "too, with target_session_attrs=read-write)"
+            }
             let gone = PQstatus(connection) != CONNECTION_OK || PostgresError.meansConnectionLost(state)
             throw PostgresError(sqlState: state, message: message, connectionLost: gone)
         }
@@ -322,23 +335,31 @@ public final class PostgresConnection: @unchecked Sendable {
 }
 
 /// A few connections to one database, made when first needed and shared by the threads that use a
-/// store (the C-STORE receiver's, the triage workers', the delivery thread). A connection found broken
-/// is closed and a new one is made on the next use. Borrowers beyond `maximumIdle` get a connection of
-/// their own, closed when they are done, so a call made from inside another (a listing's body) never waits.
+/// store (the C-STORE receiver's, the triage workers', the delivery thread). A connection found broken,
+/// or on a server that refuses writes (a standby after a failover), is closed and a new one is made on
+/// the next use. Borrowers beyond `maximumIdle` get a connection of their own, closed when they are
+/// done, so a call made from inside another (a listing's body) never waits.
 public final class PostgresPool: Sendable {
     public let conninfo: String
     public let maximumIdle: Int
     private let idle = Mutex<[PostgresConnection]>([])
+    private let faults = Atomic<Int>(0)
 
     public init(conninfo: String, maximumIdle: Int = 4) {
         self.conninfo = conninfo
         self.maximumIdle = maximumIdle
     }
 
+    /// How many times a connection was found lost, could not be made, or reached a read-only server: when
+    /// it moves, the server may have changed (a failover) or restarted, and what was committed just before
+    /// may be missing there (asynchronous replication), so a writer checks what it holds against the database.
+    public var connectionFaults: Int { faults.load(ordering: .relaxed) }
+
     /// Lends a connection for `body`. When a connection taken from the pool turns out to have been lost
     /// while it waited there (the server restarted, a failover), so that not even `body`'s first statement
-    /// went through, `body` runs once more on a new connection. A connection lost later is an error: what
-    /// `body` did with the rows it had (a listing printed) is not done twice.
+    /// went through, or reached a server that refused a write (a former primary now a standby; the
+    /// transaction was rolled back), `body` runs once more on a new connection. A connection lost later
+    /// is an error: what `body` did with the rows it had (a listing printed) is not done twice.
     public func withConnection<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
         let pooled = idle.withLock { list in list.popLast() }
         if let connection = pooled {
@@ -347,16 +368,23 @@ public final class PostgresPool: Sendable {
                 let value = try body(connection)
                 giveBack(connection)
                 return value
-            } catch let e as PostgresError where e.connectionLost && connection.completedStatements == before {
-                // The pooled connection was stale: try once on a fresh one (below).
+            } catch let e as PostgresError where e.connectionLost && (connection.completedStatements == before || connection.refusedWrite) {
+                // A stale connection, or one on a server that cannot write: try once on a fresh one (below).
+                faults.add(1, ordering: .relaxed)
             } catch {
+                noteFault(error)
                 giveBack(connection)
                 throw error
             }
         }
-        let connection = try PostgresConnection(conninfo)
+        let connection: PostgresConnection
+        do { connection = try PostgresConnection(conninfo) } catch {
+            noteFault(error)
+            throw error
+        }
         let value: T
         do { value = try body(connection) } catch {
+            noteFault(error)
             giveBack(connection)
             throw error
         }
@@ -364,12 +392,19 @@ public final class PostgresPool: Sendable {
         return value
     }
 
+    private func noteFault(_ error: any Error) {
+        if let e = error as? PostgresError, e.connectionLost { faults.add(1, ordering: .relaxed) }
+    }
+
     private func giveBack(_ connection: PostgresConnection) {
-        guard connection.isUsable, connection.isIdle else { return }
+        guard connection.isUsable, connection.isIdle, !connection.refusedWrite else { return }
         idle.withLock { list in
             if list.count < maximumIdle { list.append(connection) }
         }
     }
+
+    /// How many connections wait in the pool.
+    public var idleCount: Int { idle.withLock { $0.count } }
 
     /// Closes the idle connections (new ones are made when needed).
     public func closeIdle() {
