@@ -55,17 +55,19 @@ struct HeatmapBenchCommand: ParsableCommand {
 
     func run() throws {
         let network: InceptionV3Network, head: LogisticHead, size: Int
+        var reading = HeadReading.mixed10
         if let model {
             let loaded = try TriageModel.load(path: model)
             size = loaded.spec.size
             head = loaded.head.head
+            reading = loaded.head.description.reading
             network = InceptionV3Network(weights: loaded.backbone)
         } else {
             size = inputSize
             head = LogisticHead(weights: (0..<2048).map { Float(sin(Double($0))) * 0.01 }, bias: 0)
             network = InceptionV3Network(weights: SyntheticWeights.backbone(variant: .keras, inputSize: inputSize))
         }
-        print(try HeatmapBenchmark.run(network: network, head: head, inputSize: size, threads: threads, runs: runs,
+        print(try HeatmapBenchmark.run(network: network, head: head, reading: reading, inputSize: size, threads: threads, runs: runs,
                                        batchSizes: batchSizes.filter { $0 > 0 }).text)
     }
 }

@@ -57,6 +57,7 @@ struct ModelCommand: ParsableCommand {
                 print("model:           \(h.modelID)")
                 print("backbone:        \(h.backboneVariant.rawValue), sha256 \(h.backboneSHA256)")
                 print("input:           \(h.inputSize)x\(h.inputSize), range \(h.inputRange.lowerBound) ... \(h.inputRange.upperBound), resize \(h.resizeFilter.rawValue)")
+                print("head reads:      \(h.reading.summary)")
                 print("threshold:       \(h.threshold)" + (h.targetSensitivity.map { " (for study sensitivity \($0) in cross-validation)" } ?? ""))
                 print("body parts:      \(h.bodyParts.joined(separator: ", "))")
                 print("training data:   \(h.trainingData)")

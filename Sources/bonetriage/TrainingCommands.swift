@@ -17,6 +17,8 @@ final class ProgressLine {
     }
 }
 
+extension FlipUse: ExpressibleByArgument {}
+
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
@@ -30,13 +32,23 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Labels in MURA's 'folder,label' CSV form (1 = abnormal), e.g. for DICOM studies; default: the folder names.")
     var labels: String?
     @Option(help: "Where to write the trained head.")
-    var out: String
+    var out: String?
+    @Option(help: ArgumentHelp("Instead of training: cross-validate the head designs (flip, blocks mixed7-10, study combination, resize filter, each with its regularisation path) and write the comparison as Markdown to this file.", valueName: "file"))
+    var study: String?
+    @Option(help: ArgumentHelp("Write roc.png (with the operating point) and calibration.png from the cross-validated study probabilities into this folder.", valueName: "dir"))
+    var plots: String?
+    @Option(help: ArgumentHelp("The training time recorded in the head (ISO 8601); fixed by `make train-default` so retraining gives the same bytes. Default: now.", valueName: "time"))
+    var trainedAt: String?
     @Option(help: "Also write the whole model (backbone + head) here.")
     var model: String?
     @Option(help: "Input size in pixels.")
     var inputSize: Int = 150
     @Option(help: "Resize filter: area or nearest.")
     var filter: ResizeFilter = .area
+    @Option(help: ArgumentHelp("The blocks whose pooled outputs the head reads, comma-separated (mixed0 ... mixed10). The default won the head study (models/README.md).", valueName: "blocks"))
+    var blocks: String = HeadDesign.blocks.joined(separator: ",")
+    @Option(help: ArgumentHelp("The horizontal flip: none, test-time (each image also scored mirrored), or training-and-test-time (mirrored images also train).", valueName: "use"))
+    var flip: FlipUse = HeadDesign.flip
     @Option(help: "Choose the threshold that reaches this study sensitivity in cross-validation (default: 0.5).")
     var targetSensitivity: Double?
     @Option(help: "An identifier stored in the model (default: derived from the body parts).")
@@ -46,6 +58,17 @@ struct TrainCommand: ParsableCommand {
 
     func validate() throws {
         if let t = targetSensitivity, !(t > 0 && t < 1) { throw ValidationError("--target-sensitivity must be between 0 and 1, not \(t)") }
+        switch (out, study) {
+        case (nil, nil): throw ValidationError("give --out FILE to train a head, or --study FILE to compare head designs")
+        case (.some, .some): throw ValidationError("--out trains a head and --study compares designs: give one of them")
+        default: break
+        }
+        if HeadReading(blocks: blockList, testTimeFlip: false).featureWidth == nil {
+            throw ValidationError("--blocks must list Inception V3 blocks (mixed0 ... mixed10), not '\(blocks)'")
+        }
+        if let trainedAt, (try? Date(trainedAt, strategy: .iso8601)) == nil {
+            throw ValidationError("--trained-at must be an ISO 8601 time such as 2026-12-01T00:00:00Z, not '\(trainedAt)'")
+        }
     }
 
     func run() throws {
@@ -55,12 +78,29 @@ struct TrainCommand: ParsableCommand {
         let spec = ModelInputSpec(size: inputSize, range: weights.description.inputRange, filter: filter)
         let parts = Array(Set(images.map(\.bodyPart))).sorted()
         print("training on \(images.count) images, \(Set(images.map(\.study)).count) studies, \(Set(images.map(\.patient)).count) patients (\(parts.joined(separator: ", ")))")
-        let extractor = try FeatureExtractor(backbone: weights, fingerprint: fingerprint, spec: spec, cacheRoot: cache ?? FeatureExtractor.defaultCacheRoot)
+        if let study {
+            try runStudy(images: images, weights: weights, fingerprint: fingerprint, to: study)
+            return
+        }
+        guard let out else { return }
+        let reading = HeadReading(blocks: blockList, testTimeFlip: flip != .none)
+        let network = InceptionV3Network(weights: weights)
+        let extractor = try FeatureExtractor(network: network, fingerprint: fingerprint, spec: spec, cacheRoot: cache ?? FeatureExtractor.defaultCacheRoot,
+                                             blocks: reading.blocks)
         let progress = ProgressLine("features")
         let features = try extractor.features(of: images.map(\.path)) { progress.update($0, $1) }
-        let result = try HeadTrainer().train(images: images, features: features, targetSensitivity: targetSensitivity) { print($0) }
+        var mirrored: [Float]?
+        if flip != .none {
+            let mirroredExtractor = try FeatureExtractor(network: network, fingerprint: fingerprint, spec: spec,
+                                                         cacheRoot: cache ?? FeatureExtractor.defaultCacheRoot, blocks: reading.blocks, mirrored: true)
+            let progress = ProgressLine("features (mirrored)")
+            mirrored = try mirroredExtractor.features(of: images.map(\.path)) { progress.update($0, $1) }
+        }
+        print("head reads \(reading.summary)\(flip == .trainingAndTestTime ? "; mirrored images also train" : "")")
+        let result = try HeadTrainer().train(images: images, features: features, mirrored: mirrored, flip: flip,
+                                             targetSensitivity: targetSensitivity) { print($0) }
         let cv: [String: Any] = [
-            "lambda": result.lambda, "folds": 5, "grouped_by": "patient",
+            "lambda": result.lambda, "folds": 5, "grouped_by": "patient", "blocks": reading.blocks, "flip": flip.rawValue,
             "study_auroc": result.studyFigures.auroc, "study_accuracy": result.studyFigures.accuracy, "study_kappa": result.studyFigures.kappa,
             "sensitivity": result.studyFigures.sensitivity, "specificity": result.studyFigures.specificity,
             "image_auroc": result.imageFigures.auroc, "image_accuracy": result.imageFigures.accuracy,
@@ -72,23 +112,54 @@ struct TrainCommand: ParsableCommand {
             backboneSHA256: fingerprint, inputSize: inputSize, inputRange: spec.range, resizeFilter: filter, threshold: result.threshold,
             targetSensitivity: targetSensitivity, bodyParts: parts,
             trainingData: "\(images.count) images / \(result.studyFigures.count) studies in MURA layout under \(URL(fileURLWithPath: data).lastPathComponent)",
-            trainedAt: Date().formatted(.iso8601), crossValidation: cvText,
+            trainedAt: trainedAt ?? Date().formatted(.iso8601), crossValidation: cvText,
             operatingPoint: OperatingPoint.measured(
                 source: .default, targetSensitivity: targetSensitivity, threshold: result.threshold,
                 scores: result.crossValidatedStudies.map(\.probability), labels: result.crossValidatedStudies.map(\.label),
                 identifiers: result.crossValidatedStudies.map { LabelledStudyScoring.identifier($0.identifier, base: labels.map { URL(fileURLWithPath: $0).deletingLastPathComponent().path } ?? data) },
                 data: "cross-validated (5 folds by patient) on the training split: \(URL(fileURLWithPath: data).lastPathComponent)",
-                calibration: nil, setAt: Date().formatted(.iso8601)))
+                calibration: nil, setAt: trainedAt ?? Date().formatted(.iso8601)),
+            reading: reading)
         let head = HeadFile(description: description, head: result.head)
         try head.file.write(path: out)
         print(String(format: "cross-validated (5 folds by patient, lambda %g): study AUROC %.4f, study accuracy %.4f, kappa %.4f, sensitivity %.4f, specificity %.4f at threshold %.4f",
                      result.lambda, result.studyFigures.auroc, result.studyFigures.accuracy, result.studyFigures.kappa,
                      result.studyFigures.sensitivity, result.studyFigures.specificity, result.threshold))
         print("wrote \(out)")
+        if let plots {
+            let evaluation = StudyEvaluation(studies: result.crossValidatedStudies, model: description)
+            for file in try EvaluationPlots.write(evaluation, folder: plots) { print("wrote \(file)") }
+        }
         if let model {
             try TriageModel(backbone: weights, head: head).file.write(path: model)
             print("wrote \(model)")
         }
+    }
+}
+
+extension TrainCommand {
+    /// `--study`: every design of `HeadConfiguration.standardSet` on the same folds, written as Markdown.
+    var blockList: [String] { blocks.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+
+    func runStudy(images: [LabelledImage], weights: consuming InceptionV3Weights, fingerprint: String, to path: String) throws {
+        let range = weights.description.inputRange
+        let configurations = HeadConfiguration.standardSet
+        let network = InceptionV3Network(weights: weights)
+        var progress: (name: String, line: ProgressLine)?
+        let bank = try FeatureBank.extract(
+            paths: images.map(\.path), network: network, fingerprint: fingerprint, size: inputSize, range: range,
+            variants: FeatureBank.variants(for: configurations), blocks: ["mixed7", "mixed8", "mixed9", "mixed10"],
+            cacheRoot: cache ?? FeatureExtractor.defaultCacheRoot) { name, done, total in
+                if progress?.name != name { progress = (name, ProgressLine("features (\(name))")) }
+                progress?.line.update(done, total)
+            }
+        print("comparing \(configurations.count) head designs (5 folds by patient)")
+        let rows = try HeadStudy().run(images: images, bank: bank, configurations: configurations) { print($0) }
+        let text = HeadStudy.markdown(rows, images: images.count, studies: Set(images.map(\.study)).count,
+                                      patients: Set(images.map(\.patient)).count, folds: 5)
+        try Data((text + "\n").utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        print(text)
+        print("wrote \(path)")
     }
 }
 

@@ -25,7 +25,7 @@ public struct HeatmapBenchmark: Sendable {
     }
 
     /// Times `runs` heatmaps (after one untimed) per batch size, on `input` (or a deterministic pseudo-random one).
-    public static func run(network: InceptionV3Network, head: LogisticHead, inputSize: Int, threads: Int, runs: Int,
+    public static func run(network: InceptionV3Network, head: LogisticHead, reading: HeadReading = .mixed10, inputSize: Int, threads: Int, runs: Int,
                            batchSizes: [Int], input: [Float]? = nil) throws -> HeatmapBenchmark {
         let engine = try InceptionV3Engine(network: network, inputSize: inputSize, threads: threads)
         var state: UInt64 = 0x9E37_79B9_7F4A_7C15
@@ -33,7 +33,7 @@ public struct HeatmapBenchmark: Sendable {
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
             return Float(state >> 40) / Float(1 << 24) * 2 - 1
         }
-        let maker = OcclusionSensitivity(engine: engine, head: head, modelFingerprint: "benchmark")
+        let maker = OcclusionSensitivity(engine: engine, head: head, reading: reading, modelFingerprint: "benchmark")
         var rows: [Row] = []
         for batch in batchSizes {
             maker.settings = OcclusionSettings(batchSize: batch)

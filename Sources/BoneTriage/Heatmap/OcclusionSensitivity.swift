@@ -30,12 +30,15 @@ public struct OcclusionSettings: Sendable, Equatable {
 public final class OcclusionSensitivity {
     public let engine: InceptionV3Engine
     public let head: LogisticHead
+    public let reading: HeadReading
     public let modelFingerprint: String
     public var settings: OcclusionSettings
 
-    public init(engine: InceptionV3Engine, head: LogisticHead, modelFingerprint: String, settings: OcclusionSettings = OcclusionSettings()) {
+    public init(engine: InceptionV3Engine, head: LogisticHead, reading: HeadReading = .mixed10, modelFingerprint: String,
+                settings: OcclusionSettings = OcclusionSettings()) {
         self.engine = engine
         self.head = head
+        self.reading = reading
         self.modelFingerprint = modelFingerprint
         self.settings = settings
     }
@@ -58,11 +61,9 @@ public final class OcclusionSensitivity {
         var out: [Double] = []
         out.reserveCapacity(inputs.count)
         var start = 0
-        let d = InceptionV3Architecture.featureCount
         while start < inputs.count {
             let end = min(inputs.count, start + settings.batchSize)
-            let features = try engine.pooledFeatures(Array(inputs[start..<end].joined()), batch: end - start)
-            for k in 0..<(end - start) { out.append(head.probability(features[(k * d)..<((k + 1) * d)])) }
+            out += try engine.probabilities(of: Array(inputs[start..<end]), head: head, reading: reading)
             start = end
         }
         return out

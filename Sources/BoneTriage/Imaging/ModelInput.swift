@@ -22,6 +22,18 @@ public struct ModelInputSpec: Sendable, Equatable {
 
 /// Turns a rendered radiograph into the model's size x size x 3 float input (NHWC, one image).
 public enum ModelInput {
+    /// An NHWC size x size x 3 input mirrored left to right.
+    public static func mirrored(_ input: [Float], size: Int) -> [Float] {
+        var out = input
+        for y in 0..<size {
+            for x in 0..<size {
+                let from = (y * size + (size - 1 - x)) * 3, to = (y * size + x) * 3
+                out[to] = input[from]; out[to + 1] = input[from + 1]; out[to + 2] = input[from + 2]
+            }
+        }
+        return out
+    }
+
     /// `reduction`: the image is a JPEG 2000 resolution level (see `Reduction`), resized as the full
     /// image would be; nil for a full-resolution image.
     public static func make(_ image: Radiograph, spec: ModelInputSpec, reduction: Reduction? = nil) -> [Float] {

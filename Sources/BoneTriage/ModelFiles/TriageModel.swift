@@ -33,6 +33,9 @@ public struct HeadDescription: Sendable, Equatable {
     /// The operating point and its evidence; nil in files written before it was recorded (the threshold
     /// is then the default one set when the head was trained).
     public var operatingPoint: OperatingPoint?
+    /// Which pooled features the head reads, and whether images are also scored mirrored (metadata
+    /// `head_blocks` and `test_time_flip`; absent: mixed10 alone, unmirrored).
+    public var reading: HeadReading = .mixed10
 
     public var metadata: [String: String] {
         var m = [
@@ -44,12 +47,15 @@ public struct HeadDescription: Sendable, Equatable {
         ]
         if let t = targetSensitivity { m["target_sensitivity"] = String(t) }
         if let operatingPoint { m["operating_point"] = operatingPoint.json }
+        if reading.blocks != HeadReading.mixed10.blocks { m["head_blocks"] = reading.blocks.joined(separator: ",") }
+        if reading.testTimeFlip { m["test_time_flip"] = "true" }
         return m
     }
 
     public init(modelID: String, backboneVariant: InceptionVariant, backboneSHA256: String, inputSize: Int, inputRange: ClosedRange<Float>,
                 resizeFilter: ResizeFilter, threshold: Double, targetSensitivity: Double?, bodyParts: [String], trainingData: String,
-                trainedAt: String, crossValidation: String, operatingPoint: OperatingPoint? = nil) {
+                trainedAt: String, crossValidation: String, operatingPoint: OperatingPoint? = nil, reading: HeadReading = .mixed10) {
+        self.reading = reading
         self.modelID = modelID
         self.backboneVariant = backboneVariant
         self.backboneSHA256 = backboneSHA256
@@ -90,6 +96,16 @@ public struct HeadDescription: Sendable, Equatable {
                   targetSensitivity: m["target_sensitivity"].flatMap(Double.init),
                   bodyParts: (m["body_parts"] ?? "").split(separator: ",").map(String.init), trainingData: m["training_data"] ?? "",
                   trainedAt: m["trained_at"] ?? "", crossValidation: m["cross_validation"] ?? "{}")
+        if let blocks = m["head_blocks"] {
+            reading.blocks = blocks.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard reading.featureWidth != nil else {
+                throw ModelFileError.notAModel(path: path, reason: "head_blocks '\(blocks)' must list Inception V3 blocks (mixed0 ... mixed10)")
+            }
+        }
+        if let flip = m["test_time_flip"] {
+            guard let value = Bool(flip) else { throw ModelFileError.notAModel(path: path, reason: "test_time_flip must be true or false, not '\(flip)'") }
+            reading.testTimeFlip = value
+        }
         if let text = m["operating_point"] {
             let point: OperatingPoint
             do { point = try OperatingPoint.parse(text) } catch {
@@ -126,7 +142,7 @@ public struct HeadFile: Sendable {
     public init(file: SafeTensorsFile, path: String) throws {
         description = try HeadDescription(metadata: file.metadata, path: path)
         do {
-            let w = try file.tensor("head/weights", shape: [InceptionV3Architecture.featureCount], path: path)
+            let w = try file.tensor("head/weights", shape: [description.reading.featureWidth ?? InceptionV3Architecture.featureCount], path: path)
             let b = try file.tensor("head/bias", shape: [1], path: path)
             guard w.values.allSatisfy(\.isFinite), b.values.allSatisfy(\.isFinite) else {
                 throw ModelFileError.notAModel(path: path, reason: "the head holds NaN or infinite values")

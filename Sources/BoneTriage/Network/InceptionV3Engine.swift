@@ -38,6 +38,7 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
     case inputSizeTooSmall(Int)
     case wrongInputCount(expected: Int, found: Int)
     case emptyBatch
+    case unknownBlock(String)
 
     public var description: String {
         switch self {
@@ -47,6 +48,8 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
             return "the input holds \(found) values where batch x size x size x 3 = \(expected) were expected"
         case .emptyBatch:
             return "a batch must hold at least one image"
+        case let .unknownBlock(name):
+            return "Inception V3 has no block named \(name) (its blocks: stem, mixed0 ... mixed10)"
         }
     }
 }
@@ -129,6 +132,42 @@ public final class InceptionV3Engine {
         return output
     }
 
+    /// The global-average-pooled output of each named block (for example mixed7 ... mixed10), concatenated
+    /// per image in the order given: [batch, sum of the blocks' channels]. For the head study, which compares
+    /// features from several depths; the daemon's head reads `pooledFeatures` (mixed10).
+    public func pooledBlockFeatures(_ input: [Float], batch: Int, blocks: [String]) throws -> [Float] {
+        guard batch >= 1 else { throw EngineError.emptyBatch }
+        let expected = batch * inputSize * inputSize * 3
+        guard input.count == expected else { throw EngineError.wrongInputCount(expected: expected, found: input.count) }
+        let known = Set(network.architecture.blocks.map(\.name))
+        guard let unknown = blocks.first(where: { !known.contains($0) }) else {
+            let buffers = self.buffers(for: batch)
+            buffers.input.update(from: input, count: expected)
+            var pooled: [String: [Float]] = [:]
+            var last = [Float](repeating: 0, count: batch * InceptionV3Architecture.featureCount)
+            last.withUnsafeMutableBufferPointer { out in
+                guard let base = out.baseAddress else { return }
+                forward(buffers, batch: batch, into: base, tap: nil, blockTime: nil) { name, map in
+                    guard blocks.contains(name) else { return }
+                    var values = [Float](repeating: 0, count: batch * map.channels)
+                    values.withUnsafeMutableBufferPointer { v in
+                        guard let dst = v.baseAddress else { return }
+                        FeatureMapKernels.globalAveragePool(map, into: dst, images: 0..<batch)
+                    }
+                    pooled[name] = values
+                }
+            }
+            let widths = blocks.map { (pooled[$0]?.count ?? 0) / batch }
+            var out: [Float] = []
+            out.reserveCapacity(batch * widths.reduce(0, +))
+            for n in 0..<batch {
+                for (block, width) in zip(blocks, widths) { out += pooled[block]?[(n * width)..<((n + 1) * width)] ?? [] }
+            }
+            return out
+        }
+        throw EngineError.unknownBlock(unknown)
+    }
+
     private func buffers(for batch: Int) -> EngineBuffers {
         if let b = buffers, b.batch == batch { return b }
         buffers = nil  // release the old set before allocating the new one
@@ -138,7 +177,8 @@ public final class InceptionV3Engine {
     }
 
     private func forward(_ b: EngineBuffers, batch n: Int, into features: UnsafeMutablePointer<Float>,
-                         tap: ((InceptionStage, ActivationSnapshot) -> Void)?, blockTime: ((String, Double) -> Void)?) {
+                         tap: ((InceptionStage, ActivationSnapshot) -> Void)?, blockTime: ((String, Double) -> Void)?,
+                         blockOutput: ((String, FeatureMap) -> Void)? = nil) {
         let s = inputSize
         var current = FeatureMap.dense(b.input, batch: n, height: s, width: s, channels: 3)
         var spare = b.ping, other = b.pong
@@ -163,6 +203,7 @@ public final class InceptionV3Engine {
             if let blockTime { blockTime(block.name, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6) }
             current = output
             swap(&spare, &other)
+            blockOutput?(block.name, current)
             switch block.name {
             case "stem": emit(.stem, current)
             case "mixed2": emit(.mixed2, current)

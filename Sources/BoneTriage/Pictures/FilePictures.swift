@@ -10,7 +10,8 @@ public enum FilePictures {
         try FileSystem.makeFolder(folder)
         let spec = model.model.spec
         let engine = try InceptionV3Engine(network: InceptionV3Network(weights: model.model.backbone), inputSize: spec.size, threads: threads)
-        let maker = OcclusionSensitivity(engine: engine, head: model.model.head.head, modelFingerprint: model.identity)
+        let maker = OcclusionSensitivity(engine: engine, head: model.model.head.head, reading: model.model.head.description.reading,
+                                         modelFingerprint: model.identity)
         let decoder = InProcessDecoder(threads: threads)
         var used: Set<String> = []
         var lines: [String] = []

@@ -4,17 +4,36 @@ import Foundation
 /// SHA-256, the backbone fingerprint and the input settings.
 public final class FeatureExtractor {
     public let spec: ModelInputSpec
+    /// The blocks whose pooled outputs make up a row, in order (the daemon's head reads mixed10 alone).
+    public let blocks: [String]
+    /// Each input mirrored left to right first (the head study's test-time and training flips).
+    public let mirrored: Bool
+    /// Values per row: the blocks' channels added up.
+    public let width: Int
     let engine: InceptionV3Engine
     let cacheFolder: String?
     let batchSize = 16
 
     /// `fingerprint` is the backbone's `BackboneFingerprint` (the caller has it already: computing it
     /// hashes all 87 MB of weights), used to key the cache.
-    public init(backbone: InceptionV3Weights, fingerprint: String, spec: ModelInputSpec, cacheRoot: String?) throws {
+    public convenience init(backbone: InceptionV3Weights, fingerprint: String, spec: ModelInputSpec, cacheRoot: String?) throws {
+        try self.init(network: InceptionV3Network(weights: backbone), fingerprint: fingerprint, spec: spec, cacheRoot: cacheRoot)
+    }
+
+    /// One network can serve several extractors (several filters, mirrored or not).
+    public init(network: InceptionV3Network, fingerprint: String, spec: ModelInputSpec, cacheRoot: String?,
+                blocks: [String] = ["mixed10"], mirrored: Bool = false) throws {
         self.spec = spec
-        engine = try InceptionV3Engine(network: InceptionV3Network(weights: backbone), inputSize: spec.size)
+        self.blocks = blocks
+        self.mirrored = mirrored
+        let channels = Dictionary(network.architecture.blocks.map { ($0.name, $0.outputChannels) }, uniquingKeysWith: { a, _ in a })
+        if let unknown = blocks.first(where: { channels[$0] == nil }) { throw EngineError.unknownBlock(unknown) }
+        width = blocks.reduce(0) { $0 + (channels[$1] ?? 0) }
+        engine = try InceptionV3Engine(network: network, inputSize: spec.size)
         if let cacheRoot {
-            let key = "\(fingerprint.prefix(16))-\(spec.size)-\(spec.filter.rawValue)-\(spec.range.lowerBound)_\(spec.range.upperBound)"
+            var key = "\(fingerprint.prefix(16))-\(spec.size)-\(spec.filter.rawValue)-\(spec.range.lowerBound)_\(spec.range.upperBound)"
+            if blocks != ["mixed10"] { key += "-" + blocks.joined(separator: "+") }
+            if mirrored { key += "-mirrored" }
             let folder = (cacheRoot as NSString).appendingPathComponent(key)
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
             cacheFolder = folder
@@ -32,13 +51,14 @@ public final class FeatureExtractor {
     /// Model inputs of every eligible frame of a file (PNG or DICOM).
     func inputs(path: String) throws -> [[Float]] {
         let image = try IncomingImage.read(path: path)
-        return image.frames.map { ModelInput.make($0, spec: spec) }
+        let inputs = image.frames.map { ModelInput.make($0, spec: spec) }
+        return mirrored ? inputs.map { ModelInput.mirrored($0, size: spec.size) } : inputs
     }
 
-    /// n x 2048 features, one row per file (a multi-frame file: the mean of its frames). `progress`
-    /// gets (done, total) after each batch.
+    /// n x `width` features (2048 for the daemon's mixed10 head), one row per file (a multi-frame file:
+    /// the mean of its frames). `progress` gets (done, total) after each batch.
     public func features(of paths: [String], progress: ((Int, Int) -> Void)? = nil) throws -> [Float] {
-        let d = InceptionV3Architecture.featureCount
+        let d = width
         var out = [Float](repeating: 0, count: paths.count * d)
         var pending: [(index: Int, inputs: [[Float]], key: String?)] = []
         var done = 0
@@ -49,7 +69,9 @@ public final class FeatureExtractor {
             var results: [Float] = []
             while offset < all.count {
                 let batch = Array(all[offset..<min(all.count, offset + batchSize)])
-                results += try engine.pooledFeatures(Array(batch.joined()), batch: batch.count)
+                results += blocks == ["mixed10"]
+                    ? try engine.pooledFeatures(Array(batch.joined()), batch: batch.count)
+                    : try engine.pooledBlockFeatures(Array(batch.joined()), batch: batch.count, blocks: blocks)
                 offset += batch.count
             }
             var row = 0

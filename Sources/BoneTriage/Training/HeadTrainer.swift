@@ -27,32 +27,57 @@ public struct HeadTrainer {
         return Int(UInt64(digest.prefix(8), radix: 16) ?? 0) % folds
     }
 
-    public func train(images: [LabelledImage], features: [Float], targetSensitivity: Double?,
-                      log: (String) -> Void = { _ in }) throws -> Result {
-        let d = InceptionV3Architecture.featureCount
+    /// `features` holds one row per image (any width: 2048 for mixed10, 6144 for mixed7 to mixed10).
+    /// With `mirrored` (the rows of the mirrored images), `flip` says how they are used: as more training
+    /// rows and at test time, or at test time only. Every fit is the kernel form of the L2 logistic
+    /// regression (`KernelLogisticProblem`), whose Gram matrix serves every regularisation of a fold.
+    public func train(images: [LabelledImage], features: [Float], mirrored: [Float]? = nil, flip: FlipUse = .none,
+                      targetSensitivity: Double?, log: (String) -> Void = { _ in }) throws -> Result {
+        guard !images.isEmpty, features.count % images.count == 0 else {
+            throw TrainingError.noData("\(features.count) feature values for \(images.count) images")
+        }
+        let d = features.count / images.count
+        let mirrored = flip == .none ? nil : mirrored
+        if flip != .none && mirrored?.count != features.count {
+            throw TrainingError.noData("the \(flip.rawValue) flip needs the mirrored images' features, one row per image")
+        }
         let labels = images.map(\.label)
         let foldOf = images.map { Self.fold($0.patient, of: folds) }
+        func problem(_ rows: [Int]) throws -> KernelLogisticProblem {
+            var x = [Float](), y = [Int]()
+            for i in rows { x += features[(i * d)..<((i + 1) * d)]; y.append(labels[i]) }
+            if flip == .trainingAndTestTime, let mirrored {
+                for i in rows { x += mirrored[(i * d)..<((i + 1) * d)]; y.append(labels[i]) }
+            }
+            return try KernelLogisticProblem(x: x, y: y, dimensions: d)
+        }
+        func probabilities(_ fit: KernelLogisticProblem.Fit, _ rows: [Int]) -> [Double] {
+            let plain = fit.margins(features, rows: rows).map { 1 / (1 + exp(-$0)) }
+            guard let mirrored else { return plain }
+            return zip(plain, fit.margins(mirrored, rows: rows)).map { ($0 + 1 / (1 + exp(-$1))) / 2 }
+        }
+        var oof = [[Double]](repeating: [Double](repeating: 0, count: images.count), count: lambdas.count)
+        for k in 0..<folds {
+            let trainIdx = images.indices.filter { foldOf[$0] != k }, testIdx = images.indices.filter { foldOf[$0] == k }
+            guard !testIdx.isEmpty else { continue }
+            let fold = try problem(trainIdx)
+            for (l, lambda) in lambdas.enumerated() {
+                for (i, p) in zip(testIdx, probabilities(try fold.fit(lambda: lambda), testIdx)) { oof[l][i] = p }
+            }
+        }
         var best: (lambda: Double, auroc: Double, oof: [Double])?
         var search: [(Double, Double)] = []
-        for lambda in lambdas {
-            var oof = [Double](repeating: 0, count: images.count)
-            for k in 0..<folds {
-                let trainIdx = images.indices.filter { foldOf[$0] != k }, testIdx = images.indices.filter { foldOf[$0] == k }
-                guard !testIdx.isEmpty else { continue }
-                let x = trainIdx.flatMap { features[($0 * d)..<(($0 + 1) * d)] }
-                let head = try LogisticRegression.fit(x: x, y: trainIdx.map { labels[$0] }, dimensions: d, lambda: lambda)
-                for i in testIdx { oof[i] = head.probability(features[(i * d)..<((i + 1) * d)]) }
-            }
-            let studies = StudyScores.aggregate(images, probabilities: oof)
+        for (l, lambda) in lambdas.enumerated() {
+            let studies = StudyScores.aggregate(images, probabilities: oof[l])
             let auroc = Metrics.auroc(scores: studies.scores, labels: studies.labels)
             search.append((lambda, auroc))
             log(String(format: "  lambda %-6g  cross-validated study AUROC %.4f", lambda, auroc))
-            if best == nil || auroc > (best?.auroc ?? 0) { best = (lambda, auroc, oof) }
+            if best == nil || auroc > (best?.auroc ?? 0) { best = (lambda, auroc, oof[l]) }
         }
         guard let best else { throw TrainingError.noData("no regularisation was tried") }
         let studies = StudyScores.aggregate(images, probabilities: best.oof)
         let threshold = targetSensitivity.map { Metrics.threshold(forSensitivity: $0, scores: studies.scores, labels: studies.labels) } ?? 0.5
-        let head = try LogisticRegression.fit(x: features, y: labels, dimensions: d, lambda: best.lambda)
+        let head = try problem(Array(images.indices)).fit(lambda: best.lambda).head
         var imageCounts: [String: Int] = [:]
         for image in images { imageCounts[image.study, default: 0] += 1 }
         return Result(head: head, lambda: best.lambda, threshold: threshold,

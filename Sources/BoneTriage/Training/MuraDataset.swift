@@ -10,6 +10,15 @@ public struct LabelledImage: Sendable, Equatable {
     public var study: String
     /// 1 = abnormal (positive), 0 = normal.
     public var label: Int
+
+    public init(path: String, split: String, bodyPart: String, patient: String, study: String, label: Int) {
+        self.path = path
+        self.split = split
+        self.bodyPart = bodyPart
+        self.patient = patient
+        self.study = study
+        self.label = label
+    }
 }
 
 public enum MuraDataset {

@@ -64,14 +64,13 @@ public final class StudyClassifier {
         }
         var sums = [Double](repeating: 0, count: outcomes.count), counts = [Int](repeating: 0, count: outcomes.count)
         var start = 0
-        let d = InceptionV3Architecture.featureCount
         while start < inputs.count {
             let batch = Array(inputs[start..<min(inputs.count, start + batchSize)])
             start += batch.count
             do {
-                let features = try engine.pooledFeatures(Array(batch.map(\.input).joined()), batch: batch.count)
-                for (k, item) in batch.enumerated() {
-                    sums[item.image] += model.head.head.probability(features[(k * d)..<((k + 1) * d)])
+                let probabilities = try engine.probabilities(of: batch.map(\.input), head: model.head.head, reading: model.head.description.reading)
+                for (item, p) in zip(batch, probabilities) {
+                    sums[item.image] += p
                     counts[item.image] += 1
                 }
             } catch {

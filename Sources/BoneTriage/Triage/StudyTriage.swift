@@ -398,7 +398,8 @@ public final class StudyTriage: @unchecked Sendable {
         let made: HeatmapOutcome?
         do {
             let classifier = try classifier(for: loaded, generation: generation)
-            let maker = OcclusionSensitivity(engine: classifier.engine, head: loaded.model.head.head, modelFingerprint: loaded.identity)
+            let maker = OcclusionSensitivity(engine: classifier.engine, head: loaded.model.head.head, reading: loaded.model.head.description.reading,
+                                             modelFingerprint: loaded.identity)
             made = maker.outcome(path: item.filePath, fileRemovedAt: item.fileRemovedAt, decoder: decoders[0], spec: loaded.model.spec,
                                  maximumPixels: policy.maximumPixels, shouldYield: shouldYield)
         } catch {

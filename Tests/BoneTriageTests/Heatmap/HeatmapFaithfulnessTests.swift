@@ -75,7 +75,7 @@ struct HeatmapFaithfulnessTests {
         let model = try TriageModel.load(path: Self.modelPath)
         let size = model.spec.size
         let engine = try InceptionV3Engine(network: InceptionV3Network(weights: model.backbone), inputSize: size)
-        let maker = OcclusionSensitivity(engine: engine, head: model.head.head, modelFingerprint: "default")
+        let maker = OcclusionSensitivity(engine: engine, head: model.head.head, reading: model.head.description.reading, modelFingerprint: "default")
         var hot: [Double] = [], randomMap: [Double] = [], constant: [Double] = [], baseline: [Double] = []
         let started = Date()
         for path in sample {

@@ -152,23 +152,32 @@ enum FakeMura {
 @Suite("The committed default head is reproducible", .enabled(if: Fixtures.shared != nil && FileManager.default.fileExists(atPath: Fixtures.repositoryRoot.appendingPathComponent(".cache/models/backbone-fid2015.safetensors").path),
                                                               "skipped: needs ../shared/data/MURA-v1.1 and the imported backbone (make model)"))
 struct DefaultHeadReproductionTests {
-    @Test("retraining on the shared MURA humerus training split gives the committed head's cross-validated figures")
+    @Test("make train-default's command gives the committed head and plots byte for byte, with the cross-validated operating point for sensitivity 0.9")
     func reproduce() throws {
         let root = Fixtures.repositoryRoot
-        let backbone = try InceptionV3Weights.load(path: root.appendingPathComponent(".cache/models/backbone-fid2015.safetensors").path)
-        let committed = try HeadFile.load(path: root.appendingPathComponent("models/humerus-head.safetensors").path)
+        let committedPath = root.appendingPathComponent("models/humerus-head.safetensors").path
+        let committed = try HeadFile.load(path: committedPath)
         let data = try #require(Fixtures.shared).appendingPathComponent("data/MURA-v1.1").path
-        let images = try MuraDataset.scan(root: data, split: "train")
-        #expect(images.count == 1272)
-        let spec = ModelInputSpec(size: 150, range: backbone.description.inputRange, filter: .area)
-        let features = try FeatureExtractor(backbone: backbone, fingerprint: BackboneFingerprint.of(backbone), spec: spec, cacheRoot: FeatureExtractor.defaultCacheRoot).features(of: images.map(\.path))
-        let result = try HeadTrainer().train(images: images, features: features, targetSensitivity: nil)
-        let recorded = try #require(try JSONSerialization.jsonObject(with: Data(committed.description.crossValidation.utf8)) as? [String: Any])
-        #expect(result.lambda == recorded["lambda"] as? Double)
-        #expect(abs(result.studyFigures.auroc - (recorded["study_auroc"] as? Double ?? 0)) < 0.005)
-        #expect(abs(result.studyFigures.accuracy - (recorded["study_accuracy"] as? Double ?? 0)) < 0.01)
-        let maxDifference = zip(result.head.weights, committed.head.weights).map { abs($0 - $1) }.max() ?? 1
-        #expect(maxDifference < 1e-3 * (committed.head.weights.map(abs).max() ?? 1) + 1e-6)
+        let dir = try TemporaryDirectory()
+        // The Makefile's train-default line (TRAIN_ENV, DEFAULT_HEAD_TIME), with outputs in a temporary folder.
+        let run = try Executable.run(
+            ["train", "--data", data, "--backbone", root.appendingPathComponent(".cache/models/backbone-fid2015.safetensors").path,
+             "--target-sensitivity", "0.9", "--trained-at", committed.description.trainedAt,
+             "--out", dir.path("head.safetensors"), "--plots", dir.path("plots")],
+            environment: ["OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_NUM_THREADS": "1"])
+        #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+        let retrained = try Data(contentsOf: URL(fileURLWithPath: dir.path("head.safetensors")))
+        let original = try Data(contentsOf: URL(fileURLWithPath: committedPath))
+        #expect(retrained == original, "retraining gave other bytes: \(retrained.count) vs \(original.count) bytes; run make train-default and commit, or find what is not deterministic")
+        for plot in ["roc.png", "calibration.png"] {
+            let made = try Data(contentsOf: URL(fileURLWithPath: dir.path("plots/\(plot)")))
+            let shipped = try Data(contentsOf: root.appendingPathComponent("docs/default-model/\(plot)"))
+            #expect(made == shipped, "\(plot) differs from docs/default-model/\(plot)")
+        }
+        // The shipped operating point: the default one, cross-validated, for sensitivity 0.9, reached.
+        let point = try #require(committed.description.operatingPoint)
+        #expect(point.source == .default && point.targetSensitivity == 0.9 && point.sensitivity >= 0.9)
+        #expect(point.abnormalStudies + point.normalStudies == 592 && committed.description.threshold == point.threshold)
     }
 }
 

@@ -1,0 +1,59 @@
+import Foundation
+
+/// How a head reads the backbone: the blocks whose pooled outputs it takes (side by side, in order), and
+/// whether each image is also scored mirrored left to right, its probability then the mean of the two.
+/// Heads written before this was recorded read mixed10 alone, unmirrored.
+public struct HeadReading: Sendable, Equatable {
+    public var blocks: [String]
+    public var testTimeFlip: Bool
+
+    public static let mixed10 = HeadReading(blocks: ["mixed10"], testTimeFlip: false)
+
+    public init(blocks: [String], testTimeFlip: Bool) {
+        self.blocks = blocks
+        self.testTimeFlip = testTimeFlip
+    }
+
+    /// Pooled values per image for these blocks, or nil when a block is not one of Inception V3's.
+    public var featureWidth: Int? {
+        let widths = Dictionary(InceptionV3Architecture(variant: .keras).blocks.map { ($0.name, $0.outputChannels) }, uniquingKeysWith: { a, _ in a })
+        guard !blocks.isEmpty else { return nil }
+        var total = 0
+        for block in blocks {
+            guard block != "stem", let width = widths[block] else { return nil }
+            total += width
+        }
+        return total
+    }
+
+    /// In words, for `model show` and reports.
+    public var summary: String {
+        let pooled = blocks == ["mixed10"] ? "pooled mixed10 (2048 values)"
+            : "pooled \(blocks.joined(separator: " + ")) (\(featureWidth ?? 0) values)"
+        return pooled + (testTimeFlip ? "; each image also scored mirrored, probabilities averaged" : "")
+    }
+}
+
+extension InceptionV3Engine {
+    /// The pooled features `reading` takes, [batch, its width].
+    public func features(_ input: [Float], batch: Int, reading: HeadReading) throws -> [Float] {
+        reading.blocks == ["mixed10"] ? try pooledFeatures(input, batch: batch)
+            : try pooledBlockFeatures(input, batch: batch, blocks: reading.blocks)
+    }
+
+    /// Each input's probability of abnormality under `head` read as `reading` (with a test-time flip:
+    /// the mean of the input's and its mirror image's), in one engine run (two images per input with the flip).
+    public func probabilities(of inputs: [[Float]], head: LogisticHead, reading: HeadReading) throws -> [Double] {
+        guard !inputs.isEmpty else { return [] }
+        var all = inputs
+        if reading.testTimeFlip { all += inputs.map { ModelInput.mirrored($0, size: inputSize) } }
+        let features = try features(Array(all.joined()), batch: all.count, reading: reading)
+        let d = head.weights.count
+        guard features.count == all.count * d else {
+            throw ModelFileError.notAModel(path: "<head>", reason: "the head has \(d) weights for \(features.count / all.count) pooled features")
+        }
+        let p = (0..<all.count).map { head.probability(features[($0 * d)..<(($0 + 1) * d)]) }
+        guard reading.testTimeFlip else { return p }
+        return (0..<inputs.count).map { (p[$0] + p[$0 + inputs.count]) / 2 }
+    }
+}
