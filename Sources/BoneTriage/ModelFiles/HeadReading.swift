@@ -42,18 +42,21 @@ extension InceptionV3Engine {
     }
 
     /// Each input's probability of abnormality under `head` read as `reading` (with a test-time flip:
-    /// the mean of the input's and its mirror image's), in one engine run (two images per input with the flip).
+    /// the mean of the input's and its mirror image's). The mirror images run as a second batch of the
+    /// same size, so the engine's buffers, and the memory they take, are those of one batch.
     public func probabilities(of inputs: [[Float]], head: LogisticHead, reading: HeadReading) throws -> [Double] {
         guard !inputs.isEmpty else { return [] }
-        var all = inputs
-        if reading.testTimeFlip { all += inputs.map { ModelInput.mirrored($0, size: inputSize) } }
-        let features = try features(Array(all.joined()), batch: all.count, reading: reading)
         let d = head.weights.count
-        guard features.count == all.count * d else {
-            throw ModelFileError.notAModel(path: "<head>", reason: "the head has \(d) weights for \(features.count / all.count) pooled features")
+        func run(_ batch: [[Float]]) throws -> [Double] {
+            let features = try features(Array(batch.joined()), batch: batch.count, reading: reading)
+            guard features.count == batch.count * d else {
+                throw ModelFileError.notAModel(path: "<head>", reason: "the head has \(d) weights for \(features.count / batch.count) pooled features")
+            }
+            return (0..<batch.count).map { head.probability(features[($0 * d)..<(($0 + 1) * d)]) }
         }
-        let p = (0..<all.count).map { head.probability(features[($0 * d)..<(($0 + 1) * d)]) }
-        guard reading.testTimeFlip else { return p }
-        return (0..<inputs.count).map { (p[$0] + p[$0 + inputs.count]) / 2 }
+        let plain = try run(inputs)
+        guard reading.testTimeFlip else { return plain }
+        let mirrored = try run(inputs.map { ModelInput.mirrored($0, size: inputSize) })
+        return zip(plain, mirrored).map { ($0 + $1) / 2 }
     }
 }
