@@ -28,7 +28,7 @@ extension WorklistPresentation {
         line("State", s.state.rawValue + (s.stateReason.map { ": \($0)" } ?? ""))
         line("Triage", inProgress.map(triageInProgressText))
         if s.state == .triaged {
-            line("Verdict", "\(outcome(s))  probability \(probability(s.probability)), threshold \(s.threshold.map { String($0) } ?? "?")")
+            line("Verdict", "\(outcome(s))  probability \(probability(s.probability)), threshold \(s.threshold.map { String(($0 * 10000).rounded() / 10000) } ?? "?")")
             line("Operating point", s.operatingPoint)
             line("Model", "\(s.modelID ?? "?") (\(String((s.modelHash ?? "?").prefix(16))))")
             line("Triaged", s.triagedAt.map { local($0, "yyyy-MM-dd HH:mm:ss") + (s.triageNode.map { " on node \($0)" } ?? "") })
