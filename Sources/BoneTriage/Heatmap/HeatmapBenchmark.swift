@@ -46,7 +46,7 @@ public struct HeatmapBenchmark: Sendable {
             }
             times.sort()
             rows.append(Row(batchSize: batch, millisecondsPerImage: times[times.count / 2],
-                            forwardPasses: maker.settings.positions * maker.settings.positions + 1))
+                            forwardPasses: (maker.settings.positions * maker.settings.positions + 1) * (reading.testTimeFlip ? 2 : 1)))
         }
         return HeatmapBenchmark(cpu: cpuName, threads: threads, inputSize: inputSize, method: maker.method, rows: rows)
     }

@@ -54,6 +54,7 @@ public final class OcclusionSensitivity {
         let patch = Self.cellBoundary(settings.patchCells, cells: c, size: s), stride = Self.cellBoundary(1, cells: c, size: s)
         return "occlusion: \(patch)x\(patch) px patches of the \(s)x\(s) input at a stride of \(stride) px (\(settings.positions)x\(settings.positions) positions), "
             + "filled with the image's mean; \(c)x\(c) map of the mean drop in p(abnormal)"
+            + (reading.testTimeFlip ? " (each input also scored mirrored, as the verdict was)" : "")
     }
 
     /// The model's probability of abnormality for each input (size x size x 3, NHWC), in batches.
