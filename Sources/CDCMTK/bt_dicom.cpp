@@ -65,6 +65,13 @@ static void initialiseOnce() {
     });
 }
 
+/// A UID as written, without the padding (a NUL or space) of an odd length.
+static std::string trimmedUID(const char *uid) {
+    std::string text(uid);
+    while (!text.empty() && (text.back() == ' ' || text.back() == '\0')) text.pop_back();
+    return text;
+}
+
 extern "C" bt_dicom *bt_dicom_open(const char *path, int metadataOnly, char *error, size_t errorSize) {
     initialiseOnce();
     auto dicom = std::make_unique<bt_dicom>();
@@ -78,6 +85,13 @@ extern "C" bt_dicom *bt_dicom_open(const char *path, int metadataOnly, char *err
     dicom->hasMeta = meta && meta->card() > 0 && meta->tagExists(DCM_TransferSyntaxUID);
     DcmXfer xfer(dicom->file.getDataset()->getOriginalXfer());
     dicom->transferSyntax = xfer.getXferID() ? xfer.getXferID() : "";
+    // DCMTK 3.6.7 does not know every syntax (HTJ2K, 1.2.840.10008.1.2.4.201-203, came later): it reads such a
+    // dataset as explicit VR little endian, its pixel data still encapsulated. The File Meta header names it.
+    OFString named;
+    if (dicom->hasMeta && meta->findAndGetOFString(DCM_TransferSyntaxUID, named).good() && !named.empty() &&
+        DcmXfer(named.c_str()).getXfer() == EXS_Unknown) {
+        dicom->transferSyntax = trimmedUID(named.c_str());
+    }
     return dicom.release();
 }
 
