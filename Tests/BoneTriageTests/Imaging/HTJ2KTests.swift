@@ -85,6 +85,34 @@ struct HTJ2KTests {
         }
     }
 
+    @Test("an HTJ2K study dropped into the daemon's drop folder is triaged, every image classified (the SCP does not accept HTJ2K: DCMTK 3.6.7 does not know its UIDs)",
+          .enabled(if: encoderAvailable, "skipped: OpenJPH's ojph_compress is not installed"))
+    func studyThroughTheDropFolder() throws {
+        let daemon = try DaemonHarness()
+        let files = try TemporaryDirectory()
+        let study = "1.2.826.0.1.3680043.8.498.1621"
+        try FileManager.default.createDirectory(atPath: daemon.dropFolder, withIntermediateDirectories: true)
+        try daemon.start()
+        defer { _ = try? daemon.stop() }
+        for (i, (uid, label, options)) in Self.syntaxes.enumerated() {
+            let image = R.syntheticRadiograph(width: 640, height: 600, seed: UInt64(i + 1))
+            var w = DicomWriter.radiograph(study: study, sop: "\(study).\(i + 1)", rows: image.height, columns: image.width, bitsAllocated: 16)
+            w.set(0x0028, 0x0101, "US", DicomWriter.us(12))
+            w.set(0x0028, 0x0102, "US", DicomWriter.us(11))
+            w.set(0x0028, 0x1050, "DS", "2000")
+            w.set(0x0028, 0x1051, "DS", "3000")
+            let code = try Self.codestream(image, options: options, in: files, name: label)
+            w.encapsulatedPixels([code.count % 2 == 1 ? code + Data([0]) : code], transferSyntax: uid)
+            // Written beside the folder and moved in whole, as a sender's `mv` does.
+            try w.write(to: files.path("\(label).dcm"))
+            try FileManager.default.moveItem(atPath: files.path("\(label).dcm"), toPath: daemon.dropFolder + "/\(label).dcm")
+        }
+        let triaged = try daemon.waitForTriage([study])
+        #expect(triaged[study]?["state"] as? String == "triaged", "\(String(describing: triaged[study]))")
+        let images = try daemon.show(study).images
+        #expect(images.count == 3 && images.allSatisfy { $0["probability"] as? Double != nil }, "\(images)")
+    }
+
     @Test("a truncated or garbage HTJ2K codestream fails with a reason naming the file, in process and in the isolated decoder, never a crash",
           .enabled(if: encoderAvailable, "skipped: OpenJPH's ojph_compress is not installed"))
     func brokenCodestreams() throws {
