@@ -55,13 +55,7 @@ public struct KernelLogisticProblem {
     /// `x` is n x d row-major, `y` in {0, 1}.
     public init(x: [Float], y: [Int], dimensions d: Int) throws {
         let n = y.count
-        guard n > 0, d > 0, x.count == n * d else { throw TrainingError.noData("\(n) labels for \(x.count / max(d, 1)) feature rows") }
-        guard Set(y).count == 2 else { throw TrainingError.singleClass("all \(n) examples have label \(y.first ?? 0)") }
-        var mean = [Double](repeating: 0, count: d), std = [Double](repeating: 0, count: d)
-        for i in 0..<n { for j in 0..<d { mean[j] += Double(x[i * d + j]) } }
-        for j in 0..<d { mean[j] /= Double(n) }
-        for i in 0..<n { for j in 0..<d { let v = Double(x[i * d + j]) - mean[j]; std[j] += v * v } }
-        for j in 0..<d { std[j] = (std[j] / Double(n)).squareRoot(); if std[j] < 1e-12 { std[j] = 1 } }
+        let (mean, std) = try LogisticRegression.standardisation(x: x, y: y, dimensions: d)
         var rows = [Double](repeating: 0, count: n * d)
         for i in 0..<n { for j in 0..<d { rows[i * d + j] = (Double(x[i * d + j]) - mean[j]) / std[j] } }
         var gram = [Double](repeating: 0, count: n * n)

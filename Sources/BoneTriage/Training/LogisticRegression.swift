@@ -37,18 +37,25 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
 /// L2-regularised logistic regression fitted by Newton's method (Cholesky solves in LAPACK), on
 /// standardised features; the standardisation is folded into the returned weights.
 public enum LogisticRegression {
-    /// `x` is n x d row-major, `y` in {0, 1}. `lambda` penalises the squared norm of the standardised
-    /// weights (the intercept is free).
-    public static func fit(x: [Float], y: [Int], dimensions d: Int, lambda: Double, maxIterations: Int = 50) throws -> LogisticHead {
+    /// Checks the rows and labels, and gives each feature's mean and standard deviation (constant
+    /// features keep 1), for z = (x - mean) / std.
+    static func standardisation(x: [Float], y: [Int], dimensions d: Int) throws -> (mean: [Double], std: [Double]) {
         let n = y.count
-        guard n > 0, x.count == n * d else { throw TrainingError.noData("\(n) labels for \(x.count / max(d, 1)) feature rows") }
+        guard n > 0, d > 0, x.count == n * d else { throw TrainingError.noData("\(n) labels for \(x.count / max(d, 1)) feature rows") }
         guard Set(y).count == 2 else { throw TrainingError.singleClass("all \(n) examples have label \(y.first ?? 0)") }
-        // Standardise: z = (x - mean) / std; constant features keep std 1.
         var mean = [Double](repeating: 0, count: d), std = [Double](repeating: 0, count: d)
         for i in 0..<n { for j in 0..<d { mean[j] += Double(x[i * d + j]) } }
         for j in 0..<d { mean[j] /= Double(n) }
         for i in 0..<n { for j in 0..<d { let v = Double(x[i * d + j]) - mean[j]; std[j] += v * v } }
         for j in 0..<d { std[j] = (std[j] / Double(n)).squareRoot(); if std[j] < 1e-12 { std[j] = 1 } }
+        return (mean, std)
+    }
+
+    /// `x` is n x d row-major, `y` in {0, 1}. `lambda` penalises the squared norm of the standardised
+    /// weights (the intercept is free).
+    public static func fit(x: [Float], y: [Int], dimensions d: Int, lambda: Double, maxIterations: Int = 50) throws -> LogisticHead {
+        let n = y.count
+        let (mean, std) = try standardisation(x: x, y: y, dimensions: d)
         // Design matrix with a leading column of ones: n x (d + 1).
         let p = d + 1
         var a = [Double](repeating: 0, count: n * p)

@@ -27,19 +27,9 @@ struct HTJ2KTests {
         return try Data(contentsOf: URL(fileURLWithPath: dir.path("\(name).j2c")))
     }
 
-    /// A CR Part 10 file holding `code` with `transferSyntax`, 16 bits allocated.
+    /// A CR Part 10 file holding `code` (padded to an even length) with `transferSyntax`, 16 bits allocated.
     static func wrap(_ code: Data, image: R.StoredImage, header: R.Header, transferSyntax: String, to path: String) throws {
-        var w = DicomWriter.radiograph(study: "1.2.826.0.1.3680043.8.498.1620", sop: "1.2.826.0.1.3680043.8.498.1620.1",
-                                       rows: image.height, columns: image.width, bitsAllocated: 16)
-        w.set(0x0028, 0x0004, "CS", header.photometric)
-        w.set(0x0028, 0x0101, "US", DicomWriter.us(image.bitsStored))
-        w.set(0x0028, 0x0102, "US", DicomWriter.us(image.bitsStored - 1))
-        if let window = header.window {
-            w.set(0x0028, 0x1050, "DS", window.center)
-            w.set(0x0028, 0x1051, "DS", window.width)
-        }
-        w.encapsulatedPixels([code.count % 2 == 1 ? code + Data([0]) : code], transferSyntax: transferSyntax)
-        try w.write(to: path)
+        try R.encapsulate([code.count % 2 == 1 ? code + Data([0]) : code], image: image, header: header, transferSyntax: transferSyntax, to: path)
     }
 
     @Test("self-made HTJ2K (lossless, lossless RPCL, lossy; 1300x1240 and 640x600): the syntax is named, decoded reduced, within 1 gray level",

@@ -118,6 +118,11 @@ struct ReducedDecodeTests {
 
     /// A CR Part 10 file holding one codestream per frame (JPEG 2000 lossless or lossy), 16 bits allocated.
     static func encapsulate(_ codestreams: [Data], image: StoredImage, header: Header, lossy: Bool, to path: String) throws {
+        try encapsulate(codestreams, image: image, header: header, transferSyntax: lossy ? "1.2.840.10008.1.2.4.91" : "1.2.840.10008.1.2.4.90", to: path)
+    }
+
+    /// The same with any encapsulated transfer syntax (HTJ2K's among them).
+    static func encapsulate(_ codestreams: [Data], image: StoredImage, header: Header, transferSyntax: String, to path: String) throws {
         var w = DicomWriter.radiograph(study: "1.2.826.0.1.3680043.8.498.1616", sop: "1.2.826.0.1.3680043.8.498.1616.1",
                                        rows: image.height, columns: image.width, bitsAllocated: 16,
                                        frames: header.frames > 1 ? header.frames : nil)
@@ -128,7 +133,7 @@ struct ReducedDecodeTests {
             w.set(0x0028, 0x1050, "DS", window.center)
             w.set(0x0028, 0x1051, "DS", window.width)
         }
-        w.encapsulatedPixels(codestreams, transferSyntax: lossy ? "1.2.840.10008.1.2.4.91" : "1.2.840.10008.1.2.4.90")
+        w.encapsulatedPixels(codestreams, transferSyntax: transferSyntax)
         try w.write(to: path)
     }
 
