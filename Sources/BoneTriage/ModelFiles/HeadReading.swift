@@ -35,12 +35,6 @@ public struct HeadReading: Sendable, Equatable {
 }
 
 extension InceptionV3Engine {
-    /// The pooled features `reading` takes, [batch, its width].
-    public func features(_ input: [Float], batch: Int, reading: HeadReading) throws -> [Float] {
-        reading.blocks == ["mixed10"] ? try pooledFeatures(input, batch: batch)
-            : try pooledBlockFeatures(input, batch: batch, blocks: reading.blocks)
-    }
-
     /// Each input's probability of abnormality under `head` read as `reading` (with a test-time flip:
     /// the mean of the input's and its mirror image's). The mirror images run as a second batch of the
     /// same size, so the engine's buffers, and the memory they take, are those of one batch.
@@ -48,7 +42,7 @@ extension InceptionV3Engine {
         guard !inputs.isEmpty else { return [] }
         let d = head.weights.count
         func run(_ batch: [[Float]]) throws -> [Double] {
-            let features = try features(Array(batch.joined()), batch: batch.count, reading: reading)
+            let features = try pooledBlockFeatures(Array(batch.joined()), batch: batch.count, blocks: reading.blocks)
             guard features.count == batch.count * d else {
                 throw ModelFileError.notAModel(path: "<head>", reason: "the head has \(d) weights for \(features.count / batch.count) pooled features")
             }

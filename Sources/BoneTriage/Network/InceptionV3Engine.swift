@@ -133,9 +133,9 @@ public final class InceptionV3Engine {
     }
 
     /// The global-average-pooled output of each named block (for example mixed7 ... mixed10), concatenated
-    /// per image in the order given: [batch, sum of the blocks' channels]. For the head study, which compares
-    /// features from several depths; the daemon's head reads `pooledFeatures` (mixed10).
+    /// per image in the order given: [batch, sum of the blocks' channels]. mixed10 alone is `pooledFeatures`.
     public func pooledBlockFeatures(_ input: [Float], batch: Int, blocks: [String]) throws -> [Float] {
+        if blocks == ["mixed10"] { return try pooledFeatures(input, batch: batch) }
         guard batch >= 1 else { throw EngineError.emptyBatch }
         let expected = batch * inputSize * inputSize * 3
         guard input.count == expected else { throw EngineError.wrongInputCount(expected: expected, found: input.count) }

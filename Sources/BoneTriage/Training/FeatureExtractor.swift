@@ -69,9 +69,7 @@ public final class FeatureExtractor {
             var results: [Float] = []
             while offset < all.count {
                 let batch = Array(all[offset..<min(all.count, offset + batchSize)])
-                results += blocks == ["mixed10"]
-                    ? try engine.pooledFeatures(Array(batch.joined()), batch: batch.count)
-                    : try engine.pooledBlockFeatures(Array(batch.joined()), batch: batch.count, blocks: blocks)
+                results += try engine.pooledBlockFeatures(Array(batch.joined()), batch: batch.count, blocks: blocks)
                 offset += batch.count
             }
             var row = 0

@@ -213,7 +213,6 @@ public struct HeadStudy {
     public func run(images: [LabelledImage], bank: FeatureBank, configurations: [HeadConfiguration],
                     log: (String) -> Void = { _ in }) throws -> [HeadStudyRow] {
         guard images.count == bank.rows else { throw TrainingError.noData("\(images.count) images for \(bank.rows) feature rows") }
-        let labels = images.map(\.label)
         let foldOf = images.map { HeadTrainer.fold($0.patient, of: folds) }
         var rows: [HeadStudyRow] = []
         for configuration in configurations {
@@ -221,29 +220,8 @@ public struct HeadStudy {
             let plain = try bank.columns(.init(filter: configuration.filter, mirrored: false), blocks: configuration.blocks)
             let mirrored = configuration.flip == .none ? nil
                 : try bank.columns(.init(filter: configuration.filter, mirrored: true), blocks: configuration.blocks).values
-            let d = plain.width
-            // Out-of-fold image probabilities for each regularisation.
-            var oof = [[Double]](repeating: [Double](repeating: .nan, count: images.count), count: lambdas.count)
-            for k in 0..<folds {
-                let trainIdx = images.indices.filter { foldOf[$0] != k }, testIdx = images.indices.filter { foldOf[$0] == k }
-                guard !testIdx.isEmpty else { continue }
-                var x = [Float](), y = [Int]()
-                x.reserveCapacity(trainIdx.count * d * (configuration.flip == .trainingAndTestTime ? 2 : 1))
-                for i in trainIdx { x += plain.values[(i * d)..<((i + 1) * d)]; y.append(labels[i]) }
-                if configuration.flip == .trainingAndTestTime, let mirrored {
-                    for i in trainIdx { x += mirrored[(i * d)..<((i + 1) * d)]; y.append(labels[i]) }
-                }
-                let problem = try KernelLogisticProblem(x: x, y: y, dimensions: d)
-                for (l, lambda) in lambdas.enumerated() {
-                    let fit = try problem.fit(lambda: lambda)
-                    let margins = fit.margins(plain.values, rows: testIdx)
-                    let mirroredMargins = mirrored.map { fit.margins($0, rows: testIdx) }
-                    for (t, i) in testIdx.enumerated() {
-                        let p = 1 / (1 + exp(-margins[t]))
-                        oof[l][i] = mirroredMargins.map { (p + 1 / (1 + exp(-$0[t]))) / 2 } ?? p
-                    }
-                }
-            }
+            let oof = try HeadTrainer.outOfFold(images: images, features: plain.values, mirrored: mirrored, flip: configuration.flip,
+                                                lambdas: lambdas, folds: folds)
             var path: [(Double, Double)] = []
             var best: (index: Int, auroc: Double)?
             for (l, lambda) in lambdas.enumerated() {

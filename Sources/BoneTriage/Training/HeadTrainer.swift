@@ -27,6 +27,41 @@ public struct HeadTrainer {
         return Int(UInt64(digest.prefix(8), radix: 16) ?? 0) % folds
     }
 
+    /// The training problem of these rows: their features (and, with the flip in training, their mirror
+    /// images' as more rows with the same labels).
+    static func problem(rows: [Int], labels: [Int], features: [Float], mirrored: [Float]?, flip: FlipUse) throws -> KernelLogisticProblem {
+        let d = features.count / max(1, labels.count)
+        var x = [Float](), y = [Int]()
+        for i in rows { x += features[(i * d)..<((i + 1) * d)]; y.append(labels[i]) }
+        if flip == .trainingAndTestTime, let mirrored {
+            for i in rows { x += mirrored[(i * d)..<((i + 1) * d)]; y.append(labels[i]) }
+        }
+        return try KernelLogisticProblem(x: x, y: y, dimensions: d)
+    }
+
+    /// Each image's out-of-fold probability at each regularisation (folds grouped by patient): the fold's
+    /// head fitted on the other folds, the probability averaged with the mirror image's when `mirrored`
+    /// is given and the flip is used.
+    static func outOfFold(images: [LabelledImage], features: [Float], mirrored: [Float]?, flip: FlipUse, lambdas: [Double],
+                          folds: Int) throws -> [[Double]] {
+        let labels = images.map(\.label)
+        let foldOf = images.map { fold($0.patient, of: folds) }
+        let mirrored = flip == .none ? nil : mirrored
+        var oof = [[Double]](repeating: [Double](repeating: .nan, count: images.count), count: lambdas.count)
+        for k in 0..<folds {
+            let trainIdx = images.indices.filter { foldOf[$0] != k }, testIdx = images.indices.filter { foldOf[$0] == k }
+            guard !testIdx.isEmpty else { continue }
+            let problem = try problem(rows: trainIdx, labels: labels, features: features, mirrored: mirrored, flip: flip)
+            for (l, lambda) in lambdas.enumerated() {
+                let fit = try problem.fit(lambda: lambda)
+                let plain = fit.margins(features, rows: testIdx).map { 1 / (1 + exp(-$0)) }
+                let probabilities = mirrored.map { zip(plain, fit.margins($0, rows: testIdx)).map { ($0 + 1 / (1 + exp(-$1))) / 2 } } ?? plain
+                for (i, p) in zip(testIdx, probabilities) { oof[l][i] = p }
+            }
+        }
+        return oof
+    }
+
     /// `features` holds one row per image (any width: 2048 for mixed10, 6144 for mixed7 to mixed10).
     /// With `mirrored` (the rows of the mirrored images), `flip` says how they are used: as more training
     /// rows and at test time, or at test time only. Every fit is the kernel form of the L2 logistic
@@ -36,35 +71,12 @@ public struct HeadTrainer {
         guard !images.isEmpty, features.count % images.count == 0 else {
             throw TrainingError.noData("\(features.count) feature values for \(images.count) images")
         }
-        let d = features.count / images.count
         let mirrored = flip == .none ? nil : mirrored
         if flip != .none && mirrored?.count != features.count {
             throw TrainingError.noData("the \(flip.rawValue) flip needs the mirrored images' features, one row per image")
         }
         let labels = images.map(\.label)
-        let foldOf = images.map { Self.fold($0.patient, of: folds) }
-        func problem(_ rows: [Int]) throws -> KernelLogisticProblem {
-            var x = [Float](), y = [Int]()
-            for i in rows { x += features[(i * d)..<((i + 1) * d)]; y.append(labels[i]) }
-            if flip == .trainingAndTestTime, let mirrored {
-                for i in rows { x += mirrored[(i * d)..<((i + 1) * d)]; y.append(labels[i]) }
-            }
-            return try KernelLogisticProblem(x: x, y: y, dimensions: d)
-        }
-        func probabilities(_ fit: KernelLogisticProblem.Fit, _ rows: [Int]) -> [Double] {
-            let plain = fit.margins(features, rows: rows).map { 1 / (1 + exp(-$0)) }
-            guard let mirrored else { return plain }
-            return zip(plain, fit.margins(mirrored, rows: rows)).map { ($0 + 1 / (1 + exp(-$1))) / 2 }
-        }
-        var oof = [[Double]](repeating: [Double](repeating: 0, count: images.count), count: lambdas.count)
-        for k in 0..<folds {
-            let trainIdx = images.indices.filter { foldOf[$0] != k }, testIdx = images.indices.filter { foldOf[$0] == k }
-            guard !testIdx.isEmpty else { continue }
-            let fold = try problem(trainIdx)
-            for (l, lambda) in lambdas.enumerated() {
-                for (i, p) in zip(testIdx, probabilities(try fold.fit(lambda: lambda), testIdx)) { oof[l][i] = p }
-            }
-        }
+        let oof = try Self.outOfFold(images: images, features: features, mirrored: mirrored, flip: flip, lambdas: lambdas, folds: folds)
         var best: (lambda: Double, auroc: Double, oof: [Double])?
         var search: [(Double, Double)] = []
         for (l, lambda) in lambdas.enumerated() {
@@ -77,7 +89,8 @@ public struct HeadTrainer {
         guard let best else { throw TrainingError.noData("no regularisation was tried") }
         let studies = StudyScores.aggregate(images, probabilities: best.oof)
         let threshold = targetSensitivity.map { Metrics.threshold(forSensitivity: $0, scores: studies.scores, labels: studies.labels) } ?? 0.5
-        let head = try problem(Array(images.indices)).fit(lambda: best.lambda).head
+        let head = try Self.problem(rows: Array(images.indices), labels: labels, features: features, mirrored: mirrored, flip: flip)
+            .fit(lambda: best.lambda).head
         var imageCounts: [String: Int] = [:]
         for image in images { imageCounts[image.study, default: 0] += 1 }
         return Result(head: head, lambda: best.lambda, threshold: threshold,
