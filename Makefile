@@ -13,7 +13,7 @@ MODEL       := $(CACHE)/models/humerus.safetensors
 APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools openjph-tools libjpeg62-turbo-dev python3-pip python3-venv orthanc curl groff-base man-db zsh libpq-dev postgresql-15
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo docs-picture model fetch-backbone bench bench-compare bench-decode bench-heatmap bench-j2k-study bench-receive bench-worklist bench-postgres keras-fixture keras-venv keras-import-check fuzz train-default head-study clean
+.PHONY: all deps build test demo docs-picture model fetch-backbone bench bench-compare bench-decode bench-heatmap bench-j2k-study bench-receive bench-worklist bench-postgres keras-fixture keras-venv keras-import-check dicom-venv fuzz train-default head-study clean
 
 all: build model
 
@@ -66,6 +66,7 @@ test: deps fetch-backbone
 	$(SWIFT) build -c $(CONFIG) --build-tests
 	@$(MAKE) --no-print-directory model || echo "warning: the default model could not be built (no PyPI?); the tests that need it will say they were skipped"
 	@$(MAKE) --no-print-directory keras-import-check || echo "warning: TensorFlow could not be installed (no PyPI?); the Keras import test will say it was skipped"
+	@$(MAKE) --no-print-directory dicom-venv || echo "warning: pynetdicom could not be installed (no PyPI?); the HTJ2K network tests will say they were skipped"
 	$(SWIFT) test -c $(CONFIG) --skip-build
 
 # The main job: the daemon on loopback with a demo configuration in a temporary folder, real
@@ -155,6 +156,14 @@ keras-venv:
 keras-import-check: $(CACHE)/keras-import/expected.json
 $(CACHE)/keras-import/expected.json: tools/make_keras_import_check.py tools/import_keras_model.py | keras-venv
 	$(KERAS_VENV)/bin/python tools/make_keras_import_check.py $(CACHE)/keras-import
+
+# pynetdicom, an independent DICOM client for the tests (in a throwaway venv under .cache/): DCMTK 3.6.7's
+# storescu cannot propose the HTJ2K transfer syntaxes, so the HTJ2K network tests send with
+# tools/store_with_pynetdicom.py.
+DICOM_VENV := $(CACHE)/dicom-venv
+dicom-venv:
+	@test -x $(DICOM_VENV)/bin/python || python3 -m venv $(DICOM_VENV)
+	@$(DICOM_VENV)/bin/python -c "import pynetdicom, pydicom" 2>/dev/null || $(DICOM_VENV)/bin/pip install --quiet pynetdicom==3.0.4 pydicom==3.0.2
 
 # Regenerate the Keras parity fixture (TensorFlow in a throwaway venv; not needed for testing).
 keras-fixture: keras-venv

@@ -23,11 +23,19 @@
 #include <thread>
 
 #include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dcmetinf.h"
+#include "dcmtk/dcmdata/dcostrmf.h"
 #include "dcmtk/dcmdata/dcuid.h"
+#include "dcmtk/dcmdata/dcvrae.h"
+#include "dcmtk/dcmdata/dcvrobow.h"
+#include "dcmtk/dcmdata/dcvrsh.h"
+#include "dcmtk/dcmdata/dcvrui.h"
+#include "dcmtk/dcmdata/dcvrul.h"
 #include "dcmtk/dcmnet/dcmlayer.h"
 #include "dcmtk/dcmnet/dcmtrans.h"
 #include "dcmtk/dcmnet/diutil.h"
 #include "dcmtk/dcmnet/dulstruc.h"
+#include "dcmtk/dcmnet/lst.h"
 #include "dcmtk/dcmnet/scpthrd.h"
 #include "dcmtk/oflog/oflog.h"
 
@@ -205,6 +213,11 @@ static const char *const verificationSyntaxes[] = {
     UID_LittleEndianImplicitTransferSyntax,
 };
 
+// High-Throughput JPEG 2000 (PS3.5 A.4.11), which DCMTK 3.6.7's DcmXfer does not know.
+static const char *const htj2kLosslessSyntax = "1.2.840.10008.1.2.4.201";
+static const char *const htj2kLosslessRPCLSyntax = "1.2.840.10008.1.2.4.202";
+static const char *const htj2kSyntax = "1.2.840.10008.1.2.4.203";
+
 /// Compressed syntaxes first, lossless before lossy, so a sender that offers the file's own encoding
 /// sends it as it is; the uncompressed ones last.
 static const char *const storageSyntaxes[] = {
@@ -212,9 +225,12 @@ static const char *const storageSyntaxes[] = {
     UID_JPEGProcess14SV1TransferSyntax,
     UID_JPEGProcess14TransferSyntax,
     UID_JPEG2000LosslessOnlyTransferSyntax,
+    htj2kLosslessSyntax,
+    htj2kLosslessRPCLSyntax,
     UID_RLELosslessTransferSyntax,
     UID_DeflatedExplicitVRLittleEndianTransferSyntax,
     UID_JPEG2000TransferSyntax,
+    htj2kSyntax,
     UID_JPEGLSLossyTransferSyntax,
     UID_JPEGProcess1TransferSyntax,
     UID_JPEGProcess2_4TransferSyntax,
@@ -222,6 +238,30 @@ static const char *const storageSyntaxes[] = {
     UID_BigEndianExplicitTransferSyntax,
     UID_LittleEndianImplicitTransferSyntax,
 };
+
+/// DCMTK 3.6.7's DIMSE layer checks the transfer syntax of the presentation context of every command
+/// it receives or sends, and of every dataset, against DcmXfer (dimse.cc, getTransferSyntax): a context
+/// accepted with a syntax DcmXfer does not know fails its first C-STORE-RQ with "DIMSE Unsupported
+/// transfer syntax" and the association is aborted. A syntax we accept that DcmXfer does not know is
+/// therefore named to DIMSE as a known one with the same dataset encoding, once the A-ASSOCIATE-AC (with
+/// the real UID) has gone out. HTJ2K's datasets are explicit VR little endian with encapsulated Pixel
+/// Data, exactly as JPEG 2000's. The received bytes are written as they arrive, never parsed, and the
+/// file's meta header names the real syntax (StorageAssociation::receiveToFile).
+struct DimseStandIn {
+    const char *syntax;
+    const char *standIn;
+};
+static const DimseStandIn dimseStandIns[] = {
+    {htj2kLosslessSyntax, UID_JPEG2000LosslessOnlyTransferSyntax},
+    {htj2kLosslessRPCLSyntax, UID_JPEG2000LosslessOnlyTransferSyntax},
+    {htj2kSyntax, UID_JPEG2000TransferSyntax},
+};
+
+static const char *dimseStandInFor(const char *syntax) {
+    for (const DimseStandIn &s : dimseStandIns)
+        if (strcmp(s.syntax, syntax) == 0) return s.standIn;
+    return nullptr;
+}
 
 /// One association, on its own thread: C-ECHO through DCMTK, C-STORE here.
 class StorageAssociation : public DcmThreadSCP {
@@ -278,7 +318,22 @@ protected:
         DcmThreadSCP::refuseAssociation(reason);
     }
 
+    /// Called right after the A-ASSOCIATE-AC went out and before the first DIMSE message is read:
+    /// from here on, DIMSE sees each context accepted with a syntax DcmXfer does not know under its
+    /// stand-in (see DimseStandIn); `negotiatedSyntax` keeps the real one for the files.
     void notifyAssociationAcknowledge() override {
+        T_ASC_Parameters *params = association->params;
+        for (LST_HEAD *list : {params->DULparams.requestedPresentationContext, params->DULparams.acceptedPresentationContext}) {
+            if (list == nullptr) continue;
+            for (auto *pc = static_cast<DUL_PRESENTATIONCONTEXT *>(LST_Position(&list, LST_Head(&list))); pc != nullptr;
+                 pc = static_cast<DUL_PRESENTATIONCONTEXT *>(LST_Next(&list))) {
+                if (pc->result != ASC_P_ACCEPTANCE) continue;
+                const char *standIn = dimseStandInFor(pc->acceptedTransferSyntax);
+                if (standIn == nullptr) continue;
+                negotiatedSyntax[pc->presentationContextID] = pc->acceptedTransferSyntax;
+                OFStandard::strlcpy(pc->acceptedTransferSyntax, standIn, sizeof pc->acceptedTransferSyntax);
+            }
+        }
         owner->log(BT_LOG_INFO, "association accepted: " + describePeer());
     }
     void notifyReleaseRequest() override {
@@ -311,6 +366,17 @@ private:
     uint64_t stored = 0;
     int receiving = -1;
     unsigned long flushedUpTo = 0;
+    /// Presentation contexts accepted with a syntax DIMSE knows under a stand-in: the syntax negotiated.
+    std::map<T_ASC_PresentationContextID, std::string> negotiatedSyntax;
+
+    /// The transfer syntax negotiated for a presentation context (not DIMSE's stand-in).
+    std::string transferSyntaxOf(T_ASC_PresentationContextID id) {
+        auto real = negotiatedSyntax.find(id);
+        if (real != negotiatedSyntax.end()) return real->second;
+        OFString sopClass, transferSyntax;
+        findPresentationContext(id, sopClass, transferSyntax);
+        return transferSyntax.c_str();
+    }
 
     int callerVerdict() {
         if (verdict < 0) {
@@ -334,6 +400,57 @@ private:
         return sendSTOREResponse(info.presentationContextID, request, status);
     }
 
+    /// DcmSCP::receiveSTORERequest(..., filename), with the File Meta Information naming the negotiated
+    /// transfer syntax: the meta header DIMSE_createFilestream writes (group length, version 00\01, SOP
+    /// class and instance from the request, DCMTK's implementation class UID and its bit-preserving
+    /// version name, the calling AE title as source), then every PDV of the dataset as it arrives
+    /// (DIMSE_receiveDataSetInFile), with DCMTK's conditions for a missing dataset, a file that cannot
+    /// be written and a dataset on another presentation context.
+    OFCondition receiveToFile(T_DIMSE_C_StoreRQ &request, T_ASC_PresentationContextID presID, const std::string &path,
+                              const std::string &transferSyntax) {
+        if (request.DataSetType == DIMSE_DATASET_NULL) return DIMSE_BADMESSAGE;
+        // Each element belongs to `meta` from its creation on.
+        DcmMetaInfo meta;
+        auto add = [&meta](DcmElement *element) {
+            meta.insert(element, OFTrue);
+            return element;
+        };
+        Uint32 zero = 0;
+        Uint8 version[2] = {0, 1};
+        const char *callingAE = association->params->DULparams.callingAPTitle;
+        OFCondition cond = add(new DcmUnsignedLong(DCM_FileMetaInformationGroupLength))->putUint32Array(&zero, 1);
+        if (cond.good()) cond = add(new DcmOtherByteOtherWord(DCM_FileMetaInformationVersion))->putUint8Array(version, 2);
+        if (cond.good()) cond = add(new DcmUniqueIdentifier(DCM_MediaStorageSOPClassUID))->putString(request.AffectedSOPClassUID);
+        if (cond.good()) cond = add(new DcmUniqueIdentifier(DCM_MediaStorageSOPInstanceUID))->putString(request.AffectedSOPInstanceUID);
+        if (cond.good()) cond = add(new DcmUniqueIdentifier(DCM_TransferSyntaxUID))->putString(transferSyntax.c_str());
+        if (cond.good()) cond = add(new DcmUniqueIdentifier(DCM_ImplementationClassUID))->putString(OFFIS_IMPLEMENTATION_CLASS_UID);
+        if (cond.good()) cond = add(new DcmShortString(DCM_ImplementationVersionName))->putString(OFFIS_DTK_IMPLEMENTATION_VERSION_NAME2);
+        DcmElement *source = cond.good() ? add(new DcmApplicationEntity(DCM_SourceApplicationEntityTitle)) : nullptr;
+        if (source && callingAE) cond = source->putString(callingAE);
+        if (cond.good())
+            cond = meta.computeGroupLengthAndPadding(EGL_withGL, EPD_noChange, META_HEADER_DEFAULT_TRANSFERSYNTAX, EET_UndefinedLength);
+        DcmOutputFileStream stream(path.c_str());
+        if (stream.good()) {
+            meta.transferInit();
+            cond = meta.write(stream, META_HEADER_DEFAULT_TRANSFERSYNTAX, EET_ExplicitLength, nullptr);
+            meta.transferEnd();
+        }
+        if (cond.bad() || !stream.good()) {
+            // As DCMTK: the dataset is read and dropped, so the association stays usable, and the
+            // condition says the file could not be written.
+            DIC_UL bytes = 0, pdvs = 0;
+            cond = DIMSE_ignoreDataSet(association, getDIMSEBlockingMode(), getDIMSETimeout(), &bytes, &pdvs);
+            if (cond.good()) cond = makeDcmnetCondition(DIMSEC_OUTOFRESOURCES, OF_error, ("Cannot create file: " + path).c_str());
+            return cond;
+        }
+        T_ASC_PresentationContextID datasetID = presID;
+        cond = DIMSE_receiveDataSetInFile(association, getDIMSEBlockingMode(), getDIMSETimeout(), &datasetID, &stream,
+                                          callbackRECEIVEProgress, static_cast<DcmSCP *>(this));
+        if (cond.good() && datasetID != presID)
+            cond = makeDcmnetCondition(DIMSEC_INVALIDPRESENTATIONCONTEXTID, OF_error, "DIMSE: Presentation Contexts of Command and Data Set differ");
+        return cond;
+    }
+
     OFCondition handleStore(T_DIMSE_C_StoreRQ &request, const DcmPresentationContextInfo &info) {
         std::string path = owner->incoming + "/" + owner->fileStem + "-" + std::to_string(owner->fileCounter.fetch_add(1)) + ".part";
         struct statvfs fs {};
@@ -355,7 +472,7 @@ private:
             return discardDataset(request, info, 0xA700);
         }
         flushedUpTo = 0;
-        OFCondition cond = receiveSTORERequest(request, info.presentationContextID, OFString(path.c_str()));
+        OFCondition cond = receiveToFile(request, info.presentationContextID, path, transferSyntaxOf(info.presentationContextID));
         int fd = receiving;
         receiving = -1;
         if (cond.bad()) {
@@ -374,8 +491,7 @@ private:
             owner->log(BT_LOG_ERROR, "C-STORE refused (0xA700 out of resources): cannot fsync " + path + ": " + why);
             status = 0xA700;
         } else {
-            OFString sopClass, transferSyntax;
-            findPresentationContext(info.presentationContextID, sopClass, transferSyntax);
+            std::string transferSyntax = transferSyntaxOf(info.presentationContextID);
             std::string calling = trimmed(getPeerAETitle()), ip = getPeerIP().c_str();
             bt_scp_store_request r{};
             r.file_path = path.c_str();

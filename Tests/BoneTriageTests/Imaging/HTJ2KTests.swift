@@ -5,7 +5,8 @@ import Testing
 /// High-Throughput JPEG 2000 (HTJ2K, transfer syntaxes 1.2.840.10008.1.2.4.201 lossless, .202 lossless RPCL, .203),
 /// encoded by OpenJPH's `ojph_compress` (not this project's code) and decoded by OpenJPEG 2.5 at the reduced
 /// resolution the model needs (issue 16). DCMTK 3.6.7 does not know these UIDs: it reads such a file as explicit VR
-/// little endian with encapsulated pixel data, and the reader takes the syntax from the File Meta header.
+/// little endian with encapsulated pixel data, and the reader takes the syntax from the File Meta header. Received
+/// over the network: HTJ2KReceiverTests.
 @Suite("HTJ2K: decoded reduced, within the equivalence bar; broken codestreams fail clearly")
 struct HTJ2KTests {
     typealias R = ReducedDecodeTests
@@ -75,7 +76,7 @@ struct HTJ2KTests {
         }
     }
 
-    @Test("an HTJ2K study dropped into the daemon's drop folder is triaged, every image classified (the SCP does not accept HTJ2K: DCMTK 3.6.7 does not know its UIDs)",
+    @Test("an HTJ2K study dropped into the daemon's drop folder is triaged, every image classified",
           .enabled(if: encoderAvailable, "skipped: OpenJPH's ojph_compress is not installed"))
     func studyThroughTheDropFolder() throws {
         let daemon = try DaemonHarness()
