@@ -68,6 +68,18 @@ ROW_NAMES = {TF: "TensorFlow (tf.function)", ORT: "ONNX Runtime", BT: "BoneTriag
 BONETRIAGE_KEYS = ("ms_per_image_batch1", "ms_per_image_batch16", "gflops_batch16", "peak_rss_mb")
 
 
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo, as `bonetriage bench` prints it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def log(message):
     print(f"[compare_frameworks] {message}", file=sys.stderr, flush=True)
 
@@ -314,7 +326,7 @@ def run_bonetriage(args):
     cmd, error = bonetriage_command(args.bonetriage)
     if error:
         return {"error": error}
-    cmd += ["bench", "--json", "--input-size", str(args.input_size)]
+    cmd += ["bench", "--json", "--input-size", str(args.input_size), "--kernels", args.kernels]
     try:
         code, stdout, stderr, rss_mb, seconds = run_child(cmd, args.timeout)
     except OSError as e:
@@ -343,6 +355,37 @@ def run_bonetriage(args):
                   gflops_batch16_reported=report["gflops_batch16"], wall_s=seconds,
                   command=shlex.join(cmd), report=report)
     return result
+
+
+def neighbour_main(duty, seed):
+    """A noisy neighbour: one process that keeps a core busy `duty` of the time, in bursts of 2-20 ms
+    at random, as another tenant's VM or the decoder beside the engine would. Runs until killed."""
+    import random
+    rng = random.Random(seed)
+    while True:
+        burst = rng.uniform(0.002, 0.020)
+        end = time.perf_counter() + burst
+        while time.perf_counter() < end:
+            pass
+        if duty < 1:
+            time.sleep(burst * (1 - duty) / duty)
+
+
+class Neighbour:
+    """Starts the noisy neighbour (when duty > 0) for the duration of a `with` block."""
+
+    def __init__(self, duty):
+        self.duty, self.process = duty, None
+
+    def __enter__(self):
+        if self.duty > 0:
+            self.process = subprocess.Popen([sys.executable, SCRIPT, "--worker", "neighbour", "--neighbour", str(self.duty)])
+        return self
+
+    def __exit__(self, *exc):
+        if self.process:
+            self.process.kill()
+            self.process.wait()
 
 
 def measure(args, python, setup_error):
@@ -381,13 +424,14 @@ def measure(args, python, setup_error):
                 if per_round[kind] and "error" in per_round[kind][-1]:
                     continue
                 log(f"round {round_index + 1}/{args.rounds}: timing {ROW_NAMES[kind]}")
-                if kind == BT:
-                    row = run_bonetriage(args)
-                else:
-                    extra = ["--onnx", onnx_path, "--reference", reference] if kind == ORT else []
-                    row = run_worker(python, kind, args, extra)
-                    if kind == ORT and "error" not in row:
-                        row["converter"] = exported.get("converter")
+                with Neighbour(args.neighbour):
+                    if kind == BT:
+                        row = run_bonetriage(args)
+                    else:
+                        extra = ["--onnx", onnx_path, "--reference", reference] if kind == ORT else []
+                        row = run_worker(python, kind, args, extra)
+                if kind == ORT and "error" not in row:
+                    row["converter"] = exported.get("converter")
                 per_round[kind].append(row)
         for kind, runs in per_round.items():
             rows[kind] = combine_rounds(runs)
@@ -410,6 +454,10 @@ def combine_rounds(runs):
         row[key] = statistics.median(r[key] for r in runs)
     row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     row["rounds"] = [{k: r[k] for k in ("ms_per_image_batch1", "ms_per_image_batch16", "peak_rss_mb")} for r in runs]
+    # Spread over the rounds: (slowest - fastest) / median, per batch size.
+    for batch in (1, 16):
+        times = [r[f"ms_per_image_batch{batch}"] for r in runs]
+        row[f"spread_batch{batch}"] = (max(times) - min(times)) / statistics.median(times)
     return row
 
 
@@ -439,9 +487,16 @@ def print_table(report):
     print(f"Inception V3 (no top, average pool), {size}x{size} input, {report['macs_per_image'] / 1e9:.3g} G "
           f"multiply-adds per image; TF/ORT with {INTRA_OP_THREADS} intra-op threads; median of "
           f"{report['iterations']['batch1']} (batch 1) / {report['iterations']['batch16']} (batch 16) timed runs")
-    print(f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.system()}; peak RSS = that framework's own process; "
-          f"{report['rounds']} interleaved round(s), times are the median over rounds\n")
-    head = ("ms/img b1", "ms/img b16", "img/s b16", "GFLOP/s b1", "GFLOP/s b16", "peak RSS MB")
+    print(f"{report['host']['cpu_model']}, {os.cpu_count()} CPUs, {platform.machine()}, {platform.system()}; "
+          f"peak RSS = that framework's own process; {report['rounds']} interleaved round(s), times are the median over rounds")
+    bt = rows.get(BT, {})
+    if "report" in bt:
+        print(f"BoneTriage kernels: {bt['report'].get('kernels', '?')}"
+              + (" (forced with --kernels)" if report["kernels"] != "auto" else " (the CPU's best)"))
+    if report["neighbour"] > 0:
+        print(f"With a noisy neighbour: one process keeping a core busy {report['neighbour']:.0%} of the time in 2-20 ms bursts")
+    print()
+    head = ("ms/img b1", "ms/img b16", "img/s b16", "GFLOP/s b1", "GFLOP/s b16", "peak RSS MB", "spread b1", "spread b16")
     print(f"{'':26}" + "".join(f"{h:>13}" for h in head))
     for kind in (TF, ORT, BT):
         if kind not in rows:
@@ -452,8 +507,9 @@ def print_table(report):
             continue
         values = (f"{r['ms_per_image_batch1']:.2f}", f"{r['ms_per_image_batch16']:.2f}",
                   f"{r['images_per_s_batch16']:.1f}", f"{r['gflops_batch1']:.1f}", f"{r['gflops_batch16']:.1f}",
-                  f"{r['peak_rss_mb']:.0f}")
+                  f"{r['peak_rss_mb']:.0f}", f"{r['spread_batch1']:.0%}", f"{r['spread_batch16']:.0%}")
         print(f"{ROW_NAMES[kind]:26}" + "".join(f"{v:>13}" for v in values))
+    print("(spread: slowest minus fastest round over the median round)")
     if report["ratios"]:
         print("\nBoneTriage images/s relative to the others (> 1: BoneTriage faster; median of the per-round ratios), and peak RSS:")
         for name, r in report["ratios"].items():
@@ -484,7 +540,13 @@ def parse_args(argv=None):
                     help="comma-separated subset of tf, ort, bonetriage (default: %(default)s)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per child process (default: %(default)s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    ap.add_argument("--worker", choices=["export", TF, ORT], help=argparse.SUPPRESS)
+    ap.add_argument("--kernels", default="auto",
+                    help="BoneTriage's kernel family (bench --kernels): auto, avx512, avx2 (e.g. to stand in for an "
+                         "AVX2-only CPU on an AVX-512 one), portable (default: %(default)s)")
+    ap.add_argument("--neighbour", type=float, default=0.0,
+                    help="run a noisy neighbour beside every timed run: a process keeping one core busy this fraction "
+                         "of the time in random 2-20 ms bursts, 0 for none (default: %(default)s)")
+    ap.add_argument("--worker", choices=["export", TF, ORT, "neighbour"], help=argparse.SUPPRESS)
     ap.add_argument("--onnx", help=argparse.SUPPRESS)
     ap.add_argument("--reference", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -496,6 +558,8 @@ def parse_args(argv=None):
         ap.error("--input-size: Keras InceptionV3 needs at least 75")
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
+    if not 0 <= args.neighbour <= 1:
+        ap.error("--neighbour is a fraction of one core's time, from 0 to 1")
     if args.iterations < 1 or args.iterations_batch16 < 1:
         ap.error("--iterations and --iterations-batch16 must be at least 1")
     return args
@@ -503,6 +567,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.worker == "neighbour":
+        neighbour_main(args.neighbour, os.getpid())
+        return 0
     if args.worker:
         {"export": worker_export, TF: worker_tf, ORT: worker_ort}[args.worker](args)
         return 0
@@ -532,8 +599,10 @@ def main(argv=None):
         "macs_source": macs_source,
         "iterations": {"batch1": args.iterations, "batch16": args.iterations_batch16},
         "rounds": args.rounds,
+        "kernels": args.kernels,
+        "neighbour": args.neighbour,
         "threads": {"intra_op": INTRA_OP_THREADS, "inter_op": INTER_OP_THREADS},
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "system": platform.system(),
+        "host": {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "machine": platform.machine(), "system": platform.system(),
                  "python": platform.python_version(), "venv": sys.prefix},
         "frameworks": {ROW_NAMES[k]: rows[k] for k in (TF, ORT, BT) if k in rows},
         "ratios": ratios(rows),

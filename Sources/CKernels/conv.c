@@ -11,7 +11,11 @@
 #define BT_X86 1
 #endif
 
+/// Output pixels per micro-kernel call: 6 for the portable and AVX2 kernels (12 ymm accumulators),
+/// 12 for the AVX-512 one (12 zmm accumulators, enough in flight to keep two FMA ports busy).
 #define MR 6
+#define MR_WIDE 12
+#define MR_MAX MR_WIDE
 #define NR BT_PANEL_WIDTH
 
 /// Weight bytes of the panels one pass over a row strip visits: sized to stay in the (512 KB) L2,
@@ -39,9 +43,67 @@ void bt_pack_weights(const float *weights, const float *bias, int k, int n, floa
     }
 }
 
-/// One 6x16 block: out[i][0..nc) = act(bias + sum over the listed taps of a_i,tap . w_tap) for rows i < mr.
-/// `tap_offsets[t]` is where tap t's cin x 16 weights start after the panel's biases; `ptrs` holds
-/// [t][MR] input pointers; rows beyond mr alias row mr-1 (see strip_setup) and are computed, not stored.
+// ---- Kernel families -------------------------------------------------------------------------------
+
+int bt_kernels_supported(int family) {
+    switch (family) {
+    case BT_KERNELS_BEST:
+    case BT_KERNELS_PORTABLE:
+        return 1;
+#ifdef BT_X86
+    case BT_KERNELS_AVX2:
+    case BT_KERNELS_AVX512_ON_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case BT_KERNELS_AVX512:
+        // compiler-rt reports AVX-512 only when the OS also saves the ZMM state (XCR0). Every feature the
+        // AVX-512 functions are compiled for is required (F alone, as on Knights Landing or a VM that
+        // hides the rest, would let the compiler's VL/DQ/BW instructions die on an illegal instruction).
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    default:
+        return 0;
+    }
+}
+
+int bt_kernels_best(void) {
+    // The answer never changes, so concurrent first uses all store the same value (atomically).
+    static int best = -1;
+    int known = __atomic_load_n(&best, __ATOMIC_RELAXED);
+    if (known < 0) {
+        known = bt_kernels_supported(BT_KERNELS_AVX512) ? BT_KERNELS_AVX512
+              : bt_kernels_supported(BT_KERNELS_AVX2)   ? BT_KERNELS_AVX2
+                                                        : BT_KERNELS_PORTABLE;
+        __atomic_store_n(&best, known, __ATOMIC_RELAXED);
+    }
+    return known;
+}
+
+int bt_kernels_resolve(int family) {
+    // A family this CPU cannot run would die on an illegal instruction; callers check first (the
+    // engine refuses it with an error), so this is only the last guard.
+    if (family == BT_KERNELS_BEST || family == BT_KERNELS_PORTABLE) return family == BT_KERNELS_BEST ? bt_kernels_best() : family;
+    static int checked[5] = {-1, -1, -1, -1, -1};
+    if (family < 0 || family > 4) return bt_kernels_best();
+    int ok = __atomic_load_n(&checked[family], __ATOMIC_RELAXED);
+    if (ok < 0) {
+        ok = bt_kernels_supported(family);
+        __atomic_store_n(&checked[family], ok, __ATOMIC_RELAXED);
+    }
+    return ok ? family : bt_kernels_best();
+}
+
+/// One block of MR (or MR_WIDE) output pixels x 16 channels: out[i][0..nc) = act(bias + sum over the
+/// listed taps of a_i,tap . w_tap) for rows i < mr. `tap_offsets[t]` is where tap t's cin x 16 weights
+/// start after the panel's biases; `ptrs` holds [t][block] input pointers (block = the kernel's row
+/// count); rows beyond mr alias row mr-1 (see strip_setup) and are computed, not stored.
+///
+/// Every family sums each output in the same order (bias, then tap by tap, channel by channel), and
+/// the AVX2 and AVX-512 kernels with one fused multiply-add per term, so the two give the same bits.
+/// (One exception, without the ReLU only: a 12-pixel strip keeps a padding tap that a 6-pixel strip
+/// drops, and adding its 0 x w turns an output of -0 into +0. With the ReLU both give +0.)
 typedef void (*micro_kernel)(int mr, int nc, int taps, const int *tap_offsets, int cin, const float *const *ptrs,
                              const float *w, float *const *out, int relu);
 
@@ -128,29 +190,114 @@ static void kernel_avx2(int mr, int nc, int taps, const int *tap_offsets, int ci
     default: kernel_avx2_6(nc, taps, tap_offsets, cin, ptrs, w, out, relu); break;
     }
 }
+
+// The AVX-512 kernel, written with 16-float vectors of the compiler (Clang's ext_vector_type) rather
+// than intrinsics, so that the same body also compiles for AVX2 (each vector split into two ymm
+// halves): the "avx512-on-avx2" family runs this exact code on CPUs without AVX-512, which is how the
+// suite checks it on every machine. Compiled for AVX-512 it is one zmm register per row: 12 rows x 16
+// channels, a 64-byte weight load and 12 broadcast FMAs per input channel.
+typedef float bt_v16 __attribute__((ext_vector_type(16)));
+typedef float bt_v16u __attribute__((ext_vector_type(16), aligned(4)));
+
+static inline __attribute__((always_inline)) void
+kernel_wide_rows(const int rows, int nc, int taps, const int *tap_offsets, int cin, const float *const *ptrs,
+                 const float *w, float *const *out, int relu) {
+    bt_v16 acc[MR_WIDE];
+    const bt_v16 bias = *(const bt_v16u *)w;
+    for (int i = 0; i < rows; i++) acc[i] = bias;
+    for (int t = 0; t < taps; t++) {
+        const float *a[MR_WIDE];
+        for (int i = 0; i < rows; i++) a[i] = ptrs[t * MR_WIDE + i];
+        const float *wt = w + NR + tap_offsets[t];
+        for (int k = 0; k < cin; k++) {
+            const bt_v16 b = *(const bt_v16u *)wt;
+            wt += NR;
+            for (int i = 0; i < rows; i++) acc[i] = __builtin_elementwise_fma((bt_v16)(a[i][k]), b, acc[i]);
+        }
+    }
+    const bt_v16 z = (bt_v16)(relu ? 0.0f : -__builtin_inff());
+    for (int i = 0; i < rows; i++) {
+        // x > z ? x : z, like _mm256_max_ps(x, z) in the AVX2 kernel (so a ReLU of -0 or NaN agrees too).
+        const bt_v16 v = (acc[i] > z) ? acc[i] : z;
+        if (nc == NR) {
+            *(bt_v16u *)out[i] = v;
+        } else {
+            float tmp[NR];
+            *(bt_v16u *)tmp = v;
+            memcpy(out[i], tmp, (size_t)nc * sizeof(float));
+        }
+    }
+}
+
+#define BT_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"), min_vector_width(512)))
+#define BT_TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+#define KERNEL_WIDE_ROWS(R)                                                                                       \
+    BT_TARGET_AVX512 static void kernel_avx512_##R(int nc, int taps, const int *tap_offsets, int cin,             \
+                                                   const float *const *ptrs, const float *w, float *const *out,   \
+                                                   int relu) {                                                    \
+        kernel_wide_rows(R, nc, taps, tap_offsets, cin, ptrs, w, out, relu);                                      \
+    }                                                                                                             \
+    BT_TARGET_AVX2 static void kernel_avx512_on_avx2_##R(int nc, int taps, const int *tap_offsets, int cin,      \
+                                                         const float *const *ptrs, const float *w,                \
+                                                         float *const *out, int relu) {                           \
+        kernel_wide_rows(R, nc, taps, tap_offsets, cin, ptrs, w, out, relu);                                      \
+    }
+KERNEL_WIDE_ROWS(1)
+KERNEL_WIDE_ROWS(2)
+KERNEL_WIDE_ROWS(3)
+KERNEL_WIDE_ROWS(4)
+KERNEL_WIDE_ROWS(5)
+KERNEL_WIDE_ROWS(6)
+KERNEL_WIDE_ROWS(7)
+KERNEL_WIDE_ROWS(8)
+KERNEL_WIDE_ROWS(9)
+KERNEL_WIDE_ROWS(10)
+KERNEL_WIDE_ROWS(11)
+KERNEL_WIDE_ROWS(12)
+
+#define KERNEL_WIDE_SWITCH(NAME)                                                                                  \
+    static void NAME(int mr, int nc, int taps, const int *tap_offsets, int cin, const float *const *ptrs,        \
+                     const float *w, float *const *out, int relu) {                                               \
+        switch (mr) {                                                                                             \
+        case 1: NAME##_1(nc, taps, tap_offsets, cin, ptrs, w, out, relu); break;                                  \
+        case 2: NAME##_2(nc, taps, tap_offsets, cin, ptrs, w, out, relu); break;                                  \
+        case 3: NAME##_3(nc, taps, tap_offsets, cin, ptrs, w, out, relu); break;                                  \
+        case 4: NAME##_4(nc, taps, tap_offsets, cin, ptrs, w, out, relu); break;                                  \
+        case 5: NAME##_5(nc, taps, tap_offsets, cin, ptrs, w, out, relu); break;                                  \
+        case 6: NAME##_6(nc, taps, tap_offsets, cin, ptrs, w, out, relu); break;                                  \
+        case 7: NAME##_7(nc, taps, tap_offsets, cin, ptrs, w, out, relu); break;                                  \
+        case 8: NAME##_8(nc, taps, tap_offsets, cin, ptrs, w, out, relu); break;                                  \
+        case 9: NAME##_9(nc, taps, tap_offsets, cin, ptrs, w, out, relu); break;                                  \
+        case 10: NAME##_10(nc, taps, tap_offsets, cin, ptrs, w, out, relu); break;                                \
+        case 11: NAME##_11(nc, taps, tap_offsets, cin, ptrs, w, out, relu); break;                                \
+        default: NAME##_12(nc, taps, tap_offsets, cin, ptrs, w, out, relu); break;                                \
+        }                                                                                                         \
+    }
+KERNEL_WIDE_SWITCH(kernel_avx512)
+KERNEL_WIDE_SWITCH(kernel_avx512_on_avx2)
 #endif
 
-static micro_kernel selected_kernel(void) {
+/// The micro-kernel of a (resolved) family and its rows per call.
+static micro_kernel family_kernel(int family, int *rows) {
+    *rows = MR;
 #ifdef BT_X86
-    // The answer never changes, so concurrent first uses all store the same value (atomically).
-    static int avx2 = -1;
-    int known = __atomic_load_n(&avx2, __ATOMIC_RELAXED);
-    if (known < 0) {
-        __builtin_cpu_init();
-        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-        __atomic_store_n(&avx2, known, __ATOMIC_RELAXED);
+    switch (family) {
+    case BT_KERNELS_AVX2: return kernel_avx2;
+    case BT_KERNELS_AVX512: *rows = MR_WIDE; return kernel_avx512;
+    case BT_KERNELS_AVX512_ON_AVX2: *rows = MR_WIDE; return kernel_avx512_on_avx2;
+    default: break;
     }
-    if (known) return kernel_avx2;
+#else
+    (void)family;
 #endif
     return kernel_portable;
 }
 
-int bt_kernels_use_avx2(void) {
-#ifdef BT_X86
-    return selected_kernel() == kernel_avx2;
-#else
-    return 0;
-#endif
+int bt_kernels_strip_height(int family) {
+    int rows;
+    family_kernel(bt_kernels_resolve(family), &rows);
+    return rows;
 }
 
 /// A 1xk convolution visits its output pixels column by column (x outer, y inner), so that the pixels
@@ -158,13 +305,14 @@ int bt_kernels_use_avx2(void) {
 static int is_horizontal(const bt_conv_desc *d) { return d->kernel_h == 1 && d->kernel_w > 1; }
 
 /// For output pixels r0 ..< r0+mr (in visiting order): their output pixel indices, and the input
-/// pointers of every tap that is inside the image for at least one of them, laid out [tap][MR] with
+/// pointers of every tap that is inside the image for at least one of them, laid out [tap][block] with
 /// the taps' weight offsets in `tap_offsets`. Taps that only read padding for the whole strip are
 /// dropped (on the 7x7 maps of the 1x7 / 7x1 layers a quarter of all taps are padding). Rows past
-/// mr repeat the last one so the micro-kernel needs no row tail. Returns the number of taps kept.
-static int strip_setup(const bt_conv_desc *d, int r0, int mr, const float **ptrs, int *tap_offsets, size_t *pixels) {
+/// mr repeat the last one so the micro-kernel needs no row tail; `block` is the kernel's rows per
+/// call (MR or MR_WIDE). Returns the number of taps kept.
+static int strip_setup(const bt_conv_desc *d, int r0, int mr, int block, const float **ptrs, int *tap_offsets, size_t *pixels) {
     if (d->kernel_h == 1 && d->kernel_w == 1 && d->stride == 1 && d->pad_h == 0 && d->pad_w == 0) {
-        for (int i = 0; i < MR; i++) {
+        for (int i = 0; i < block; i++) {
             pixels[i] = (size_t)(r0 + (i < mr ? i : mr - 1));
             ptrs[i] = d->input + pixels[i] * d->in_stride;
         }
@@ -172,8 +320,8 @@ static int strip_setup(const bt_conv_desc *d, int r0, int mr, const float **ptrs
         return 1;
     }
     const int per_image = d->out_h * d->out_w, horizontal = is_horizontal(d);
-    int y0[MR], x0[MR], img[MR];
-    for (int i = 0; i < MR; i++) {
+    int y0[MR_MAX], x0[MR_MAX], img[MR_MAX];
+    for (int i = 0; i < block; i++) {
         const int r = r0 + (i < mr ? i : mr - 1);
         const int n = r / per_image, rem = r - n * per_image;
         int oy, ox;
@@ -188,8 +336,8 @@ static int strip_setup(const bt_conv_desc *d, int r0, int mr, const float **ptrs
     for (int ky = 0; ky < d->kernel_h; ky++) {
         for (int kx = 0; kx < d->kernel_w; kx++) {
             int any = 0;
-            const float **group = ptrs + kept * MR;
-            for (int i = 0; i < MR; i++) {
+            const float **group = ptrs + kept * block;
+            for (int i = 0; i < block; i++) {
                 const int iy = y0[i] + ky, ix = x0[i] + kx;
                 const int inside = iy >= 0 && iy < d->in_h && ix >= 0 && ix < d->in_w;
                 any |= inside;
@@ -201,38 +349,34 @@ static int strip_setup(const bt_conv_desc *d, int r0, int mr, const float **ptrs
     return kept;
 }
 
-void bt_conv_with(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
-                  int panel_begin, int panel_end, int relu, int portable) {
-    const micro_kernel kernel = portable ? kernel_portable : selected_kernel();
+void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
+             int panel_begin, int panel_end, int relu) {
+    int block;
+    const micro_kernel kernel = family_kernel(bt_kernels_resolve(d->family), &block);
     const int taps = d->kernel_h * d->kernel_w;
     const size_t k = (size_t)taps * d->in_c;
     const size_t panel_floats = NR + k * NR;
-    int block = (int)(PANEL_BLOCK_BYTES / (panel_floats * sizeof(float)));
-    if (block < 1) block = 1;
-    const float *ptrs[BT_MAX_TAPS * MR];
+    int panels_per_pass = (int)(PANEL_BLOCK_BYTES / (panel_floats * sizeof(float)));
+    if (panels_per_pass < 1) panels_per_pass = 1;
+    const float *ptrs[BT_MAX_TAPS * MR_MAX];
     int tap_offsets[BT_MAX_TAPS];
-    size_t pixels[MR];
-    float *out[MR];
-    for (int pb = panel_begin; pb < panel_end; pb += block) {
-        const int pe = pb + block < panel_end ? pb + block : panel_end;
-        for (int r = row_begin; r < row_end; r += MR) {
-            const int mr = row_end - r < MR ? row_end - r : MR;
-            const int kept = strip_setup(d, r, mr, ptrs, tap_offsets, pixels);
+    size_t pixels[MR_MAX];
+    float *out[MR_MAX];
+    for (int pb = panel_begin; pb < panel_end; pb += panels_per_pass) {
+        const int pe = pb + panels_per_pass < panel_end ? pb + panels_per_pass : panel_end;
+        for (int r = row_begin; r < row_end; r += block) {
+            const int mr = row_end - r < block ? row_end - r : block;
+            const int kept = strip_setup(d, r, mr, block, ptrs, tap_offsets, pixels);
             for (int p = pb; p < pe; p++) {
                 const int nc = d->out_c - p * NR < NR ? d->out_c - p * NR : NR;
                 const int second = p < d->split_panel && d->output2;
-                for (int i = 0; i < MR; i++)
+                for (int i = 0; i < block; i++)
                     out[i] = second ? d->output2 + pixels[i] * d->out2_stride + p * NR
                                     : d->output + pixels[i] * d->out_stride + p * NR;
                 kernel(mr, nc, kept, tap_offsets, d->in_c, ptrs, packed + (size_t)p * panel_floats, out, relu);
             }
         }
     }
-}
-
-void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
-             int panel_begin, int panel_end, int relu) {
-    bt_conv_with(d, packed, row_begin, row_end, panel_begin, panel_end, relu, 0);
 }
 
 void bt_conv_relu(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,

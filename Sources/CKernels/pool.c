@@ -21,9 +21,15 @@
 /// busy, the thread it waits for may need exactly that core.
 #define SPINS_BEFORE_YIELD 4096
 
+struct bt_worker {
+    struct bt_pool *pool;
+    int index;
+};
+
 struct bt_pool {
     int threads;
     pthread_t *workers;
+    struct bt_worker *identities;
     pthread_mutex_t lock;
     pthread_cond_t wake;
     // Job description, published by the release store of `claim`.
@@ -48,14 +54,14 @@ static long long monotonic_ns(void) {
 #define FIELD_MASK ((1ULL << FIELD_BITS) - 1)
 #define GENERATION_MASK 0xFFFFFFULL
 
-static void take_tasks(bt_pool *pool, unsigned generation) {
+static void take_tasks(bt_pool *pool, unsigned generation, int worker) {
     unsigned long long v = atomic_load_explicit(&pool->claim, memory_order_acquire);
     for (;;) {
         if ((v >> (2 * FIELD_BITS)) != (generation & GENERATION_MASK)) return;
         const unsigned count = (unsigned)((v >> FIELD_BITS) & FIELD_MASK), i = (unsigned)(v & FIELD_MASK);
         if (i >= count) return;
         if (atomic_compare_exchange_weak_explicit(&pool->claim, &v, v + 1, memory_order_acquire, memory_order_acquire)) {
-            pool->task(pool->context, (int)i);
+            pool->task(pool->context, (int)i, worker);
             atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
             v = atomic_load_explicit(&pool->claim, memory_order_acquire);
         }
@@ -63,7 +69,8 @@ static void take_tasks(bt_pool *pool, unsigned generation) {
 }
 
 static void *worker_main(void *arg) {
-    bt_pool *pool = arg;
+    const struct bt_worker *self = arg;
+    bt_pool *pool = self->pool;
     unsigned seen = atomic_load_explicit(&pool->generation, memory_order_acquire);
     for (;;) {
         long long deadline = monotonic_ns() + SPIN_NANOSECONDS;
@@ -83,7 +90,7 @@ static void *worker_main(void *arg) {
         }
         if (atomic_load_explicit(&pool->stop, memory_order_relaxed)) return NULL;
         seen = now;
-        take_tasks(pool, now);
+        take_tasks(pool, now, self->index);
     }
 }
 
@@ -93,11 +100,13 @@ bt_pool *bt_pool_create(int threads) {
     if (!pool) return NULL;
     pool->threads = threads;
     pool->workers = calloc((size_t)threads, sizeof(pthread_t));
-    if (!pool->workers) { free(pool); return NULL; }
+    pool->identities = calloc((size_t)threads, sizeof(struct bt_worker));
+    if (!pool->workers || !pool->identities) { free(pool->workers); free(pool->identities); free(pool); return NULL; }
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->wake, NULL);
     for (int i = 1; i < threads; i++) {
-        if (pthread_create(&pool->workers[i], NULL, worker_main, pool) != 0) {
+        pool->identities[i] = (struct bt_worker){pool, i};
+        if (pthread_create(&pool->workers[i], NULL, worker_main, &pool->identities[i]) != 0) {
             pool->threads = i;
             bt_pool_destroy(pool);
             return NULL;
@@ -109,7 +118,7 @@ bt_pool *bt_pool_create(int threads) {
 void bt_pool_run(bt_pool *pool, int count, bt_pool_task task, void *context) {
     if (count <= 0) return;
     if (count == 1 || pool->threads == 1 || (unsigned long long)count > FIELD_MASK) {
-        for (int i = 0; i < count; i++) task(context, i);
+        for (int i = 0; i < count; i++) task(context, i, 0);
         return;
     }
     const unsigned generation = atomic_load_explicit(&pool->generation, memory_order_relaxed) + 1;
@@ -125,7 +134,7 @@ void bt_pool_run(bt_pool *pool, int count, bt_pool_task task, void *context) {
     atomic_store_explicit(&pool->generation, generation, memory_order_release);
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->lock);
-    take_tasks(pool, generation);
+    take_tasks(pool, generation, 0);
     for (int spins = 0; atomic_load_explicit(&pool->done, memory_order_acquire) < count; spins++) {
         if (spins < SPINS_BEFORE_YIELD) CPU_RELAX(); else sched_yield();
     }
@@ -141,5 +150,6 @@ void bt_pool_destroy(bt_pool *pool) {
     pthread_cond_destroy(&pool->wake);
     pthread_mutex_destroy(&pool->lock);
     free(pool->workers);
+    free(pool->identities);
     free(pool);
 }

@@ -1,5 +1,5 @@
 // 3x3 max and average pooling over NHWC maps, vectorized across channels. The same loops compiled
-// for AVX2 run 8 channels per instruction; Swift's build targets baseline x86-64 (4-wide SSE).
+// for AVX2 run 8 channels per instruction, for AVX-512 16; Swift's build targets baseline x86-64 (4-wide SSE).
 #include "CKernels.h"
 
 static inline __attribute__((always_inline)) void copy_run(float *restrict dst, const float *restrict src, int n) {
@@ -53,13 +53,25 @@ static void pool_portable(const bt_conv_desc *d, int average, int row_begin, int
 __attribute__((target("avx2,fma"))) static void pool_avx2(const bt_conv_desc *d, int average, int row_begin, int row_end) {
     pool_body(d, average, row_begin, row_end);
 }
+
+__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"), min_vector_width(512)))
+static void pool_avx512(const bt_conv_desc *d, int average, int row_begin, int row_end) {
+    pool_body(d, average, row_begin, row_end);
+}
 #endif
 
 void bt_pool3x3(const bt_conv_desc *d, int average, int row_begin, int row_end) {
 #if defined(__x86_64__) || defined(__i386__)
-    if (bt_kernels_use_avx2()) {
+    switch (bt_kernels_resolve(d->family)) {
+    case BT_KERNELS_AVX512:
+        pool_avx512(d, average, row_begin, row_end);
+        return;
+    case BT_KERNELS_AVX2:
+    case BT_KERNELS_AVX512_ON_AVX2:
         pool_avx2(d, average, row_begin, row_end);
         return;
+    default:
+        break;
     }
 #endif
     pool_portable(d, average, row_begin, row_end);

@@ -211,6 +211,7 @@ static inline __attribute__((always_inline)) void winograd_body(const bt_conv_de
                 .input = v + p * vstride, .batch = 1, .in_h = 1, .in_w = nt, .in_c = cin, .in_stride = cin,
                 .kernel_h = 1, .kernel_w = 1, .stride = 1, .pad_h = 0, .pad_w = 0,
                 .output = m + p * mstride, .out_h = 1, .out_w = nt, .out_c = cout, .out_stride = cout,
+                .family = d->family,
             };
             bt_conv(&g, packed + p * per, 0, nt, 0, panels, 0);
         }
@@ -218,7 +219,9 @@ static inline __attribute__((always_inline)) void winograd_body(const bt_conv_de
     }
 }
 
-// The transforms are plain loops over channels; compiled a second time for AVX2 they vectorize 8 wide.
+// The transforms are plain loops over channels; compiled again for AVX2 they vectorize 8 wide, for
+// AVX-512 16 wide. Their expressions contract to the same fused multiply-adds on both (the contraction
+// is decided before the target's lowering), so the two families give the same bits.
 static void winograd_portable(const bt_conv_desc *d, const float *packed, const float *bias,
                               int tile_begin, int tile_end, float *scratch) {
     winograd_body(d, packed, bias, tile_begin, tile_end, scratch);
@@ -230,14 +233,27 @@ static void winograd_avx2(const bt_conv_desc *d, const float *packed, const floa
                           int tile_begin, int tile_end, float *scratch) {
     winograd_body(d, packed, bias, tile_begin, tile_end, scratch);
 }
+
+__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"), min_vector_width(512)))
+static void winograd_avx512(const bt_conv_desc *d, const float *packed, const float *bias,
+                            int tile_begin, int tile_end, float *scratch) {
+    winograd_body(d, packed, bias, tile_begin, tile_end, scratch);
+}
 #endif
 
 void bt_winograd_conv_relu(const bt_conv_desc *d, const float *packed, const float *bias,
                            int tile_begin, int tile_end, float *scratch) {
 #if defined(__x86_64__) || defined(__i386__)
-    if (bt_kernels_use_avx2()) {
+    switch (bt_kernels_resolve(d->family)) {
+    case BT_KERNELS_AVX512:
+        winograd_avx512(d, packed, bias, tile_begin, tile_end, scratch);
+        return;
+    case BT_KERNELS_AVX2:
+    case BT_KERNELS_AVX512_ON_AVX2:  // the transforms' code is the same loops; the GEMMs follow d->family
         winograd_avx2(d, packed, bias, tile_begin, tile_end, scratch);
         return;
+    default:
+        break;
     }
 #endif
     winograd_portable(d, packed, bias, tile_begin, tile_end, scratch);

@@ -17,15 +17,19 @@ struct BenchCommand: ParsableCommand {
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Timed passes at batch 1 (batch 16 runs a quarter as many, at least 3).")
     var iterations: Int = 40
+    @Option(help: "Kernel family: auto (the CPU's best, or $BONETRIAGE_KERNELS), avx512, avx2, portable, or avx512-on-avx2 (the AVX-512 code compiled for AVX2, a test emulation).")
+    var kernels = "auto"
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
     @Flag(help: "Also print the median time of each block (stem, mixed0 ... mixed10).")
     var profile = false
 
     func run() throws {
+        let family = try kernels == "auto" ? KernelFamily.fromEnvironment() : KernelFamily.named(kernels)
         let network = InceptionV3Network(weights: try weights.map { try InceptionV3Weights.load(path: $0) }
                                           ?? SyntheticWeights.backbone(variant: .keras, inputSize: inputSize))
-        let report = try EngineBenchmark.run(network: network, inputSize: inputSize, threads: threads, iterations: iterations)
+        let report = try EngineBenchmark.run(network: network, inputSize: inputSize, threads: threads, iterations: iterations,
+                                             kernels: family)
         if json {
             print(report.json)
         } else {

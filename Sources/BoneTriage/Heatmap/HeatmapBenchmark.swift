@@ -17,12 +17,7 @@ public struct HeatmapBenchmark: Sendable {
     public var rows: [Row]
 
     /// The CPU's model name (from /proc/cpuinfo), with the number of logical CPUs.
-    public static var cpuName: String {
-        let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        let name = info.split(separator: "\n").first { $0.hasPrefix("model name") }
-            .flatMap { $0.split(separator: ":", maxSplits: 1).last }.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
-        return "\(name), \(ProcessInfo.processInfo.activeProcessorCount) logical CPUs"
-    }
+    public static var cpuName: String { CPUInfo.summary }
 
     /// Times `runs` heatmaps (after one untimed) per batch size, on `input` (or a deterministic pseudo-random one).
     public static func run(network: InceptionV3Network, head: LogisticHead, reading: HeadReading = .mixed10, inputSize: Int, threads: Int, runs: Int,

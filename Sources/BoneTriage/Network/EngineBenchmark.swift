@@ -4,6 +4,9 @@ import Foundation
 public struct EngineBenchmark: Sendable {
     public let inputSize: Int
     public let threads: Int
+    /// The kernel family the engine ran with, and the CPU (model name, logical CPUs).
+    public let kernels: KernelFamily
+    public let cpu: String
     public let msPerImageBatch1: Double
     public let msPerImageBatch16: Double
     public let gflopsBatch16: Double
@@ -12,8 +15,10 @@ public struct EngineBenchmark: Sendable {
     /// Median ms per block (whole batch) at batch 1 and batch 16, in network order.
     public let blockProfile: [(block: String, batch1: Double, batch16: Double)]
 
-    public static func run(network: InceptionV3Network, inputSize: Int, threads: Int, iterations: Int) throws -> EngineBenchmark {
-        let engine = try InceptionV3Engine(network: network, inputSize: inputSize, threads: threads)
+    /// `kernels` nil: $BONETRIAGE_KERNELS when set, else the CPU's best family.
+    public static func run(network: InceptionV3Network, inputSize: Int, threads: Int, iterations: Int,
+                           kernels: KernelFamily? = nil) throws -> EngineBenchmark {
+        let engine = try InceptionV3Engine(network: network, inputSize: inputSize, threads: threads, kernels: kernels)
         var blockTimes: [Int: [String: [Double]]] = [1: [:], 16: [:]]
         func median(batch: Int, repeats: Int) throws -> Double {
             let image = SyntheticWeights.testImage(size: inputSize, seed: 1).flatMap { v in Array(repeating: Float(v) / 127.5 - 1, count: 3) }
@@ -34,7 +39,7 @@ public struct EngineBenchmark: Sendable {
         let profile = network.architecture.blocks.map { block in
             (block: block.name, batch1: med(blockTimes[1]?[block.name]), batch16: med(blockTimes[16]?[block.name]))
         }
-        return EngineBenchmark(inputSize: inputSize, threads: threads, msPerImageBatch1: b1, msPerImageBatch16: b16,
+        return EngineBenchmark(inputSize: inputSize, threads: threads, kernels: engine.kernels, cpu: CPUInfo.summary, msPerImageBatch1: b1, msPerImageBatch16: b16,
                                gflopsBatch16: 2 * Double(macs) / (b16 / 1000) / 1e9,
                                peakRSSMegabytes: ProcessMemory.peakResidentMegabytes(), multiplyAddsPerImage: macs,
                                blockProfile: profile)
@@ -48,6 +53,8 @@ public struct EngineBenchmark: Sendable {
             "peak_rss_mb": (peakRSSMegabytes * 10).rounded() / 10,
             "input_size": inputSize,
             "threads": threads,
+            "kernels": kernels.rawValue,
+            "cpu": cpu,
             "multiply_adds_per_image": multiplyAddsPerImage,
         ]
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
@@ -64,6 +71,8 @@ public struct EngineBenchmark: Sendable {
     public var text: String {
         """
         Inception V3 at \(inputSize)x\(inputSize), \(threads) thread(s), \(String(format: "%.2f", Double(multiplyAddsPerImage) / 1e9)) G multiply-adds per image
+          CPU:      \(cpu)
+          kernels:  \(kernels.rawValue) (\(kernels.summary))
           batch 1:  \(String(format: "%7.2f", msPerImageBatch1)) ms/image  (\(String(format: "%.1f", 1000 / msPerImageBatch1)) images/s)
           batch 16: \(String(format: "%7.2f", msPerImageBatch16)) ms/image  (\(String(format: "%.1f", 1000 / msPerImageBatch16)) images/s, \(String(format: "%.1f", gflopsBatch16)) GFLOP/s)
           peak RSS: \(String(format: "%.1f", peakRSSMegabytes)) MB

@@ -47,19 +47,19 @@ func partition(_ count: Int, parts: Int, index: Int) -> Range<Int> {
 /// kernel can work on a subrange of output rows, so the engine splits each layer across threads.
 enum FeatureMapKernels {
     /// 3x3 max pool with the given stride and padding (padding never wins: it acts as -infinity).
-    static func maxPool3x3(_ input: FeatureMap, stride: Int, pad: Int, output: FeatureMap, outRows: Range<Int>) {
-        pool3x3(input, stride: stride, pad: pad, output: output, outRows: outRows, average: false)
+    static func maxPool3x3(_ input: FeatureMap, stride: Int, pad: Int, output: FeatureMap, outRows: Range<Int>, kernels: KernelFamily) {
+        pool3x3(input, stride: stride, pad: pad, output: output, outRows: outRows, average: false, kernels: kernels)
     }
 
     /// 3x3 average pool, stride 1, padding 1, padding excluded from the count (TF 'SAME',
     /// PyTorch count_include_pad=False).
-    static func averagePool3x3(_ input: FeatureMap, output: FeatureMap, outRows: Range<Int>) {
-        pool3x3(input, stride: 1, pad: 1, output: output, outRows: outRows, average: true)
+    static func averagePool3x3(_ input: FeatureMap, output: FeatureMap, outRows: Range<Int>, kernels: KernelFamily) {
+        pool3x3(input, stride: 1, pad: 1, output: output, outRows: outRows, average: true, kernels: kernels)
     }
 
     /// `outRows` indexes output image rows across the batch: n * outHeight + oy.
     private static func pool3x3(_ input: FeatureMap, stride: Int, pad: Int, output: FeatureMap,
-                                outRows: Range<Int>, average: Bool) {
+                                outRows: Range<Int>, average: Bool, kernels: KernelFamily) {
         precondition(input.channels == output.channels && input.batch == output.batch, "pool shape mismatch")
         var desc = bt_conv_desc(
             input: UnsafePointer(input.data), batch: Int32(input.batch), in_h: Int32(input.height), in_w: Int32(input.width),
@@ -67,7 +67,7 @@ enum FeatureMapKernels {
             kernel_h: 3, kernel_w: 3, stride: Int32(stride), pad_h: Int32(pad), pad_w: Int32(pad),
             output: output.data, out_h: Int32(output.height), out_w: Int32(output.width),
             out_c: Int32(output.channels), out_stride: Int32(output.pixelStride),
-            split_panel: 0, output2: nil, out2_stride: 0)
+            split_panel: 0, output2: nil, out2_stride: 0, family: kernels.code)
         bt_pool3x3(&desc, average ? 1 : 0, Int32(outRows.lowerBound), Int32(outRows.upperBound))
     }
 

@@ -39,6 +39,8 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
     case wrongInputCount(expected: Int, found: Int)
     case emptyBatch
     case unknownBlock(String)
+    case unknownKernelFamily(String)
+    case kernelFamilyUnsupported(KernelFamily, cpu: String)
 
     public var description: String {
         switch self {
@@ -50,6 +52,13 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
             return "a batch must hold at least one image"
         case let .unknownBlock(name):
             return "Inception V3 has no block named \(name) (its blocks: stem, mixed0 ... mixed10)"
+        case let .unknownKernelFamily(name):
+            return "'\(name)' is not a kernel family; use auto, " + KernelFamily.selectable.map(\.rawValue).joined(separator: ", ")
+                + " (in [triage] kernels or $\(KernelFamily.environmentVariable))"
+        case let .kernelFamilyUnsupported(family, cpu):
+            return "the \(family.rawValue) kernels (\(family.summary)) cannot run on this CPU (\(cpu)); it runs "
+                + KernelFamily.supported.filter { KernelFamily.selectable.contains($0) }.map(\.rawValue).joined(separator: ", ")
+                + ": choose one of those or auto (in [triage] kernels or $\(KernelFamily.environmentVariable))"
         }
     }
 }
@@ -100,11 +109,19 @@ public final class InceptionV3Engine {
     public let network: InceptionV3Network
     public let inputSize: Int
     public let threads: Int
+    /// The kernel family every layer runs with.
+    public let kernels: KernelFamily
     private let pool: WorkerPool
     private var buffers: EngineBuffers?
 
-    public init(network: InceptionV3Network, inputSize: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+    /// `kernels` nil takes $BONETRIAGE_KERNELS when set, else the best family of this CPU; a family the
+    /// CPU cannot run is refused with `EngineError.kernelFamilyUnsupported`.
+    public init(network: InceptionV3Network, inputSize: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
+                kernels: KernelFamily? = nil) throws {
         guard inputSize >= InceptionV3Architecture.minimumInputSize else { throw EngineError.inputSizeTooSmall(inputSize) }
+        let family = try kernels ?? KernelFamily.fromEnvironment()
+        guard family.isSupported else { throw EngineError.kernelFamilyUnsupported(family, cpu: CPUInfo.modelName) }
+        self.kernels = family
         self.network = network
         self.inputSize = inputSize
         self.threads = max(1, threads)
@@ -213,8 +230,9 @@ public final class InceptionV3Engine {
             }
         }
         let final = current
-        pool.run(min(threads, n)) { t in
-            FeatureMapKernels.globalAveragePool(final, into: features, images: partition(n, parts: min(self.threads, n), index: t))
+        let parts = pool.parts(n)
+        pool.run(parts) { t in
+            FeatureMapKernels.globalAveragePool(final, into: features, images: partition(n, parts: parts, index: t))
         }
     }
 
@@ -311,7 +329,7 @@ public final class InceptionV3Engine {
     private func pointwiseHeads(_ block: InceptionBlock, _ x: FeatureMap, _ b: EngineBuffers, leading: FeatureMap? = nil) -> FeatureMap {
         let fused = conv("\(block.name)/heads")
         let heads = temp(b.heads, like: x, channels: fused.spec.outputChannels)
-        fused.run(x, heads, pool: pool, scratch: b.winogradScratch, scratchPerThread: b.winogradScratchPerThread, leading: leading)
+        fused.run(x, heads, pool: pool, kernels: kernels, scratch: b.winogradScratch, scratchPerThread: b.winogradScratchPerThread, leading: leading)
         return heads
     }
 
@@ -320,13 +338,13 @@ public final class InceptionV3Engine {
                             maxPool: Bool, _ b: EngineBuffers) {
         let pooled = temp(b.t0, like: x, channels: x.channels)
         let rows = x.batch * x.height
-        let parts = min(threads, rows)
+        let parts = pool.parts(rows), kernels = kernels
         pool.run(parts) { t in
             let r = partition(rows, parts: parts, index: t)
             if maxPool {
-                FeatureMapKernels.maxPool3x3(x, stride: 1, pad: 1, output: pooled, outRows: r)
+                FeatureMapKernels.maxPool3x3(x, stride: 1, pad: 1, output: pooled, outRows: r, kernels: kernels)
             } else {
-                FeatureMapKernels.averagePool3x3(x, output: pooled, outRows: r)
+                FeatureMapKernels.averagePool3x3(x, output: pooled, outRows: r, kernels: kernels)
             }
         }
         let c = conv("\(block.name)/branch_pool/0")
@@ -335,16 +353,17 @@ public final class InceptionV3Engine {
 
     private func maxPool(_ x: FeatureMap, stride: Int, pad: Int, into out: FeatureMap) {
         let rows = out.batch * out.height
-        let parts = min(threads, rows)
+        let parts = pool.parts(rows), kernels = kernels
         pool.run(parts) { t in
-            FeatureMapKernels.maxPool3x3(x, stride: stride, pad: pad, output: out, outRows: partition(rows, parts: parts, index: t))
+            FeatureMapKernels.maxPool3x3(x, stride: stride, pad: pad, output: out, outRows: partition(rows, parts: parts, index: t),
+                                         kernels: kernels)
         }
     }
 
     // MARK: Convolution
 
     private func convolve(_ c: PackedConvolution, _ input: FeatureMap, _ output: FeatureMap, _ b: EngineBuffers) {
-        c.run(input, output, pool: pool, scratch: b.winogradScratch, scratchPerThread: b.winogradScratchPerThread)
+        c.run(input, output, pool: pool, kernels: kernels, scratch: b.winogradScratch, scratchPerThread: b.winogradScratchPerThread)
     }
 }
 

@@ -71,17 +71,16 @@ struct PackedConvolution: Sendable {
 
     var panelCount: Int { Int(bt_panel_count(Int32(spec.outputChannels))) }
 
-    /// output = relu(conv(input) + bias), split over the pool's threads: by output pixels in whole 6-pixel
-    /// strips when each thread gets several strips (the weights are then small next to the
-    /// activations), else by 16-channel panels, so that each core streams only its half of the
-    /// large late-stage weights.
+    /// output = relu(conv(input) + bias), split over the pool's threads: by output pixels in whole
+    /// micro-kernel strips when there are many (the weights are then small next to the activations),
+    /// else by 16-channel panels, so that each core streams only its share of the large late-stage
+    /// weights. Either way into several parts per thread (`WorkerPool.parts`), claimed one at a time.
     ///
     /// `scratch` holds `scratchPerThread` floats for each thread (Winograd layers only). With `leading`,
     /// the first `leading.channels` output channels (a multiple of 16) are written there instead of
     /// into `output`, whose first channels are then left alone.
-    func run(_ input: FeatureMap, _ output: FeatureMap, pool: WorkerPool,
+    func run(_ input: FeatureMap, _ output: FeatureMap, pool: WorkerPool, kernels: KernelFamily,
              scratch: UnsafeMutablePointer<Float>, scratchPerThread: Int, leading: FeatureMap? = nil) {
-        let threads = pool.threads
         let outHeight = (input.height + 2 * spec.padHeight - spec.kernelHeight) / spec.stride + 1
         let outWidth = (input.width + 2 * spec.padWidth - spec.kernelWidth) / spec.stride + 1
         precondition(outHeight == output.height && outWidth == output.width && output.channels == spec.outputChannels
@@ -95,7 +94,7 @@ struct PackedConvolution: Sendable {
             pad_h: Int32(spec.padHeight), pad_w: Int32(spec.padWidth),
             output: output.data, out_h: Int32(outHeight), out_w: Int32(outWidth),
             out_c: Int32(output.channels), out_stride: Int32(output.pixelStride),
-            split_panel: 0, output2: nil, out2_stride: 0)
+            split_panel: 0, output2: nil, out2_stride: 0, family: kernels.code)
         if let leading {
             precondition(leading.channels % Int(BT_PANEL_WIDTH) == 0 && leading.channels <= output.channels
                          && leading.pixels == output.pixels && !Self.winogradApplies(spec), "bad split output at \(spec.name)")
@@ -110,11 +109,11 @@ struct PackedConvolution: Sendable {
                     guard let bias = b.baseAddress else { return }
                     withUnsafePointer(to: &desc) { d in
                         let tiles = Int(bt_winograd_tile_count(d))
-                        let parts = min(threads, tiles)
-                        pool.run(parts) { t in
+                        let parts = pool.parts(tiles, minimumUnits: Self.minimumWinogradTilesPerPart)
+                        pool.runOnWorkers(parts) { t, worker in
                             let r = partition(tiles, parts: parts, index: t)
                             bt_winograd_conv_relu(d, winogradWeights.pointer, bias, Int32(r.lowerBound), Int32(r.upperBound),
-                                                  scratch + t * scratchPerThread)
+                                                  scratch + worker * scratchPerThread)
                         }
                     }
                 }
@@ -122,18 +121,20 @@ struct PackedConvolution: Sendable {
             return
         }
         let rows = output.pixels, panels = panelCount
-        let strips = (rows + Self.stripHeight - 1) / Self.stripHeight
+        let height = kernels.stripHeight
+        let strips = (rows + height - 1) / height
         let packed = weights.pointer
         withExtendedLifetime(weights) {
             withUnsafePointer(to: &desc) { d in
-                if threads > 1 && strips >= Self.minimumStripsPerThread * threads {
-                    pool.run(threads) { t in
-                        let s = partition(strips, parts: threads, index: t)
-                        bt_conv_relu(d, packed, Int32(s.lowerBound * Self.stripHeight), Int32(min(rows, s.upperBound * Self.stripHeight)),
+                if pool.threads > 1 && rows >= Self.minimumRowsPerPart * pool.threads {
+                    let parts = pool.parts(strips, minimumUnits: (Self.minimumRowsPerPart + height - 1) / height)
+                    pool.run(parts) { t in
+                        let s = partition(strips, parts: parts, index: t)
+                        bt_conv_relu(d, packed, Int32(s.lowerBound * height), Int32(min(rows, s.upperBound * height)),
                                      0, Int32(panels))
                     }
                 } else {
-                    let parts = min(threads, panels)
+                    let parts = pool.parts(panels)
                     pool.run(parts) { t in
                         let p = partition(panels, parts: parts, index: t)
                         bt_conv_relu(d, packed, 0, Int32(rows), Int32(p.lowerBound), Int32(p.upperBound))
@@ -143,7 +144,11 @@ struct PackedConvolution: Sendable {
         }
     }
 
-    /// Output pixels per micro-kernel call (MR in conv.c).
-    static let stripHeight = 6
-    static let minimumStripsPerThread = 8
+    /// Output pixels a part of a pixel split gets at least (8 strips of the AVX2 kernel's 6): below
+    /// that per thread, the layer is split by channel panels instead.
+    static let minimumRowsPerPart = 48
+    /// Output tiles a part of a Winograd layer gets at least: each part streams all 36 transformed
+    /// weight matrices once, so parts must not get too small; yet a 16x16 map (mixed0-2 at 150 input) at batch 1
+    /// has only 16 tiles, and both threads must share those (48 here made such layers run on one thread).
+    static let minimumWinogradTilesPerPart = 8
 }

@@ -192,6 +192,8 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
     public var workers = 1
     /// Threads per worker's engine; 0 means every core.
     public var engineThreads = 0
+    /// The engine's kernel family; nil ("auto") is $BONETRIAGE_KERNELS when set, else the CPU's best.
+    public var kernels: KernelFamily?
     public var coveredBodyParts: [String] = ["HUMERUS", "ARM"]
     public var triageUnknownBodyPart = false
     public var maximumMegapixels = 256
@@ -305,12 +307,18 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
             r.string("path", into: &path, rule: "an absolute path to a model file made by `bonetriage model join`") { $0.hasPrefix("/") }
             c.modelPath = path.isEmpty ? nil : path
         }
-        reader.section("triage", keys: ["quiet_period_seconds", "workers", "engine_threads", "covered_body_parts",
+        reader.section("triage", keys: ["quiet_period_seconds", "workers", "engine_threads", "kernels", "covered_body_parts",
                                         "triage_unknown_body_part", "maximum_megapixels", "isolate_decoder",
                                         "decode_timeout_seconds", "decoders_per_worker"]) { r in
             r.number("quiet_period_seconds", into: &c.quietPeriod, range: 0...86_400)
             r.integer("workers", into: &c.workers, range: 1...64)
             r.integer("engine_threads", into: &c.engineThreads, range: 0...256, rule: "0 (every core) or a thread count")
+            var kernels = c.kernels?.rawValue ?? "auto"
+            let runnable = KernelFamily.selectable.filter(\.isSupported).map(\.rawValue)
+            func normalised(_ name: String) -> String { name.trimmingCharacters(in: .whitespaces).lowercased() }
+            r.string("kernels", into: &kernels, rule: "\"auto\" or a kernel family this CPU (\(CPUInfo.modelName)) runs: "
+                     + runnable.map { "\"\($0)\"" }.joined(separator: ", ")) { normalised($0) == "auto" || runnable.contains(normalised($0)) }
+            c.kernels = normalised(kernels) == "auto" ? nil : KernelFamily(rawValue: normalised(kernels))
             r.strings("covered_body_parts", into: &c.coveredBodyParts, rule: "a list of Body Part Examined values, e.g. [\"HUMERUS\", \"ARM\"]")
             c.coveredBodyParts = c.coveredBodyParts.map { $0.uppercased() }
             r.bool("triage_unknown_body_part", into: &c.triageUnknownBodyPart)

@@ -21,11 +21,15 @@ public struct ConfigurationCheck: Sendable {
     public var cores: Int
     /// The default model's path when `[model] path` is not set.
     public var defaultModelPath: @Sendable () -> String
+    /// The daemon's environment ($BONETRIAGE_KERNELS).
+    public var environment: [String: String]
 
     public init(cores: Int = ProcessInfo.processInfo.activeProcessorCount,
-                defaultModelPath: @escaping @Sendable () -> String = { DefaultModel.path() }) {
+                defaultModelPath: @escaping @Sendable () -> String = { DefaultModel.path() },
+                environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.cores = cores
         self.defaultModelPath = defaultModelPath
+        self.environment = environment
     }
 
     public func findings(_ c: BoneTriageConfiguration) -> [Finding] {
@@ -77,6 +81,11 @@ public struct ConfigurationCheck: Sendable {
             let engine = c.engineThreads > 0 ? "engine_threads = \(c.engineThreads)" : "engine_threads = 0 (one thread per core)"
             warn("[triage] workers", "\(c.workers) worker(s) with \(engine) make \(threads) triage threads on \(cores) core(s): they slow each other down; "
                 + "keep workers x engine_threads at most \(cores)")
+        }
+        if c.kernels == nil, let named = environment[KernelFamily.environmentVariable] {
+            do { _ = try KernelFamily.named(named) } catch {
+                fail("[triage] kernels", "auto, and $\(KernelFamily.environmentVariable) = \"\(named)\" would stop every triage: \(error)")
+            }
         }
         return found
     }

@@ -372,7 +372,14 @@ public final class TriageDaemon: @unchecked Sendable {
         do {
             let path = try DefaultModel.resolve(configuration.modelPath)
             let model = try LoadedModel.load(path: path)
-            logger.info("model loaded", metadata: ["model": "\(model.model.head.description.modelID)", "path": "\(path)"])
+            let kernels: String
+            do {
+                let family = try configuration.kernels ?? KernelFamily.fromEnvironment()
+                kernels = "\(family.rawValue) (\(family.summary))"
+            } catch {
+                kernels = "none: \(error)"
+            }
+            logger.info("model loaded", metadata: ["model": "\(model.model.head.description.modelID)", "path": "\(path)", "kernels": "\(kernels)"])
             return model
         } catch {
             logger.error("no model loaded: \(error). Studies are received and kept, and wait for triage; fix [model] path and send SIGHUP")

@@ -33,9 +33,11 @@ public final class StudyClassifier {
     /// Images over this many pixels (rows x columns x frames) are refused before decoding.
     public var maximumPixels = DicomReader.defaultMaximumPixels
 
-    public init(model: TriageModel, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+    /// `kernels` nil: $BONETRIAGE_KERNELS when set, else the CPU's best family.
+    public init(model: TriageModel, threads: Int = ProcessInfo.processInfo.activeProcessorCount, kernels: KernelFamily? = nil) throws {
         self.model = model
-        engine = try InceptionV3Engine(network: InceptionV3Network(weights: model.backbone), inputSize: model.spec.size, threads: threads)
+        engine = try InceptionV3Engine(network: InceptionV3Network(weights: model.backbone), inputSize: model.spec.size, threads: threads,
+                                       kernels: kernels)
     }
 
     /// What became of one file: its probability, why it is not applicable, or why it could not be read.

@@ -49,6 +49,8 @@ public struct TriagePolicy: Sendable {
     public var spool: Spool
     public var archiveFolder: String
     public var engineThreads: Int
+    /// The engines' kernel family ([triage] kernels); nil is automatic.
+    public var kernels: KernelFamily?
     public var maximumPixels: UInt64
     /// The `bonetriage` binary that decodes in a child process; nil decodes inside this process.
     public var decoderExecutable: String?
@@ -71,6 +73,7 @@ public struct TriagePolicy: Sendable {
         spool = Spool(root: c.spoolFolder)
         archiveFolder = c.archiveFolder
         engineThreads = c.engineThreads > 0 ? c.engineThreads : ProcessInfo.processInfo.activeProcessorCount
+        kernels = c.kernels
         maximumPixels = UInt64(c.maximumMegapixels) << 20
         self.decoderExecutable = c.isolateDecoder ? decoderExecutable : nil
         decodeTimeout = c.decodeTimeout
@@ -429,7 +432,7 @@ public final class StudyTriage: @unchecked Sendable {
 
     private func classifier(for loaded: LoadedModel, generation: Int) throws -> StudyClassifier {
         if let classifier, self.generation == generation { return classifier }
-        let built = try StudyClassifier(model: loaded.model, threads: policy.engineThreads)
+        let built = try StudyClassifier(model: loaded.model, threads: policy.engineThreads, kernels: policy.kernels)
         built.maximumPixels = policy.maximumPixels
         classifier = built
         self.generation = generation

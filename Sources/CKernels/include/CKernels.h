@@ -30,7 +30,34 @@ typedef struct {
     int split_panel;
     float *output2;
     int out2_stride;
+    /// The kernel family (BT_KERNELS_*) that runs it; BT_KERNELS_BEST picks the fastest this CPU has.
+    int family;
 } bt_conv_desc;
+
+/// Kernel families. Every one computes the same convolution; the AVX2 and AVX-512 ones give the
+/// same bits (same summation order, fused multiply-adds), the portable one rounds differently.
+enum {
+    /// The fastest family this CPU runs: AVX-512, else AVX2, else portable.
+    BT_KERNELS_BEST = 0,
+    /// Plain C, 4-wide SSE as Swift's baseline x86-64 target compiles it.
+    BT_KERNELS_PORTABLE = 1,
+    /// 256-bit AVX2 + FMA: 6 pixels x 16 channels per micro-kernel call.
+    BT_KERNELS_AVX2 = 2,
+    /// 512-bit AVX-512F: 12 pixels x 16 channels per call; 16-wide transforms and pools.
+    BT_KERNELS_AVX512 = 3,
+    /// The AVX-512 family's code compiled for AVX2 (each 16-float vector in two halves): slower than
+    /// either, it exists so the suite can check that code on CPUs without AVX-512.
+    BT_KERNELS_AVX512_ON_AVX2 = 4,
+};
+
+/// 1 when this CPU (and OS) can run the family, else 0.
+int bt_kernels_supported(int family);
+/// The family BT_KERNELS_BEST stands for on this CPU.
+int bt_kernels_best(void);
+/// The family a descriptor's `family` runs as (BT_KERNELS_BEST, or one the CPU lacks, give the best).
+int bt_kernels_resolve(int family);
+/// Output pixels per micro-kernel call for the family (row ranges that are multiples of it waste nothing).
+int bt_kernels_strip_height(int family);
 
 /// Floats needed to pack a [k, n] weight matrix (k = kernel_h*kernel_w*in_c, rows ordered ky, kx, c).
 size_t bt_packed_weights_count(int k, int n);
@@ -50,10 +77,6 @@ void bt_conv_relu(const bt_conv_desc *desc, const float *packed, int row_begin, 
 /// The same without the ReLU when relu is 0 (the Winograd path's transformed products).
 void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
              int panel_begin, int panel_end, int relu);
-
-/// bt_conv with the portable micro-kernel when `portable` is 1 (so tests cover it on AVX2 machines too).
-void bt_conv_with(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
-                  int panel_begin, int panel_end, int relu, int portable);
 
 /// Winograd F(4x4, 3x3) and F(2x2, 5x5) for stride-1 convolutions: 36 GEMMs over 6x6 input tiles,
 /// 4x (3x3) or 2.8x (5x5) fewer multiplications. Weights are transformed and packed once at load
@@ -75,9 +98,6 @@ void bt_winograd_conv_relu(const bt_conv_desc *desc, const float *packed, const 
 /// [row_begin, row_end) (row = n * out_h + oy). Uses input, in_*, stride, pad_*, output, out_h, out_w
 /// and out_stride of the descriptor; channels = in_c.
 void bt_pool3x3(const bt_conv_desc *desc, int average, int row_begin, int row_end);
-
-/// 1 when the AVX2+FMA micro-kernel is in use on this CPU, 0 for the portable one.
-int bt_kernels_use_avx2(void);
 
 #ifdef __cplusplus
 }

@@ -5,7 +5,8 @@ import Testing
 /// The C convolution kernels against a plain convolution computed in Double, on small odd shapes
 /// that reach their edge cases: partial 16-channel panels, partial 6-pixel strips, padding taps
 /// dropped per strip, 1xk layers visited column by column, Winograd tiles past the map's edge,
-/// channel slices (pixel stride > channels) on both sides, and split output.
+/// channel slices (pixel stride > channels) on both sides, and split output. Every kernel family this
+/// CPU can run is checked, the AVX-512 family's code on AVX2 machines through its AVX2 compilation.
 @Suite("Convolution kernels (Sources/CKernels)")
 struct ConvolutionKernelTests {
     struct Shape: CustomStringConvertible {
@@ -78,7 +79,7 @@ struct ConvolutionKernelTests {
 
         /// Runs `body` with a descriptor whose output has `outputStride` floats per pixel; returns the
         /// dense output channels.
-        func run(outputStride: Int, _ body: (UnsafePointer<bt_conv_desc>) -> Void) -> [Float] {
+        func run(outputStride: Int, family: Int32 = Int32(BT_KERNELS_BEST), _ body: (UnsafePointer<bt_conv_desc>) -> Void) -> [Float] {
             let s = shape
             let pixels = s.batch * s.outHeight * s.outWidth
             var output = [Float](repeating: .nan, count: pixels * outputStride)
@@ -91,7 +92,7 @@ struct ConvolutionKernelTests {
                         pad_h: Int32(s.padHeight), pad_w: Int32(s.padWidth),
                         output: out.baseAddress, out_h: Int32(s.outHeight), out_w: Int32(s.outWidth),
                         out_c: Int32(s.outputChannels), out_stride: Int32(outputStride),
-                        split_panel: 0, output2: nil, out2_stride: 0)
+                        split_panel: 0, output2: nil, out2_stride: 0, family: family)
                     body(&desc)
                 }
             }
@@ -112,30 +113,50 @@ struct ConvolutionKernelTests {
         }
     }
 
-    @Test("direct kernel, AVX2 and portable, whole and split into row and panel ranges", arguments: shapes.indices)
+    /// The C codes of the families this CPU runs.
+    static let families: [(name: String, code: Int32)] = [
+        ("portable", Int32(BT_KERNELS_PORTABLE)), ("avx2", Int32(BT_KERNELS_AVX2)), ("avx512", Int32(BT_KERNELS_AVX512)),
+        ("avx512-on-avx2", Int32(BT_KERNELS_AVX512_ON_AVX2)),
+    ].filter { bt_kernels_supported($0.1) != 0 }
+
+    @Test("direct kernel, every family, whole and split into row and panel ranges", arguments: shapes.indices)
     func direct(index: Int) {
         let c = Case(Self.shapes[index], seed: UInt64(index) * 7 + 1)
         let packed = c.packed()
         let pixels = Int32(c.shape.batch * c.shape.outHeight * c.shape.outWidth)
         let panels = bt_panel_count(Int32(c.shape.outputChannels))
-        for portable: Int32 in [0, 1] {
-            let whole = c.run(outputStride: c.shape.outputChannels + 5) { d in
-                bt_conv_with(d, packed, 0, pixels, 0, panels, 1, portable)
+        var byFamily: [String: [Float]] = [:]
+        for (name, family) in Self.families {
+            let whole = c.run(outputStride: c.shape.outputChannels + 5, family: family) { d in
+                bt_conv(d, packed, 0, pixels, 0, panels, 1)
             }
-            #expect(c.relativeError(whole) <= 1e-5, "\(c.shape), portable \(portable)")
-            // Row ranges that are not multiples of the 6-pixel strip, and single panels.
-            let pieces = c.run(outputStride: c.shape.outputChannels) { d in
+            #expect(c.relativeError(whole) <= 1e-5, "\(c.shape), \(name)")
+            // Row ranges that are not multiples of the 6- or 12-pixel strip, and single panels.
+            let pieces = c.run(outputStride: c.shape.outputChannels, family: family) { d in
                 let cut = pixels / 2 + 1
                 for p in 0..<panels {
-                    bt_conv_with(d, packed, 0, cut, p, p + 1, 1, portable)
-                    bt_conv_with(d, packed, cut, pixels, p, p + 1, 1, portable)
+                    bt_conv(d, packed, 0, cut, p, p + 1, 1)
+                    bt_conv(d, packed, cut, pixels, p, p + 1, 1)
                 }
             }
-            #expect(pieces == whole, "\(c.shape), portable \(portable)")
+            #expect(pieces == whole, "\(c.shape), \(name)")
+            // Without the ReLU (the Winograd path's products), negative values must come through.
+            let linear = c.run(outputStride: c.shape.outputChannels, family: family) { d in
+                bt_conv(d, packed, 0, pixels, 0, panels, 0)
+            }
+            #expect(linear.contains { $0 < 0 }, "\(c.shape), \(name): no negative output without the ReLU")
+            #expect(zip(linear, whole).allSatisfy { max($0, 0) == $1 }, "\(c.shape), \(name): the ReLU is max(x, 0)")
+            byFamily[name] = whole
+        }
+        // The AVX2 and AVX-512 kernels sum in the same order with fused multiply-adds: the same bits.
+        if let avx2 = byFamily["avx2"] {
+            for wide in ["avx512", "avx512-on-avx2"] {
+                if let other = byFamily[wide] { #expect(other == avx2, "\(c.shape): \(wide) differs from avx2") }
+            }
         }
     }
 
-    @Test("Winograd F(4x4,3x3) and F(2x2,5x5) match the plain convolution, tile ranges in any split", arguments: shapes.indices.filter {
+    @Test("Winograd F(4x4,3x3) and F(2x2,5x5) match the plain convolution, tile ranges in any split, every family", arguments: shapes.indices.filter {
         bt_winograd_supports(Int32(shapes[$0].kernelHeight), Int32(shapes[$0].kernelWidth), Int32(shapes[$0].stride)) != 0
     })
     func winograd(index: Int) {
@@ -144,12 +165,31 @@ struct ConvolutionKernelTests {
         var packed = [Float](repeating: 0, count: bt_winograd_weights_count(Int32(s.inputChannels), Int32(s.outputChannels)))
         bt_winograd_pack_weights(c.weights, Int32(s.kernelHeight), Int32(s.inputChannels), Int32(s.outputChannels), &packed)
         var scratch = [Float](repeating: 0, count: bt_winograd_scratch_count(Int32(s.inputChannels), Int32(s.outputChannels)))
-        let output = c.run(outputStride: s.outputChannels + 2) { d in
-            let tiles = bt_winograd_tile_count(d)
-            bt_winograd_conv_relu(d, packed, c.bias, 0, tiles / 3, &scratch)
-            bt_winograd_conv_relu(d, packed, c.bias, tiles / 3, tiles, &scratch)
+        var byFamily: [String: [Float]] = [:]
+        for (name, family) in Self.families {
+            let output = c.run(outputStride: s.outputChannels + 2, family: family) { d in
+                let tiles = bt_winograd_tile_count(d)
+                bt_winograd_conv_relu(d, packed, c.bias, 0, tiles / 3, &scratch)
+                bt_winograd_conv_relu(d, packed, c.bias, tiles / 3, tiles, &scratch)
+            }
+            #expect(c.relativeError(output) <= 1e-4, "\(s), \(name)")
+            byFamily[name] = output
         }
-        #expect(c.relativeError(output) <= 1e-4, "\(s)")
+        if let avx2 = byFamily["avx2"] {
+            for wide in ["avx512", "avx512-on-avx2"] {
+                if let other = byFamily[wide] { #expect(other == avx2, "\(s): \(wide) differs from avx2") }
+            }
+        }
+    }
+
+    @Test("an unknown family code runs as the best family, never an unsupported one")
+    func unknownFamily() {
+        #expect(bt_kernels_resolve(99) == bt_kernels_best())
+        #expect(bt_kernels_resolve(Int32(BT_KERNELS_BEST)) == bt_kernels_best())
+        #expect(bt_kernels_resolve(Int32(BT_KERNELS_PORTABLE)) == Int32(BT_KERNELS_PORTABLE))
+        if bt_kernels_supported(Int32(BT_KERNELS_AVX512)) == 0 {
+            #expect(bt_kernels_resolve(Int32(BT_KERNELS_AVX512)) == bt_kernels_best())
+        }
     }
 
     @Test("split output: the first panels go to the second map, the rest stay")
@@ -198,10 +238,11 @@ struct ConvolutionKernelTests {
             let n = Int32(round % 40)
             counts.hits.withUnsafeMutableBufferPointer { hits in
                 hits.update(repeating: 0)
-                bt_pool_run(pool, n, { context, index in
+                bt_pool_run(pool, n, { context, index, worker in
                     guard let context else { return }
-                    // Each index owns its slot, so plain stores do not race.
-                    context.assumingMemoryBound(to: Int32.self)[Int(index)] += 1
+                    // Each index owns its slot, so plain stores do not race; a worker index out of
+                    // 0..<3 is recorded as a count of 100.
+                    context.assumingMemoryBound(to: Int32.self)[Int(index)] += (0..<3).contains(worker) ? 1 : 100
                 }, hits.baseAddress)
             }
             let ran: [Int32] = Array(counts.hits.prefix(Int(n))), idle: [Int32] = Array(counts.hits.dropFirst(Int(n)))

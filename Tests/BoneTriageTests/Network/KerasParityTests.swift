@@ -33,10 +33,12 @@ struct KerasParityTests {
         #expect(mine == x.values)
     }
 
-    @Test("150x150, batch of 2: pooled features and four stage activations within 1e-4 of Keras")
-    func parity150() throws {
+    @Test("150x150, batch of 2: pooled features and four stage activations within 1e-4 of Keras, every kernel family",
+          arguments: KernelFamily.supported)
+    func parity150(family: KernelFamily) throws {
         let x = try tensor("in150")
-        let engine = try InceptionV3Engine(network: network, inputSize: 150, threads: 2)
+        let engine = try InceptionV3Engine(network: network, inputSize: 150, threads: 2, kernels: family)
+        #expect(engine.kernels == family)
         var stages: [InceptionStage: ActivationSnapshot] = [:]
         let pooled = try engine.pooledFeatures(x.values, batch: 2) { stages[$0] = $1 }
         #expect(relativeMaxDifference(pooled, try tensor("in150/pooled").values) <= 1e-4)
@@ -50,10 +52,10 @@ struct KerasParityTests {
         }
     }
 
-    @Test("299x299 input works and matches Keras")
-    func parity299() throws {
+    @Test("299x299 input works and matches Keras, every kernel family", arguments: KernelFamily.supported)
+    func parity299(family: KernelFamily) throws {
         let x = try tensor("in299")
-        let engine = try InceptionV3Engine(network: network, inputSize: 299, threads: 2)
+        let engine = try InceptionV3Engine(network: network, inputSize: 299, threads: 2, kernels: family)
         let pooled = try engine.pooledFeatures(x.values, batch: 1)
         #expect(relativeMaxDifference(pooled, try tensor("in299/pooled").values) <= 1e-4)
     }
@@ -70,6 +72,43 @@ struct KerasParityTests {
         #expect(relativeMaxDifference(second, Array(batch[2048...])) <= 1e-5)
         // Reusing the engine's buffers after a different batch size gives the same answer again.
         #expect(try two.pooledFeatures(x, batch: 2) == batch)
+    }
+
+    @Test("AVX2 and the AVX-512 code give the same bits through the whole network, in any thread split")
+    func widefamiliesAgree() throws {
+        let x = try tensor("in150").values
+        guard KernelFamily.avx2.isSupported else { return }
+        let reference = try InceptionV3Engine(network: network, inputSize: 150, threads: 2, kernels: .avx2).pooledFeatures(x, batch: 2)
+        for family in [KernelFamily.avx512, .avx512OnAVX2] where family.isSupported {
+            for threads in [1, 2, 3] {
+                let features = try InceptionV3Engine(network: network, inputSize: 150, threads: threads, kernels: family).pooledFeatures(x, batch: 2)
+                #expect(features == reference, "\(family), \(threads) thread(s)")
+            }
+        }
+        // The portable family rounds differently (no fused multiply-add) but stays close.
+        let portable = try InceptionV3Engine(network: network, inputSize: 150, threads: 2, kernels: .portable).pooledFeatures(x, batch: 2)
+        #expect(portable != reference)
+        #expect(relativeMaxDifference(portable, reference) <= 1e-5)
+    }
+
+    @Test("a kernel family is chosen by name; an unknown or unsupported one is refused with what this CPU runs")
+    func familyChoice() throws {
+        #expect(try KernelFamily.named(nil) == KernelFamily.best)
+        #expect(try KernelFamily.named(" Auto ") == KernelFamily.best)
+        #expect(try KernelFamily.fromEnvironment([:]) == KernelFamily.best)
+        #expect(try KernelFamily.fromEnvironment(["BONETRIAGE_KERNELS": "portable"]) == .portable)
+        #expect(throws: EngineError.unknownKernelFamily("sse9")) { try KernelFamily.named("sse9") }
+        let message = EngineError.unknownKernelFamily("sse9").description
+        #expect(message.contains("auto, avx512, avx2, portable"), "\(message)")
+        if !KernelFamily.avx512.isSupported {
+            #expect(throws: EngineError.kernelFamilyUnsupported(.avx512, cpu: CPUInfo.modelName)) { try KernelFamily.named("avx512") }
+            #expect(throws: EngineError.kernelFamilyUnsupported(.avx512, cpu: CPUInfo.modelName)) {
+                try InceptionV3Engine(network: network, inputSize: 150, threads: 1, kernels: .avx512)
+            }
+            let text = EngineError.kernelFamilyUnsupported(.avx512, cpu: "Test CPU").description
+            #expect(text.contains("cannot run on this CPU (Test CPU)") && text.contains("avx2"), "\(text)")
+        }
+        #expect(KernelFamily.supported.contains(.portable) && KernelFamily.supported.contains(KernelFamily.best))
     }
 
     @Test("bad input is refused with a clear error")

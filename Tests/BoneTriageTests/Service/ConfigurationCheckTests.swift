@@ -105,4 +105,26 @@ struct ConfigurationCheckTests {
         c.engineThreads = 1
         #expect(check.findings(c).map(\.setting) == ["[triage] workers"])
     }
+
+    @Test("[triage] kernels auto with a $BONETRIAGE_KERNELS this CPU cannot run, or that names nothing, is a failure")
+    func kernelsFromEnvironment() throws {
+        let c = BoneTriageConfiguration()
+        func kernelFindings(_ environment: [String: String]) -> [ConfigurationCheck.Finding] {
+            ConfigurationCheck(cores: 2, defaultModelPath: { "/nonexistent" }, environment: environment).findings(c)
+                .filter { $0.setting == "[triage] kernels" }
+        }
+        #expect(kernelFindings([:]).isEmpty)
+        #expect(kernelFindings(["BONETRIAGE_KERNELS": "portable"]).isEmpty)
+        let bad = kernelFindings(["BONETRIAGE_KERNELS": "turbo"])
+        #expect(bad.count == 1 && bad.first?.severity == .failure)
+        #expect(bad.first?.problem.contains("'turbo' is not a kernel family") == true, "\(bad)")
+        if !KernelFamily.avx512.isSupported {
+            #expect(kernelFindings(["BONETRIAGE_KERNELS": "avx512"]).first?.problem.contains("cannot run on this CPU") == true)
+        }
+        // A family named in the file wins over the environment.
+        var pinned = c
+        pinned.kernels = .portable
+        #expect(ConfigurationCheck(cores: 2, defaultModelPath: { "/nonexistent" }, environment: ["BONETRIAGE_KERNELS": "turbo"]).findings(pinned)
+            .filter { $0.setting == "[triage] kernels" }.isEmpty)
+    }
 }

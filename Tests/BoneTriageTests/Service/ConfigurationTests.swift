@@ -154,4 +154,28 @@ struct ConfigurationTests {
             #expect(error.description.contains("[heatmaps] stride: unknown key"), "\(error)")
         }
     }
+
+    @Test("[triage] kernels: auto by default (as the shipped example states); a family this CPU runs, in any case; anything else refused with the choices")
+    func kernels() throws {
+        #expect(BoneTriageConfiguration().kernels == nil)
+        let shipped = try String(contentsOfFile: Self.shipped, encoding: .utf8)
+        #expect(shipped.contains("kernels = \"auto\""))
+        #expect(try BoneTriageConfiguration.parse("[triage]\nkernels = \"portable\"\n", path: "k.toml").kernels == .portable)
+        #expect(try BoneTriageConfiguration.parse("[triage]\nkernels = \"Portable\"\n", path: "k.toml").kernels == .portable)
+        #expect(try BoneTriageConfiguration.parse("[triage]\nkernels = \"auto\"\n", path: "k.toml").kernels == nil)
+        #expect(try BoneTriageConfiguration.parse("[triage]\nkernels = \"AUTO\"\n", path: "k.toml").kernels == nil)
+        #expect(TriagePolicy(configuration: try BoneTriageConfiguration.parse("[triage]\nkernels = \"portable\"\n", path: "k.toml")).kernels == .portable)
+        // The emulation is for tests, and a family the CPU lacks would die on an illegal instruction.
+        var refused = ["fast", "avx512-on-avx2"]
+        if !KernelFamily.avx512.isSupported { refused.append("avx512") }
+        for name in refused {
+            do {
+                _ = try BoneTriageConfiguration.parse("[triage]\nkernels = \"\(name)\"\n", path: "k.toml")
+                Issue.record("kernels = \(name) was accepted")
+            } catch let error as ConfigurationError {
+                #expect(error.description.contains("[triage] kernels = \"\(name)\": must be \"auto\" or a kernel family this CPU"), "\(error)")
+                #expect(error.description.contains("\"portable\""), "\(error)")
+            }
+        }
+    }
 }
