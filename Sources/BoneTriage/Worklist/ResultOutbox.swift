@@ -42,6 +42,10 @@ public struct ResultObject: Sendable, Equatable {
     public var buildProblem: String?
     /// When retention removed its file.
     public var fileRemovedAt: Date?
+    /// The node that builds and delivers it (its file is on that node's disk): the node that queued it or
+    /// took it over unbuilt with a re-triage, then the node that built it. Nil: the study's triage node
+    /// (queued before objects had a node).
+    public var node: String?
     public var deliveries: [OutboxEntry]
 
     /// Queued, neither built nor given up.

@@ -5,7 +5,8 @@ import GRDB
 extension SQLiteWorklist {
     // MARK: Queued with a verdict or a review (inside their transaction)
 
-    /// The objects a triage needs, by destination (`ResultQueueing.queue`).
+    /// The objects a triage needs, by destination (`ResultQueueing.queue`), each to be built and delivered
+    /// by the study's triage node (the node recording the triage).
     static func queueResults(_ db: Database, studyID: Int64, study: Study, images: [StudyImage], destinations: [ResultDestination],
                              at: Date) throws {
         let queued = try ResultQueueing.queue(
@@ -14,14 +15,15 @@ extension SQLiteWorklist {
             latestReport: { try latestReportID(db, studyID: studyID) },
             insert: { kind, series, seriesNumber, instance, source, replaces in
                 try insertObject(db, studyID: studyID, kind: kind, series: series, seriesNumber: seriesNumber, instance: instance, source: source,
-                                 reviewID: nil, replacesID: replaces, at: at)
+                                 reviewID: nil, replacesID: replaces, node: study.triageNode, at: at)
             },
             deliver: { id, names in try insertDeliveries(db, objectID: id, destinations: names, at: at) })
         if queued { try refreshDeliveryMark(db, studyID: studyID) }
     }
 
     /// A review of a study that has a report: an updated report (same series, next instance) replacing
-    /// the latest one, for the destinations that one was queued for.
+    /// the latest one, for the destinations that one was queued for, built and delivered by the study's
+    /// triage node (the reviewer's process makes no file).
     static func queueUpdatedReport(_ db: Database, studyID: Int64, reviewID: Int64, at: Date) throws {
         guard let previous = try latestReportID(db, studyID: studyID),
               let row = try Row.fetchOne(db, sql: "SELECT seriesInstanceUID, seriesNumber, instanceNumber FROM resultObject WHERE id = ?",
@@ -31,10 +33,19 @@ extension SQLiteWorklist {
         let series: String = row["seriesInstanceUID"], number: Int = row["seriesNumber"]
         let instance = (try Int.fetchOne(db, sql: "SELECT max(instanceNumber) FROM resultObject WHERE studyID = ? AND seriesInstanceUID = ?",
                                          arguments: [studyID, series]) ?? 0) + 1
+        let triageNode = try String.fetchOne(db, sql: "SELECT triageNode FROM study WHERE id = ?", arguments: [studyID])
         let id = try insertObject(db, studyID: studyID, kind: .structuredReport, series: series, seriesNumber: number, instance: instance,
-                                  source: nil, reviewID: reviewID, replacesID: previous, at: at)
+                                  source: nil, reviewID: reviewID, replacesID: previous, node: triageNode, at: at)
         try insertDeliveries(db, objectID: id, destinations: destinations, at: at)
         try refreshDeliveryMark(db, studyID: studyID)
+    }
+
+    /// A study triaged again, by `node`: its objects not built yet (no disk has their file) go with its
+    /// triage, as they did before objects had a node; those built stay with the node that has their file.
+    static func passUnbuiltResults(_ db: Database, studyID: Int64?, to node: String) throws {
+        guard let studyID else { return }
+        try db.execute(sql: "UPDATE resultObject SET node = ? WHERE studyID = ? AND filePath IS NULL AND buildProblem IS NULL",
+                       arguments: [node, studyID])
     }
 
     /// The study's `deliveryMark` from its entries, after any change to them.
@@ -58,12 +69,12 @@ extension SQLiteWorklist {
     }
 
     private static func insertObject(_ db: Database, studyID: Int64, kind: ResultKind, series: String, seriesNumber: Int, instance: Int,
-                                     source: String?, reviewID: Int64?, replacesID: Int64?, at: Date) throws -> Int64 {
+                                     source: String?, reviewID: Int64?, replacesID: Int64?, node: String?, at: Date) throws -> Int64 {
         try db.execute(sql: """
             INSERT INTO resultObject (studyID, kind, sopInstanceUID, seriesInstanceUID, seriesNumber, instanceNumber, sourceSOPInstanceUID,
-                                      reviewID, replacesID, queuedAt)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [studyID, kind.rawValue, DicomUID.make(), series, seriesNumber, instance, source, reviewID, replacesID, at])
+                                      reviewID, replacesID, queuedAt, node)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [studyID, kind.rawValue, DicomUID.make(), series, seriesNumber, instance, source, reviewID, replacesID, at, node])
         return db.lastInsertedRowID
     }
 
@@ -78,6 +89,11 @@ extension SQLiteWorklist {
     }
 
     // MARK: Reading the outbox
+
+    /// The objects of the node given as its argument: its own, and those without a node (queued before
+    /// objects had one) of a study it triaged last; an object of a study no node triaged is anyone's (a
+    /// single node's, from before nodes were kept).
+    static let ofNode = "(coalesce(o.node, s.triageNode) IS NULL OR coalesce(o.node, s.triageNode) = ?)"
 
     private static let objectSelect = """
         SELECT o.*, s.studyInstanceUID, s.shortID,
@@ -103,6 +119,7 @@ extension SQLiteWorklist {
         o.builtAt = row["builtAt"]
         o.buildProblem = row["buildProblem"]
         o.fileRemovedAt = row["fileRemovedAt"]
+        o.node = row["node"]
         if let reviewer: String = row["r_reviewer"] {
             o.review = Review(studyInstanceUID: o.studyInstanceUID, reviewer: reviewer, reviewedAt: row["r_reviewedAt"],
                               action: try decodeEnum(row, "r_action"), fromVerdict: try decodeOptionalEnum(row, "r_fromVerdict"),
@@ -142,15 +159,17 @@ extension SQLiteWorklist {
     public func resultObjectsAwaitingBuild(limit: Int) throws -> [ResultObject] {
         try read { db in
             try Row.fetchAll(db, sql: Self.objectSelect + """
-                 WHERE o.filePath IS NULL AND o.buildProblem IS NULL AND (s.triageNode IS NULL OR s.triageNode = ?) ORDER BY o.id LIMIT ?
+                 WHERE o.filePath IS NULL AND o.buildProblem IS NULL AND \(Self.ofNode) ORDER BY o.id LIMIT ?
                 """, arguments: [node, limit]).map { try Self.object(db, $0) }
         }
     }
 
     public func recordResultBuilt(sopInstanceUID: String, filePath: String, at: Date) throws {
         try write { db in
-            try db.execute(sql: "UPDATE resultObject SET filePath = ?, builtAt = ?, buildProblem = NULL WHERE sopInstanceUID = ?",
-                           arguments: [filePath, at, sopInstanceUID])
+            // The file is on this node's disk, whoever the object was for (a re-triage elsewhere may have
+            // passed it on while this node built it): this node delivers it.
+            try db.execute(sql: "UPDATE resultObject SET filePath = ?, builtAt = ?, buildProblem = NULL, node = ? WHERE sopInstanceUID = ?",
+                           arguments: [filePath, at, node, sopInstanceUID])
             guard db.changesCount == 1 else { throw WorklistError.outboxEntryNotFound(entry: sopInstanceUID) }
             try Self.refreshDeliveryMark(db, studyID: try Self.studyID(db, object: sopInstanceUID))
         }
@@ -184,7 +203,7 @@ extension SQLiteWorklist {
         try read { db in
             try Row.fetchAll(db, sql: Self.entrySelect + """
                  WHERE d.state = ? AND o.filePath IS NOT NULL AND (d.nextAttemptAt IS NULL OR d.nextAttemptAt <= ?)
-                   AND (s.triageNode IS NULL OR s.triageNode = ?)
+                   AND \(Self.ofNode)
                  ORDER BY d.destination, d.nextAttemptAt, d.id LIMIT ?
                 """, arguments: [DeliveryState.pending.rawValue, now, node, limit]).map(Self.entry)
         }

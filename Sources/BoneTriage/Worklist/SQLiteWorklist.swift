@@ -173,7 +173,10 @@ public final class SQLiteWorklist: WorklistStore {
         try write { db in
             var row = try Self.studyRow(db, uid: uid)
             try row.study.move(to: state, reason: reason)
-            if state != .pending { row.study.triageNode = node }
+            if state != .pending {
+                row.study.triageNode = node
+                try Self.passUnbuiltResults(db, studyID: row.id, to: node)
+            }
             try row.update(db)
         }
     }
@@ -194,6 +197,7 @@ public final class SQLiteWorklist: WorklistStore {
             row.study.recordTriage(r, imageProbabilities: images.compactMap(\.image.probability))
             row.study.triageNode = node
             try row.update(db)
+            try Self.passUnbuiltResults(db, studyID: studyID, to: node)
             row.study.heatmapCount = try Self.recountHeatmaps(db, studyID: studyID)
             if row.study.state == .triaged {
                 try Self.queueResults(db, studyID: studyID, study: row.study, images: images.map(\.image), destinations: r.resultDestinations,

@@ -246,6 +246,16 @@ public enum WorklistSchema {
                 t.add(column: "operatingPoint", .text)
             }
         }
+        // v13: the node whose disk has, or is to have, each result object's file: the node that queued it
+        // (the study's triage node), then the node that built it. It builds and delivers the object; a
+        // re-triage on another node leaves built objects with their node and passes on those not yet built.
+        // Existing rows get their study's triage node, as it stood; NULL: the study's triage node, as before.
+        migrator.registerMigration("v13-result-object-node") { db in
+            try db.execute(sql: """
+                ALTER TABLE resultObject ADD COLUMN node TEXT;
+                UPDATE resultObject SET node = (SELECT triageNode FROM study WHERE study.id = resultObject.studyID);
+                """)
+        }
         return migrator
     }
 }

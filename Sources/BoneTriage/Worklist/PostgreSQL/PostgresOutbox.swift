@@ -6,8 +6,9 @@ import Foundation
 extension PostgresWorklist {
     // MARK: Queued with a verdict or a review (inside their transaction, the study locked)
 
-    /// The objects a triage needs, by destination (`ResultQueueing.queue`); returns the study's new
-    /// delivery mark when something was queued.
+    /// The objects a triage needs, by destination (`ResultQueueing.queue`), each to be built and delivered
+    /// by the study's triage node (the node recording the triage); returns the study's new delivery mark
+    /// when something was queued.
     static func queueResults(_ c: PostgresConnection, studyID: Int64, study: Study, images: [StudyImage], destinations: [ResultDestination],
                              at: Date) throws -> DeliveryMark? {
         let queued = try ResultQueueing.queue(
@@ -16,14 +17,15 @@ extension PostgresWorklist {
             latestReport: { try latestReportID(c, studyID: studyID) },
             insert: { kind, series, seriesNumber, instance, source, replaces in
                 try insertObject(c, studyID: studyID, kind: kind, series: series, seriesNumber: seriesNumber, instance: instance, source: source,
-                                 reviewID: nil, replacesID: replaces, at: at)
+                                 reviewID: nil, replacesID: replaces, node: study.triageNode, at: at)
             },
             deliver: { id, names in try insertDeliveries(c, objectID: id, destinations: names, at: at) })
         return queued ? try refreshDeliveryMark(c, studyID: studyID) : nil
     }
 
     /// A review of a study that has a report: an updated report (same series, next instance) replacing
-    /// the latest one, for the destinations that one was queued for.
+    /// the latest one, for the destinations that one was queued for, built and delivered by the study's
+    /// triage node (the reviewer's process makes no file).
     static func queueUpdatedReport(_ c: PostgresConnection, studyID: Int64, reviewID: Int64, at: Date) throws {
         guard let previous = try latestReportID(c, studyID: studyID),
               let row = try c.execute("SELECT seriesInstanceUID, seriesNumber FROM resultObject WHERE id = $1", [previous]).first else { return }
@@ -32,10 +34,17 @@ extension PostgresWorklist {
         let series = try row.required(0, "seriesInstanceUID", row.text), number = try row.required(1, "seriesNumber", row.integer)
         let instance = (try c.execute("SELECT max(instanceNumber) FROM resultObject WHERE studyID = $1 AND seriesInstanceUID = $2",
                                       [studyID, series]).first?.integer(0) ?? 0) + 1
+        let triageNode = try c.execute("SELECT triageNode FROM study WHERE id = $1", [studyID]).first?.text(0)
         let id = try insertObject(c, studyID: studyID, kind: .structuredReport, series: series, seriesNumber: number, instance: instance,
-                                  source: nil, reviewID: reviewID, replacesID: previous, at: at)
+                                  source: nil, reviewID: reviewID, replacesID: previous, node: triageNode, at: at)
         try insertDeliveries(c, objectID: id, destinations: destinations, at: at)
         _ = try refreshDeliveryMark(c, studyID: studyID)
+    }
+
+    /// A study triaged again, by `node`: its objects not built yet (no disk has their file) go with its
+    /// triage, as they did before objects had a node; those built stay with the node that has their file.
+    static func passUnbuiltResults(_ c: PostgresConnection, studyID: Int64, to node: String) throws {
+        try c.execute("UPDATE resultObject SET node = $1 WHERE studyID = $2 AND filePath IS NULL AND buildProblem IS NULL", [node, studyID])
     }
 
     /// The study's `deliveryMark` from its entries, after any change to them; the study row is locked first.
@@ -64,12 +73,12 @@ extension PostgresWorklist {
     }
 
     private static func insertObject(_ c: PostgresConnection, studyID: Int64, kind: ResultKind, series: String, seriesNumber: Int, instance: Int,
-                                     source: String?, reviewID: Int64?, replacesID: Int64?, at: Date) throws -> Int64 {
+                                     source: String?, reviewID: Int64?, replacesID: Int64?, node: String?, at: Date) throws -> Int64 {
         let row = try c.execute("""
             INSERT INTO resultObject (studyID, kind, sopInstanceUID, seriesInstanceUID, seriesNumber, instanceNumber, sourceSOPInstanceUID,
-                                      reviewID, replacesID, queuedAt)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id
-            """, [studyID, kind.rawValue, DicomUID.make(), series, seriesNumber, instance, source, reviewID, replacesID, at]).first
+                                      reviewID, replacesID, queuedAt, node)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id
+            """, [studyID, kind.rawValue, DicomUID.make(), series, seriesNumber, instance, source, reviewID, replacesID, at, node]).first
         guard let id = try row?.integer(0) else { throw StoredValueError(column: "resultObject.id", value: nil) }
         return Int64(id)
     }
@@ -85,11 +94,18 @@ extension PostgresWorklist {
 
     // MARK: Reading the outbox
 
+    /// The objects of the node given as parameter `$n`: its own, and those without a node (queued before
+    /// objects had one) of a study it triaged last; an object of a study no node triaged is anyone's (a
+    /// single node's, from before nodes were kept).
+    static func ofNode(_ n: Int) -> String {
+        "(coalesce(o.node, s.triageNode) IS NULL OR coalesce(o.node, s.triageNode) = $\(n))"
+    }
+
     private static let objectSelect = """
         SELECT o.id, o.kind, o.sopInstanceUID, o.seriesInstanceUID, o.seriesNumber, o.instanceNumber, o.sourceSOPInstanceUID, o.queuedAt,
                o.filePath, o.builtAt, o.buildProblem, o.fileRemovedAt, s.studyInstanceUID, s.shortID,
                s.studyInstanceUID, r.reviewer, r.reviewedAt, r.action, r.fromVerdict, r.label, r.note, r.statedReviewer,
-               p.kind, p.sopInstanceUID, p.seriesInstanceUID
+               p.kind, p.sopInstanceUID, p.seriesInstanceUID, o.node
         FROM resultObject o JOIN study s ON s.id = o.studyID
         LEFT JOIN review r ON r.id = o.reviewID
         LEFT JOIN resultObject p ON p.id = o.replacesID
@@ -111,6 +127,7 @@ extension PostgresWorklist {
         o.builtAt = try r.date(9)
         o.buildProblem = r.text(10)
         o.fileRemovedAt = try r.date(11)
+        o.node = r.text(25)
         if r.text(15) != nil { o.review = try review(r, from: 14) }
         if let sop = r.text(23) {
             let kind: ResultKind = try r.requiredChoice(22, "kind")
@@ -159,25 +176,37 @@ extension PostgresWorklist {
 
     public func resultObjectsAwaitingBuild(limit: Int) throws -> [ResultObject] {
         try read { c in
-            try Self.objects(c, where: " WHERE o.filePath IS NULL AND o.buildProblem IS NULL AND (s.triageNode IS NULL OR s.triageNode = $2) ORDER BY o.id LIMIT $1",
+            try Self.objects(c, where: " WHERE o.filePath IS NULL AND o.buildProblem IS NULL AND \(Self.ofNode(2)) ORDER BY o.id LIMIT $1",
                              [limit, node])
         }
     }
 
+    /// Locks the study of an object before the object is changed: a triage (which passes the study's
+    /// unbuilt objects on) locks the study, then its objects, so a build recorded at the same time must
+    /// take them in that order too.
+    private static func lockedStudyID(_ c: PostgresConnection, object sop: String) throws -> Int64? {
+        try c.execute("SELECT s.id FROM study s JOIN resultObject o ON o.studyID = s.id WHERE o.sopInstanceUID = $1 FOR UPDATE OF s", [sop])
+            .first?.integer(0).map(Int64.init)
+    }
+
     public func recordResultBuilt(sopInstanceUID: String, filePath: String, at: Date) throws {
         try write { c in
-            let changed = try c.execute("UPDATE resultObject SET filePath = $1, builtAt = $2, buildProblem = NULL WHERE sopInstanceUID = $3",
-                                        [filePath, at, sopInstanceUID]).affected
+            guard let studyID = try Self.lockedStudyID(c, object: sopInstanceUID) else { throw WorklistError.outboxEntryNotFound(entry: sopInstanceUID) }
+            // The file is on this node's disk, whoever the object was for (a re-triage elsewhere may have
+            // passed it on while this node built it): this node delivers it.
+            let changed = try c.execute("UPDATE resultObject SET filePath = $1, builtAt = $2, buildProblem = NULL, node = $4 WHERE sopInstanceUID = $3",
+                                        [filePath, at, sopInstanceUID, node]).affected
             guard changed == 1 else { throw WorklistError.outboxEntryNotFound(entry: sopInstanceUID) }
-            try Self.refreshDeliveryMark(c, studyID: try Self.studyID(c, object: sopInstanceUID))
+            try Self.refreshDeliveryMark(c, studyID: studyID)
         }
     }
 
     public func recordResultBuildProblem(sopInstanceUID: String, reason: String, at: Date) throws {
         try write { c in
+            let studyID = try Self.lockedStudyID(c, object: sopInstanceUID)
             try c.execute("UPDATE resultObject SET buildProblem = $1, builtAt = $2 WHERE sopInstanceUID = $3 AND filePath IS NULL",
                           [reason, at, sopInstanceUID])
-            try Self.refreshDeliveryMark(c, studyID: try Self.studyID(c, object: sopInstanceUID))
+            try Self.refreshDeliveryMark(c, studyID: studyID)
         }
     }
 
@@ -199,7 +228,7 @@ extension PostgresWorklist {
         try read { c in
             try c.execute(Self.entrySelect + """
                  WHERE d.state = $1 AND o.filePath IS NOT NULL AND (d.nextAttemptAt IS NULL OR d.nextAttemptAt <= $2)
-                   AND (s.triageNode IS NULL OR s.triageNode = $4)
+                   AND \(Self.ofNode(4))
                  ORDER BY d.destination, d.nextAttemptAt NULLS FIRST, d.id LIMIT $3
                 """, [DeliveryState.pending.rawValue, now, limit, node]).rows.map(Self.entry)
         }

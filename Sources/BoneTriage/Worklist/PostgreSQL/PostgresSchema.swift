@@ -261,6 +261,14 @@ enum PostgresSchema {
         // v12: the operating point a study's verdict came from (`OperatingPoint.verdictSource`), as the
         // review CLI and the triage report name it.
         Migration("v12-operating-point", "ALTER TABLE study ADD COLUMN operatingPoint text;"),
+        // v13: the node whose disk has, or is to have, each result object's file: the node that queued it
+        // (the study's triage node), then the node that built it. It builds and delivers the object; a
+        // re-triage on another node leaves built objects with their node and passes on those not yet built.
+        // Existing rows get their study's triage node, as it stood; NULL: the study's triage node, as before.
+        Migration("v13-result-object-node", """
+            ALTER TABLE resultObject ADD COLUMN node text COLLATE "C";
+            UPDATE resultObject o SET node = s.triageNode FROM study s WHERE s.id = o.studyID;
+            """),
     ]
 
     static var identifiers: [String] { migrations.map(\.identifier) }

@@ -229,7 +229,10 @@ public final class PostgresWorklist: WorklistStore {
         try write { c in
             var row = try Self.lockedStudy(c, uid: uid)
             try row.study.move(to: state, reason: reason)
-            if state != .pending { row.study.triageNode = node }
+            if state != .pending {
+                row.study.triageNode = node
+                try Self.passUnbuiltResults(c, studyID: row.id, to: node)
+            }
             try Self.update(c, row)
         }
     }
@@ -260,6 +263,7 @@ public final class PostgresWorklist: WorklistStore {
             row.study.recordTriage(r, imageProbabilities: images.compactMap(\.image.probability))
             row.study.triageNode = node
             try Self.update(c, row)
+            try Self.passUnbuiltResults(c, studyID: row.id, to: node)
             row.study.heatmapCount = try Self.recountHeatmaps(c, studyID: row.id)
             if row.study.state == .triaged {
                 if let mark = try Self.queueResults(c, studyID: row.id, study: row.study, images: images.map(\.image),
