@@ -258,7 +258,7 @@ public final class SQLiteWorklist: WorklistStore {
         let finished = [StudyState.triaged, .notApplicable, .failed].map { "'\($0.rawValue)'" }.joined(separator: ", ")
         return try read { db in
             // A study's source files stay while one of its result objects waits to be built from them; a
-            // result file goes once every destination has it (or it was dropped).
+            // result file goes once every destination has it (or it was dropped), from the node that has it.
             let rows = try Row.fetchCursor(db, sql: """
                 WITH files AS (
                     SELECT i.studyID, i.filePath, i.id AS n FROM image i
@@ -267,8 +267,8 @@ public final class SQLiteWorklist: WorklistStore {
                     SELECT i.studyID, c.filePath, i.id + 2000000000000 AS n FROM imageCopy c JOIN image i ON i.id = c.imageID
                     WHERE c.node = ? AND c.fileRemovedAt IS NULL AND substr(c.filePath, 1, length(?)) = ?
                     UNION ALL
-                    SELECT o.studyID, o.filePath, o.id + 4000000000000 AS n FROM resultObject o
-                    WHERE o.filePath IS NOT NULL AND o.fileRemovedAt IS NULL AND substr(o.filePath, 1, length(?)) = ?
+                    SELECT o.studyID, o.filePath, o.id + 4000000000000 AS n FROM resultObject o JOIN study s ON s.id = o.studyID
+                    WHERE o.filePath IS NOT NULL AND o.fileRemovedAt IS NULL AND substr(o.filePath, 1, length(?)) = ? AND \(Self.ofNode)
                       AND NOT EXISTS (SELECT 1 FROM resultDelivery d WHERE d.objectID = o.id AND d.state NOT IN ('delivered', 'dropped'))
                 )
                 SELECT s.studyInstanceUID, s.shortID, max(s.lastReceivedAt, coalesce(s.triagedAt, s.lastReceivedAt)) AS finishedAt, f.filePath
@@ -276,7 +276,7 @@ public final class SQLiteWorklist: WorklistStore {
                 WHERE s.state IN (\(finished))
                   AND NOT EXISTS (SELECT 1 FROM resultObject w WHERE w.studyID = s.id AND w.filePath IS NULL AND w.buildProblem IS NULL)
                 ORDER BY finishedAt, s.id, f.n
-                """, arguments: [prefix, prefix, node, node, prefix, prefix, prefix, prefix])
+                """, arguments: [prefix, prefix, node, node, prefix, prefix, prefix, prefix, node])
             var found: [(uid: String, shortID: String, finishedAt: Date, path: String)] = []
             while let row = try rows.next() { found.append((row["studyInstanceUID"], row["shortID"], row["finishedAt"], row["filePath"])) }
             return FinishedStudyFiles.grouping(found)
@@ -289,7 +289,10 @@ public final class SQLiteWorklist: WorklistStore {
             for path in paths {
                 try db.execute(sql: "UPDATE image SET fileRemovedAt = ? WHERE filePath = ? AND (node IS NULL OR node = ?)", arguments: [date, path, node])
                 try db.execute(sql: "UPDATE imageCopy SET fileRemovedAt = ? WHERE node = ? AND filePath = ?", arguments: [date, node, path])
-                try db.execute(sql: "UPDATE resultObject SET fileRemovedAt = ? WHERE filePath = ?", arguments: [date, path])
+                try db.execute(sql: """
+                    UPDATE resultObject SET fileRemovedAt = ? WHERE id IN (
+                        SELECT o.id FROM resultObject o JOIN study s ON s.id = o.studyID WHERE o.filePath = ? AND \(Self.ofNode))
+                    """, arguments: [date, path, node])
             }
         }
     }

@@ -349,7 +349,7 @@ public final class PostgresWorklist: WorklistStore {
         let finished = [StudyState.triaged, .notApplicable, .failed].map { "'\($0.rawValue)'" }.joined(separator: ", ")
         return try read { c in
             // A study's source files stay while one of its result objects waits to be built from them; a
-            // result file goes once every destination has it (or it was dropped).
+            // result file goes once every destination has it (or it was dropped), from the node that has it.
             let rows = try c.execute("""
                 WITH files AS (
                     SELECT i.studyID, i.filePath, i.id AS n FROM image i
@@ -358,8 +358,8 @@ public final class PostgresWorklist: WorklistStore {
                     SELECT i.studyID, c.filePath, i.id + 2000000000000 AS n FROM imageCopy c JOIN image i ON i.id = c.imageID
                     WHERE c.node = $3 AND c.fileRemovedAt IS NULL AND c.filePath >= $1 AND c.filePath < $2
                     UNION ALL
-                    SELECT o.studyID, o.filePath, o.id + 4000000000000 AS n FROM resultObject o
-                    WHERE o.filePath IS NOT NULL AND o.fileRemovedAt IS NULL AND o.filePath >= $1 AND o.filePath < $2
+                    SELECT o.studyID, o.filePath, o.id + 4000000000000 AS n FROM resultObject o JOIN study s ON s.id = o.studyID
+                    WHERE o.filePath IS NOT NULL AND o.fileRemovedAt IS NULL AND o.filePath >= $1 AND o.filePath < $2 AND \(Self.ofNode(3))
                       AND NOT EXISTS (SELECT 1 FROM resultDelivery d WHERE d.objectID = o.id AND d.state NOT IN ('delivered', 'dropped'))
                 )
                 SELECT s.studyInstanceUID, s.shortID, greatest(s.lastReceivedAt, coalesce(s.triagedAt, s.lastReceivedAt)) AS finishedAt, f.filePath
@@ -381,7 +381,9 @@ public final class PostgresWorklist: WorklistStore {
             for path in paths {
                 try c.execute("UPDATE image SET fileRemovedAt = $1 WHERE filePath = $2 AND (node IS NULL OR node = $3)", [date, path, node])
                 try c.execute("UPDATE imageCopy SET fileRemovedAt = $1 WHERE node = $2 AND filePath = $3", [date, node, path])
-                try c.execute("UPDATE resultObject SET fileRemovedAt = $1 WHERE filePath = $2", [date, path])
+                try c.execute("""
+                    UPDATE resultObject o SET fileRemovedAt = $1 FROM study s WHERE s.id = o.studyID AND o.filePath = $2 AND \(Self.ofNode(3))
+                    """, [date, path, node])
             }
         }
     }
