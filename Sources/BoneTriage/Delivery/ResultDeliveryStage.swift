@@ -6,7 +6,9 @@ import Synchronization
 /// destination for the entries due, then each outcome recorded in the worklist: stored (delivered),
 /// refused for good (refused, shown by `bonetriage outbox`), or not this time (pending again, the next
 /// attempt after `DeliveryPolicy.retryDelay`). The file, and so the SOP Instance UID, is the one built
-/// when it was queued: a resend (after a failure, a restart, a kill -9) sends the same object.
+/// when it was queued: a resend (after a failure, a restart, a kill -9) sends the same object. The entries
+/// due are this node's (the worklist's `node`: it built their files); one whose file is not on this
+/// node's disk is not sent, and is refused with a message that says so.
 public final class ResultDeliveryStage: Sendable {
     let worklist: any WorklistStore
     let sender: any ResultSending
@@ -40,9 +42,15 @@ public final class ResultDeliveryStage: Sendable {
                 }
                 continue
             }
-            let batch = Array(entries.prefix(policy.batchSize))
+            var batch = Array(entries.prefix(policy.batchSize))
+            let missing = batch.filter { $0.filePath.map { !FileManager.default.fileExists(atPath: $0) } ?? false }
+            for entry in missing {
+                recordMissingFile(entry, at: max(now, Date()))
+                tried += 1
+            }
+            batch.removeAll { entry in missing.contains { $0.entryID == entry.entryID } }
             let paths = batch.compactMap(\.filePath)
-            guard paths.count == batch.count else { continue }
+            guard !batch.isEmpty, paths.count == batch.count else { continue }
             let outcomes = sender.send(paths, to: destination)
             let finished = max(now, Date())
             for (n, entry) in batch.enumerated() {
@@ -52,6 +60,24 @@ public final class ResultDeliveryStage: Sendable {
             }
         }
         return tried
+    }
+
+    /// Why an entry of this node is not sent: its file, which this node built, is not on its disk.
+    public static func missingFileReason(path: String, node: String) -> String {
+        "its file \(path) is missing on node \(node), which built it (removed or moved outside BoneTriage, or the results "
+            + "folder is not mounted): not sent; put the file back and `bonetriage outbox retry` it, or `bonetriage outbox drop` it"
+    }
+
+    private func recordMissingFile(_ entry: OutboxEntry, at: Date) {
+        let reason = Self.missingFileReason(path: entry.filePath ?? "?", node: worklist.node)
+        let named: Logger.Metadata = ["destination": "\(entry.destination)", "study": "\(entry.shortID)", "kind": "\(entry.kind.rawValue)",
+                                      "entry": "\(entry.entryID)"]
+        do {
+            try worklist.recordDeliveryAttempt(entryID: entry.entryID, state: .refused, message: reason, nextAttemptAt: nil, at: at)
+            logger.error("result not sent: \(reason)", metadata: named)
+        } catch {
+            logger.error("result not sent: \(reason); and this could not be recorded: \(error)", metadata: named)
+        }
     }
 
     private func record(_ entry: OutboxEntry, _ outcome: StoreOutcome, destination: ResultDestination, at: Date) {
