@@ -211,6 +211,79 @@ struct ResultStagesTests {
         #expect(delivery.runOnce(now: t0.addingTimeInterval(6000)) == 0, "a refused entry waits for a person")
     }
 
+    @Test("delivery: an entry whose file is missing on this node is not sent, and is refused saying so; the others go")
+    func missingFile() throws {
+        let uid = try triagedStudy()
+        stage(ResultsComponents(writer: RecordingWriter(), sender: ScriptedSender { _ in .stored(warning: nil) }, pictures: SquarePictures())).runOnce()
+        let files = try store.resultObjects(ofStudy: uid).compactMap(\.filePath)
+        #expect(files.count == 3)
+        try FileManager.default.removeItem(atPath: files[1])
+        let sender = ScriptedSender { _ in .stored(warning: nil) }
+        let delivery = ResultDeliveryStage(worklist: store, sender: sender, destinations: [Self.destination], policy: DeliveryPolicy(), logger: logger)
+        #expect(delivery.runOnce() == 3)
+        #expect(sender.calls.withLock { $0.map(\.paths) } == [[files[0], files[2]]], "the missing file is not handed to the sender")
+        let entries = try store.outboxEntries(includeDelivered: true)
+        #expect(entries.map(\.state) == [.delivered, .refused, .delivered])
+        let reason = try #require(entries[1].lastError)
+        #expect(reason == ResultDeliveryStage.missingFileReason(path: files[1], node: store.node))
+        #expect(reason.contains("\(files[1]) is missing on node \(store.node), which built it") && reason.contains("bonetriage outbox drop"), "\(reason)")
+        #expect(try store.study(studyInstanceUID: uid).deliveryMark == .failed, "someone must look")
+        #expect(delivery.runOnce(now: Date().addingTimeInterval(600)) == 0, "a refused entry waits for a person")
+    }
+
+    @Test("two nodes: a study triaged again on the other node; each node builds into its own folder and sends only the files it built")
+    func twoNodes() throws {
+        let location = WorklistLocation.sqlite(path: dir.path("nodes.sqlite"))
+        let a = try Worklist.open(location, role: .daemon, node: "node-a"), b = try Worklist.open(location, role: .daemon, node: "node-b")
+        let uid = "1.2.960"
+        func arrive(_ store: any WorklistStore, _ n: Int, spool: String) throws {
+            try FileManager.default.createDirectory(atPath: dir.path("\(spool)/\(uid)"), withIntermediateDirectories: true)
+            let path = dir.path("\(spool)/\(uid)/\(n).dcm")
+            try Data("DICM".utf8).write(to: URL(fileURLWithPath: path))
+            var arrival = InstanceArrival(studyInstanceUID: uid, sopInstanceUID: "\(uid).\(n)", seriesInstanceUID: "\(uid).0", filePath: path,
+                                          eligible: true, source: .cstore)
+            arrival.sopClassUID = "1.2.840.10008.5.1.4.1.1.1"
+            _ = try store.recordArrival(arrival)
+        }
+        func triage(_ store: any WorklistStore, images: Int) throws {
+            #expect(try store.beginTriage(studyInstanceUID: uid) == .claimed(attempts: 1))
+            var r = TriageResult(studyInstanceUID: uid, imageProbabilities: Dictionary(uniqueKeysWithValues: (1...images).map { ("\(uid).\($0)", 0.9) }),
+                                 threshold: 0.5, modelID: "m", modelHash: "h", imageCount: images)
+            r.resultDestinations = [Self.destination]
+            try store.recordTriage(r)
+            try store.endTriage(studyInstanceUID: uid)
+        }
+        func stages(_ store: any WorklistStore, _ name: String) -> (ResultBuildStage, ResultDeliveryStage, ScriptedSender) {
+            let sender = ScriptedSender { _ in .stored(warning: nil) }
+            let components = ResultsComponents(writer: RecordingWriter(), sender: sender, pictures: SquarePictures())
+            return (ResultBuildStage(worklist: store, components: components, folder: dir.path("results-\(name)"), afterTriage: .keep,
+                                     spoolFolder: dir.path("spool-\(name)"), logger: logger),
+                    ResultDeliveryStage(worklist: store, sender: sender, destinations: [Self.destination], policy: DeliveryPolicy(), logger: logger), sender)
+        }
+        let (buildA, deliverA, sentByA) = stages(a, "a"), (buildB, deliverB, sentByB) = stages(b, "b")
+
+        // node-a triages the study and builds its report and capture; before they are sent, an image
+        // reaches node-b only, which triages the study again.
+        try arrive(a, 1, spool: "spool-a")
+        try arrive(b, 1, spool: "spool-b")
+        try triage(a, images: 1)
+        #expect(buildB.runOnce() == 0)
+        #expect(buildA.runOnce() == 2)
+        try arrive(b, 2, spool: "spool-b")
+        try triage(b, images: 2)
+        #expect(buildA.runOnce() == 0)
+        #expect(buildB.runOnce() == 3, "its own report and a capture of each image")
+
+        #expect(deliverB.runOnce() == 3)
+        #expect(deliverA.runOnce() == 2, "node-a still sends what it built")
+        let sentA = sentByA.calls.withLock { $0.flatMap(\.paths) }, sentB = sentByB.calls.withLock { $0.flatMap(\.paths) }
+        #expect(sentA.count == 2 && sentA.allSatisfy { $0.hasPrefix(dir.path("results-a") + "/") }, "\(sentA)")
+        #expect(sentB.count == 3 && sentB.allSatisfy { $0.hasPrefix(dir.path("results-b") + "/") }, "\(sentB)")
+        let entries = try a.outboxEntries(includeDelivered: true)
+        #expect(entries.count == 5 && entries.allSatisfy { $0.state == .delivered }, "\(entries.map { ($0.state, $0.lastError) })")
+        #expect(try b.study(studyInstanceUID: uid).deliveryMark == .sent)
+    }
+
     @Test("delivery: entries for a destination no longer configured wait, untouched")
     func unknownDestination() throws {
         _ = try triagedStudy(images: 1)

@@ -68,6 +68,31 @@ struct PostgresWorklistTests {
         }
     }
 
+    @Test("migration v13 gives each result object its study's triage node; one of a study no node triaged keeps none (as in SQLite)")
+    func resultObjectNodeBackfill() throws {
+        let conninfo = try Self.freshDatabase()
+        let store = try Worklist.open(.postgresql(connection: conninfo), role: .daemon, node: "node-a")
+        let pacs = ResultDestination(name: "pacs", aeTitle: "PACS", host: "127.0.0.1", port: 104, callingAETitle: "BONETRIAGE", verdicts: .all)
+        for uid in ["1.2.13.1", "1.2.13.2"] {
+            var arrival = WorklistStoreContractTests.arrival(uid, "\(uid).1")
+            arrival.sopClassUID = "1.2.840.10008.5.1.4.1.1.1"
+            _ = try store.recordArrival(arrival)
+            var result = TriageResult(studyInstanceUID: uid, imageProbabilities: ["\(uid).1": 0.9], threshold: 0.5, modelID: "m", modelHash: "h")
+            result.resultDestinations = [pacs]
+            try store.recordTriage(result)
+        }
+        // As v12 left them: no node on objects, and a study triaged before nodes were kept.
+        try PostgresConnection(conninfo).execute("""
+            ALTER TABLE resultObject DROP COLUMN node;
+            DELETE FROM worklist_migrations WHERE identifier = 'v13-result-object-node';
+            UPDATE study SET triageNode = NULL WHERE studyInstanceUID = '1.2.13.2';
+            """)
+        let upgraded = try Worklist.open(.postgresql(connection: conninfo), role: .daemon, node: "node-b")
+        #expect(try upgraded.resultObjects(ofStudy: "1.2.13.1").map(\.node) == ["node-a", "node-a"])
+        #expect(try upgraded.resultObjects(ofStudy: "1.2.13.2").map(\.node) == [nil, nil])
+        #expect(Set(try upgraded.resultObjectsAwaitingBuild(limit: 10).map(\.studyInstanceUID)) == ["1.2.13.2"], "node-a's objects are not node-b's to build")
+    }
+
     @Test("the review audit trail is append-only in the database itself: a plain UPDATE, DELETE or TRUNCATE is refused")
     func appendOnlyTrail() throws {
         let conninfo = try Self.freshDatabase()

@@ -1,5 +1,6 @@
 import BoneTriage
 import Foundation
+import GRDB
 import Testing
 
 extension TriageClaim {
@@ -122,6 +123,126 @@ struct WorklistNodesContractTests {
         try b.markFilesRemoved(["/spool-b/1.2.3/1.2.3.1.dcm"], at: WorklistFixture.base)
         #expect(try b.finishedStudyFiles(under: "/spool-b").isEmpty)
         #expect(try a.finishedStudyFiles(under: "/spool-a").flatMap(\.paths) == ["/spool-a/1.2.3/1.2.3.1.dcm"])
+    }
+
+    /// Runs one statement on the worklist at `location` beside its stores: rows as an older BoneTriage left them.
+    static func execute(_ sql: String, on location: WorklistLocation) throws {
+        switch location {
+        case let .sqlite(path): try DatabaseQueue(path: path).write { try $0.execute(sql: sql) }
+        case let .postgresql(connection): try PostgresConnection(connection).execute(sql)
+        }
+    }
+
+    @Test("a study triaged again on another node: each result object is built and delivered by the node whose disk has (or is to have) its file; one not built yet goes with the triage; one without a node follows the study's triage node, as before",
+          arguments: WorklistBackend.all)
+    func resultsOfAStudyTriagedAgainElsewhere(_ backend: WorklistBackend) throws {
+        let dir = try TemporaryDirectory()
+        defer { withExtendedLifetime(dir) {} }
+        let location = try backend.location(dir.url.path)
+        let a = try Worklist.open(location, role: .daemon, node: "node-a"), b = try Worklist.open(location, role: .daemon, node: "node-b")
+        let pacs = ResultDestination(name: "pacs", aeTitle: "PACS", host: "127.0.0.1", port: 104, callingAETitle: "BONETRIAGE", verdicts: .all)
+        let later = Date().addingTimeInterval(60)
+        func dicom(_ study: String, _ sop: String) -> InstanceArrival {
+            var arrival = Self.arrival(study, sop, spool: "/spool")
+            arrival.sopClassUID = "1.2.840.10008.5.1.4.1.1.1"
+            return arrival
+        }
+        func triage(_ store: any WorklistStore, _ study: String, _ sops: [String]) throws {
+            #expect(try store.beginTriage(studyInstanceUID: study) == .claimed(attempts: 1))
+            var result = Self.result(study, Dictionary(uniqueKeysWithValues: sops.map { ($0, 0.9) }), imageCount: sops.count)
+            result.resultDestinations = [pacs]
+            try store.recordTriage(result)
+            try store.endTriage(studyInstanceUID: study)
+        }
+        func due(_ store: any WorklistStore, _ study: String) throws -> Set<String> {
+            Set(try store.deliveriesDue(at: later, limit: 100).filter { $0.studyInstanceUID == study }.map(\.objectSOPInstanceUID))
+        }
+        func awaiting(_ store: any WorklistStore, _ study: String) throws -> Set<String> {
+            Set(try store.resultObjectsAwaitingBuild(limit: 100).filter { $0.studyInstanceUID == study }.map(\.sopInstanceUID))
+        }
+        func file(_ sop: String) -> String { "/results/\(sop).dcm" }
+
+        // node-a triages the study (node-b keeps a copy of its image) and builds the report; not the capture yet.
+        _ = try a.recordArrival(dicom("1.2.5", "1.2.5.1"))
+        #expect(try b.recordArrival(dicom("1.2.5", "1.2.5.1")) == .copyKept)
+        try triage(a, "1.2.5", ["1.2.5.1"])
+        let first = try a.resultObjects(ofStudy: "1.2.5")
+        #expect(first.map(\.kind) == [.structuredReport, .secondaryCapture])
+        #expect(first.allSatisfy { $0.node == "node-a" }, "queued for the node that triaged")
+        let report = try #require(first.first).sopInstanceUID, capture = try #require(first.last).sopInstanceUID
+        #expect(try awaiting(a, "1.2.5") == [report, capture])
+        #expect(try awaiting(b, "1.2.5").isEmpty)
+        try a.recordResultBuilt(sopInstanceUID: report, filePath: file(report), at: WorklistFixture.base)
+        #expect(try due(a, "1.2.5") == [report])
+        #expect(try due(b, "1.2.5").isEmpty)
+
+        // A new instance reaches node-b only, which triages the study again.
+        _ = try b.recordArrival(dicom("1.2.5", "1.2.5.2"))
+        try triage(b, "1.2.5", ["1.2.5.1", "1.2.5.2"])
+        let second = try b.resultObjects(ofStudy: "1.2.5")
+        let new = second.filter { $0.sopInstanceUID != report && $0.sopInstanceUID != capture }
+        #expect(new.map(\.kind) == [.structuredReport, .secondaryCapture, .secondaryCapture], "a report and a capture of each image")
+        #expect(new.allSatisfy { $0.node == "node-b" })
+        #expect(new.first?.replaces?.sopInstanceUID == report, "the new report replaces node-a's")
+        #expect(second.first { $0.sopInstanceUID == report }?.node == "node-a", "built: its file is on node-a's disk")
+        #expect(second.first { $0.sopInstanceUID == capture }?.node == "node-b", "not built: it goes with the triage, as before")
+        #expect(try due(a, "1.2.5") == [report], "node-a still delivers the file it has")
+        #expect(try due(b, "1.2.5").isEmpty, "node-b never sends a file it does not have")
+        #expect(try awaiting(a, "1.2.5").isEmpty)
+        #expect(try awaiting(b, "1.2.5") == Set([capture] + new.map(\.sopInstanceUID)))
+
+        // A build node-a began before the new triage ends after it: the file is on node-a's disk, so the
+        // object is node-a's again. node-b builds the others.
+        try a.recordResultBuilt(sopInstanceUID: capture, filePath: file(capture), at: WorklistFixture.base)
+        #expect(try b.resultObjects(ofStudy: "1.2.5").first { $0.sopInstanceUID == capture }?.node == "node-a")
+        #expect(try awaiting(b, "1.2.5") == Set(new.map(\.sopInstanceUID)))
+        for sop in try awaiting(b, "1.2.5") { try b.recordResultBuilt(sopInstanceUID: sop, filePath: file(sop), at: WorklistFixture.base) }
+        #expect(try due(a, "1.2.5") == [report, capture])
+        #expect(try due(b, "1.2.5") == Set(new.map(\.sopInstanceUID)))
+
+        // Delivered everywhere: each node's retention finds its own result files (one path string, two
+        // disks), and cannot mark the other's removed.
+        for store in [a, b] {
+            for e in try store.deliveriesDue(at: later, limit: 100) {
+                try store.recordDeliveryAttempt(entryID: e.entryID, state: .delivered, message: nil, nextAttemptAt: nil, at: WorklistFixture.base)
+            }
+        }
+        #expect(try b.study(studyInstanceUID: "1.2.5").deliveryMark == .sent)
+        #expect(Set(try a.finishedStudyFiles(under: "/results").flatMap(\.paths)) == [file(report), file(capture)])
+        #expect(Set(try b.finishedStudyFiles(under: "/results").flatMap(\.paths)) == Set(new.map { file($0.sopInstanceUID) }))
+        try b.markFilesRemoved(second.map { file($0.sopInstanceUID) }, at: WorklistFixture.base)
+        #expect(try b.finishedStudyFiles(under: "/results").isEmpty)
+        #expect(Set(try a.finishedStudyFiles(under: "/results").flatMap(\.paths)) == [file(report), file(capture)])
+        #expect(try a.resultObjects(ofStudy: "1.2.5").filter { $0.fileRemovedAt == nil }.map(\.sopInstanceUID) == [report, capture])
+
+        // Objects without a node (queued before objects had one) follow the study's triage node, as before:
+        // anyone's while no node triaged the study, then the triage node's, which a new triage changes.
+        _ = try a.recordArrival(dicom("1.2.6", "1.2.6.1"))
+        #expect(try b.recordArrival(dicom("1.2.6", "1.2.6.1")) == .copyKept)
+        try triage(a, "1.2.6", ["1.2.6.1"])
+        let old = try a.resultObjects(ofStudy: "1.2.6").map(\.sopInstanceUID)
+        let oldReport = try #require(old.first), oldCapture = try #require(old.last)
+        try a.recordResultBuilt(sopInstanceUID: oldReport, filePath: file(oldReport), at: WorklistFixture.base)
+        try Self.execute("UPDATE resultObject SET node = NULL WHERE studyID = (SELECT id FROM study WHERE studyInstanceUID = '1.2.6')", on: location)
+        try Self.execute("UPDATE study SET triageNode = NULL WHERE studyInstanceUID = '1.2.6'", on: location)
+        #expect(try a.resultObjects(ofStudy: "1.2.6").allSatisfy { $0.node == nil })
+        for store in [a, b] {
+            #expect(try due(store, "1.2.6") == [oldReport], "a single node's, from before nodes were kept")
+            #expect(try awaiting(store, "1.2.6") == [oldCapture])
+        }
+        try Self.execute("UPDATE study SET triageNode = 'node-a' WHERE studyInstanceUID = '1.2.6'", on: location)
+        #expect(try due(a, "1.2.6") == [oldReport])
+        #expect(try awaiting(a, "1.2.6") == [oldCapture])
+        #expect(try due(b, "1.2.6").isEmpty)
+        #expect(try awaiting(b, "1.2.6").isEmpty)
+        _ = try b.recordArrival(dicom("1.2.6", "1.2.6.2"))
+        try triage(b, "1.2.6", ["1.2.6.1", "1.2.6.2"])
+        let moved = try b.resultObjects(ofStudy: "1.2.6")
+        #expect(moved.first { $0.sopInstanceUID == oldReport }?.node == nil, "a built object without a node keeps none")
+        #expect(moved.first { $0.sopInstanceUID == oldCapture }?.node == "node-b")
+        #expect(try due(a, "1.2.6").isEmpty)
+        #expect(try due(b, "1.2.6") == [oldReport], "as before nodes were kept on objects: the study's triage node")
+        #expect(try awaiting(b, "1.2.6") == Set(moved.filter { $0.sopInstanceUID != oldReport }.map(\.sopInstanceUID)))
     }
 }
 

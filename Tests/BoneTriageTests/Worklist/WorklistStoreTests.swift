@@ -66,6 +66,32 @@ struct WorklistStoreTests {
         #expect(try store.study(handle: "1.2.3.4").reviewState == .confirmed)
     }
 
+    @Test("migration v13 gives each result object its study's triage node; one of a study no node triaged keeps none (anyone's, as before)")
+    func resultObjectNodeBackfill() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("v12.sqlite")
+        let old = try DatabaseQueue(path: path)
+        try WorklistSchema.migrator.migrate(old, upTo: "v12-operating-point")
+        try old.write { db in
+            for (n, node) in [(1, "node-a"), (2, nil)] as [(Int, String?)] {
+                let uid = "1.2.13.\(n)"
+                try db.execute(sql: """
+                    INSERT INTO study (studyInstanceUID, shortID, source, firstReceivedAt, lastReceivedAt, state, verdict, triageNode)
+                    VALUES (?, ?, 'cstore', '2026-01-01 10:00:00.000', '2026-01-01 10:00:00.000', 'triaged', 'abnormal', ?)
+                    """, arguments: [uid, Study.shortID(for: uid), node])
+                try db.execute(sql: """
+                    INSERT INTO resultObject (studyID, kind, sopInstanceUID, seriesInstanceUID, seriesNumber, instanceNumber, queuedAt)
+                    VALUES (?, 'sr', ?, ?, 9001, 1, '2026-01-01 10:00:00.000')
+                    """, arguments: [db.lastInsertedRowID, "\(uid).9", "\(uid).8"])
+            }
+        }
+        try old.close()
+        let store = try SQLiteWorklist(path: path, create: false, node: "node-b")
+        #expect(try store.resultObjects(ofStudy: "1.2.13.1").map(\.node) == ["node-a"])
+        #expect(try store.resultObjects(ofStudy: "1.2.13.2").map(\.node) == [nil])
+        #expect(try store.resultObjectsAwaitingBuild(limit: 10).map(\.sopInstanceUID) == ["1.2.13.2.9"], "node-a's object is not node-b's to build")
+    }
+
     @Test("a database from a newer BoneTriage is refused, untouched")
     func newerSchemaRefused() throws {
         let dir = try TemporaryDirectory()
