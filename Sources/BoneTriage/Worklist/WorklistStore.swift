@@ -368,9 +368,11 @@ public protocol WorklistStore: Sendable {
 
     /// The study's result objects, in the order they were queued, each with its deliveries.
     func resultObjects(ofStudy studyInstanceUID: String) throws -> [ResultObject]
-    /// Objects neither built nor given up, oldest first.
+    /// This node's objects neither built nor given up, oldest first (`ResultObject.node`; one without a
+    /// node is its study's triage node's, or anyone's when no node triaged the study).
     func resultObjectsAwaitingBuild(limit: Int) throws -> [ResultObject]
-    /// The object's file is made (once: its identity never changes).
+    /// The object's file is made (once: its identity never changes), on this node's disk: the object is
+    /// this node's to deliver.
     func recordResultBuilt(sopInstanceUID: String, filePath: String, at: Date) throws
     /// The object cannot be built, for this reason; it is never tried again.
     func recordResultBuildProblem(sopInstanceUID: String, reason: String, at: Date) throws
@@ -378,7 +380,8 @@ public protocol WorklistStore: Sendable {
     func beginResultBuild(sopInstanceUID: String) throws -> Int
     /// The build ended (with any outcome): the process did not die during it.
     func endResultBuild(sopInstanceUID: String) throws
-    /// Pending entries whose object is built and whose next attempt has come, by destination.
+    /// This node's pending entries (their object's file is on its disk) whose object is built and whose
+    /// next attempt has come, by destination.
     func deliveriesDue(at now: Date, limit: Int) throws -> [OutboxEntry]
     /// One attempt's outcome for a pending entry: `state` pending (with the next attempt), delivered or refused.
     func recordDeliveryAttempt(entryID: String, state: DeliveryState, message: String?, nextAttemptAt: Date?, at: Date) throws
