@@ -13,7 +13,7 @@ MODEL       := $(CACHE)/models/humerus.safetensors
 APT_PACKAGES := libopenblas-dev libsqlite3-dev libdcmtk-dev dcmtk libpng-dev libopenjp2-7-dev libopenjp2-tools openjph-tools libjpeg62-turbo-dev python3-pip python3-venv orthanc curl groff-base man-db zsh libpq-dev postgresql-15
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo docs-picture model fetch-backbone bench bench-compare bench-decode bench-heatmap bench-j2k-study bench-receive bench-worklist bench-postgres keras-fixture keras-venv keras-import-check dicom-venv fuzz train-default head-study clean
+.PHONY: all deps build test demo docs-picture model fetch-backbone bench bench-compare bench-decode bench-heatmap bench-precision bench-j2k-study bench-receive bench-worklist bench-postgres keras-fixture keras-venv keras-import-check dicom-venv fuzz train-default head-study clean
 
 all: build model
 
@@ -91,6 +91,11 @@ bench: build
 # on this machine's CPU (named in the output).
 bench-heatmap: build model
 	$(BIN) bench heatmap --model $(MODEL)
+
+# What a bfloat16 engine (as AMX-BF16 computes) would cost in accuracy on the MURA humerus training split in
+# ../shared: each image's probability and the cross-validated study AUROC against float32 (issue 15).
+bench-precision: build model
+	$(BIN) model precision --data $(MURA) --model $(MODEL)
 
 # The README's example picture: the demo's MIT-licensed radiograph (pydicom-data's RG3_UNCR.dcm, an
 # extremity CR) with its heatmap from the default model and the band, written into docs/. Never a MURA

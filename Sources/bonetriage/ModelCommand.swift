@@ -6,7 +6,7 @@ struct ModelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "model",
         abstract: "Import, inspect and check model files.",
-        subcommands: [ImportBackbone.self, Join.self, Show.self, Calibrate.self])
+        subcommands: [ImportBackbone.self, Join.self, Show.self, Calibrate.self, PrecisionCommand.self])
 
     struct Join: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -67,11 +67,15 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
 public final class InceptionV3Network: Sendable {
     public let description: BackboneDescription
     public let architecture: InceptionV3Architecture
+    /// float32 everywhere but in the reduced-precision study.
+    public let arithmetic: ConvolutionArithmetic
     let convolutions: [String: PackedConvolution]
 
     /// Takes the weights over: each layer is folded in place and dropped, so loading never holds
-    /// two copies of the 87 MB of parameters.
-    public init(weights: consuming InceptionV3Weights) {
+    /// two copies of the 87 MB of parameters. `arithmetic` other than float32 rounds the folded weights
+    /// (and, in the engine, each convolution's input) to that format: see `ConvolutionArithmetic`.
+    public init(weights: consuming InceptionV3Weights, arithmetic: ConvolutionArithmetic = .float32) {
+        self.arithmetic = arithmetic
         description = weights.description
         architecture = weights.architecture
         var layers = weights.layers
@@ -90,7 +94,9 @@ public final class InceptionV3Network: Sendable {
         // One layer at a time, so the folded and packed copies never coexist for the whole network.
         var packed: [String: PackedConvolution] = [:]
         for name in Array(folded.keys) {
-            guard let layer = folded.removeValue(forKey: name) else { continue }
+            guard var layer = folded.removeValue(forKey: name) else { continue }
+            let count = layer.kernel.count
+            layer.kernel.withUnsafeMutableBufferPointer { if let base = $0.baseAddress { arithmetic.round(weights: base, count: count, layer: name) } }
             packed[name] = PackedConvolution(layer)
         }
         convolutions = packed
@@ -329,6 +335,7 @@ public final class InceptionV3Engine {
     private func pointwiseHeads(_ block: InceptionBlock, _ x: FeatureMap, _ b: EngineBuffers, leading: FeatureMap? = nil) -> FeatureMap {
         let fused = conv("\(block.name)/heads")
         let heads = temp(b.heads, like: x, channels: fused.spec.outputChannels)
+        network.arithmetic.round(input: x, layer: fused.spec.name)
         fused.run(x, heads, pool: pool, kernels: kernels, scratch: b.winogradScratch, scratchPerThread: b.winogradScratchPerThread, leading: leading)
         return heads
     }
@@ -362,7 +369,10 @@ public final class InceptionV3Engine {
 
     // MARK: Convolution
 
+    /// With reduced-precision arithmetic (the study's emulation) the input is first rounded where it lies:
+    /// its later readers (a pool branch, another convolution) see it as such hardware would have stored it.
     private func convolve(_ c: PackedConvolution, _ input: FeatureMap, _ output: FeatureMap, _ b: EngineBuffers) {
+        network.arithmetic.round(input: input, layer: c.spec.name)
         c.run(input, output, pool: pool, kernels: kernels, scratch: b.winogradScratch, scratchPerThread: b.winogradScratchPerThread)
     }
 }

@@ -83,7 +83,7 @@ public struct ConvolutionParameters: Sendable {
 struct FoldedConvolution: Sendable {
     let spec: ConvolutionSpec
     /// Row-major [kh*kw*inputChannels, outputChannels], ready as GEMM operand B.
-    let kernel: [Float]
+    var kernel: [Float]
     let bias: [Float]
 
     init(spec: ConvolutionSpec, parameters p: consuming ConvolutionParameters, epsilon: Float) {

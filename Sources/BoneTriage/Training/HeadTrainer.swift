@@ -44,19 +44,31 @@ public struct HeadTrainer {
     /// is given and the flip is used.
     static func outOfFold(images: [LabelledImage], features: [Float], mirrored: [Float]?, flip: FlipUse, lambdas: [Double],
                           folds: Int) throws -> [[Double]] {
+        try outOfFold(images: images, features: features, mirrored: mirrored, flip: flip, lambdas: lambdas, folds: folds,
+                      scoring: [(features, mirrored)])[0]
+    }
+
+    /// The same, each fold's heads (fitted on `features`) also scoring other features of the same images:
+    /// one result per entry of `scoring` (e.g. the same images through float32 and reduced-precision arithmetic).
+    static func outOfFold(images: [LabelledImage], features: [Float], mirrored: [Float]?, flip: FlipUse, lambdas: [Double],
+                          folds: Int, scoring: [(features: [Float], mirrored: [Float]?)]) throws -> [[[Double]]] {
         let labels = images.map(\.label)
         let foldOf = images.map { fold($0.patient, of: folds) }
         let mirrored = flip == .none ? nil : mirrored
-        var oof = [[Double]](repeating: [Double](repeating: .nan, count: images.count), count: lambdas.count)
+        var oof = [[[Double]]](repeating: [[Double]](repeating: [Double](repeating: .nan, count: images.count), count: lambdas.count),
+                               count: scoring.count)
         for k in 0..<folds {
             let trainIdx = images.indices.filter { foldOf[$0] != k }, testIdx = images.indices.filter { foldOf[$0] == k }
             guard !testIdx.isEmpty else { continue }
             let problem = try problem(rows: trainIdx, labels: labels, features: features, mirrored: mirrored, flip: flip)
             for (l, lambda) in lambdas.enumerated() {
                 let fit = try problem.fit(lambda: lambda)
-                let plain = fit.margins(features, rows: testIdx).map { 1 / (1 + exp(-$0)) }
-                let probabilities = mirrored.map { zip(plain, fit.margins($0, rows: testIdx)).map { ($0 + 1 / (1 + exp(-$1))) / 2 } } ?? plain
-                for (i, p) in zip(testIdx, probabilities) { oof[l][i] = p }
+                for (s, test) in scoring.enumerated() {
+                    let plain = fit.margins(test.features, rows: testIdx).map { 1 / (1 + exp(-$0)) }
+                    let testMirrored = flip == .none ? nil : test.mirrored
+                    let probabilities = testMirrored.map { zip(plain, fit.margins($0, rows: testIdx)).map { ($0 + 1 / (1 + exp(-$1))) / 2 } } ?? plain
+                    for (i, p) in zip(testIdx, probabilities) { oof[s][l][i] = p }
+                }
             }
         }
         return oof

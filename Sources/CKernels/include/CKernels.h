@@ -99,6 +99,12 @@ void bt_winograd_conv_relu(const bt_conv_desc *desc, const float *packed, const 
 /// and out_stride of the descriptor; channels = in_c.
 void bt_pool3x3(const bt_conv_desc *desc, int average, int row_begin, int row_end);
 
+/// Rounds each value to bfloat16 (round to nearest, ties to even) in place, kept as a float whose low 16
+/// bits are zero: how the reduced-precision study emulates AMX-BF16's inputs with the float32 kernels.
+void bt_round_bfloat16(float *values, long count);
+/// The same over `channels` values of each of `pixels` pixels `stride` floats apart (a map or a slice of one).
+void bt_round_bfloat16_map(float *data, long pixels, int channels, int stride);
+
 #ifdef __cplusplus
 }
 #endif
