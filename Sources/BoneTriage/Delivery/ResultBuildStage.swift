@@ -17,6 +17,9 @@ public final class ResultBuildStage: Sendable {
         case waiting
         /// Recorded as not buildable, with the reason.
         case notBuilt(reason: String)
+        /// Another node's now: a re-triage there took it over, or it recorded its own file first (this
+        /// node's copy, if any, is removed).
+        case elsewhere
     }
 
     let worklist: any WorklistStore
@@ -62,6 +65,8 @@ public final class ResultBuildStage: Sendable {
                     logger.error("result object could not be built: \(reason)", metadata: ["study": "\(object.shortID)", "kind": "\(object.kind.rawValue)"])
                 case .waiting:
                     continue
+                case .elsewhere:
+                    logger.debug("result object taken over by another node", metadata: ["study": "\(object.shortID)", "kind": "\(object.kind.rawValue)"])
                 }
             } catch {
                 logger.error("the worklist could not be read or written for a result object: \(error); tried again shortly",
@@ -92,9 +97,13 @@ public final class ResultBuildStage: Sendable {
     public func build(_ object: ResultObject, now: Date = Date()) throws -> Outcome {
         let outcome = try make(object)
         switch outcome {
-        case let .built(path): try worklist.recordResultBuilt(sopInstanceUID: object.sopInstanceUID, filePath: path, at: now)
+        case let .built(path):
+            guard try worklist.recordResultBuilt(sopInstanceUID: object.sopInstanceUID, filePath: path, at: now) else {
+                try? FileManager.default.removeItem(atPath: path)
+                return .elsewhere
+            }
         case let .notBuilt(reason): try worklist.recordResultBuildProblem(sopInstanceUID: object.sopInstanceUID, reason: reason, at: now)
-        case .waiting: break
+        case .waiting, .elsewhere: break
         }
         return outcome
     }
@@ -103,6 +112,11 @@ public final class ResultBuildStage: Sendable {
         let study = try worklist.study(studyInstanceUID: object.studyInstanceUID)
         let images = try worklist.images(ofStudy: object.studyInstanceUID)
         let earlier = try worklist.resultObjects(ofStudy: object.studyInstanceUID)
+        // The list of objects to build was read a while ago: a re-triage on another node may have taken this one over since.
+        if let current = earlier.first(where: { $0.sopInstanceUID == object.sopInstanceUID }),
+           current.filePath != nil || current.buildProblem != nil || (current.node.map { $0 != worklist.node } ?? false) {
+            return .elsewhere
+        }
         let source = object.sourceSOPInstanceUID.flatMap { sop in images.first { $0.sopInstanceUID == sop } }
         if object.kind == .secondaryCapture, let source, let settled = components.heatmapSettled, !settled(source) { return .waiting }
         let attempts = try worklist.beginResultBuild(sopInstanceUID: object.sopInstanceUID)

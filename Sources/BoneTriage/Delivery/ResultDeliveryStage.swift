@@ -45,7 +45,16 @@ public final class ResultDeliveryStage: Sendable {
             var batch = Array(entries.prefix(policy.batchSize))
             let missing = batch.filter { $0.filePath.map { !FileManager.default.fileExists(atPath: $0) } ?? false }
             for entry in missing {
-                recordMissingFile(entry, at: max(now, Date()))
+                let path = entry.filePath ?? "?"
+                // <results>/<study UID>/<object>.dcm: when <results> itself is gone, the folder is not mounted (yet):
+                // nothing is refused, every entry waits for it.
+                let results = ((path as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent
+                if FileManager.default.fileExists(atPath: results) {
+                    recordMissingFile(entry, at: max(now, Date()))
+                } else {
+                    record(entry, .retryLater(reason: "the results folder \(results) is not there (not mounted?): \(path) is sent when it is back"),
+                           destination: destination, at: max(now, Date()))
+                }
                 tried += 1
             }
             batch.removeAll { entry in missing.contains { $0.entryID == entry.entryID } }
@@ -62,10 +71,10 @@ public final class ResultDeliveryStage: Sendable {
         return tried
     }
 
-    /// Why an entry of this node is not sent: its file, which this node built, is not on its disk.
+    /// Why an entry of this node is not sent: its file is not on this node's disk, though its results folder is.
     public static func missingFileReason(path: String, node: String) -> String {
-        "its file \(path) is missing on node \(node), which built it (removed or moved outside BoneTriage, or the results "
-            + "folder is not mounted): not sent; put the file back and `bonetriage outbox retry` it, or `bonetriage outbox drop` it"
+        "its file \(path) is missing on node \(node), whose entry it is (removed or moved outside BoneTriage): not sent; "
+            + "put the file back and `bonetriage outbox retry` it, or `bonetriage outbox drop` it"
     }
 
     private func recordMissingFile(_ entry: OutboxEntry, at: Date) {

@@ -164,14 +164,22 @@ extension SQLiteWorklist {
         }
     }
 
-    public func recordResultBuilt(sopInstanceUID: String, filePath: String, at: Date) throws {
+    @discardableResult
+    public func recordResultBuilt(sopInstanceUID: String, filePath: String, at: Date) throws -> Bool {
         try write { db in
             // The file is on this node's disk, whoever the object was for (a re-triage elsewhere may have
-            // passed it on while this node built it): this node delivers it.
-            try db.execute(sql: "UPDATE resultObject SET filePath = ?, builtAt = ?, buildProblem = NULL, node = ? WHERE sopInstanceUID = ?",
-                           arguments: [filePath, at, node, sopInstanceUID])
-            guard db.changesCount == 1 else { throw WorklistError.outboxEntryNotFound(entry: sopInstanceUID) }
+            // passed it on while this node built it): this node delivers it, unless a node recorded its own first.
+            try db.execute(sql: """
+                UPDATE resultObject SET filePath = ?, builtAt = ?, buildProblem = NULL, node = ? WHERE sopInstanceUID = ? AND filePath IS NULL
+                """, arguments: [filePath, at, node, sopInstanceUID])
+            guard db.changesCount == 1 else {
+                guard try Bool.fetchOne(db, sql: "SELECT 1 FROM resultObject WHERE sopInstanceUID = ?", arguments: [sopInstanceUID]) != nil else {
+                    throw WorklistError.outboxEntryNotFound(entry: sopInstanceUID)
+                }
+                return false
+            }
             try Self.refreshDeliveryMark(db, studyID: try Self.studyID(db, object: sopInstanceUID))
+            return true
         }
     }
 

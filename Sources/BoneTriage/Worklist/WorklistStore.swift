@@ -373,7 +373,10 @@ public protocol WorklistStore: Sendable {
     func resultObjectsAwaitingBuild(limit: Int) throws -> [ResultObject]
     /// The object's file is made (once: its identity never changes), on this node's disk: the object is
     /// this node's to deliver.
-    func recordResultBuilt(sopInstanceUID: String, filePath: String, at: Date) throws
+    /// Returns false, changing nothing, when the object has a file already: another node built it first
+    /// (a re-triage there passed it on while this node was building it); this node's copy is then not needed.
+    @discardableResult
+    func recordResultBuilt(sopInstanceUID: String, filePath: String, at: Date) throws -> Bool
     /// The object cannot be built, for this reason; it is never tried again.
     func recordResultBuildProblem(sopInstanceUID: String, reason: String, at: Date) throws
     /// Notes that a build of the object starts and returns how many started without ending, this one included.

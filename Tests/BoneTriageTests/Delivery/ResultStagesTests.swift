@@ -226,9 +226,31 @@ struct ResultStagesTests {
         #expect(entries.map(\.state) == [.delivered, .refused, .delivered])
         let reason = try #require(entries[1].lastError)
         #expect(reason == ResultDeliveryStage.missingFileReason(path: files[1], node: store.node))
-        #expect(reason.contains("\(files[1]) is missing on node \(store.node), which built it") && reason.contains("bonetriage outbox drop"), "\(reason)")
+        #expect(reason.contains("\(files[1]) is missing on node \(store.node), whose entry it is") && reason.contains("bonetriage outbox drop"), "\(reason)")
         #expect(try store.study(studyInstanceUID: uid).deliveryMark == .failed, "someone must look")
         #expect(delivery.runOnce(now: Date().addingTimeInterval(600)) == 0, "a refused entry waits for a person")
+    }
+
+    @Test("delivery: while the results folder itself is not there (not mounted), entries wait and are sent when it is back")
+    func resultsFolderNotMounted() throws {
+        let uid = try triagedStudy()
+        stage(ResultsComponents(writer: RecordingWriter(), sender: ScriptedSender { _ in .stored(warning: nil) }, pictures: SquarePictures())).runOnce()
+        let files = try store.resultObjects(ofStudy: uid).compactMap(\.filePath)
+        #expect(files.count == 3)
+        let results = ((files[0] as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent
+        try FileManager.default.moveItem(atPath: results, toPath: results + ".unmounted")
+        let sender = ScriptedSender { _ in .stored(warning: nil) }
+        let delivery = ResultDeliveryStage(worklist: store, sender: sender, destinations: [Self.destination], policy: DeliveryPolicy(), logger: logger)
+        let t0 = Date()
+        #expect(delivery.runOnce(now: t0) == 3)
+        #expect(sender.calls.withLock { $0.isEmpty }, "nothing is handed to the sender")
+        let waiting = try store.outboxEntries(includeDelivered: true)
+        #expect(waiting.map(\.state) == [.pending, .pending, .pending])
+        #expect(waiting.allSatisfy { $0.lastError?.contains("the results folder \(results) is not there (not mounted?)") == true }, "\(waiting.map(\.lastError))")
+        #expect(try store.study(studyInstanceUID: uid).deliveryMark != .failed)
+        try FileManager.default.moveItem(atPath: results + ".unmounted", toPath: results)
+        #expect(delivery.runOnce(now: t0.addingTimeInterval(3600)) == 3)
+        #expect(try store.outboxEntries(includeDelivered: true).map(\.state) == [.delivered, .delivered, .delivered])
     }
 
     @Test("two nodes: a study triaged again on the other node; each node builds into its own folder and sends only the files it built")
@@ -282,6 +304,21 @@ struct ResultStagesTests {
         let entries = try a.outboxEntries(includeDelivered: true)
         #expect(entries.count == 5 && entries.allSatisfy { $0.state == .delivered }, "\(entries.map { ($0.state, $0.lastError) })")
         #expect(try b.study(studyInstanceUID: uid).deliveryMark == .sent)
+
+        // node-b triages a third image and reads its list of objects to build; before it builds them, a
+        // fourth image reaches node-a, which triages the study again and takes the unbuilt ones over.
+        // node-b's stale list builds nothing.
+        try arrive(b, 3, spool: "spool-b")
+        try triage(b, images: 3)
+        let stale = try b.resultObjectsAwaitingBuild(limit: 100)
+        #expect(stale.count == 4, "a report and a capture of each of three images")
+        try arrive(a, 4, spool: "spool-a")
+        try triage(a, images: 4)
+        let filesOfB = try FileManager.default.subpathsOfDirectory(atPath: dir.path("results-b")).count
+        for object in stale { #expect(try buildB.build(object) == .elsewhere, "\(object.kind)") }
+        #expect(try FileManager.default.subpathsOfDirectory(atPath: dir.path("results-b")).count == filesOfB, "node-b wrote nothing")
+        #expect(buildA.runOnce() == 9, "node-a builds node-b's four and its own five")
+        #expect(try a.resultObjectsAwaitingBuild(limit: 100).isEmpty && b.resultObjectsAwaitingBuild(limit: 100).isEmpty)
     }
 
     @Test("delivery: entries for a destination no longer configured wait, untouched")

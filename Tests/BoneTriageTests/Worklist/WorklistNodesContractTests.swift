@@ -193,8 +193,13 @@ struct WorklistNodesContractTests {
 
         // A build node-a began before the new triage ends after it: the file is on node-a's disk, so the
         // object is node-a's again. node-b builds the others.
-        try a.recordResultBuilt(sopInstanceUID: capture, filePath: file(capture), at: WorklistFixture.base)
+        #expect(try a.recordResultBuilt(sopInstanceUID: capture, filePath: file(capture), at: WorklistFixture.base))
         #expect(try b.resultObjects(ofStudy: "1.2.5").first { $0.sopInstanceUID == capture }?.node == "node-a")
+        // node-b, which had it on its list too, finishes its own build later: the first record stands.
+        #expect(try b.recordResultBuilt(sopInstanceUID: capture, filePath: "/results-b/\(capture).dcm", at: later) == false)
+        let kept = try #require(try a.resultObjects(ofStudy: "1.2.5").first { $0.sopInstanceUID == capture })
+        #expect(kept.node == "node-a" && kept.filePath == file(capture))
+        #expect(throws: WorklistError.self) { try b.recordResultBuilt(sopInstanceUID: "1.2.999.404", filePath: "/x.dcm", at: later) }
         #expect(try awaiting(b, "1.2.5") == Set(new.map(\.sopInstanceUID)))
         for sop in try awaiting(b, "1.2.5") { try b.recordResultBuilt(sopInstanceUID: sop, filePath: file(sop), at: WorklistFixture.base) }
         #expect(try due(a, "1.2.5") == [report, capture])

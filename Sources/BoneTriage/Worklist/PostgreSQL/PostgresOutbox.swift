@@ -189,15 +189,18 @@ extension PostgresWorklist {
             .first?.integer(0).map(Int64.init)
     }
 
-    public func recordResultBuilt(sopInstanceUID: String, filePath: String, at: Date) throws {
+    @discardableResult
+    public func recordResultBuilt(sopInstanceUID: String, filePath: String, at: Date) throws -> Bool {
         try write { c in
             guard let studyID = try Self.lockedStudyID(c, object: sopInstanceUID) else { throw WorklistError.outboxEntryNotFound(entry: sopInstanceUID) }
             // The file is on this node's disk, whoever the object was for (a re-triage elsewhere may have
-            // passed it on while this node built it): this node delivers it.
-            let changed = try c.execute("UPDATE resultObject SET filePath = $1, builtAt = $2, buildProblem = NULL, node = $4 WHERE sopInstanceUID = $3",
-                                        [filePath, at, sopInstanceUID, node]).affected
-            guard changed == 1 else { throw WorklistError.outboxEntryNotFound(entry: sopInstanceUID) }
+            // passed it on while this node built it): this node delivers it, unless a node recorded its own first.
+            let changed = try c.execute("""
+                UPDATE resultObject SET filePath = $1, builtAt = $2, buildProblem = NULL, node = $4 WHERE sopInstanceUID = $3 AND filePath IS NULL
+                """, [filePath, at, sopInstanceUID, node]).affected
+            guard changed == 1 else { return false }
             try Self.refreshDeliveryMark(c, studyID: studyID)
+            return true
         }
     }
 
