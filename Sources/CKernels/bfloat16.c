@@ -3,8 +3,9 @@
 #include <stdint.h>
 #include <string.h>
 
-/// Round to nearest, ties to even, keeping the upper 16 bits (what VCVTNEPS2BF16 does for finite values;
-/// a NaN stays a NaN). The result is a float whose low 16 bits are zero.
+/// Round to nearest, ties to even, keeping the upper 16 bits (what VCVTNEPS2BF16 does for normal finite
+/// values; a NaN stays a NaN; unlike that instruction, subnormals are rounded rather than flushed to zero,
+/// which changes nothing for this network's values). The result is a float whose low 16 bits are zero.
 static inline float round_bfloat16(float value) {
     uint32_t bits;
     memcpy(&bits, &value, sizeof bits);

@@ -124,6 +124,7 @@ public struct PrecisionStudy {
         func changed(_ a: Double, _ b: Double) -> Bool {
             StudyRules.verdict(probability: a, threshold: threshold) != StudyRules.verdict(probability: b, threshold: threshold)
         }
+        // A model file records the test-time flip only; the default head (and `train`'s flip) also trains on mirror images.
         let flip: FlipUse = reading.testTimeFlip ? .trainingAndTestTime : .none
         let oof = try HeadTrainer.outOfFold(images: images, features: reference.plain, mirrored: reference.mirrored, flip: flip,
                                             lambdas: lambdas, folds: folds,
@@ -133,7 +134,7 @@ public struct PrecisionStudy {
             return Metrics.auroc(scores: s.scores, labels: s.labels)
         }
         let path = lambdas.indices.map { (float32: auroc(oof[0][$0]), reduced: auroc(oof[1][$0])) }
-        guard let best = path.indices.max(by: { path[$0].float32 < path[$1].float32 }) else {
+        guard let best = path.indices.filter({ !path[$0].float32.isNaN }).max(by: { path[$0].float32 < path[$1].float32 }) else {
             throw TrainingError.noData("no regularisation was tried")
         }
         return Report(arithmetic: arithmetic, modelID: model.head.description.modelID, images: images.count, studies: s32.studies.count,

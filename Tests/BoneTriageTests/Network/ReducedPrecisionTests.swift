@@ -30,7 +30,9 @@ struct ReducedPrecisionTests {
             #expect(got == expected && got.sign == expected.sign, "\(input) rounded to \(got), expected \(expected)")
             #expect(got.bitPattern & 0xFFFF == 0 || !got.isFinite)
         }
-        #expect(Self.rounded([.nan])[0].isNaN)
+        // NaNs stay NaNs, signalling (0x7F800001) or with every bit set (0xFFFFFFFF), where plain rounding
+        // would make an infinity or wrap around to zero.
+        #expect(Self.rounded([.nan, Float(bitPattern: 0x7F80_0001), Float(bitPattern: 0xFFFF_FFFF)]).allSatisfy { $0.isNaN })
         let random = (0..<4096).map { _ in Float.random(in: -1000...1000) }
         let once = Self.rounded(random)
         #expect(Self.rounded(once) == once, "rounding twice changes nothing")
@@ -53,12 +55,18 @@ struct ReducedPrecisionTests {
     func emulatedEngine() throws {
         let size = 75
         let image = SyntheticWeights.testImage(size: size, seed: 3).flatMap { v in Array(repeating: Float(v) / 127.5 - 1, count: 3) }
-        func features(_ arithmetic: ConvolutionArithmetic) throws -> [Float] {
+        func features(_ arithmetic: ConvolutionArithmetic, of input: [Float]? = nil) throws -> [Float] {
             let network = InceptionV3Network(weights: SyntheticWeights.backbone(variant: .keras, inputSize: size), arithmetic: arithmetic)
             #expect(network.arithmetic == arithmetic)
-            return try InceptionV3Engine(network: network, inputSize: size, threads: 2).pooledFeatures(image, batch: 1)
+            return try InceptionV3Engine(network: network, inputSize: size, threads: 2).pooledFeatures(input ?? image, batch: 1)
         }
         let reference = try features(.float32), reduced = try features(.bfloat16Emulated)
+        // The first convolution's input is rounded: an image already rounded to bfloat16 gives the same bits,
+        // where float32 sees the difference.
+        let preRounded = Self.rounded(image)
+        #expect(preRounded != image)
+        #expect(try features(.bfloat16Emulated, of: preRounded) == reduced)
+        #expect(try features(.float32, of: preRounded) != reference)
         #expect(try features(.bfloat16Emulated) == reduced, "the same bits on a second run")
         #expect(reference != reduced, "rounding weights and inputs changes the result")
         let allBlocks = InceptionV3Architecture(variant: .keras).blocks.map(\.name)
