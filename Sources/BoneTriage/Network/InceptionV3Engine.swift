@@ -423,12 +423,7 @@ final class EngineBuffers {
             size = g.outputSize
         }
         // 64-byte aligned so that the kernels' 16-channel rows do not straddle cache lines.
-        func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
-            let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride, alignment: 64)
-            let p = raw.bindMemory(to: Float.self, capacity: max(count, 1))
-            p.initialize(repeating: 0, count: max(count, 1))
-            return p
-        }
+        func allocate(_ count: Int) -> UnsafeMutablePointer<Float> { EngineMemory.allocateFloats(count) }
         input = allocate(batch * inputSize * inputSize * 3)
         ping = allocate(batch * blockOutput)
         pong = allocate(batch * blockOutput)

@@ -10,9 +10,8 @@ final class AlignedFloats: @unchecked Sendable {
     /// `fill` writes all `count` floats.
     init(count: Int, fill: (UnsafeMutablePointer<Float>) -> Void) {
         self.count = count
-        storage = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride, alignment: 64)
-        let floats = storage.bindMemory(to: Float.self, capacity: max(count, 1))
-        floats.initialize(repeating: 0, count: max(count, 1))
+        let floats = EngineMemory.allocateFloats(count)
+        storage = UnsafeMutableRawPointer(floats)
         fill(floats)
     }
 
