@@ -91,6 +91,21 @@ struct ResultStagesTests {
                          spoolFolder: dir.path("spool"), logger: logger)
     }
 
+    /// A triaged study whose three result objects are built; returns its UID and their files.
+    func builtStudy() throws -> (uid: String, files: [String]) {
+        let uid = try triagedStudy()
+        stage(ResultsComponents(writer: RecordingWriter(), sender: ScriptedSender { _ in .stored(warning: nil) }, pictures: SquarePictures())).runOnce()
+        let files = try store.resultObjects(ofStudy: uid).compactMap(\.filePath)
+        #expect(files.count == 3)
+        return (uid, files)
+    }
+
+    /// A delivery stage to `destination` whose sender stores everything.
+    func deliveryStage() -> (ResultDeliveryStage, ScriptedSender) {
+        let sender = ScriptedSender { _ in .stored(warning: nil) }
+        return (ResultDeliveryStage(worklist: store, sender: sender, destinations: [Self.destination], policy: DeliveryPolicy(), logger: logger), sender)
+    }
+
     @Test("each object's file is built once, from a source image of the study; a second pass builds nothing")
     func buildsOnce() throws {
         let uid = try triagedStudy()
@@ -213,13 +228,9 @@ struct ResultStagesTests {
 
     @Test("delivery: an entry whose file is missing on this node is not sent, and is refused saying so; the others go")
     func missingFile() throws {
-        let uid = try triagedStudy()
-        stage(ResultsComponents(writer: RecordingWriter(), sender: ScriptedSender { _ in .stored(warning: nil) }, pictures: SquarePictures())).runOnce()
-        let files = try store.resultObjects(ofStudy: uid).compactMap(\.filePath)
-        #expect(files.count == 3)
+        let (uid, files) = try builtStudy()
         try FileManager.default.removeItem(atPath: files[1])
-        let sender = ScriptedSender { _ in .stored(warning: nil) }
-        let delivery = ResultDeliveryStage(worklist: store, sender: sender, destinations: [Self.destination], policy: DeliveryPolicy(), logger: logger)
+        let (delivery, sender) = deliveryStage()
         #expect(delivery.runOnce() == 3)
         #expect(sender.calls.withLock { $0.map(\.paths) } == [[files[0], files[2]]], "the missing file is not handed to the sender")
         let entries = try store.outboxEntries(includeDelivered: true)
@@ -233,14 +244,10 @@ struct ResultStagesTests {
 
     @Test("delivery: while the results folder itself is not there (not mounted), entries wait and are sent when it is back")
     func resultsFolderNotMounted() throws {
-        let uid = try triagedStudy()
-        stage(ResultsComponents(writer: RecordingWriter(), sender: ScriptedSender { _ in .stored(warning: nil) }, pictures: SquarePictures())).runOnce()
-        let files = try store.resultObjects(ofStudy: uid).compactMap(\.filePath)
-        #expect(files.count == 3)
+        let (uid, files) = try builtStudy()
         let results = ((files[0] as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent
         try FileManager.default.moveItem(atPath: results, toPath: results + ".unmounted")
-        let sender = ScriptedSender { _ in .stored(warning: nil) }
-        let delivery = ResultDeliveryStage(worklist: store, sender: sender, destinations: [Self.destination], policy: DeliveryPolicy(), logger: logger)
+        let (delivery, sender) = deliveryStage()
         let t0 = Date()
         #expect(delivery.runOnce(now: t0) == 3)
         #expect(sender.calls.withLock { $0.isEmpty }, "nothing is handed to the sender")
