@@ -17,6 +17,12 @@ struct FeatureMap {
         FeatureMap(data: data + channelOffset, batch: batch, height: height, width: width, channels: count, pixelStride: pixelStride)
     }
 
+    /// Images [start, start + count) of the batch.
+    func images(_ start: Int, _ count: Int) -> FeatureMap {
+        FeatureMap(data: data + start * height * width * pixelStride, batch: count, height: height, width: width, channels: channels,
+                   pixelStride: pixelStride)
+    }
+
     /// A dense map of the given shape laid over `buffer`.
     static func dense(_ buffer: UnsafeMutablePointer<Float>, batch: Int, height: Int, width: Int, channels: Int) -> FeatureMap {
         FeatureMap(data: buffer, batch: batch, height: height, width: width, channels: channels, pixelStride: channels)

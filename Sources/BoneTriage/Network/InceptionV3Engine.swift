@@ -255,7 +255,21 @@ public final class InceptionV3Engine {
         FeatureMap.dense(buffer, batch: input.batch, height: size ?? input.height, width: size ?? input.width, channels: channels)
     }
 
+    /// Images per pass through the stem. Its maps are the network's largest (at batch 16, 11 MB each at 150
+    /// pixels): a few images at a time keep them in the caches from one stem layer to the next. Measured on
+    /// a Zen 5: 0.90 -> 0.73 ms per image at batch 16 (1, 2 and 4 all gain; 4 the most).
+    static let stemImagesPerPass = 4
+
     private func stem(_ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers) {
+        var start = 0
+        while start < x.batch {
+            let n = min(Self.stemImagesPerPass, x.batch - start)
+            stemImages(x.images(start, n), out.images(start, n), b)
+            start += n
+        }
+    }
+
+    private func stemImages(_ x: FeatureMap, _ out: FeatureMap, _ b: EngineBuffers) {
         let g = InceptionGeometry(inputSize: x.height, block: .stem)
         let sizes = g.convolutionOutputSizes
         // The stem alternates between the two scratch regions that are not `out`: stemA and stemB.
