@@ -34,10 +34,10 @@ public struct ConvolutionArithmetic: Sendable, Equatable {
         format != .float32 && !float32Blocks.contains(String(layer.prefix { $0 != "/" }))
     }
 
-    /// Rounds a layer's `count` weights in place to its format.
-    func round(weights: UnsafeMutablePointer<Float>, count: Int, layer: String) {
+    /// Rounds a layer's weights in place to its format (a float32 layer's are not touched, nor copied).
+    func round(weights: inout [Float], layer: String) {
         guard isReduced(layer: layer) else { return }
-        bt_round_bfloat16(weights, count)
+        weights.withUnsafeMutableBufferPointer { bt_round_bfloat16($0.baseAddress, $0.count) }
     }
 
     /// Rounds a layer's input map (or a channel slice of one) in place to its format.

@@ -95,10 +95,7 @@ public final class InceptionV3Network: Sendable {
         var packed: [String: PackedConvolution] = [:]
         for name in Array(folded.keys) {
             guard var layer = folded.removeValue(forKey: name) else { continue }
-            if arithmetic.isReduced(layer: name) {
-                let count = layer.kernel.count
-                layer.kernel.withUnsafeMutableBufferPointer { if let base = $0.baseAddress { arithmetic.round(weights: base, count: count, layer: name) } }
-            }
+            arithmetic.round(weights: &layer.kernel, layer: name)
             packed[name] = PackedConvolution(layer)
         }
         convolutions = packed
