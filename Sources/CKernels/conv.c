@@ -306,17 +306,19 @@ static int is_horizontal(const bt_conv_desc *d) { return d->kernel_h == 1 && d->
 
 /// For output pixels r0 ..< r0+mr (in visiting order): their output pixel indices, and the input
 /// pointers of every tap that is inside the image for at least one of them, laid out [tap][block] with
-/// the taps' weight offsets in `tap_offsets`. Taps that only read padding for the whole strip are
-/// dropped (on the 7x7 maps of the 1x7 / 7x1 layers a quarter of all taps are padding). Rows past
-/// mr repeat the last one so the micro-kernel needs no row tail; `block` is the kernel's rows per
-/// call (MR or MR_WIDE). Returns the number of taps kept.
-static int strip_setup(const bt_conv_desc *d, int r0, int mr, int block, const float **ptrs, int *tap_offsets, size_t *pixels) {
+/// each kept tap's index (ky * kernel_w + kx) in `kept_taps`. Taps that only read padding for the whole
+/// strip are dropped (on the 7x7 maps of the 1x7 / 7x1 layers a quarter of all taps are padding). Rows
+/// past mr repeat the last one so the micro-kernel needs no row tail; `block` is the kernel's rows per
+/// call (MR or MR_WIDE). `input` is the map's first pixel, `pixel_bytes` the distance between pixels
+/// (float32 maps, or the bfloat16 copy the reduced-precision path reads). Returns the number of taps kept.
+static int strip_setup(const bt_conv_desc *d, const char *input, size_t pixel_bytes, int r0, int mr, int block,
+                       const float **ptrs, int *kept_taps, size_t *pixels) {
     if (d->kernel_h == 1 && d->kernel_w == 1 && d->stride == 1 && d->pad_h == 0 && d->pad_w == 0) {
         for (int i = 0; i < block; i++) {
             pixels[i] = (size_t)(r0 + (i < mr ? i : mr - 1));
-            ptrs[i] = d->input + pixels[i] * d->in_stride;
+            ptrs[i] = (const float *)(input + pixels[i] * pixel_bytes);
         }
-        tap_offsets[0] = 0;
+        kept_taps[0] = 0;
         return 1;
     }
     const int per_image = d->out_h * d->out_w, horizontal = is_horizontal(d);
@@ -341,38 +343,48 @@ static int strip_setup(const bt_conv_desc *d, int r0, int mr, int block, const f
                 const int iy = y0[i] + ky, ix = x0[i] + kx;
                 const int inside = iy >= 0 && iy < d->in_h && ix >= 0 && ix < d->in_w;
                 any |= inside;
-                group[i] = inside ? d->input + ((size_t)(img[i] * d->in_h + iy) * d->in_w + ix) * d->in_stride : zero_row;
+                group[i] = inside ? (const float *)(input + ((size_t)(img[i] * d->in_h + iy) * d->in_w + ix) * pixel_bytes) : zero_row;
             }
-            if (any) tap_offsets[kept++] = (ky * d->kernel_w + kx) * d->in_c * NR;
+            if (any) kept_taps[kept++] = ky * d->kernel_w + kx;
         }
     }
     return kept;
+}
+
+/// The output pointers of one strip in panel p (the split output's first panels go to output2).
+static void strip_outputs(const bt_conv_desc *d, const size_t *pixels, int block, int p, float **out) {
+    const int second = p < d->split_panel && d->output2;
+    for (int i = 0; i < block; i++)
+        out[i] = second ? d->output2 + pixels[i] * d->out2_stride + p * NR : d->output + pixels[i] * d->out_stride + p * NR;
+}
+
+/// Panels per pass over the row strips: as many as keep their weights (`panel_bytes` each) in the L2.
+static int panels_per_pass(size_t panel_bytes) {
+    const int n = (int)(PANEL_BLOCK_BYTES / panel_bytes);
+    return n < 1 ? 1 : n;
 }
 
 void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
              int panel_begin, int panel_end, int relu) {
     int block;
     const micro_kernel kernel = family_kernel(bt_kernels_resolve(d->family), &block);
-    const int taps = d->kernel_h * d->kernel_w;
-    const size_t k = (size_t)taps * d->in_c;
+    const size_t k = (size_t)d->kernel_h * d->kernel_w * d->in_c;
     const size_t panel_floats = NR + k * NR;
-    int panels_per_pass = (int)(PANEL_BLOCK_BYTES / (panel_floats * sizeof(float)));
-    if (panels_per_pass < 1) panels_per_pass = 1;
+    const int per_pass = panels_per_pass(panel_floats * sizeof(float));
     const float *ptrs[BT_MAX_TAPS * MR_MAX];
-    int tap_offsets[BT_MAX_TAPS];
+    int kept_taps[BT_MAX_TAPS], tap_offsets[BT_MAX_TAPS];
     size_t pixels[MR_MAX];
     float *out[MR_MAX];
-    for (int pb = panel_begin; pb < panel_end; pb += panels_per_pass) {
-        const int pe = pb + panels_per_pass < panel_end ? pb + panels_per_pass : panel_end;
+    for (int pb = panel_begin; pb < panel_end; pb += per_pass) {
+        const int pe = pb + per_pass < panel_end ? pb + per_pass : panel_end;
         for (int r = row_begin; r < row_end; r += block) {
             const int mr = row_end - r < block ? row_end - r : block;
-            const int kept = strip_setup(d, r, mr, block, ptrs, tap_offsets, pixels);
+            const int kept = strip_setup(d, (const char *)d->input, (size_t)d->in_stride * sizeof(float), r, mr, block, ptrs,
+                                         kept_taps, pixels);
+            for (int t = 0; t < kept; t++) tap_offsets[t] = kept_taps[t] * d->in_c * NR;
             for (int p = pb; p < pe; p++) {
                 const int nc = d->out_c - p * NR < NR ? d->out_c - p * NR : NR;
-                const int second = p < d->split_panel && d->output2;
-                for (int i = 0; i < block; i++)
-                    out[i] = second ? d->output2 + pixels[i] * d->out2_stride + p * NR
-                                    : d->output + pixels[i] * d->out_stride + p * NR;
+                strip_outputs(d, pixels, block, p, out);
                 kernel(mr, nc, kept, tap_offsets, d->in_c, ptrs, packed + (size_t)p * panel_floats, out, relu);
             }
         }
@@ -382,4 +394,115 @@ void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_
 void bt_conv_relu(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
                   int panel_begin, int panel_end) {
     bt_conv(d, packed, row_begin, row_end, panel_begin, panel_end, 1);
+}
+
+// ---- bfloat16 (AVX512-BF16) -------------------------------------------------------------------------
+//
+// The opt-in reduced-precision path ([triage] precision = "bfloat16"): weights and inputs in bfloat16,
+// products and sums in float32 (VDPBF16PS: each 32-bit lane adds the products of one pair of bfloat16
+// values), biases, ReLU and output in float32. The kernel has the AVX-512 one's shape, 12 pixels x 16
+// channels per call, but each instruction covers two input channels, and the weights take half the bytes.
+
+int bt_bfloat16_supported(void) {
+#ifdef BT_X86
+    static int known = -1;
+    int ok = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (ok < 0) {
+        __builtin_cpu_init();
+        ok = bt_kernels_supported(BT_KERNELS_AVX512) && __builtin_cpu_supports("avx512bf16");
+        __atomic_store_n(&known, ok, __ATOMIC_RELAXED);
+    }
+    return ok;
+#else
+    return 0;
+#endif
+}
+
+int bt_bfloat16_pairs(int in_c) { return (in_c + 1) / 2; }
+
+size_t bt_packed_weights_bfloat16_count(int taps, int in_c, int n) {
+    return (size_t)bt_panel_count(n) * (NR + (size_t)taps * (size_t)bt_bfloat16_pairs(in_c) * NR);
+}
+
+#ifdef BT_X86
+#define BT_TARGET_BF16                                                                                            \
+    __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx512bf16,avx2,fma"), min_vector_width(512)))
+
+/// A pair of bfloat16 inputs, read as one 32-bit word (the copy is written as 16-bit values).
+typedef uint32_t bt_bf16_pair __attribute__((may_alias, aligned(4)));
+
+/// `tap_offsets[t]` counts 32-bit words (one word = a pair of bfloat16 weights) after the panel's 16
+/// float biases; each input pointer points at a pixel's bfloat16 copy, `pairs` words long.
+BT_TARGET_BF16 static inline __attribute__((always_inline)) void
+kernel_bf16_rows(const int rows, int nc, int taps, const int *tap_offsets, int pairs, const float *const *ptrs,
+                 const float *w, float *const *out, int relu) {
+    __m512 acc[MR_WIDE];
+    const __m512 bias = _mm512_loadu_ps(w);
+    for (int i = 0; i < rows; i++) acc[i] = bias;
+    for (int t = 0; t < taps; t++) {
+        const bt_bf16_pair *a[MR_WIDE];
+        for (int i = 0; i < rows; i++) a[i] = (const bt_bf16_pair *)ptrs[t * MR_WIDE + i];
+        const float *wt = w + NR + tap_offsets[t];
+        for (int k = 0; k < pairs; k++) {
+            const __m512bh b = (__m512bh)_mm512_loadu_si512(wt);
+            wt += NR;
+            for (int i = 0; i < rows; i++) acc[i] = _mm512_dpbf16_ps(acc[i], b, (__m512bh)_mm512_set1_epi32((int)a[i][k]));
+        }
+    }
+    const __m512 z = relu ? _mm512_setzero_ps() : _mm512_set1_ps(-__builtin_inff());
+    for (int i = 0; i < rows; i++) {
+        const __m512 v = _mm512_max_ps(acc[i], z);
+        if (nc == NR) _mm512_storeu_ps(out[i], v);
+        else _mm512_mask_storeu_ps(out[i], (__mmask16)((1u << nc) - 1u), v);
+    }
+}
+
+#define KERNEL_BF16_ROWS(R)                                                                                       \
+    BT_TARGET_BF16 static void kernel_bf16_##R(int nc, int taps, const int *tap_offsets, int pairs,               \
+                                               const float *const *ptrs, const float *w, float *const *out,       \
+                                               int relu) {                                                        \
+        kernel_bf16_rows(R, nc, taps, tap_offsets, pairs, ptrs, w, out, relu);                                    \
+    }
+KERNEL_BF16_ROWS(1)
+KERNEL_BF16_ROWS(2)
+KERNEL_BF16_ROWS(3)
+KERNEL_BF16_ROWS(4)
+KERNEL_BF16_ROWS(5)
+KERNEL_BF16_ROWS(6)
+KERNEL_BF16_ROWS(7)
+KERNEL_BF16_ROWS(8)
+KERNEL_BF16_ROWS(9)
+KERNEL_BF16_ROWS(10)
+KERNEL_BF16_ROWS(11)
+KERNEL_BF16_ROWS(12)
+KERNEL_WIDE_SWITCH(kernel_bf16)
+#endif
+
+void bt_conv_bfloat16(const bt_conv_desc *d, const uint16_t *input, const float *packed, int row_begin, int row_end,
+                      int panel_begin, int panel_end, int relu) {
+#ifdef BT_X86
+    const int block = MR_WIDE, pairs = bt_bfloat16_pairs(d->in_c);
+    const size_t panel_words = NR + (size_t)d->kernel_h * d->kernel_w * pairs * NR;
+    const int per_pass = panels_per_pass(panel_words * sizeof(float));
+    const float *ptrs[BT_MAX_TAPS * MR_MAX];
+    int kept_taps[BT_MAX_TAPS], tap_offsets[BT_MAX_TAPS];
+    size_t pixels[MR_MAX];
+    float *out[MR_MAX];
+    for (int pb = panel_begin; pb < panel_end; pb += per_pass) {
+        const int pe = pb + per_pass < panel_end ? pb + per_pass : panel_end;
+        for (int r = row_begin; r < row_end; r += block) {
+            const int mr = row_end - r < block ? row_end - r : block;
+            const int kept = strip_setup(d, (const char *)input, (size_t)pairs * 2 * sizeof(uint16_t), r, mr, block, ptrs,
+                                         kept_taps, pixels);
+            for (int t = 0; t < kept; t++) tap_offsets[t] = kept_taps[t] * pairs * NR;
+            for (int p = pb; p < pe; p++) {
+                const int nc = d->out_c - p * NR < NR ? d->out_c - p * NR : NR;
+                strip_outputs(d, pixels, block, p, out);
+                kernel_bf16(mr, nc, kept, tap_offsets, pairs, ptrs, packed + (size_t)p * panel_words, out, relu);
+            }
+        }
+    }
+#else
+    (void)d; (void)input; (void)packed; (void)row_begin; (void)row_end; (void)panel_begin; (void)panel_end; (void)relu;
+#endif
 }

@@ -19,6 +19,8 @@ struct BenchCommand: ParsableCommand {
     var iterations: Int = 40
     @Option(help: "Kernel family: auto (the CPU's best, or $BONETRIAGE_KERNELS), avx512, avx2, portable, or avx512-on-avx2 (the AVX-512 code compiled for AVX2, a test emulation).")
     var kernels = "auto"
+    @Option(help: "Precision of the convolutions: float32, or bfloat16 (AVX512-BF16; the stem and Winograd layers stay float32). Default: float32, or $BONETRIAGE_PRECISION.")
+    var precision: String?
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
     @Flag(help: "Also print the median time of each block (stem, mixed0 ... mixed10).")
@@ -26,8 +28,9 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         let family = try kernels == "auto" ? KernelFamily.fromEnvironment() : KernelFamily.named(kernels)
+        let arithmetic = try ConvolutionArithmetic.named(precision, environment: ProcessInfo.processInfo.environment)
         let network = InceptionV3Network(weights: try weights.map { try InceptionV3Weights.load(path: $0) }
-                                          ?? SyntheticWeights.backbone(variant: .keras, inputSize: inputSize))
+                                          ?? SyntheticWeights.backbone(variant: .keras, inputSize: inputSize), arithmetic: arithmetic)
         let report = try EngineBenchmark.run(network: network, inputSize: inputSize, threads: threads, iterations: iterations,
                                              kernels: family)
         if json {

@@ -8,10 +8,12 @@ struct PrecisionCommand: ParsableCommand {
         commandName: "precision",
         abstract: "Compare a reduced-precision engine with float32 on labelled images: each image's probability and the cross-validated study AUROC.",
         discussion: """
-            Runs every image through the float32 engine and through the reduced one (bfloat16 weights and inputs, float32 sums: what \
-            AMX-BF16 computes, emulated with the float32 kernels, so no speed figure), scores them with the model's head as the daemon \
-            does, and fits heads by patient-grouped cross-validation on the float32 features to score both. The bar of issue 15: every \
-            image within 0.01, the study AUROC within 0.002. About 2 minutes for MURA's 1,272 humerus images on 2 cores.
+            Runs every image through the float32 engine and through the reduced one (bfloat16 weights and inputs, float32 sums), \
+            scores them with the model's head as the daemon does, and fits heads by patient-grouped cross-validation on the float32 \
+            features to score both. The bar of issue 15: every image within 0.01, the study AUROC within 0.002. --arithmetic bfloat16 \
+            runs the AVX512-BF16 kernels the daemon runs with [triage] precision = "bfloat16" (the stem and the Winograd layers in \
+            float32); bfloat16-emulated rounds as they do but computes with the float32 kernels, on any CPU, in every layer but \
+            --float32-blocks. About 2 minutes for MURA's 1,272 humerus images on 2 cores.
             """)
 
     @Option(help: "MURA-layout folder of labelled images.")
@@ -20,9 +22,9 @@ struct PrecisionCommand: ParsableCommand {
     var split = "train"
     @Option(help: "The model file (default: the default model).")
     var model: String?
-    @Option(help: "Reduced arithmetic to compare with float32.")
+    @Option(help: "Reduced arithmetic to compare with float32: bfloat16 (the daemon's, needs AVX512-BF16) or bfloat16-emulated (any CPU).")
     var arithmetic = ConvolutionArithmetic.Format.bfloat16Emulated.rawValue
-    @Option(help: ArgumentHelp("Blocks (stem, mixed0 ... mixed10) kept in float32, comma-separated.", valueName: "blocks"))
+    @Option(help: ArgumentHelp("Blocks (stem, mixed0 ... mixed10) kept in float32, comma-separated (default: stem for bfloat16, none for the emulation).", valueName: "blocks"))
     var float32Blocks: String?
     @Option(help: "Use only the first N patients (in sorted order), for a quick look.")
     var patients: Int?
@@ -33,12 +35,14 @@ struct PrecisionCommand: ParsableCommand {
         guard let format = ConvolutionArithmetic.Format(rawValue: arithmetic), format != .float32 else {
             throw ValidationError("--arithmetic must be one of " + ConvolutionArithmetic.Format.allCases.filter { $0 != .float32 }.map(\.rawValue).joined(separator: ", "))
         }
-        let blocks = float32Blocks.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } } ?? []
+        let blocks = float32Blocks.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            ?? (format == .bfloat16 ? ConvolutionArithmetic.bfloat16.float32Blocks : [])
         let known = InceptionV3Architecture(variant: .keras).blocks.map(\.name)
         if let unknown = blocks.first(where: { !known.contains($0) }) {
             throw ValidationError("--float32-blocks: '\(unknown)' is not a block of Inception V3 (its blocks: \(known.joined(separator: ", ")))")
         }
         let reduced = ConvolutionArithmetic(format: format, float32Blocks: blocks)
+        guard reduced.isSupported else { throw EngineError.precisionUnsupported(reduced, cpu: CPUInfo.modelName) }
         if let patients, patients < 2 { throw ValidationError("--patients must be at least 2 (cross-validation needs both labels)") }
         let loaded = try TriageModel.load(path: try DefaultModel.resolve(model))
         var images = try MuraDataset.scan(root: data, split: split)

@@ -6,6 +6,8 @@ public struct EngineBenchmark: Sendable {
     public let threads: Int
     /// The kernel family the engine ran with, and the CPU (model name, logical CPUs).
     public let kernels: KernelFamily
+    /// The precision of the convolutions (float32, or bfloat16 where asked for).
+    public let arithmetic: ConvolutionArithmetic
     public let cpu: String
     public let msPerImageBatch1: Double
     public let msPerImageBatch16: Double
@@ -39,7 +41,7 @@ public struct EngineBenchmark: Sendable {
         let profile = network.architecture.blocks.map { block in
             (block: block.name, batch1: med(blockTimes[1]?[block.name]), batch16: med(blockTimes[16]?[block.name]))
         }
-        return EngineBenchmark(inputSize: inputSize, threads: threads, kernels: engine.kernels, cpu: CPUInfo.summary, msPerImageBatch1: b1, msPerImageBatch16: b16,
+        return EngineBenchmark(inputSize: inputSize, threads: threads, kernels: engine.kernels, arithmetic: network.arithmetic, cpu: CPUInfo.summary, msPerImageBatch1: b1, msPerImageBatch16: b16,
                                gflopsBatch16: 2 * Double(macs) / (b16 / 1000) / 1e9,
                                peakRSSMegabytes: ProcessMemory.peakResidentMegabytes(), multiplyAddsPerImage: macs,
                                blockProfile: profile)
@@ -54,6 +56,7 @@ public struct EngineBenchmark: Sendable {
             "input_size": inputSize,
             "threads": threads,
             "kernels": kernels.rawValue,
+            "precision": arithmetic.name,
             "cpu": cpu,
             "multiply_adds_per_image": multiplyAddsPerImage,
         ]
@@ -73,6 +76,7 @@ public struct EngineBenchmark: Sendable {
         Inception V3 at \(inputSize)x\(inputSize), \(threads) thread(s), \(String(format: "%.2f", Double(multiplyAddsPerImage) / 1e9)) G multiply-adds per image
           CPU:      \(cpu)
           kernels:  \(kernels.rawValue) (\(kernels.summary))
+          precision: \(arithmetic.name)\(arithmetic == .float32 ? "" : " (\(arithmetic.summary))")
           batch 1:  \(String(format: "%7.2f", msPerImageBatch1)) ms/image  (\(String(format: "%.1f", 1000 / msPerImageBatch1)) images/s)
           batch 16: \(String(format: "%7.2f", msPerImageBatch16)) ms/image  (\(String(format: "%.1f", 1000 / msPerImageBatch16)) images/s, \(String(format: "%.1f", gflopsBatch16)) GFLOP/s)
           peak RSS: \(String(format: "%.1f", peakRSSMegabytes)) MB

@@ -41,6 +41,8 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
     case unknownBlock(String)
     case unknownKernelFamily(String)
     case kernelFamilyUnsupported(KernelFamily, cpu: String)
+    case precisionUnsupported(ConvolutionArithmetic, cpu: String)
+    case unknownPrecision(String)
 
     public var description: String {
         switch self {
@@ -59,6 +61,12 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
             return "the \(family.rawValue) kernels (\(family.summary)) cannot run on this CPU (\(cpu)); it runs "
                 + KernelFamily.supported.filter { KernelFamily.selectable.contains($0) }.map(\.rawValue).joined(separator: ", ")
                 + ": choose one of those or auto (in [triage] kernels or $\(KernelFamily.environmentVariable))"
+        case let .unknownPrecision(name):
+            return "'\(name)' is not a precision; use " + ConvolutionArithmetic.selectable.map(\.name).joined(separator: " or ")
+                + " (in [triage] precision or $\(ConvolutionArithmetic.environmentVariable))"
+        case let .precisionUnsupported(arithmetic, cpu):
+            return "the \(arithmetic.name) precision (\(arithmetic.summary)) needs AVX512-BF16, which this CPU (\(cpu)) lacks: "
+                + "set [triage] precision = \"float32\" (the default)"
         }
     }
 }
@@ -72,8 +80,10 @@ public final class InceptionV3Network: Sendable {
     let convolutions: [String: PackedConvolution]
 
     /// Takes the weights over: each layer is folded in place and dropped, so loading never holds
-    /// two copies of the 87 MB of parameters. `arithmetic` other than float32 rounds the folded weights
-    /// (and, in the engine, each convolution's input) to that format: see `ConvolutionArithmetic`.
+    /// two copies of the 87 MB of parameters. With `arithmetic` bfloat16 the reduced layers are packed for
+    /// the AVX512-BF16 kernel (half the bytes); the emulation rounds the folded weights (and, in the engine,
+    /// each convolution's input) instead: see `ConvolutionArithmetic`. An engine refuses a bfloat16 network
+    /// on a CPU without AVX512-BF16.
     public init(weights: consuming InceptionV3Weights, arithmetic: ConvolutionArithmetic = .float32) {
         self.arithmetic = arithmetic
         description = weights.description
@@ -95,8 +105,8 @@ public final class InceptionV3Network: Sendable {
         var packed: [String: PackedConvolution] = [:]
         for name in Array(folded.keys) {
             guard var layer = folded.removeValue(forKey: name) else { continue }
-            arithmetic.round(weights: &layer.kernel, layer: name)
-            packed[name] = PackedConvolution(layer)
+            arithmetic.round(weights: &layer.kernel, of: layer.spec)
+            packed[name] = PackedConvolution(layer, bfloat16: arithmetic.runsBfloat16Kernel(layer.spec))
         }
         convolutions = packed
     }
@@ -120,12 +130,15 @@ public final class InceptionV3Engine {
     private var buffers: EngineBuffers?
 
     /// `kernels` nil takes $BONETRIAGE_KERNELS when set, else the best family of this CPU; a family the
-    /// CPU cannot run is refused with `EngineError.kernelFamilyUnsupported`.
+    /// CPU cannot run is refused with `EngineError.kernelFamilyUnsupported`, a bfloat16 network on a CPU
+    /// without AVX512-BF16 with `EngineError.precisionUnsupported`. The bfloat16 layers run their own
+    /// AVX512-BF16 kernel whatever `kernels` is; the float32 layers run `kernels`.
     public init(network: InceptionV3Network, inputSize: Int, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
                 kernels: KernelFamily? = nil) throws {
         guard inputSize >= InceptionV3Architecture.minimumInputSize else { throw EngineError.inputSizeTooSmall(inputSize) }
         let family = try kernels ?? KernelFamily.fromEnvironment()
         guard family.isSupported else { throw EngineError.kernelFamilyUnsupported(family, cpu: CPUInfo.modelName) }
+        guard network.arithmetic.isSupported else { throw EngineError.precisionUnsupported(network.arithmetic, cpu: CPUInfo.modelName) }
         self.kernels = family
         self.network = network
         self.inputSize = inputSize
@@ -193,7 +206,9 @@ public final class InceptionV3Engine {
     private func buffers(for batch: Int) -> EngineBuffers {
         if let b = buffers, b.batch == batch { return b }
         buffers = nil  // release the old set before allocating the new one
-        let b = EngineBuffers(architecture: network.architecture, inputSize: inputSize, batch: batch, threads: threads)
+        let b = EngineBuffers(architecture: network.architecture, inputSize: inputSize, batch: batch, threads: threads,
+                              reducedBlocks: network.arithmetic.reducedBlocks(of: network.architecture),
+                              emulated: network.arithmetic.format == .bfloat16Emulated)
         buffers = b
         return b
     }
@@ -348,8 +363,9 @@ public final class InceptionV3Engine {
     private func pointwiseHeads(_ block: InceptionBlock, _ x: FeatureMap, _ b: EngineBuffers, leading: FeatureMap? = nil) -> FeatureMap {
         let fused = conv("\(block.name)/heads")
         let heads = temp(b.heads, like: x, channels: fused.spec.outputChannels)
-        network.arithmetic.round(input: x, layer: fused.spec.name)
-        fused.run(x, heads, pool: pool, kernels: kernels, scratch: b.winogradScratch, scratchPerThread: b.winogradScratchPerThread, leading: leading)
+        let input = network.arithmetic.emulatedInput(x, of: fused.spec, buffer: b.emulatedInput)
+        fused.run(input, heads, pool: pool, kernels: kernels, scratch: b.winogradScratch, scratchPerThread: b.winogradScratchPerThread,
+                  bfloat16Input: b.bfloat16Input, leading: leading)
         return heads
     }
 
@@ -382,11 +398,11 @@ public final class InceptionV3Engine {
 
     // MARK: Convolution
 
-    /// With reduced-precision arithmetic (the study's emulation) the input is first rounded where it lies:
-    /// its later readers (a pool branch, another convolution) see it as such hardware would have stored it.
+    /// With the study's emulation of bfloat16 the layer reads a rounded copy of its input.
     private func convolve(_ c: PackedConvolution, _ input: FeatureMap, _ output: FeatureMap, _ b: EngineBuffers) {
-        network.arithmetic.round(input: input, layer: c.spec.name)
-        c.run(input, output, pool: pool, kernels: kernels, scratch: b.winogradScratch, scratchPerThread: b.winogradScratchPerThread)
+        let input = network.arithmetic.emulatedInput(input, of: c.spec, buffer: b.emulatedInput)
+        c.run(input, output, pool: pool, kernels: kernels, scratch: b.winogradScratch, scratchPerThread: b.winogradScratchPerThread,
+              bfloat16Input: b.bfloat16Input)
     }
 }
 
@@ -408,20 +424,36 @@ final class EngineBuffers {
     /// Each thread's Winograd workspace (transformed tiles and products of one chunk).
     let winogradScratch: UnsafeMutablePointer<Float>
     let winogradScratchPerThread: Int
+    /// The bfloat16 copy of a bfloat16 layer's input (nil when no layer runs the bfloat16 kernel).
+    let bfloat16Input: UnsafeMutablePointer<UInt16>?
+    /// The rounded float copy of an emulated layer's input (nil without the emulation).
+    let emulatedInput: UnsafeMutablePointer<Float>?
 
-    init(architecture: InceptionV3Architecture, inputSize: Int, batch: Int, threads: Int) {
+    /// `reducedBlocks`: the blocks with layers in bfloat16, whose inputs need a copy: bfloat16 values for the
+    /// kernel, or rounded floats for the emulation (`emulated`).
+    init(architecture: InceptionV3Architecture, inputSize: Int, batch: Int, threads: Int, reducedBlocks: Set<String> = [],
+         emulated: Bool = false) {
         self.batch = batch
-        var blockOutput = 0, stemScratch = 0, branchScratch = 0, headScratch = 0
+        var blockOutput = 0, stemScratch = 0, branchScratch = 0, headScratch = 0, bfloat16Copy = 0
         var size = inputSize
+        // Any map a convolution of a bfloat16 block reads: the block input, a convolution's output or the fused heads' output.
+        func copyCount(_ block: InceptionBlock, pixels: Int, channels: Int) {
+            guard reducedBlocks.contains(block.name) else { return }
+            bfloat16Copy = max(bfloat16Copy, PackedConvolution.bfloat16InputCount(pixels: pixels, channels: channels))
+        }
         for block in architecture.blocks {
             let g = InceptionGeometry(inputSize: size, block: block)
             blockOutput = max(blockOutput, g.outputSize * g.outputSize * block.outputChannels)
+            copyCount(block, pixels: size * size, channels: block.inputChannels)
             for (spec, out) in zip(block.convolutions, g.convolutionOutputSizes) {
                 let pixels = out.0 * out.1
+                copyCount(block, pixels: pixels, channels: spec.outputChannels)
                 if case .stem = block {
                     stemScratch = max(stemScratch, pixels * spec.outputChannels)
                     // The first stem pool's output also lives in stem scratch.
-                    stemScratch = max(stemScratch, InceptionGeometry.reduce(out.0) * InceptionGeometry.reduce(out.1) * spec.outputChannels)
+                    let pooled = InceptionGeometry.reduce(out.0) * InceptionGeometry.reduce(out.1)
+                    stemScratch = max(stemScratch, pooled * spec.outputChannels)
+                    copyCount(block, pixels: pooled, channels: spec.outputChannels)
                 } else {
                     branchScratch = max(branchScratch, pixels * spec.outputChannels)
                 }
@@ -430,6 +462,7 @@ final class EngineBuffers {
                 branchScratch = max(branchScratch, size * size * block.inputChannels)
                 let headChannels = block.convolutions.filter { block.pointwiseHeads.contains($0.name) }.reduce(0) { $0 + $1.outputChannels }
                 headScratch = max(headScratch, size * size * headChannels)
+                copyCount(block, pixels: size * size, channels: headChannels)
             }
             size = g.outputSize
         }
@@ -445,9 +478,15 @@ final class EngineBuffers {
         heads = allocate(batch * headScratch)
         winogradScratchPerThread = architecture.convolutions.map(PackedConvolution.winogradScratchCount).max() ?? 0
         winogradScratch = allocate(threads * winogradScratchPerThread)
+        // Two bfloat16 values per float of storage; the emulation's copy is dense floats (no more than the bfloat16 count).
+        bfloat16Input = bfloat16Copy == 0 || emulated ? nil
+            : UnsafeMutableRawPointer(allocate((batch * bfloat16Copy + 1) / 2)).bindMemory(to: UInt16.self, capacity: batch * bfloat16Copy)
+        emulatedInput = bfloat16Copy == 0 || !emulated ? nil : allocate(batch * bfloat16Copy)
     }
 
     deinit {
         for p in [input, ping, pong, stemA, stemB, t0, t1, heads, winogradScratch] { p.deallocate() }
+        bfloat16Input?.deallocate()
+        emulatedInput?.deallocate()
     }
 }

@@ -24,22 +24,35 @@ final class AlignedFloats: @unchecked Sendable {
 /// packed once at load, so no forward pass re-packs the 87 MB of weights.
 struct PackedConvolution: Sendable {
     let spec: ConvolutionSpec
-    /// Panels of 16 output channels: each is 16 biases then kh*kw*inputChannels rows of 16 weights.
+    /// Panels of 16 output channels: each is 16 biases then kh*kw*inputChannels rows of 16 weights; for
+    /// the bfloat16 kernel, 16 biases then kh*kw*ceil(inputChannels/2) rows of 16 words, each a pair of
+    /// bfloat16 weights (`bt_pack_weights_bfloat16`).
     let weights: AlignedFloats
+    /// Whether the layer runs the AVX512-BF16 kernel ([triage] precision = "bfloat16").
+    let bfloat16: Bool
     /// For 3x3 and 5x5 stride-1 layers: the 36 Winograd-transformed weight matrices, packed likewise.
     let winogradWeights: AlignedFloats?
     let bias: [Float]
 
-    init(_ folded: consuming FoldedConvolution) {
+    /// `bfloat16` packs the weights for the bfloat16 kernel only (not for Winograd layers).
+    init(_ folded: consuming FoldedConvolution, bfloat16: Bool = false) {
         let spec = folded.spec
-        let k = spec.kernelHeight * spec.kernelWidth * spec.inputChannels
+        let taps = spec.kernelHeight * spec.kernelWidth
+        let k = taps * spec.inputChannels
         let n = spec.outputChannels
-        let count = bt_packed_weights_count(Int32(k), Int32(n))
         let kernel = folded.kernel, bias = folded.bias
         self.spec = spec
+        self.bfloat16 = bfloat16
         precondition(kernel.count == k * n && bias.count == n, "\(spec.name): folded weights of the wrong size")
-        weights = AlignedFloats(count: count) { packed in
-            bt_pack_weights(kernel, bias, Int32(k), Int32(n), packed)
+        precondition(!bfloat16 || !Self.winogradApplies(spec), "\(spec.name): a Winograd layer has no bfloat16 kernel")
+        if bfloat16 {
+            weights = AlignedFloats(count: bt_packed_weights_bfloat16_count(Int32(taps), Int32(spec.inputChannels), Int32(n))) { packed in
+                bt_pack_weights_bfloat16(kernel, bias, Int32(taps), Int32(spec.inputChannels), Int32(n), packed)
+            }
+        } else {
+            weights = AlignedFloats(count: bt_packed_weights_count(Int32(k), Int32(n))) { packed in
+                bt_pack_weights(kernel, bias, Int32(k), Int32(n), packed)
+            }
         }
         self.bias = bias
         if Self.winogradApplies(spec) {
@@ -77,9 +90,12 @@ struct PackedConvolution: Sendable {
     ///
     /// `scratch` holds `scratchPerThread` floats for each thread (Winograd layers only). With `leading`,
     /// the first `leading.channels` output channels (a multiple of 16) are written there instead of
-    /// into `output`, whose first channels are then left alone.
+    /// into `output`, whose first channels are then left alone. A bfloat16 layer first writes the
+    /// bfloat16 copy of its input into `bfloat16Input` (`bfloat16InputCount(input)` values), in parallel
+    /// when the map is large.
     func run(_ input: FeatureMap, _ output: FeatureMap, pool: WorkerPool, kernels: KernelFamily,
-             scratch: UnsafeMutablePointer<Float>, scratchPerThread: Int, leading: FeatureMap? = nil) {
+             scratch: UnsafeMutablePointer<Float>, scratchPerThread: Int, bfloat16Input: UnsafeMutablePointer<UInt16>? = nil,
+             leading: FeatureMap? = nil) {
         let outHeight = (input.height + 2 * spec.padHeight - spec.kernelHeight) / spec.stride + 1
         let outWidth = (input.width + 2 * spec.padWidth - spec.kernelWidth) / spec.stride + 1
         precondition(outHeight == output.height && outWidth == output.width && output.channels == spec.outputChannels
@@ -119,27 +135,54 @@ struct PackedConvolution: Sendable {
             }
             return
         }
+        var copy: UnsafePointer<UInt16>?
+        if bfloat16 {
+            guard let bfloat16Input else { preconditionFailure("\(spec.name) runs in bfloat16 but was given no buffer for its input's copy") }
+            Self.convertToBfloat16(input, into: bfloat16Input, pool: pool)
+            copy = UnsafePointer(bfloat16Input)
+        }
         let rows = output.pixels, panels = panelCount
-        let height = kernels.stripHeight
+        let height = bfloat16 ? KernelFamily.avx512.stripHeight : kernels.stripHeight
         let strips = (rows + height - 1) / height
         let packed = weights.pointer
+        func convolve(_ d: UnsafePointer<bt_conv_desc>, rows: Range<Int>, panels: Range<Int>) {
+            let r0 = Int32(rows.lowerBound), r1 = Int32(rows.upperBound), p0 = Int32(panels.lowerBound), p1 = Int32(panels.upperBound)
+            if let copy { bt_conv_bfloat16(d, copy, packed, r0, r1, p0, p1, 1) } else { bt_conv_relu(d, packed, r0, r1, p0, p1) }
+        }
         withExtendedLifetime(weights) {
             withUnsafePointer(to: &desc) { d in
                 if pool.threads > 1 && rows >= Self.minimumRowsPerPart * pool.threads {
                     let parts = pool.parts(strips, minimumUnits: (Self.minimumRowsPerPart + height - 1) / height)
                     pool.run(parts) { t in
                         let s = partition(strips, parts: parts, index: t)
-                        bt_conv_relu(d, packed, Int32(s.lowerBound * height), Int32(min(rows, s.upperBound * height)),
-                                     0, Int32(panels))
+                        convolve(d, rows: (s.lowerBound * height)..<min(rows, s.upperBound * height), panels: 0..<panels)
                     }
                 } else {
                     let parts = pool.parts(panels)
                     pool.run(parts) { t in
-                        let p = partition(panels, parts: parts, index: t)
-                        bt_conv_relu(d, packed, 0, Int32(rows), Int32(p.lowerBound), Int32(p.upperBound))
+                        convolve(d, rows: 0..<rows, panels: partition(panels, parts: parts, index: t))
                     }
                 }
             }
+        }
+    }
+
+    /// Values the bfloat16 copy of a map takes (an odd channel count is padded to even).
+    static func bfloat16InputCount(pixels: Int, channels: Int) -> Int { pixels * 2 * Int(bt_bfloat16_pairs(Int32(channels))) }
+
+    /// Maps of fewer values are converted by the calling thread alone: handing ~20 us of work to the pool costs
+    /// more than it saves.
+    static let minimumParallelConversion = 1 << 16
+
+    /// Writes the bfloat16 copy of `map` (round to nearest, ties to even) that the bfloat16 kernel reads.
+    static func convertToBfloat16(_ map: FeatureMap, into copy: UnsafeMutablePointer<UInt16>, pool: WorkerPool) {
+        let pixels = map.pixels, channels = map.channels, stride = map.pixelStride
+        let copyStride = 2 * Int(bt_bfloat16_pairs(Int32(channels)))
+        let parts = pixels * channels >= minimumParallelConversion ? min(pool.threads, pixels) : 1
+        let source = map.data
+        pool.run(parts) { t in
+            let r = partition(pixels, parts: parts, index: t)
+            bt_convert_bfloat16_map(source + r.lowerBound * stride, r.count, Int32(channels), Int32(stride), copy + r.lowerBound * copyStride)
         }
     }
 

@@ -194,6 +194,8 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
     public var engineThreads = 0
     /// The engine's kernel family; nil ("auto") is $BONETRIAGE_KERNELS when set, else the CPU's best.
     public var kernels: KernelFamily?
+    /// The convolutions' precision: float32, or bfloat16 on CPUs with AVX512-BF16 (opt-in; see the README's "Reduced precision").
+    public var precision = ConvolutionArithmetic.float32
     public var coveredBodyParts: [String] = ["HUMERUS", "ARM"]
     public var triageUnknownBodyPart = false
     public var maximumMegapixels = 256
@@ -307,7 +309,7 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
             r.string("path", into: &path, rule: "an absolute path to a model file made by `bonetriage model join`") { $0.hasPrefix("/") }
             c.modelPath = path.isEmpty ? nil : path
         }
-        reader.section("triage", keys: ["quiet_period_seconds", "workers", "engine_threads", "kernels", "covered_body_parts",
+        reader.section("triage", keys: ["quiet_period_seconds", "workers", "engine_threads", "kernels", "precision", "covered_body_parts",
                                         "triage_unknown_body_part", "maximum_megapixels", "isolate_decoder",
                                         "decode_timeout_seconds", "decoders_per_worker"]) { r in
             r.number("quiet_period_seconds", into: &c.quietPeriod, range: 0...86_400)
@@ -319,6 +321,14 @@ public struct BoneTriageConfiguration: Sendable, Equatable {
             r.string("kernels", into: &kernels, rule: "\"auto\" or a kernel family this CPU (\(CPUInfo.modelName)) runs: "
                      + runnable.map { "\"\($0)\"" }.joined(separator: ", ")) { normalised($0) == "auto" || runnable.contains(normalised($0)) }
             c.kernels = normalised(kernels) == "auto" ? nil : KernelFamily(rawValue: normalised(kernels))
+            var precision = c.precision.name
+            let runnablePrecisions = ConvolutionArithmetic.selectable.filter(\.isSupported).map(\.name)
+            r.string("precision", into: &precision, rule: "\"float32\" or \"bfloat16\"; this CPU (\(CPUInfo.modelName)) runs "
+                     + runnablePrecisions.map { "\"\($0)\"" }.joined(separator: ", ")
+                     + (runnablePrecisions.contains("bfloat16") ? "" : " only (bfloat16 needs AVX512-BF16)")) {
+                ConvolutionArithmetic.named($0).map(\.isSupported) ?? false
+            }
+            c.precision = ConvolutionArithmetic.named(precision) ?? .float32
             r.strings("covered_body_parts", into: &c.coveredBodyParts, rule: "a list of Body Part Examined values, e.g. [\"HUMERUS\", \"ARM\"]")
             c.coveredBodyParts = c.coveredBodyParts.map { $0.uppercased() }
             r.bool("triage_unknown_body_part", into: &c.triageUnknownBodyPart)

@@ -379,7 +379,8 @@ public final class TriageDaemon: @unchecked Sendable {
             } catch {
                 kernels = "none: \(error)"
             }
-            logger.info("model loaded", metadata: ["model": "\(model.model.head.description.modelID)", "path": "\(path)", "kernels": "\(kernels)"])
+            logger.info("model loaded", metadata: ["model": "\(model.model.head.description.modelID)", "path": "\(path)", "kernels": "\(kernels)",
+                                                   "precision": "\(configuration.precision.name)"])
             return model
         } catch {
             logger.error("no model loaded: \(error). Studies are received and kept, and wait for triage; fix [model] path and send SIGHUP")

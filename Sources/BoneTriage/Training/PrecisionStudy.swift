@@ -29,7 +29,7 @@ public struct PrecisionStudy {
         public var reducedAUROC: Double
         /// The largest |AUROC difference| over every regularisation tried.
         public var largestAUROCDifference: Double
-        /// Wall time of each feature pass (plain and mirrored); the emulation is no faster than float32.
+        /// Wall time of each feature pass (plain and mirrored, decoding included); the emulation is no faster than float32.
         public var float32Seconds: Double
         public var reducedSeconds: Double
 
@@ -60,7 +60,7 @@ public struct PrecisionStudy {
               verdicts changed at the model's threshold: \(imageVerdictChanges) image(s), \(studyVerdictChanges) study(ies)
               cross-validated study AUROC (\(folds) folds by patient, heads fitted on float32 features, lambda \(String(format: "%g", lambda))): float32 \(f(float32AUROC)), \(arithmetic.name) \(f(reducedAUROC)), difference \(String(format: "%+.4f", aurocDifference)) (largest over the regularisation path \(f(largestAUROCDifference)))
               bar (every image within \(PrecisionStudy.imageTolerance), AUROC within \(PrecisionStudy.aurocTolerance)): \(withinTolerance ? "met" : "missed")
-              feature passes: float32 \(f(float32Seconds, 1)) s, \(arithmetic.name) \(f(reducedSeconds, 1)) s (emulated with float32 kernels: not a speed figure)
+              feature passes: float32 \(f(float32Seconds, 1)) s, \(arithmetic.name) \(f(reducedSeconds, 1)) s\(arithmetic.format == .bfloat16Emulated ? " (emulated with float32 kernels: not a speed figure)" : " (decoding included)")
             """
         }
 

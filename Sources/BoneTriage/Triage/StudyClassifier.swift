@@ -33,11 +33,14 @@ public final class StudyClassifier {
     /// Images over this many pixels (rows x columns x frames) are refused before decoding.
     public var maximumPixels = DicomReader.defaultMaximumPixels
 
-    /// `kernels` nil: $BONETRIAGE_KERNELS when set, else the CPU's best family.
-    public init(model: TriageModel, threads: Int = ProcessInfo.processInfo.activeProcessorCount, kernels: KernelFamily? = nil) throws {
+    /// `kernels` nil: $BONETRIAGE_KERNELS when set, else the CPU's best family. `precision` nil:
+    /// $BONETRIAGE_PRECISION when set, else float32 (the daemon passes `[triage] precision`).
+    public init(model: TriageModel, threads: Int = ProcessInfo.processInfo.activeProcessorCount, kernels: KernelFamily? = nil,
+                precision: ConvolutionArithmetic? = nil) throws {
         self.model = model
-        engine = try InceptionV3Engine(network: InceptionV3Network(weights: model.backbone), inputSize: model.spec.size, threads: threads,
-                                       kernels: kernels)
+        let arithmetic = try precision ?? ConvolutionArithmetic.named(nil, environment: ProcessInfo.processInfo.environment)
+        engine = try InceptionV3Engine(network: InceptionV3Network(weights: model.backbone, arithmetic: arithmetic), inputSize: model.spec.size,
+                                       threads: threads, kernels: kernels)
     }
 
     /// What became of one file: its probability, why it is not applicable, or why it could not be read.

@@ -51,6 +51,8 @@ public struct TriagePolicy: Sendable {
     public var engineThreads: Int
     /// The engines' kernel family ([triage] kernels); nil is automatic.
     public var kernels: KernelFamily?
+    /// The engines' precision ([triage] precision).
+    public var precision = ConvolutionArithmetic.float32
     public var maximumPixels: UInt64
     /// The `bonetriage` binary that decodes in a child process; nil decodes inside this process.
     public var decoderExecutable: String?
@@ -74,6 +76,7 @@ public struct TriagePolicy: Sendable {
         archiveFolder = c.archiveFolder
         engineThreads = c.engineThreads > 0 ? c.engineThreads : ProcessInfo.processInfo.activeProcessorCount
         kernels = c.kernels
+        precision = c.precision
         maximumPixels = UInt64(c.maximumMegapixels) << 20
         self.decoderExecutable = c.isolateDecoder ? decoderExecutable : nil
         decodeTimeout = c.decodeTimeout
@@ -432,7 +435,7 @@ public final class StudyTriage: @unchecked Sendable {
 
     private func classifier(for loaded: LoadedModel, generation: Int) throws -> StudyClassifier {
         if let classifier, self.generation == generation { return classifier }
-        let built = try StudyClassifier(model: loaded.model, threads: policy.engineThreads, kernels: policy.kernels)
+        let built = try StudyClassifier(model: loaded.model, threads: policy.engineThreads, kernels: policy.kernels, precision: policy.precision)
         built.maximumPixels = policy.maximumPixels
         classifier = built
         self.generation = generation

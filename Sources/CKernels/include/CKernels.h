@@ -2,6 +2,7 @@
 #define BONETRIAGE_CKERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "CKernelsPool.h"
 
@@ -100,10 +101,31 @@ void bt_winograd_conv_relu(const bt_conv_desc *desc, const float *packed, const 
 void bt_pool3x3(const bt_conv_desc *desc, int average, int row_begin, int row_end);
 
 /// Rounds each value to bfloat16 (round to nearest, ties to even) in place, kept as a float whose low 16
-/// bits are zero: how the reduced-precision study emulates AMX-BF16's inputs with the float32 kernels.
+/// bits are zero: how the reduced-precision study emulates the bfloat16 kernel with the float32 ones.
 void bt_round_bfloat16(float *values, long count);
-/// The same over `channels` values of each of `pixels` pixels `stride` floats apart (a map or a slice of one).
-void bt_round_bfloat16_map(float *data, long pixels, int channels, int stride);
+/// The rounded values of `channels` values of each of `pixels` pixels `src_stride` floats apart (a map or a
+/// slice of one), written densely to dst (`channels` floats per pixel), the source left alone: how the
+/// emulation gives a layer the input the bfloat16 kernel reads.
+void bt_round_bfloat16_copy(const float *src, long pixels, int channels, int src_stride, float *dst);
+
+/// 1 when this CPU (and OS) runs the bfloat16 convolution (AVX512-BF16 besides the AVX-512 family).
+int bt_bfloat16_supported(void);
+/// Pairs of input channels the bfloat16 path reads per pixel: (in_c + 1) / 2 (an odd count gets a zero pair half).
+int bt_bfloat16_pairs(int in_c);
+/// 32-bit words needed to pack a convolution's weights for the bfloat16 path.
+size_t bt_packed_weights_bfloat16_count(int taps, int in_c, int n);
+/// Packs row-major weights [taps * in_c, n] (rows ordered ky, kx, c) and bias [n] into panels of
+/// BT_PANEL_WIDTH output channels: each panel is its 16 float biases, then for each tap and pair of input
+/// channels (2q, 2q+1) 16 words, word j holding channel j's two weights as bfloat16 (2q in the low half).
+/// Weights are rounded to nearest, ties to even. `packed` is only a store of 32-bit words here.
+void bt_pack_weights_bfloat16(const float *weights, const float *bias, int taps, int in_c, int n, float *packed);
+/// The bfloat16 copy of a map (or a channel slice of one) the bfloat16 convolution reads: `pixels` rows of
+/// 2 * bt_bfloat16_pairs(channels) values (an odd count padded with a zero), rounded to nearest, ties to even.
+void bt_convert_bfloat16_map(const float *src, long pixels, int channels, int src_stride, uint16_t *dst);
+/// bt_conv over the bfloat16 copy `input` of desc->input (as bt_convert_bfloat16_map writes it) and weights
+/// packed by bt_pack_weights_bfloat16; requires bt_bfloat16_supported(). Output in float32 as bt_conv's.
+void bt_conv_bfloat16(const bt_conv_desc *d, const uint16_t *input, const float *packed, int row_begin, int row_end,
+                      int panel_begin, int panel_end, int relu);
 
 #ifdef __cplusplus
 }

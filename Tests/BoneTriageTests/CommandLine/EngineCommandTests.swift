@@ -15,6 +15,20 @@ struct EngineCommandTests {
             #expect(value > 0, "\(key) = \(value)")
         }
         #expect(object["multiply_adds_per_image"] as? Int == InceptionV3Architecture(variant: .keras).multiplyAdds(inputSize: 150))
+        #expect(object["precision"] as? String == "float32")
+    }
+
+    @Test("bench --precision bfloat16 runs the AVX512-BF16 path where the CPU has it, else says why not; an unknown precision is refused")
+    func benchPrecision() throws {
+        let r = try Executable.run(["bench", "--precision", "bfloat16", "--iterations", "2", "--input-size", "75"])
+        if ConvolutionArithmetic.bfloat16.isSupported {
+            #expect(r.status == 0 && r.stdout.contains("precision: bfloat16 (bfloat16 weights and inputs, float32 sums (AVX512-BF16); float32 in stem and the Winograd layers)"),
+                    "\(r.stdout)\(r.stderr)")
+        } else {
+            #expect(r.status != 0 && r.stderr.contains("needs AVX512-BF16, which this CPU"), "\(r.stderr)")
+        }
+        let unknown = try Executable.run(["bench", "--precision", "half", "--iterations", "1", "--input-size", "75"])
+        #expect(unknown.status != 0 && unknown.stderr.contains("'half' is not a precision; use float32 or bfloat16"), "\(unknown.stderr)")
     }
 
     @Test("bench --profile lists every block with its time")

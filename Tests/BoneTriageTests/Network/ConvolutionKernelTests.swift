@@ -43,7 +43,9 @@ struct ConvolutionKernelTests {
     struct Case {
         let shape: Shape
         let inputStride: Int
-        let input: [Float], weights: [Float], bias: [Float]
+        /// Variable so a test can run the same case on other input values (the bfloat16 tests: rounded ones).
+        var input: [Float]
+        let weights: [Float], bias: [Float]
         let expected: [Float]  // dense [pixels, outputChannels], after ReLU
 
         init(_ s: Shape, seed: UInt64) {

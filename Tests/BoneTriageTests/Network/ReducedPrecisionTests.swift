@@ -39,16 +39,15 @@ struct ReducedPrecisionTests {
         #expect(zip(random, once).allSatisfy { abs($0 - $1) <= abs($0) / 256 }, "relative error at most 2^-8")
     }
 
-    @Test("the map form rounds only the slice's channels of each pixel")
+    @Test("the map form copies the slice's channels of each pixel, rounded, densely, and leaves the map alone")
     func mapSlice() {
         // 3 pixels, stride 5: channels 1 ..< 3 of each are the slice.
-        var data = (0..<15).map { Float($0) + 1 + Float(1) / 300 }
-        let before = data
-        data.withUnsafeMutableBufferPointer { bt_round_bfloat16_map($0.baseAddress.map { $0 + 1 }, 3, 2, 5) }
-        for i in 0..<15 {
-            let inSlice = [1, 2].contains(i % 5)
-            #expect(data[i] == (inSlice ? Self.rounded([before[i]])[0] : before[i]), "value \(i)")
-        }
+        let data = (0..<15).map { Float($0) + 1 + Float(1) / 300 }
+        var copy = [Float](repeating: .nan, count: 7)
+        data.withUnsafeBufferPointer { bt_round_bfloat16_copy($0.baseAddress.map { $0 + 1 }, 3, 2, 5, &copy) }
+        #expect(Array(copy.prefix(6)) == Self.rounded([data[1], data[2], data[6], data[7], data[11], data[12]]))
+        #expect(copy[6].isNaN, "nothing written past the copy")
+        #expect(data == (0..<15).map { Float($0) + 1 + Float(1) / 300 })
     }
 
     @Test("the emulated bfloat16 engine stays close to float32 without being it, and is deterministic")
@@ -125,12 +124,20 @@ struct PrecisionStudyCommandTests {
                 && text.stdout.contains("not a speed figure"), "\(text.stdout)\(text.stderr)")
 
         let float32 = try Executable.run(["model", "precision", "--data", data, "--model", model, "--arithmetic", "float32"])
-        #expect(float32.status != 0 && float32.stderr.contains("--arithmetic must be one of bfloat16-emulated"))
+        #expect(float32.status != 0 && float32.stderr.contains("--arithmetic must be one of bfloat16, bfloat16-emulated"))
         let unknownBlock = try Executable.run(["model", "precision", "--data", data, "--model", model, "--float32-blocks", "stem,mixed11"])
         #expect(unknownBlock.status != 0 && unknownBlock.stderr.contains("'mixed11' is not a block of Inception V3"))
         let kept = try Executable.run(["model", "precision", "--data", data, "--model", model, "--patients", "6", "--float32-blocks", "stem, mixed10", "--json"])
         let keptObject = try #require(try JSONSerialization.jsonObject(with: Data(kept.stdout.utf8)) as? [String: Any], "\(kept.stderr)")
         #expect(keptObject["float32_blocks"] as? [String] == ["stem", "mixed10"])
+        let real = try Executable.run(["model", "precision", "--data", data, "--model", model, "--patients", "6", "--arithmetic", "bfloat16", "--json"])
+        if ConvolutionArithmetic.bfloat16.isSupported {
+            let realObject = try #require(try JSONSerialization.jsonObject(with: Data(real.stdout.utf8)) as? [String: Any], "\(real.stderr)")
+            #expect(realObject["arithmetic"] as? String == "bfloat16" && realObject["float32_blocks"] as? [String] == ["stem"])
+            #expect((realObject["image_difference_max"] as? Double ?? 0) > 0)
+        } else {
+            #expect(real.status != 0 && real.stderr.contains("needs AVX512-BF16"), "\(real.stderr)")
+        }
         let missing = try Executable.run(["model", "precision", "--data", dir.path("nothing"), "--model", model])
         #expect(missing.status != 0 && missing.stderr.contains("not a folder"))
     }

@@ -178,4 +178,31 @@ struct ConfigurationTests {
             }
         }
     }
+
+    @Test("[triage] precision: float32 by default (as the shipped example states); bfloat16 where the CPU has AVX512-BF16, else refused saying so; anything else refused")
+    func precision() throws {
+        #expect(BoneTriageConfiguration().precision == .float32)
+        let shipped = try String(contentsOfFile: Self.shipped, encoding: .utf8)
+        #expect(shipped.contains("precision = \"float32\""))
+        #expect(try BoneTriageConfiguration.parse("[triage]\nprecision = \"Float32\"\n", path: "p.toml").precision == .float32)
+        func refusal(_ name: String) throws -> String? {
+            do {
+                _ = try BoneTriageConfiguration.parse("[triage]\nprecision = \"\(name)\"\n", path: "p.toml")
+                return nil
+            } catch let error as ConfigurationError {
+                return error.description
+            }
+        }
+        if ConvolutionArithmetic.bfloat16.isSupported {
+            let parsed = try BoneTriageConfiguration.parse("[triage]\nprecision = \"bfloat16\"\n", path: "p.toml")
+            #expect(parsed.precision == .bfloat16 && TriagePolicy(configuration: parsed).precision == .bfloat16)
+        } else {
+            let message = try #require(try refusal("bfloat16"), "bfloat16 accepted on a CPU without AVX512-BF16")
+            #expect(message.contains("runs \"float32\" only (bfloat16 needs AVX512-BF16)"), "\(message)")
+        }
+        for name in ["half", "bfloat16-emulated", "fp16"] {
+            let message = try #require(try refusal(name), "precision = \(name) was accepted")
+            #expect(message.contains("[triage] precision = \"\(name)\": must be \"float32\" or \"bfloat16\""), "\(message)")
+        }
+    }
 }
