@@ -326,7 +326,7 @@ def run_bonetriage(args):
     cmd, error = bonetriage_command(args.bonetriage)
     if error:
         return {"error": error}
-    cmd += ["bench", "--json", "--input-size", str(args.input_size), "--kernels", args.kernels]
+    cmd += ["bench", "--json", "--input-size", str(args.input_size), "--kernels", args.kernels, "--precision", args.precision]
     try:
         code, stdout, stderr, rss_mb, seconds = run_child(cmd, args.timeout)
     except OSError as e:
@@ -492,7 +492,8 @@ def print_table(report):
     bt = rows.get(BT, {})
     if "report" in bt:
         print(f"BoneTriage kernels: {bt['report'].get('kernels', '?')}"
-              + (" (forced with --kernels)" if report["kernels"] != "auto" else " (the CPU's best)"))
+              + (" (forced with --kernels)" if report["kernels"] != "auto" else " (the CPU's best)")
+              + f"; precision: {bt['report'].get('precision', '?')}")
     if report["neighbour"] > 0:
         print(f"With a noisy neighbour: one process keeping a core busy {report['neighbour']:.0%} of the time in 2-20 ms bursts")
     print()
@@ -543,6 +544,9 @@ def parse_args(argv=None):
     ap.add_argument("--kernels", default="auto",
                     help="BoneTriage's kernel family (bench --kernels): auto, avx512, avx2 (e.g. to stand in for an "
                          "AVX2-only CPU on an AVX-512 one), portable (default: %(default)s)")
+    ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                    help="BoneTriage's precision (bench --precision): float32, or bfloat16 on CPUs with AVX512-BF16 "
+                         "(ONNX Runtime stays float32) (default: %(default)s)")
     ap.add_argument("--neighbour", type=float, default=0.0,
                     help="run a noisy neighbour beside every timed run: a process keeping one core busy this fraction "
                          "of the time in random 2-20 ms bursts, 0 for none (default: %(default)s)")
@@ -600,6 +604,7 @@ def main(argv=None):
         "iterations": {"batch1": args.iterations, "batch16": args.iterations_batch16},
         "rounds": args.rounds,
         "kernels": args.kernels,
+        "precision": args.precision,
         "neighbour": args.neighbour,
         "threads": {"intra_op": INTRA_OP_THREADS, "inter_op": INTER_OP_THREADS},
         "host": {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "machine": platform.machine(), "system": platform.system(),
