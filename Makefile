@@ -92,8 +92,9 @@ bench: build
 bench-heatmap: build model
 	$(BIN) bench heatmap --model $(MODEL)
 
-# What a bfloat16 engine (as AMX-BF16 computes) would cost in accuracy on the MURA humerus training split in
-# ../shared: each image's probability and the cross-validated study AUROC against float32 (issue 15).
+# What [triage] precision = "bfloat16" costs in accuracy on the MURA humerus training split in ../shared:
+# each image's probability and the cross-validated study AUROC against float32 (issue 15). Runs the
+# AVX512-BF16 kernels where the CPU has them, else their emulation with the float32 kernels.
 bench-precision: build model
 	$(BIN) model precision --data $(MURA) --model $(MODEL)
 
