@@ -82,6 +82,11 @@ public struct ConfigurationCheck: Sendable {
             warn("[triage] workers", "\(c.workers) worker(s) with \(engine) make \(threads) triage threads on \(cores) core(s): they slow each other down; "
                 + "keep workers x engine_threads at most \(cores)")
         }
+        if c.precision.format == .bfloat16 {
+            warn("[triage] precision", "bfloat16 moves each probability by up to about 0.01 from float32 (MURA humerus: 0.0094), and the model's "
+                + "threshold was chosen in float32, so a study near it may change verdict (1 of 592 there); check it on this site's labelled "
+                + "studies with `bonetriage model precision --data FOLDER` before relying on it")
+        }
         if c.kernels == nil, let named = environment[KernelFamily.environmentVariable] {
             do { _ = try KernelFamily.named(named) } catch {
                 fail("[triage] kernels", "auto, and $\(KernelFamily.environmentVariable) = \"\(named)\" would stop every triage: \(error)")

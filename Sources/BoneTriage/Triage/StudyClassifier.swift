@@ -30,6 +30,8 @@ public final class StudyClassifier {
     public let model: TriageModel
     let engine: InceptionV3Engine
     public var batchSize = 16
+    /// The convolutions' precision the classifier runs with.
+    public var precision: ConvolutionArithmetic { engine.network.arithmetic }
     /// Images over this many pixels (rows x columns x frames) are refused before decoding.
     public var maximumPixels = DicomReader.defaultMaximumPixels
 

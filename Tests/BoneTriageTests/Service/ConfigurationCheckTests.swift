@@ -106,6 +106,18 @@ struct ConfigurationCheckTests {
         #expect(check.findings(c).map(\.setting) == ["[triage] workers"])
     }
 
+    @Test("[triage] precision bfloat16 is a warning that says what it costs and how to check it; float32 is nothing")
+    func precision() throws {
+        let dir = try TemporaryDirectory()
+        var c = try Self.usable(dir)
+        c.precision = .bfloat16
+        let found = check.findings(c)
+        #expect(found.count == 1 && found.first?.setting == "[triage] precision" && found.first?.severity == .warning, "\(found)")
+        #expect(found.first?.problem.contains("`bonetriage model precision --data FOLDER`") == true)
+        c.precision = .float32
+        #expect(check.findings(c) == [])
+    }
+
     @Test("[triage] kernels auto with a $BONETRIAGE_KERNELS this CPU cannot run, or that names nothing, is a failure")
     func kernelsFromEnvironment() throws {
         let c = BoneTriageConfiguration()
