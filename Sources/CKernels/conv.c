@@ -351,26 +351,19 @@ static int strip_setup(const bt_conv_desc *d, const char *input, size_t pixel_by
     return kept;
 }
 
-/// The output pointers of one strip in panel p (the split output's first panels go to output2).
-static void strip_outputs(const bt_conv_desc *d, const size_t *pixels, int block, int p, float **out) {
-    const int second = p < d->split_panel && d->output2;
-    for (int i = 0; i < block; i++)
-        out[i] = second ? d->output2 + pixels[i] * d->out2_stride + p * NR : d->output + pixels[i] * d->out_stride + p * NR;
-}
-
 /// Panels per pass over the row strips: as many as keep their weights (`panel_bytes` each) in the L2.
 static int panels_per_pass(size_t panel_bytes) {
     const int n = (int)(PANEL_BLOCK_BYTES / panel_bytes);
     return n < 1 ? 1 : n;
 }
 
-void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
-             int panel_begin, int panel_end, int relu) {
-    int block;
-    const micro_kernel kernel = family_kernel(bt_kernels_resolve(d->family), &block);
-    const size_t k = (size_t)d->kernel_h * d->kernel_w * d->in_c;
-    const size_t panel_floats = NR + k * NR;
-    const int per_pass = panels_per_pass(panel_floats * sizeof(float));
+/// The loop every family shares: row strips of `block` pixels within groups of panels that stay in the L2.
+/// `depth` is what the kernel walks per tap: input channels (float32), or channel pairs (bfloat16), each
+/// one 16-word weight row; `input` and `pixel_bytes` locate the pixels the kernel reads.
+static void conv_strips(const bt_conv_desc *d, micro_kernel kernel, int block, const char *input, size_t pixel_bytes, int depth,
+                        const float *packed, int row_begin, int row_end, int panel_begin, int panel_end, int relu) {
+    const size_t panel_words = NR + (size_t)d->kernel_h * d->kernel_w * depth * NR;
+    const int per_pass = panels_per_pass(panel_words * sizeof(float));
     const float *ptrs[BT_MAX_TAPS * MR_MAX];
     int kept_taps[BT_MAX_TAPS], tap_offsets[BT_MAX_TAPS];
     size_t pixels[MR_MAX];
@@ -379,16 +372,25 @@ void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_
         const int pe = pb + per_pass < panel_end ? pb + per_pass : panel_end;
         for (int r = row_begin; r < row_end; r += block) {
             const int mr = row_end - r < block ? row_end - r : block;
-            const int kept = strip_setup(d, (const char *)d->input, (size_t)d->in_stride * sizeof(float), r, mr, block, ptrs,
-                                         kept_taps, pixels);
-            for (int t = 0; t < kept; t++) tap_offsets[t] = kept_taps[t] * d->in_c * NR;
+            const int kept = strip_setup(d, input, pixel_bytes, r, mr, block, ptrs, kept_taps, pixels);
+            for (int t = 0; t < kept; t++) tap_offsets[t] = kept_taps[t] * depth * NR;
             for (int p = pb; p < pe; p++) {
                 const int nc = d->out_c - p * NR < NR ? d->out_c - p * NR : NR;
-                strip_outputs(d, pixels, block, p, out);
-                kernel(mr, nc, kept, tap_offsets, d->in_c, ptrs, packed + (size_t)p * panel_floats, out, relu);
+                const int second = p < d->split_panel && d->output2;
+                for (int i = 0; i < block; i++)
+                    out[i] = second ? d->output2 + pixels[i] * d->out2_stride + p * NR : d->output + pixels[i] * d->out_stride + p * NR;
+                kernel(mr, nc, kept, tap_offsets, depth, ptrs, packed + (size_t)p * panel_words, out, relu);
             }
         }
     }
+}
+
+void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
+             int panel_begin, int panel_end, int relu) {
+    int block;
+    const micro_kernel kernel = family_kernel(bt_kernels_resolve(d->family), &block);
+    conv_strips(d, kernel, block, (const char *)d->input, (size_t)d->in_stride * sizeof(float), d->in_c, packed, row_begin, row_end,
+                panel_begin, panel_end, relu);
 }
 
 void bt_conv_relu(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
@@ -481,27 +483,9 @@ KERNEL_WIDE_SWITCH(kernel_bf16)
 void bt_conv_bfloat16(const bt_conv_desc *d, const uint16_t *input, const float *packed, int row_begin, int row_end,
                       int panel_begin, int panel_end, int relu) {
 #ifdef BT_X86
-    const int block = MR_WIDE, pairs = bt_bfloat16_pairs(d->in_c);
-    const size_t panel_words = NR + (size_t)d->kernel_h * d->kernel_w * pairs * NR;
-    const int per_pass = panels_per_pass(panel_words * sizeof(float));
-    const float *ptrs[BT_MAX_TAPS * MR_MAX];
-    int kept_taps[BT_MAX_TAPS], tap_offsets[BT_MAX_TAPS];
-    size_t pixels[MR_MAX];
-    float *out[MR_MAX];
-    for (int pb = panel_begin; pb < panel_end; pb += per_pass) {
-        const int pe = pb + per_pass < panel_end ? pb + per_pass : panel_end;
-        for (int r = row_begin; r < row_end; r += block) {
-            const int mr = row_end - r < block ? row_end - r : block;
-            const int kept = strip_setup(d, (const char *)input, (size_t)pairs * 2 * sizeof(uint16_t), r, mr, block, ptrs,
-                                         kept_taps, pixels);
-            for (int t = 0; t < kept; t++) tap_offsets[t] = kept_taps[t] * pairs * NR;
-            for (int p = pb; p < pe; p++) {
-                const int nc = d->out_c - p * NR < NR ? d->out_c - p * NR : NR;
-                strip_outputs(d, pixels, block, p, out);
-                kernel_bf16(mr, nc, kept, tap_offsets, pairs, ptrs, packed + (size_t)p * panel_words, out, relu);
-            }
-        }
-    }
+    const int pairs = bt_bfloat16_pairs(d->in_c);
+    conv_strips(d, kernel_bf16, MR_WIDE, (const char *)input, (size_t)pairs * 2 * sizeof(uint16_t), pairs, packed, row_begin, row_end,
+                panel_begin, panel_end, relu);
 #else
     (void)d; (void)input; (void)packed; (void)row_begin; (void)row_end; (void)panel_begin; (void)panel_end; (void)relu;
 #endif
