@@ -50,9 +50,10 @@ void bt_pack_weights_bfloat16(const float *weights, const float *bias, int taps,
                 const size_t even = (size_t)t * in_c + 2 * q;
                 for (int j = 0; j < BT_PANEL_WIDTH; j++) {
                     const int col = j0 + j;
-                    const uint32_t lo = col < n ? bfloat16_bits(weights[even * n + col]) : 0;
-                    const uint32_t hi = col < n && 2 * q + 1 < in_c ? bfloat16_bits(weights[(even + 1) * n + col]) : 0;
-                    const uint32_t word = lo | hi << 16;
+                    // Channel 2q in the high half: VDPBF16PS adds the high product first (see CKernels.h).
+                    const uint32_t first = col < n ? bfloat16_bits(weights[even * n + col]) : 0;
+                    const uint32_t second = col < n && 2 * q + 1 < in_c ? bfloat16_bits(weights[(even + 1) * n + col]) : 0;
+                    const uint32_t word = first << 16 | second;
                     memcpy(dst + j, &word, sizeof word);
                 }
                 dst += BT_PANEL_WIDTH;
@@ -65,7 +66,7 @@ void bt_pack_weights_bfloat16(const float *weights, const float *bias, int taps,
 #include <immintrin.h>
 
 /// VCVTNEPS2BF16 rounds as round_bfloat16 does, but flushes subnormal inputs to zero (no value of this
-/// network's maps is that small after a ReLU but exact zeros).
+/// network's maps is that small after a ReLU but exact zeros). Each pair's halves are then swapped.
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512bf16"), min_vector_width(512))) static void
 convert_bfloat16_map_avx512(const float *src, long pixels, int channels, int src_stride, uint16_t *dst) {
     const int dst_stride = 2 * bt_bfloat16_pairs(channels);
@@ -75,14 +76,14 @@ convert_bfloat16_map_avx512(const float *src, long pixels, int channels, int src
         int c = 0;
         for (; c + 32 <= channels; c += 32) {
             const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + c + 16), _mm512_loadu_ps(row + c));
-            _mm512_storeu_si512(out + c, (__m512i)h);
+            _mm512_storeu_si512(out + c, _mm512_rol_epi32((__m512i)h, 16));
         }
         for (; c < channels; c += 16) {
-            const __mmask16 m = channels - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (channels - c)) - 1u);
-            const __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, row + c));
-            _mm256_mask_storeu_epi16(out + c, m, (__m256i)h);
+            // Lanes past the channels load as 0, so an odd count's pad half is 0; whole pairs are stored.
+            const int left = channels - c >= 16 ? 16 : channels - c, stored = (left + 1) & ~1;
+            const __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps((__mmask16)((1u << left) - 1u), row + c));
+            _mm256_mask_storeu_epi16(out + c, (__mmask16)((1u << stored) - 1u), _mm256_rol_epi32((__m256i)h, 16));
         }
-        if (channels & 1) out[channels] = 0;
     }
 }
 #endif
@@ -94,11 +95,13 @@ void bt_convert_bfloat16_map(const float *src, long pixels, int channels, int sr
         return;
     }
 #endif
-    const int dst_stride = 2 * bt_bfloat16_pairs(channels);
+    const int pairs = bt_bfloat16_pairs(channels);
     for (long p = 0; p < pixels; p++) {
         const float *row = src + p * (long)src_stride;
-        uint16_t *out = dst + p * (long)dst_stride;
-        for (int c = 0; c < channels; c++) out[c] = bfloat16_bits(row[c]);
-        if (channels & 1) out[channels] = 0;
+        uint16_t *out = dst + p * (long)(2 * pairs);
+        for (int q = 0; q < pairs; q++) {
+            out[2 * q] = 2 * q + 1 < channels ? bfloat16_bits(row[2 * q + 1]) : 0;
+            out[2 * q + 1] = bfloat16_bits(row[2 * q]);
+        }
     }
 }

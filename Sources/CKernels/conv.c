@@ -4,6 +4,7 @@
 // copy is made, and the weights are packed once at load, so nothing is re-packed per call.
 #include "CKernels.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -483,10 +484,13 @@ KERNEL_WIDE_SWITCH(kernel_bf16)
 void bt_conv_bfloat16(const bt_conv_desc *d, const uint16_t *input, const float *packed, int row_begin, int row_end,
                       int panel_begin, int panel_end, int relu) {
 #ifdef BT_X86
+    // The last guard against an illegal instruction: callers check bt_bfloat16_supported() first.
+    if (!bt_bfloat16_supported()) abort();
     const int pairs = bt_bfloat16_pairs(d->in_c);
     conv_strips(d, kernel_bf16, MR_WIDE, (const char *)input, (size_t)pairs * 2 * sizeof(uint16_t), pairs, packed, row_begin, row_end,
                 panel_begin, panel_end, relu);
 #else
     (void)d; (void)input; (void)packed; (void)row_begin; (void)row_end; (void)panel_begin; (void)panel_end; (void)relu;
+    abort();
 #endif
 }

@@ -66,7 +66,7 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
                 + " (in [triage] precision or $\(ConvolutionArithmetic.environmentVariable))"
         case let .precisionUnsupported(arithmetic, cpu):
             return "the \(arithmetic.name) precision (\(arithmetic.summary)) needs AVX512-BF16, which this CPU (\(cpu)) lacks: "
-                + "set [triage] precision = \"float32\" (the default)"
+                + "use float32, the default ([triage] precision, --precision or $\(ConvolutionArithmetic.environmentVariable))"
         }
     }
 }

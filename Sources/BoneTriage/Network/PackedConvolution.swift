@@ -178,7 +178,7 @@ struct PackedConvolution: Sendable {
     static func convertToBfloat16(_ map: FeatureMap, into copy: UnsafeMutablePointer<UInt16>, pool: WorkerPool) {
         let pixels = map.pixels, channels = map.channels, stride = map.pixelStride
         let copyStride = 2 * Int(bt_bfloat16_pairs(Int32(channels)))
-        let parts = pixels * channels >= minimumParallelConversion ? min(pool.threads, pixels) : 1
+        let parts = pixels * channels >= minimumParallelConversion ? pool.parts(pixels) : 1
         let source = map.data
         pool.run(parts) { t in
             let r = partition(pixels, parts: parts, index: t)

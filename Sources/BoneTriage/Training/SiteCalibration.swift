@@ -78,7 +78,8 @@ public enum LabelledStudyScoring {
 
     public static func score(_ images: [LabelledImage], model: TriageModel, identifierBase: String?, chunk: Int = 32,
                              progress: ((Int, Int) -> Void)? = nil) throws -> Result {
-        let classifier = try StudyClassifier(model: model)
+        // The model's own float32 probabilities, whatever $BONETRIAGE_PRECISION says: the threshold is the model's.
+        let classifier = try StudyClassifier(model: model, precision: .float32)
         var probabilities = [Double?](repeating: nil, count: images.count)
         var start = 0
         while start < images.count {

@@ -116,11 +116,15 @@ int bt_bfloat16_pairs(int in_c);
 size_t bt_packed_weights_bfloat16_count(int taps, int in_c, int n);
 /// Packs row-major weights [taps * in_c, n] (rows ordered ky, kx, c) and bias [n] into panels of
 /// BT_PANEL_WIDTH output channels: each panel is its 16 float biases, then for each tap and pair of input
-/// channels (2q, 2q+1) 16 words, word j holding channel j's two weights as bfloat16 (2q in the low half).
+/// channels (2q, 2q+1) 16 words, word j holding channel j's two weights as bfloat16, 2q in the HIGH half.
+/// VDPBF16PS adds a lane's high product first, then the low one (Intel SDM; AMD Zen 5 checked), and a
+/// product of two bfloat16 values is exact in float32: with 2q high, each output is summed in the float32
+/// kernels' order, so the kernel gives the float32 kernel's bits on rounded values (the emulation's).
 /// Weights are rounded to nearest, ties to even. `packed` is only a store of 32-bit words here.
 void bt_pack_weights_bfloat16(const float *weights, const float *bias, int taps, int in_c, int n, float *packed);
 /// The bfloat16 copy of a map (or a channel slice of one) the bfloat16 convolution reads: `pixels` rows of
-/// 2 * bt_bfloat16_pairs(channels) values (an odd count padded with a zero), rounded to nearest, ties to even.
+/// bt_bfloat16_pairs(channels) words, each channel 2q in the high half and 2q+1 (0 past an odd count) in
+/// the low half, rounded to nearest, ties to even.
 void bt_convert_bfloat16_map(const float *src, long pixels, int channels, int src_stride, uint16_t *dst);
 /// bt_conv over the bfloat16 copy `input` of desc->input (as bt_convert_bfloat16_map writes it) and weights
 /// packed by bt_pack_weights_bfloat16; requires bt_bfloat16_supported(). Output in float32 as bt_conv's.
