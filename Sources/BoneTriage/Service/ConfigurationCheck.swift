@@ -83,7 +83,7 @@ public struct ConfigurationCheck: Sendable {
                 + "keep workers x engine_threads at most \(cores)")
         }
         if c.precision.format == .bfloat16 {
-            warn("[triage] precision", "bfloat16 moves each probability by up to about 0.01 from float32 (MURA humerus: 0.0094), and the model's "
+            warn("[triage] precision", "bfloat16 moves each probability by up to about 0.01 from float32 (MURA humerus: 0.0089), and the model's "
                 + "threshold was chosen in float32, so a study near it may change verdict (1 of 592 there); check it on this site's labelled "
                 + "studies with `bonetriage model precision --data FOLDER` before relying on it")
         }
