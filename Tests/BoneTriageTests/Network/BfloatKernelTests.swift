@@ -133,15 +133,7 @@ struct BfloatKernelTests {
         bt_convert_bfloat16_map(c.input, pixels, Int32(s.inputChannels), Int32(c.inputStride), &copy)
         let whole = c.run(outputStride: s.outputChannels) { d in bt_conv_bfloat16(d, copy, packed, 0, Int32(pixels), 0, 3, 1) }
         var leading = [Float](repeating: .nan, count: pixels * 20)
-        let rest = c.run(outputStride: s.outputChannels) { d in
-            var desc = d.pointee
-            leading.withUnsafeMutableBufferPointer { l in
-                desc.split_panel = 1
-                desc.output2 = l.baseAddress
-                desc.out2_stride = 20
-                bt_conv_bfloat16(&desc, copy, packed, 0, Int32(pixels), 0, 3, 1)
-            }
-        }
+        let rest = c.runSplitOutput(into: &leading) { d in bt_conv_bfloat16(d, copy, packed, 0, Int32(pixels), 0, 3, 1) }
         for p in 0..<pixels {
             #expect(Array(leading[(p * 20)..<(p * 20 + 16)]) == Array(whole[(p * 40)..<(p * 40 + 16)]), "pixel \(p): the second map's channels")
             #expect(leading[p * 20 + 16].isNaN && rest[(p * 40)..<(p * 40 + 16)].allSatisfy(\.isNaN), "pixel \(p): nothing written elsewhere")

@@ -101,6 +101,19 @@ struct ConvolutionKernelTests {
             return (0..<pixels).flatMap { p in output[(p * outputStride)..<(p * outputStride + s.outputChannels)] }
         }
 
+        /// Runs `body` with the first output panel sent to `leading` (20 floats per pixel): returns the main output.
+        func runSplitOutput(into leading: inout [Float], _ body: (UnsafePointer<bt_conv_desc>) -> Void) -> [Float] {
+            run(outputStride: shape.outputChannels) { d in
+                var desc = d.pointee
+                leading.withUnsafeMutableBufferPointer { l in
+                    desc.split_panel = 1
+                    desc.output2 = l.baseAddress
+                    desc.out2_stride = 20
+                    body(&desc)
+                }
+            }
+        }
+
         func packed() -> [Float] {
             let count = bt_packed_weights_count(Int32(shape.k), Int32(shape.outputChannels))
             var packed = [Float](repeating: 0, count: count)
@@ -201,15 +214,7 @@ struct ConvolutionKernelTests {
         let pixels = s.batch * s.outHeight * s.outWidth
         let packed = c.packed()
         var leading = [Float](repeating: .nan, count: pixels * 20)
-        let rest = c.run(outputStride: s.outputChannels) { d in
-            var desc = d.pointee
-            leading.withUnsafeMutableBufferPointer { l in
-                desc.split_panel = 1
-                desc.output2 = l.baseAddress
-                desc.out2_stride = 20
-                bt_conv_relu(&desc, packed, 0, Int32(pixels), 0, bt_panel_count(Int32(s.outputChannels)))
-            }
-        }
+        let rest = c.runSplitOutput(into: &leading) { d in bt_conv_relu(d, packed, 0, Int32(pixels), 0, bt_panel_count(Int32(s.outputChannels))) }
         var merged: [Float] = []
         var strayWrites = 0, missingSkips = 0
         for p in 0..<pixels {
