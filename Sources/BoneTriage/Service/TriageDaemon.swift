@@ -462,6 +462,7 @@ public final class TriageDaemon: @unchecked Sendable {
             + " · queued \(counts.queued) · triaging \(counts.triaging) · done \(triaged.load(ordering: .relaxed))"
             + " · failed \(failed.load(ordering: .relaxed)) · workers \(configuration.workers)"
             + (models.current.model.map { " · model \($0.model.head.description.modelID)" } ?? " · NO MODEL")
+            + (configuration.precision == .float32 ? "" : " (\(configuration.precision.name))")
     }
 
     private static func spawn(_ name: String, group: DispatchGroup, _ body: @escaping @Sendable () -> Void) {

@@ -172,13 +172,17 @@ struct DaemonTests {
         #expect(triaged[study]?["images"] as? Int == 3)
     }
 
-    @Test("[triage] precision = bfloat16: the daemon logs it with the model and triages with it", .enabled(if: ConvolutionArithmetic.bfloat16.isSupported,
+    @Test("[triage] precision = bfloat16: the daemon logs it with the model, shows it in its status and triages with it", .enabled(if: ConvolutionArithmetic.bfloat16.isSupported,
           "skipped: this CPU (\(CPUInfo.modelName)) lacks AVX512-BF16, and the configuration refuses bfloat16 there (tested in ConfigurationTests)"))
     func bfloat16Precision() throws {
         let daemon = try DaemonHarness(extraConfig: "precision = \"bfloat16\"")
         try daemon.start()
         defer { _ = try? daemon.stop() }
         try daemon.waitFor("the model loaded in bfloat16", timeout: 30) { daemon.log.contains("precision=bfloat16") }
+        try daemon.waitFor("the status to name the precision", timeout: 30) {
+            let shown = try Executable.run(["status", "--config", daemon.configPath]).stdout
+            return shown.contains("· model ") && shown.contains(" (bfloat16)")
+        }
         let files = try TemporaryDirectory()
         let study = "1.2.826.0.1.3680043.10.4.2"
         for i in 0..<2 { try RadiographFactory.make(at: files.path("s\(i).dcm"), study: study, seed: i, expectedInstances: 2) }
