@@ -18,6 +18,9 @@
 #define MR_WIDE 12
 #define MR_MAX MR_WIDE
 #define NR BT_PANEL_WIDTH
+/// M(1) ... M(6) and M(1) ... M(12): one instantiation per strip height of the 6- and 12-row kernels.
+#define FOR_ROWS_6(M) M(1) M(2) M(3) M(4) M(5) M(6)
+#define FOR_ROWS_12(M) FOR_ROWS_6(M) M(7) M(8) M(9) M(10) M(11) M(12)
 
 /// Weight bytes of the panels one pass over a row strip visits: sized to stay in the (512 KB) L2,
 /// so weights larger than that are streamed from memory once per group of panels, not once per strip.
@@ -173,12 +176,7 @@ kernel_avx2_rows(const int rows, int nc, int taps, const int *tap_offsets, int c
         float *const *out, int relu) {                                                                           \
         kernel_avx2_rows(R, nc, taps, tap_offsets, cin, ptrs, w, out, relu);                                      \
     }
-KERNEL_AVX2_ROWS(1)
-KERNEL_AVX2_ROWS(2)
-KERNEL_AVX2_ROWS(3)
-KERNEL_AVX2_ROWS(4)
-KERNEL_AVX2_ROWS(5)
-KERNEL_AVX2_ROWS(6)
+FOR_ROWS_6(KERNEL_AVX2_ROWS)
 
 static void kernel_avx2(int mr, int nc, int taps, const int *tap_offsets, int cin, const float *const *ptrs,
                         const float *w, float *const *out, int relu) {
@@ -244,18 +242,7 @@ kernel_wide_rows(const int rows, int nc, int taps, const int *tap_offsets, int c
                                                          float *const *out, int relu) {                           \
         kernel_wide_rows(R, nc, taps, tap_offsets, cin, ptrs, w, out, relu);                                      \
     }
-KERNEL_WIDE_ROWS(1)
-KERNEL_WIDE_ROWS(2)
-KERNEL_WIDE_ROWS(3)
-KERNEL_WIDE_ROWS(4)
-KERNEL_WIDE_ROWS(5)
-KERNEL_WIDE_ROWS(6)
-KERNEL_WIDE_ROWS(7)
-KERNEL_WIDE_ROWS(8)
-KERNEL_WIDE_ROWS(9)
-KERNEL_WIDE_ROWS(10)
-KERNEL_WIDE_ROWS(11)
-KERNEL_WIDE_ROWS(12)
+FOR_ROWS_12(KERNEL_WIDE_ROWS)
 
 #define KERNEL_WIDE_SWITCH(NAME)                                                                                  \
     static void NAME(int mr, int nc, int taps, const int *tap_offsets, int cin, const float *const *ptrs,        \
@@ -466,18 +453,7 @@ kernel_bf16_rows(const int rows, int nc, int taps, const int *tap_offsets, int p
                                                int relu) {                                                        \
         kernel_bf16_rows(R, nc, taps, tap_offsets, pairs, ptrs, w, out, relu);                                    \
     }
-KERNEL_BF16_ROWS(1)
-KERNEL_BF16_ROWS(2)
-KERNEL_BF16_ROWS(3)
-KERNEL_BF16_ROWS(4)
-KERNEL_BF16_ROWS(5)
-KERNEL_BF16_ROWS(6)
-KERNEL_BF16_ROWS(7)
-KERNEL_BF16_ROWS(8)
-KERNEL_BF16_ROWS(9)
-KERNEL_BF16_ROWS(10)
-KERNEL_BF16_ROWS(11)
-KERNEL_BF16_ROWS(12)
+FOR_ROWS_12(KERNEL_BF16_ROWS)
 KERNEL_WIDE_SWITCH(kernel_bf16)
 #endif
 
