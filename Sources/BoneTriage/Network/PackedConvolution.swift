@@ -91,7 +91,7 @@ struct PackedConvolution: Sendable {
     /// `scratch` holds `scratchPerThread` floats for each thread (Winograd layers only). With `leading`,
     /// the first `leading.channels` output channels (a multiple of 16) are written there instead of
     /// into `output`, whose first channels are then left alone. A bfloat16 layer first writes the
-    /// bfloat16 copy of its input into `bfloat16Input` (`bfloat16InputCount(input)` values), in parallel
+    /// bfloat16 copy of its input into `bfloat16Input` (`bfloat16InputCount` values), in parallel
     /// when the map is large.
     func run(_ input: FeatureMap, _ output: FeatureMap, pool: WorkerPool, kernels: KernelFamily,
              scratch: UnsafeMutablePointer<Float>, scratchPerThread: Int, bfloat16Input: UnsafeMutablePointer<UInt16>? = nil,
@@ -177,7 +177,7 @@ struct PackedConvolution: Sendable {
     /// Writes the bfloat16 copy of `map` (round to nearest, ties to even) that the bfloat16 kernel reads.
     static func convertToBfloat16(_ map: FeatureMap, into copy: UnsafeMutablePointer<UInt16>, pool: WorkerPool) {
         let pixels = map.pixels, channels = map.channels, stride = map.pixelStride
-        let copyStride = 2 * Int(bt_bfloat16_pairs(Int32(channels)))
+        let copyStride = bfloat16InputCount(pixels: 1, channels: channels)
         let parts = pixels * channels >= minimumParallelConversion ? pool.parts(pixels) : 1
         let source = map.data
         pool.run(parts) { t in

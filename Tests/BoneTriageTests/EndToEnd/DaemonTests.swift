@@ -164,12 +164,17 @@ struct DaemonTests {
         let daemon = try DaemonHarness(quietPeriod: 600)
         try daemon.start()
         defer { _ = try? daemon.stop() }
+        let triaged = try Self.sendAnnouncedStudy("1.2.826.0.1.3680043.10.4.1", images: 3, to: daemon)
+        #expect(triaged["images"] as? Int == 3)
+    }
+
+    /// Sends a study of `images` radiographs over C-STORE, each announcing that count (Number of Study Related
+    /// Instances), and returns its worklist row once triaged.
+    static func sendAnnouncedStudy(_ study: String, images: Int, to daemon: DaemonHarness) throws -> [String: Any] {
         let files = try TemporaryDirectory()
-        let study = "1.2.826.0.1.3680043.10.4.1"
-        for i in 0..<3 { try RadiographFactory.make(at: files.path("s\(i).dcm"), study: study, seed: i, expectedInstances: 3) }
-        #expect(try daemon.storescu((0..<3).map { files.path("s\($0).dcm") }).status == 0)
-        let triaged = try daemon.waitForTriage([study], timeout: 30)
-        #expect(triaged[study]?["images"] as? Int == 3)
+        for i in 0..<images { try RadiographFactory.make(at: files.path("s\(i).dcm"), study: study, seed: i, expectedInstances: images) }
+        #expect(try daemon.storescu((0..<images).map { files.path("s\($0).dcm") }).status == 0)
+        return try daemon.waitForTriage([study], timeout: 30)[study] ?? [:]
     }
 
     @Test("[triage] precision = bfloat16: the daemon logs it with the model, shows it in its status and triages with it", .enabled(if: ConvolutionArithmetic.bfloat16.isSupported,
@@ -183,13 +188,9 @@ struct DaemonTests {
             let shown = try Executable.run(["status", "--config", daemon.configPath]).stdout
             return shown.contains("· model ") && shown.contains(" (bfloat16)")
         }
-        let files = try TemporaryDirectory()
-        let study = "1.2.826.0.1.3680043.10.4.2"
-        for i in 0..<2 { try RadiographFactory.make(at: files.path("s\(i).dcm"), study: study, seed: i, expectedInstances: 2) }
-        #expect(try daemon.storescu((0..<2).map { files.path("s\($0).dcm") }).status == 0)
-        let triaged = try daemon.waitForTriage([study], timeout: 30)
-        #expect(triaged[study]?["images"] as? Int == 2)
-        let probability = try #require(triaged[study]?["probability"] as? Double, "\(triaged)")
+        let triaged = try Self.sendAnnouncedStudy("1.2.826.0.1.3680043.10.4.2", images: 2, to: daemon)
+        #expect(triaged["images"] as? Int == 2)
+        let probability = try #require(triaged["probability"] as? Double, "\(triaged)")
         #expect((0...1).contains(probability))
     }
 
