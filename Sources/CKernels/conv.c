@@ -292,6 +292,14 @@ int bt_kernels_strip_height(int family) {
 /// of one strip share their x and with it the taps that fall into the left or right padding.
 static int is_horizontal(const bt_conv_desc *d) { return d->kernel_h == 1 && d->kernel_w > 1; }
 
+/// The output pixel index (across the batch) of the pixel visited `r`-th: r itself, except for 1xk layers.
+static size_t visit_pixel(const bt_conv_desc *d, int r) {
+    if (!is_horizontal(d)) return (size_t)r;
+    const int per_image = d->out_h * d->out_w, n = r / per_image, rem = r - n * per_image;
+    const int ox = rem / d->out_h, oy = rem - ox * d->out_h;
+    return (size_t)(n * d->out_h + oy) * d->out_w + ox;
+}
+
 /// For output pixels r0 ..< r0+mr (in visiting order): their output pixel indices, and the input
 /// pointers of every tap that is inside the image for at least one of them, laid out [tap][block] with
 /// each kept tap's index (ky * kernel_w + kx) in `kept_taps`. Taps that only read padding for the whole
@@ -347,9 +355,12 @@ static int panels_per_pass(size_t panel_bytes) {
 
 /// The loop every family shares: row strips of `block` pixels within groups of panels that stay in the L2.
 /// `depth` is what the kernel walks per tap: input channels (float32), or channel pairs (bfloat16), each
-/// one 16-word weight row; `input` and `pixel_bytes` locate the pixels the kernel reads.
+/// one 16-word weight row; `input` and `pixel_bytes` locate the pixels the kernel reads. With `part_out`,
+/// the part's outputs go there instead, densely (bt_conv_part_scratch_count), for bt_conv_commit to copy.
 static void conv_strips(const bt_conv_desc *d, micro_kernel kernel, int block, const char *input, size_t pixel_bytes, int depth,
-                        const float *packed, int row_begin, int row_end, int panel_begin, int panel_end, int relu) {
+                        const float *packed, int row_begin, int row_end, int panel_begin, int panel_end, int relu,
+                        float *part_out) {
+    const size_t part_width = (size_t)(panel_end - panel_begin) * NR;
     const size_t panel_words = NR + (size_t)d->kernel_h * d->kernel_w * depth * NR;
     const int per_pass = panels_per_pass(panel_words * sizeof(float));
     const float *ptrs[BT_MAX_TAPS * MR_MAX];
@@ -365,20 +376,54 @@ static void conv_strips(const bt_conv_desc *d, micro_kernel kernel, int block, c
             for (int p = pb; p < pe; p++) {
                 const int nc = d->out_c - p * NR < NR ? d->out_c - p * NR : NR;
                 const int second = p < d->split_panel && d->output2;
-                for (int i = 0; i < block; i++)
-                    out[i] = second ? d->output2 + pixels[i] * d->out2_stride + p * NR : d->output + pixels[i] * d->out_stride + p * NR;
+                if (part_out) {
+                    for (int i = 0; i < block; i++)
+                        out[i] = part_out + (size_t)(r - row_begin + (i < mr ? i : mr - 1)) * part_width + (size_t)(p - panel_begin) * NR;
+                } else {
+                    for (int i = 0; i < block; i++)
+                        out[i] = second ? d->output2 + pixels[i] * d->out2_stride + p * NR : d->output + pixels[i] * d->out_stride + p * NR;
+                }
                 kernel(mr, nc, kept, tap_offsets, depth, ptrs, packed + (size_t)p * panel_words, out, relu);
             }
         }
     }
 }
 
-void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
-             int panel_begin, int panel_end, int relu) {
+void bt_conv_part(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
+                  int panel_begin, int panel_end, int relu, float *part_out) {
     int block;
     const micro_kernel kernel = family_kernel(bt_kernels_resolve(d->family), &block);
     conv_strips(d, kernel, block, (const char *)d->input, (size_t)d->in_stride * sizeof(float), d->in_c, packed, row_begin, row_end,
-                panel_begin, panel_end, relu);
+                panel_begin, panel_end, relu, part_out);
+}
+
+void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
+             int panel_begin, int panel_end, int relu) {
+    bt_conv_part(d, packed, row_begin, row_end, panel_begin, panel_end, relu, NULL);
+}
+
+size_t bt_conv_part_scratch_count(int row_begin, int row_end, int panel_begin, int panel_end) {
+    return (size_t)(row_end - row_begin) * (size_t)(panel_end - panel_begin) * NR;
+}
+
+void bt_conv_commit(const bt_conv_desc *d, int row_begin, int row_end, int panel_begin, int panel_end, const float *part_out) {
+    const size_t part_width = (size_t)(panel_end - panel_begin) * NR;
+    // The part's panels below split_panel go to output2, the rest to output: per pixel one contiguous run
+    // of channels in each (the last panel's channels stop at out_c).
+    const int split = d->output2 ? d->split_panel : 0;
+    const int second_end = panel_end < split ? panel_end : split;
+    const int first_begin = panel_begin > split ? panel_begin : split;
+    const int first_end_channel = panel_end * NR < d->out_c ? panel_end * NR : d->out_c;
+    const size_t second_bytes = panel_begin < second_end ? (size_t)(second_end - panel_begin) * NR * sizeof(float) : 0;
+    const size_t first_bytes = first_begin < panel_end ? (size_t)(first_end_channel - first_begin * NR) * sizeof(float) : 0;
+    for (int r = row_begin; r < row_end; r++) {
+        const size_t pixel = visit_pixel(d, r);
+        const float *src = part_out + (size_t)(r - row_begin) * part_width;
+        if (second_bytes) memcpy(d->output2 + pixel * d->out2_stride + (size_t)panel_begin * NR, src, second_bytes);
+        if (first_bytes)
+            memcpy(d->output + pixel * d->out_stride + (size_t)first_begin * NR, src + (size_t)(first_begin - panel_begin) * NR,
+                   first_bytes);
+    }
 }
 
 void bt_conv_relu(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
@@ -457,16 +502,21 @@ FOR_ROWS_12(KERNEL_BF16_ROWS)
 KERNEL_WIDE_SWITCH(kernel_bf16)
 #endif
 
-void bt_conv_bfloat16(const bt_conv_desc *d, const uint16_t *input, const float *packed, int row_begin, int row_end,
-                      int panel_begin, int panel_end, int relu) {
+void bt_conv_bfloat16_part(const bt_conv_desc *d, const uint16_t *input, const float *packed, int row_begin, int row_end,
+                           int panel_begin, int panel_end, int relu, float *part_out) {
 #ifdef BT_X86
     // The last guard against an illegal instruction: callers check bt_bfloat16_supported() first.
     if (!bt_bfloat16_supported()) abort();
     const int pairs = bt_bfloat16_pairs(d->in_c);
     conv_strips(d, kernel_bf16, MR_WIDE, (const char *)input, (size_t)pairs * 2 * sizeof(uint16_t), pairs, packed, row_begin, row_end,
-                panel_begin, panel_end, relu);
+                panel_begin, panel_end, relu, part_out);
 #else
-    (void)d; (void)input; (void)packed; (void)row_begin; (void)row_end; (void)panel_begin; (void)panel_end; (void)relu;
+    (void)d; (void)input; (void)packed; (void)row_begin; (void)row_end; (void)panel_begin; (void)panel_end; (void)relu; (void)part_out;
     abort();
 #endif
+}
+
+void bt_conv_bfloat16(const bt_conv_desc *d, const uint16_t *input, const float *packed, int row_begin, int row_end,
+                      int panel_begin, int panel_end, int relu) {
+    bt_conv_bfloat16_part(d, input, packed, row_begin, row_end, panel_begin, panel_end, relu, NULL);
 }

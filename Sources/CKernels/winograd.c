@@ -7,6 +7,7 @@
 #include "CKernels.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /// Tiles per chunk: a multiple of the micro-kernel's 6 rows, small enough that a chunk's transformed
 /// input and products stay in L2/L3 between the three phases.
@@ -165,8 +166,10 @@ static inline __attribute__((always_inline)) void input_transform(const bt_conv_
 
 /// relu(A^T m A + bias) of one tile from m[(a*6 + b) * position_stride + c], stored where inside the output.
 /// `tmp` holds 6*ts*out_c floats of row transforms then a sink for output pixels past the map's edge.
+/// With `part_out` the tile goes there instead, as ts*ts pixels of out_c floats at slot `slot`.
 static inline __attribute__((always_inline)) void output_transform(const bt_conv_desc *d, int tile, const float *m,
-                                                                   size_t position_stride, const float *bias, float *tmp) {
+                                                                   size_t position_stride, const float *bias, float *tmp,
+                                                                   float *part_out, int slot) {
     const int ts = tile_size(d->kernel_h);
     const int th = (d->out_h + ts - 1) / ts, tw = (d->out_w + ts - 1) / ts;
     const int n = tile / (th * tw), rem = tile - n * th * tw, ty = rem / tw, tx = rem - ty * tw;
@@ -185,7 +188,9 @@ static inline __attribute__((always_inline)) void output_transform(const bt_conv
         float *dst[4];
         for (int a = 0; a < ts; a++) {
             const int oy = ty * ts + a;
-            dst[a] = oy < d->out_h ? d->output + ((size_t)(n * d->out_h + oy) * d->out_w + ox) * d->out_stride : sink + a * cn;
+            if (oy >= d->out_h) dst[a] = sink + a * cn;
+            else if (part_out) dst[a] = part_out + ((size_t)slot * ts * ts + (size_t)a * ts + b) * cn;
+            else dst[a] = d->output + ((size_t)(n * d->out_h + oy) * d->out_w + ox) * d->out_stride;
         }
         const float *q = tmp + (size_t)b * cn;
         const size_t s = (size_t)ts * cn;
@@ -197,7 +202,7 @@ static inline __attribute__((always_inline)) void output_transform(const bt_conv
 }
 
 static inline __attribute__((always_inline)) void winograd_body(const bt_conv_desc *d, const float *packed, const float *bias,
-                                                                int tile_begin, int tile_end, float *scratch) {
+                                                                int tile_begin, int tile_end, float *scratch, float *part_out) {
     const int cin = d->in_c, cout = d->out_c;
     const size_t vstride = (size_t)CHUNK_TILES * cin, mstride = (size_t)CHUNK_TILES * cout;
     float *v = scratch, *m = v + 36 * vstride, *tmp = m + 36 * mstride;
@@ -215,7 +220,7 @@ static inline __attribute__((always_inline)) void winograd_body(const bt_conv_de
             };
             bt_conv(&g, packed + p * per, 0, nt, 0, panels, 0);
         }
-        for (int t = 0; t < nt; t++) output_transform(d, t0 + t, m + (size_t)t * cout, mstride, bias, tmp);
+        for (int t = 0; t < nt; t++) output_transform(d, t0 + t, m + (size_t)t * cout, mstride, bias, tmp, part_out, t0 + t - tile_begin);
     }
 }
 
@@ -223,38 +228,64 @@ static inline __attribute__((always_inline)) void winograd_body(const bt_conv_de
 // AVX-512 16 wide. Their expressions contract to the same fused multiply-adds on both (the contraction
 // is decided before the target's lowering), so the two families give the same bits.
 static void winograd_portable(const bt_conv_desc *d, const float *packed, const float *bias,
-                              int tile_begin, int tile_end, float *scratch) {
-    winograd_body(d, packed, bias, tile_begin, tile_end, scratch);
+                              int tile_begin, int tile_end, float *scratch, float *part_out) {
+    winograd_body(d, packed, bias, tile_begin, tile_end, scratch, part_out);
 }
 
 #if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx2,fma")))
 static void winograd_avx2(const bt_conv_desc *d, const float *packed, const float *bias,
-                          int tile_begin, int tile_end, float *scratch) {
-    winograd_body(d, packed, bias, tile_begin, tile_end, scratch);
+                          int tile_begin, int tile_end, float *scratch, float *part_out) {
+    winograd_body(d, packed, bias, tile_begin, tile_end, scratch, part_out);
 }
 
 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"), min_vector_width(512)))
 static void winograd_avx512(const bt_conv_desc *d, const float *packed, const float *bias,
-                            int tile_begin, int tile_end, float *scratch) {
-    winograd_body(d, packed, bias, tile_begin, tile_end, scratch);
+                            int tile_begin, int tile_end, float *scratch, float *part_out) {
+    winograd_body(d, packed, bias, tile_begin, tile_end, scratch, part_out);
 }
 #endif
 
-void bt_winograd_conv_relu(const bt_conv_desc *d, const float *packed, const float *bias,
-                           int tile_begin, int tile_end, float *scratch) {
+void bt_winograd_conv_relu_part(const bt_conv_desc *d, const float *packed, const float *bias,
+                                int tile_begin, int tile_end, float *scratch, float *part_out) {
 #if defined(__x86_64__) || defined(__i386__)
     switch (bt_kernels_resolve(d->family)) {
     case BT_KERNELS_AVX512:
-        winograd_avx512(d, packed, bias, tile_begin, tile_end, scratch);
+        winograd_avx512(d, packed, bias, tile_begin, tile_end, scratch, part_out);
         return;
     case BT_KERNELS_AVX2:
     case BT_KERNELS_AVX512_ON_AVX2:  // the transforms' code is the same loops; the GEMMs follow d->family
-        winograd_avx2(d, packed, bias, tile_begin, tile_end, scratch);
+        winograd_avx2(d, packed, bias, tile_begin, tile_end, scratch, part_out);
         return;
     default:
         break;
     }
 #endif
-    winograd_portable(d, packed, bias, tile_begin, tile_end, scratch);
+    winograd_portable(d, packed, bias, tile_begin, tile_end, scratch, part_out);
+}
+
+void bt_winograd_conv_relu(const bt_conv_desc *d, const float *packed, const float *bias,
+                           int tile_begin, int tile_end, float *scratch) {
+    bt_winograd_conv_relu_part(d, packed, bias, tile_begin, tile_end, scratch, NULL);
+}
+
+size_t bt_winograd_part_scratch_count(const bt_conv_desc *d, int tile_begin, int tile_end) {
+    const int ts = tile_size(d->kernel_h);
+    return (size_t)(tile_end - tile_begin) * ts * ts * d->out_c;
+}
+
+void bt_winograd_commit(const bt_conv_desc *d, int tile_begin, int tile_end, const float *part_out) {
+    const int ts = tile_size(d->kernel_h);
+    const int th = (d->out_h + ts - 1) / ts, tw = (d->out_w + ts - 1) / ts;
+    const size_t cn = (size_t)d->out_c;
+    for (int tile = tile_begin; tile < tile_end; tile++) {
+        const int n = tile / (th * tw), rem = tile - n * th * tw, ty = rem / tw, tx = rem - ty * tw;
+        for (int a = 0; a < ts && ty * ts + a < d->out_h; a++) {
+            for (int b = 0; b < ts && tx * ts + b < d->out_w; b++) {
+                const int oy = ty * ts + a, ox = tx * ts + b;
+                memcpy(d->output + ((size_t)(n * d->out_h + oy) * d->out_w + ox) * d->out_stride,
+                       part_out + ((size_t)(tile - tile_begin) * ts * ts + (size_t)a * ts + b) * cn, cn * sizeof(float));
+            }
+        }
+    }
 }

@@ -14,6 +14,9 @@ public struct EngineBenchmark: Sendable {
     public let gflopsBatch16: Double
     public let peakRSSMegabytes: Double
     public let multiplyAddsPerImage: Int
+    /// Layer parts the calling thread took over from a worker that had lost its core (WorkerPool.runGuarded):
+    /// 0 on a quiet machine; under a busy neighbour, how often the takeover saved a wait.
+    public let partsTakenOver: Int
     /// Median ms per block (whole batch) at batch 1 and batch 16, in network order.
     public let blockProfile: [(block: String, batch1: Double, batch16: Double)]
 
@@ -44,7 +47,7 @@ public struct EngineBenchmark: Sendable {
         return EngineBenchmark(inputSize: inputSize, threads: threads, kernels: engine.kernels, arithmetic: network.arithmetic, cpu: CPUInfo.summary, msPerImageBatch1: b1, msPerImageBatch16: b16,
                                gflopsBatch16: 2 * Double(macs) / (b16 / 1000) / 1e9,
                                peakRSSMegabytes: ProcessMemory.peakResidentMegabytes(), multiplyAddsPerImage: macs,
-                               blockProfile: profile)
+                               partsTakenOver: engine.partsTakenOver, blockProfile: profile)
     }
 
     public var json: String {
@@ -59,6 +62,7 @@ public struct EngineBenchmark: Sendable {
             "precision": arithmetic.name,
             "cpu": cpu,
             "multiply_adds_per_image": multiplyAddsPerImage,
+            "parts_taken_over": partsTakenOver,
         ]
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
@@ -80,6 +84,7 @@ public struct EngineBenchmark: Sendable {
           batch 1:  \(String(format: "%7.2f", msPerImageBatch1)) ms/image  (\(String(format: "%.1f", 1000 / msPerImageBatch1)) images/s)
           batch 16: \(String(format: "%7.2f", msPerImageBatch16)) ms/image  (\(String(format: "%.1f", 1000 / msPerImageBatch16)) images/s, \(String(format: "%.1f", gflopsBatch16)) GFLOP/s)
           peak RSS: \(String(format: "%.1f", peakRSSMegabytes)) MB
+          parts taken over from a stalled worker: \(partsTakenOver)
         """
     }
 }

@@ -149,6 +149,19 @@ public final class InceptionV3Engine {
         openblas_set_num_threads(1)
     }
 
+    deinit {
+        pool.quiesce()  // before the buffers go: a late worker may still be reading them (WorkerPool.runGuarded)
+    }
+
+    /// Parts of layers the calling thread took over from a worker that had lost its core (WorkerPool.runGuarded).
+    public var partsTakenOver: Int { pool.takeovers }
+
+    /// For tests: makes every `every`-th part a worker runs start with a sleep of `microseconds`, as if the
+    /// worker had lost its core there (0 turns it off).
+    public func injectWorkerStalls(every: Int, microseconds: Int) {
+        pool.injectStalls(every: every, nanoseconds: microseconds * 1000)
+    }
+
     /// The 2048 pooled features of each image: `input` is [batch, size, size, 3] NHWC in the model's range.
     /// `blockTime`, when given, receives each block's name and wall time in milliseconds (for profiling).
     public func pooledFeatures(_ input: [Float], batch: Int,
@@ -205,6 +218,7 @@ public final class InceptionV3Engine {
 
     private func buffers(for batch: Int) -> EngineBuffers {
         if let b = buffers, b.batch == batch { return b }
+        pool.quiesce()  // a worker that lost its core may still be reading the old buffers (WorkerPool.runGuarded)
         buffers = nil  // release the old set before allocating the new one
         let b = EngineBuffers(architecture: network.architecture, inputSize: inputSize, batch: batch, threads: threads,
                               reducedBlocks: network.arithmetic.reducedBlocks(of: network.architecture),

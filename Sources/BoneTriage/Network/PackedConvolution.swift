@@ -117,54 +117,78 @@ struct PackedConvolution: Sendable {
             desc.output2 = leading.data
             desc.out2_stride = Int32(leading.pixelStride)
         }
+        // The parts below are guarded (WorkerPool.runGuarded): a stalled worker's part is taken over, and the
+        // worker may still run its part after `run` returns. So each closure holds its own copy of `desc` and
+        // the weights; the maps, the bfloat16 copy and the scratch belong to the engine, which quiesces the
+        // pool before freeing them.
+        let layer = desc
         if let winogradWeights, outHeight >= Self.winogradMinimumOutputSize, outWidth >= Self.winogradMinimumOutputSize {
             precondition(scratchPerThread >= Self.winogradScratchCount(spec), "Winograd scratch too small for \(spec.name)")
-            withExtendedLifetime(winogradWeights) {
+            let bias = self.bias
+            let tiles = withUnsafePointer(to: &desc) { Int(bt_winograd_tile_count($0)) }
+            let parts = pool.parts(tiles, minimumUnits: Self.minimumWinogradTilesPerPart)
+            let largest = (0..<parts).map { partition(tiles, parts: parts, index: $0).count }.max() ?? 0
+            pool.runGuarded(parts, scratchFloats: withUnsafePointer(to: &desc) { Int(bt_winograd_part_scratch_count($0, 0, Int32(largest))) },
+                            part: { t, worker, out in
+                var d = layer
+                let r = partition(tiles, parts: parts, index: t)
                 bias.withUnsafeBufferPointer { b in
                     guard let bias = b.baseAddress else { return }
-                    withUnsafePointer(to: &desc) { d in
-                        let tiles = Int(bt_winograd_tile_count(d))
-                        let parts = pool.parts(tiles, minimumUnits: Self.minimumWinogradTilesPerPart)
-                        pool.runOnWorkers(parts) { t, worker in
-                            let r = partition(tiles, parts: parts, index: t)
-                            bt_winograd_conv_relu(d, winogradWeights.pointer, bias, Int32(r.lowerBound), Int32(r.upperBound),
-                                                  scratch + worker * scratchPerThread)
-                        }
-                    }
+                    bt_winograd_conv_relu_part(&d, winogradWeights.pointer, bias, Int32(r.lowerBound), Int32(r.upperBound),
+                                               scratch + worker * scratchPerThread, out)
                 }
-            }
+            }, commit: { t, out in
+                var d = layer
+                let r = partition(tiles, parts: parts, index: t)
+                bt_winograd_commit(&d, Int32(r.lowerBound), Int32(r.upperBound), out)
+            })
             return
         }
-        var copy: UnsafePointer<UInt16>?
+        let copy: UnsafePointer<UInt16>?
         if bfloat16 {
             guard let bfloat16Input else { preconditionFailure("\(spec.name) runs in bfloat16 but was given no buffer for its input's copy") }
             Self.convertToBfloat16(input, into: bfloat16Input, pool: pool)
             copy = UnsafePointer(bfloat16Input)
+        } else {
+            copy = nil
         }
         let rows = output.pixels, panels = panelCount
         let height = bfloat16 ? KernelFamily.avx512.stripHeight : kernels.stripHeight
         let strips = (rows + height - 1) / height
-        let packed = weights.pointer
-        func convolve(_ d: UnsafePointer<bt_conv_desc>, rows: Range<Int>, panels: Range<Int>) {
-            let r0 = Int32(rows.lowerBound), r1 = Int32(rows.upperBound), p0 = Int32(panels.lowerBound), p1 = Int32(panels.upperBound)
-            if let copy { bt_conv_bfloat16(d, copy, packed, r0, r1, p0, p1, 1) } else { bt_conv_relu(d, packed, r0, r1, p0, p1) }
-        }
-        withExtendedLifetime(weights) {
-            withUnsafePointer(to: &desc) { d in
-                if pool.threads > 1 && rows >= Self.minimumRowsPerPart * pool.threads {
-                    let parts = pool.parts(strips, minimumUnits: (Self.minimumRowsPerPart + height - 1) / height)
-                    pool.run(parts) { t in
-                        let s = partition(strips, parts: parts, index: t)
-                        convolve(d, rows: (s.lowerBound * height)..<min(rows, s.upperBound * height), panels: 0..<panels)
-                    }
-                } else {
-                    let parts = pool.parts(panels)
-                    pool.run(parts) { t in
-                        convolve(d, rows: 0..<rows, panels: partition(panels, parts: parts, index: t))
-                    }
-                }
+        let weights = self.weights
+        // Part t's output pixels (in the kernel's visiting order) and channel panels.
+        let parts: Int, ranges: (Int) -> (rows: Range<Int>, panels: Range<Int>)
+        if pool.threads > 1 && rows >= Self.minimumRowsPerPart * pool.threads {
+            let split = pool.parts(strips, minimumUnits: (Self.minimumRowsPerPart + height - 1) / height)
+            parts = split
+            ranges = { t in
+                let s = partition(strips, parts: split, index: t)
+                return ((s.lowerBound * height)..<min(rows, s.upperBound * height), 0..<panels)
             }
+        } else {
+            let split = pool.parts(panels)
+            parts = split
+            ranges = { t in (0..<rows, partition(panels, parts: split, index: t)) }
         }
+        let largest = (0..<parts).map { t -> Int in
+            let r = ranges(t)
+            return bt_conv_part_scratch_count(Int32(r.rows.lowerBound), Int32(r.rows.upperBound), Int32(r.panels.lowerBound),
+                                              Int32(r.panels.upperBound))
+        }.max() ?? 0
+        pool.runGuarded(parts, scratchFloats: largest, part: { t, _, out in
+            var d = layer
+            let r = ranges(t)
+            let r0 = Int32(r.rows.lowerBound), r1 = Int32(r.rows.upperBound), p0 = Int32(r.panels.lowerBound), p1 = Int32(r.panels.upperBound)
+            if let copy {
+                bt_conv_bfloat16_part(&d, copy, weights.pointer, r0, r1, p0, p1, 1, out)
+            } else {
+                bt_conv_part(&d, weights.pointer, r0, r1, p0, p1, 1, out)
+            }
+        }, commit: { t, out in
+            var d = layer
+            let r = ranges(t)
+            bt_conv_commit(&d, Int32(r.rows.lowerBound), Int32(r.rows.upperBound), Int32(r.panels.lowerBound), Int32(r.panels.upperBound), out)
+        })
     }
 
     /// Values the bfloat16 copy of a map takes (an odd channel count is padded to even).

@@ -79,6 +79,13 @@ void bt_conv_relu(const bt_conv_desc *desc, const float *packed, int row_begin, 
 void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
              int panel_begin, int panel_end, int relu);
 
+/// A part that another thread may take over (bt_pool_run_guarded): bt_conv's outputs for the part's rows
+/// and panels go densely into `part_out` (bt_conv_part_scratch_count floats, visiting order by panel)
+/// instead of the output; bt_conv_commit then copies them to where bt_conv writes them. NULL writes directly.
+void bt_conv_part(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
+                  int panel_begin, int panel_end, int relu, float *part_out);
+size_t bt_conv_part_scratch_count(int row_begin, int row_end, int panel_begin, int panel_end);
+void bt_conv_commit(const bt_conv_desc *d, int row_begin, int row_end, int panel_begin, int panel_end, const float *part_out);
 /// Winograd F(4x4, 3x3) and F(2x2, 5x5) for stride-1 convolutions: 36 GEMMs over 6x6 input tiles,
 /// 4x (3x3) or 2.8x (5x5) fewer multiplications. Weights are transformed and packed once at load
 /// (36 packed matrices of [in_c, out_c], zero bias); the bias is added in the output transform.
@@ -95,6 +102,12 @@ size_t bt_winograd_scratch_count(int in_c, int out_c);
 void bt_winograd_conv_relu(const bt_conv_desc *desc, const float *packed, const float *bias,
                            int tile_begin, int tile_end, float *scratch);
 
+/// bt_winograd_conv_relu into `part_out` (bt_winograd_part_scratch_count floats: each tile's ts x ts
+/// pixels of out_c floats) instead of the output; bt_winograd_commit copies them into the output.
+void bt_winograd_conv_relu_part(const bt_conv_desc *desc, const float *packed, const float *bias,
+                                int tile_begin, int tile_end, float *scratch, float *part_out);
+size_t bt_winograd_part_scratch_count(const bt_conv_desc *desc, int tile_begin, int tile_end);
+void bt_winograd_commit(const bt_conv_desc *desc, int tile_begin, int tile_end, const float *part_out);
 /// 3x3 max (average = 0) or average pooling, padding excluded from both, for output image rows
 /// [row_begin, row_end) (row = n * out_h + oy). Uses input, in_*, stride, pad_*, output, out_h, out_w
 /// and out_stride of the descriptor; channels = in_c.
@@ -130,6 +143,9 @@ void bt_convert_bfloat16_map(const float *src, long pixels, int channels, int sr
 /// packed by bt_pack_weights_bfloat16; requires bt_bfloat16_supported(). Output in float32 as bt_conv's.
 void bt_conv_bfloat16(const bt_conv_desc *d, const uint16_t *input, const float *packed, int row_begin, int row_end,
                       int panel_begin, int panel_end, int relu);
+/// bt_conv_bfloat16 into `part_out`, as bt_conv_part (then bt_conv_commit).
+void bt_conv_bfloat16_part(const bt_conv_desc *d, const uint16_t *input, const float *packed, int row_begin, int row_end,
+                           int panel_begin, int panel_end, int relu, float *part_out);
 
 #ifdef __cplusplus
 }
