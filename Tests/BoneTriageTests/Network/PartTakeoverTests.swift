@@ -185,24 +185,29 @@ struct PartTakeoverTests {
         let size = 150  // 16x16 maps in mixed0-2: Winograd layers, row splits and panel splits all run
         let network = InceptionV3Network(weights: SyntheticWeights.backbone(variant: .keras, inputSize: size), arithmetic: arithmetic)
         let images = Self.images(size: size, count: 3)
-        let single = try InceptionV3Engine(network: network, inputSize: size, threads: 1)
-        let reference = try single.pooledFeatures(images, batch: 3)
-        let engine = try InceptionV3Engine(network: network, inputSize: size, threads: 3)
-        // Every third part a worker runs stalls for 0.5 ms: its late result, computed on inputs that later
-        // layers overwrite meanwhile, must never reach the output.
-        engine.injectWorkerStalls(every: 3, microseconds: 500)
-        let batch3 = try engine.pooledFeatures(images, batch: 3)
-        let batch1 = try engine.pooledFeatures(Array(images.prefix(size * size * 3)), batch: 1)
-        let again = try engine.pooledFeatures(images, batch: 3)
-        #expect(engine.partsTakenOver > 0, "stalls of 0.5 ms were taken over")
-        let same3 = batch3 == reference, same1 = batch1 == Array(reference.prefix(InceptionV3Architecture.featureCount))
-        let sameAgain = again == reference
-        #expect(same3, "batch 3 with stalls: largest difference \(zip(batch3, reference).map { abs($0 - $1) }.max() ?? 0)")
-        #expect(same1, "batch 1 with stalls")
-        #expect(sameAgain, "batch 3 again after a batch-size change with stalls in flight")
-        engine.injectWorkerStalls(every: 0, microseconds: 0)
-        let quiet = try engine.pooledFeatures(images, batch: 3) == reference
-        #expect(quiet, "without stalls")
+        // The float32 layers in each SIMD family this CPU runs (their strips differ: 6 or 12 pixels); the
+        // bfloat16 layers have their own kernel.
+        let families: [KernelFamily] = arithmetic == .float32 ? [.avx2, .avx512].filter(\.isSupported) : [.avx512]
+        for family in families {
+            let single = try InceptionV3Engine(network: network, inputSize: size, threads: 1, kernels: family)
+            let reference = try single.pooledFeatures(images, batch: 3)
+            let engine = try InceptionV3Engine(network: network, inputSize: size, threads: 3, kernels: family)
+            // Every third part a worker runs stalls for 0.5 ms: its late result, computed on inputs that later
+            // layers overwrite meanwhile, must never reach the output.
+            engine.injectWorkerStalls(every: 3, microseconds: 500)
+            let batch3 = try engine.pooledFeatures(images, batch: 3)
+            let batch1 = try engine.pooledFeatures(Array(images.prefix(size * size * 3)), batch: 1)
+            let again = try engine.pooledFeatures(images, batch: 3)
+            #expect(engine.partsTakenOver > 0, "\(family): stalls of 0.5 ms were taken over")
+            let same3 = batch3 == reference, same1 = batch1 == Array(reference.prefix(InceptionV3Architecture.featureCount))
+            let sameAgain = again == reference
+            #expect(same3, "\(family), batch 3 with stalls: largest difference \(zip(batch3, reference).map { abs($0 - $1) }.max() ?? 0)")
+            #expect(same1, "\(family), batch 1 with stalls")
+            #expect(sameAgain, "\(family), batch 3 again after a batch-size change with stalls in flight")
+            engine.injectWorkerStalls(every: 0, microseconds: 0)
+            let quiet = try engine.pooledFeatures(images, batch: 3) == reference
+            #expect(quiet, "\(family), without stalls")
+        }
     }
 
     @Test("an engine freed while a stalled worker is still inside a part waits for it (no use after free)")
