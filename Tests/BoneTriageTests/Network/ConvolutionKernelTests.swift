@@ -114,6 +114,14 @@ struct ConvolutionKernelTests {
             }
         }
 
+        /// The Winograd-transformed weights (3x3 and 5x5 stride-1 shapes) and one thread's scratch for them.
+        func winogradPacked() -> (weights: [Float], scratch: [Float]) {
+            let s = shape
+            var packed = [Float](repeating: 0, count: bt_winograd_weights_count(Int32(s.inputChannels), Int32(s.outputChannels)))
+            bt_winograd_pack_weights(weights, Int32(s.kernelHeight), Int32(s.inputChannels), Int32(s.outputChannels), &packed)
+            return (packed, [Float](repeating: 0, count: bt_winograd_scratch_count(Int32(s.inputChannels), Int32(s.outputChannels))))
+        }
+
         func packed() -> [Float] {
             let count = bt_packed_weights_count(Int32(shape.k), Int32(shape.outputChannels))
             var packed = [Float](repeating: 0, count: count)
@@ -171,15 +179,18 @@ struct ConvolutionKernelTests {
         }
     }
 
-    @Test("Winograd F(4x4,3x3) and F(2x2,5x5) match the plain convolution, tile ranges in any split, every family", arguments: shapes.indices.filter {
+    /// The shapes the Winograd path takes (3x3 and 5x5, stride 1).
+    static let winogradShapes = shapes.indices.filter {
         bt_winograd_supports(Int32(shapes[$0].kernelHeight), Int32(shapes[$0].kernelWidth), Int32(shapes[$0].stride)) != 0
-    })
+    }
+
+    @Test("Winograd F(4x4,3x3) and F(2x2,5x5) match the plain convolution, tile ranges in any split, every family", arguments: winogradShapes)
     func winograd(index: Int) {
         let c = Case(Self.shapes[index], seed: UInt64(index) * 7 + 1)
         let s = c.shape
-        var packed = [Float](repeating: 0, count: bt_winograd_weights_count(Int32(s.inputChannels), Int32(s.outputChannels)))
-        bt_winograd_pack_weights(c.weights, Int32(s.kernelHeight), Int32(s.inputChannels), Int32(s.outputChannels), &packed)
-        var scratch = [Float](repeating: 0, count: bt_winograd_scratch_count(Int32(s.inputChannels), Int32(s.outputChannels)))
+        let winograd = c.winogradPacked()
+        let packed = winograd.weights
+        var scratch = winograd.scratch
         var byFamily: [String: [Float]] = [:]
         for (name, family) in Self.families {
             let output = c.run(outputStride: s.outputChannels + 2, family: family) { d in

@@ -60,16 +60,14 @@ struct PartTakeoverTests {
         #expect(leadingParts.elementsEqual(leadingWhole) { $0 == $1 || ($0.isNaN && $1.isNaN) }, "the second map")
     }
 
-    @Test("a Winograd tile range computed into scratch and committed is bt_winograd_conv_relu's output", arguments: ConvolutionKernelTests.shapes.indices.filter {
-        let s = ConvolutionKernelTests.shapes[$0]
-        return bt_winograd_supports(Int32(s.kernelHeight), Int32(s.kernelWidth), Int32(s.stride)) != 0
-    })
+    @Test("a Winograd tile range computed into scratch and committed is bt_winograd_conv_relu's output",
+          arguments: ConvolutionKernelTests.winogradShapes)
     func winogradCommit(index: Int) {
         let c = Case(ConvolutionKernelTests.shapes[index], seed: UInt64(index) * 5 + 3)
         let s = c.shape
-        var packed = [Float](repeating: 0, count: bt_winograd_weights_count(Int32(s.inputChannels), Int32(s.outputChannels)))
-        bt_winograd_pack_weights(c.weights, Int32(s.kernelHeight), Int32(s.inputChannels), Int32(s.outputChannels), &packed)
-        var scratch = [Float](repeating: 0, count: bt_winograd_scratch_count(Int32(s.inputChannels), Int32(s.outputChannels)))
+        let winograd = c.winogradPacked()
+        let packed = winograd.weights
+        var scratch = winograd.scratch
         let stride = s.outputChannels + 2
         let whole = c.run(outputStride: stride) { d in
             bt_winograd_conv_relu(d, packed, c.bias, 0, bt_winograd_tile_count(d), &scratch)
