@@ -80,8 +80,9 @@ void bt_conv(const bt_conv_desc *d, const float *packed, int row_begin, int row_
              int panel_begin, int panel_end, int relu);
 
 /// A part that another thread may take over (bt_pool_run_guarded): bt_conv's outputs for the part's rows
-/// and panels go densely into `part_out` (bt_conv_part_scratch_count floats, visiting order by panel)
-/// instead of the output; bt_conv_commit then copies them to where bt_conv writes them. NULL writes directly.
+/// and panels go densely into `part_out` instead of the output (bt_conv_part_scratch_count floats: one row
+/// per output pixel in the kernel's visiting order, 16 floats per panel), and bt_conv_commit then copies
+/// them to where bt_conv writes them. NULL writes directly.
 void bt_conv_part(const bt_conv_desc *d, const float *packed, int row_begin, int row_end,
                   int panel_begin, int panel_end, int relu, float *part_out);
 size_t bt_conv_part_scratch_count(int row_begin, int row_end, int panel_begin, int panel_end);

@@ -46,8 +46,9 @@ void bt_pool_quiesce(bt_pool *pool);
 /// Guarded parts the callers have taken over since the pool was created.
 long bt_pool_takeovers(const bt_pool *pool);
 
-/// For tests and measurements: every `every`-th part a worker runs of a guarded job starts with a sleep of
-/// `nanoseconds`, as if the worker had lost its core there. 0 turns it off.
+/// For tests: every `every`-th part a worker runs of a guarded job sleeps `nanoseconds`, as if the worker had
+/// lost its core there: alternately after claiming the part but before marking it as its own, and after
+/// marking it, before computing it. 0 turns it off.
 void bt_pool_inject_stalls(bt_pool *pool, long every, long nanoseconds);
 
 /// Stops and joins the workers.
