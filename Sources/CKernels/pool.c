@@ -85,6 +85,26 @@ static void sleep_ns(long ns) {
     while (nanosleep(&t, &t) != 0) {}
 }
 
+/// Claims the next part of job `generation`: its index, or -1 once every part is claimed or a newer job
+/// owns the claim word.
+static int claim_part(bt_pool *pool, unsigned generation) {
+    unsigned long long v = atomic_load_explicit(&pool->claim, memory_order_acquire);
+    for (;;) {
+        if ((v >> (2 * FIELD_BITS)) != (generation & GENERATION_MASK)) return -1;
+        const unsigned count = (unsigned)((v >> FIELD_BITS) & FIELD_MASK), i = (unsigned)(v & FIELD_MASK);
+        if (i >= count) return -1;
+        if (atomic_compare_exchange_weak_explicit(&pool->claim, &v, v + 1, memory_order_seq_cst, memory_order_acquire))
+            return (int)i;
+    }
+}
+
+/// The test hook (bt_pool_inject_stalls): sleeps if the worker's `stall`-th guarded part is to stall at `phase`
+/// (0 before it marks the part as its own, 1 after).
+static void injected_stall(bt_pool *pool, long every, long stall, int phase) {
+    if (every > 0 && stall % every == 0 && (stall / every) % 2 == phase)
+        sleep_ns(atomic_load_explicit(&pool->stall_ns, memory_order_relaxed));
+}
+
 /// A worker's part of a guarded job: computed into the worker's scratch, then committed (copied to the
 /// output) only if the caller has not taken the part over meanwhile; a late worker's work is dropped.
 static void run_guarded_part(bt_pool *pool, unsigned generation, int i, int worker, bt_pool_task task, bt_pool_task commit,
@@ -92,8 +112,7 @@ static void run_guarded_part(bt_pool *pool, unsigned generation, int i, int work
     const unsigned long long tag = part_tag(generation);
     const long every = atomic_load_explicit(&pool->stall_every, memory_order_relaxed);
     const long stall = every > 0 ? atomic_fetch_add_explicit(&pool->stall_counter, 1, memory_order_relaxed) : 1;
-    if (every > 0 && stall % every == 0 && (stall / every) % 2 == 0)
-        sleep_ns(atomic_load_explicit(&pool->stall_ns, memory_order_relaxed));
+    injected_stall(pool, every, stall, 0);
     unsigned long long expected = tag | PART_UNCLAIMED;
     if (!atomic_compare_exchange_strong_explicit(&pool->part_state[i], &expected, tag | PART_STARTING, memory_order_acq_rel,
                                                  memory_order_acquire))
@@ -104,8 +123,7 @@ static void run_guarded_part(bt_pool *pool, unsigned generation, int i, int work
     if (!atomic_compare_exchange_strong_explicit(&pool->part_state[i], &expected, tag | PART_RUNNING, memory_order_acq_rel,
                                                  memory_order_acquire))
         return;  // taken over while starting
-    if (every > 0 && stall % every == 0 && (stall / every) % 2 == 1)
-        sleep_ns(atomic_load_explicit(&pool->stall_ns, memory_order_relaxed));
+    injected_stall(pool, every, stall, 1);
     task(context, i, worker);
     expected = tag | PART_RUNNING;
     if (atomic_compare_exchange_strong_explicit(&pool->part_state[i], &expected, tag | PART_COMMITTING, memory_order_acq_rel,
@@ -117,7 +135,7 @@ static void run_guarded_part(bt_pool *pool, unsigned generation, int i, int work
 }
 
 static void take_tasks(bt_pool *pool, unsigned generation, int worker) {
-    unsigned long long v = atomic_load_explicit(&pool->claim, memory_order_acquire);
+    const unsigned long long v = atomic_load_explicit(&pool->claim, memory_order_acquire);
     if ((v >> (2 * FIELD_BITS)) != (generation & GENERATION_MASK)) return;
     // The job's fields are read before claiming: in a guarded job the caller may take over a part this
     // thread has claimed, finish the job and write the next job's fields while this thread still runs it.
@@ -129,18 +147,12 @@ static void take_tasks(bt_pool *pool, unsigned generation, int worker) {
     // Published before any claim (sequentially consistent with it), so a caller that has seen a part
     // claimed also sees that this thread may still be inside `context`.
     if (guarded) atomic_store_explicit(&pool->active[worker], context, memory_order_seq_cst);
-    for (;;) {
-        if ((v >> (2 * FIELD_BITS)) != (generation & GENERATION_MASK)) break;
-        const unsigned count = (unsigned)((v >> FIELD_BITS) & FIELD_MASK), i = (unsigned)(v & FIELD_MASK);
-        if (i >= count) break;
-        if (atomic_compare_exchange_weak_explicit(&pool->claim, &v, v + 1, memory_order_seq_cst, memory_order_acquire)) {
-            if (guarded) {
-                run_guarded_part(pool, generation, (int)i, worker, task, commit, context);
-            } else {
-                task(context, (int)i, worker);
-                atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
-            }
-            v = atomic_load_explicit(&pool->claim, memory_order_acquire);
+    for (int i; (i = claim_part(pool, generation)) >= 0;) {
+        if (guarded) {
+            run_guarded_part(pool, generation, i, worker, task, commit, context);
+        } else {
+            task(context, i, worker);
+            atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
         }
     }
     if (guarded) atomic_store_explicit(&pool->active[worker], NULL, memory_order_seq_cst);
@@ -250,18 +262,12 @@ void bt_pool_run_guarded(bt_pool *pool, int count, bt_pool_task task, bt_pool_ta
     // The caller's own claims: nobody takes a part over from the caller, so it writes the output directly.
     long long own_ns = 0;
     int own = 0;
-    unsigned long long v = atomic_load_explicit(&pool->claim, memory_order_acquire);
-    for (;;) {
-        const unsigned n = (unsigned)((v >> FIELD_BITS) & FIELD_MASK), i = (unsigned)(v & FIELD_MASK);
-        if (i >= n) break;
-        if (atomic_compare_exchange_weak_explicit(&pool->claim, &v, v + 1, memory_order_seq_cst, memory_order_acquire)) {
-            const long long t0 = monotonic_ns();
-            run_caller_part(pool, task, context, (int)i);
-            own_ns += monotonic_ns() - t0;
-            own++;
-            atomic_store_explicit(&pool->part_state[i], tag | PART_DONE, memory_order_relaxed);
-            v = atomic_load_explicit(&pool->claim, memory_order_acquire);
-        }
+    for (int i; (i = claim_part(pool, generation)) >= 0;) {
+        const long long t0 = monotonic_ns();
+        run_caller_part(pool, task, context, i);
+        own_ns += monotonic_ns() - t0;
+        own++;
+        atomic_store_explicit(&pool->part_state[i], tag | PART_DONE, memory_order_relaxed);
     }
     // Every part is claimed now. A worker that holds one far longer than the caller's parts took has most
     // likely lost its core (another process, a neighbour VM): the caller takes the part over rather than
