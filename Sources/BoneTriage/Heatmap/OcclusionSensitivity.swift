@@ -88,8 +88,13 @@ public final class OcclusionSensitivity {
     /// The input with rows `rows` and columns `columns` (pixels) set to `fill`.
     static func occluded(_ input: [Float], size: Int, rows: Range<Int>, columns: Range<Int>, fill: [Float]) -> [Float] {
         var out = input
-        for y in rows { for x in columns { for c in 0..<3 { out[(y * size + x) * 3 + c] = fill[c] } } }
+        out.withUnsafeMutableBufferPointer { occlude($0, size: size, rows: rows, columns: columns, fill: fill) }
         return out
+    }
+
+    /// Sets rows `rows` and columns `columns` (pixels) of one input in place to `fill`.
+    static func occlude(_ image: UnsafeMutableBufferPointer<Float>, size: Int, rows: Range<Int>, columns: Range<Int>, fill: [Float]) {
+        for y in rows { for x in columns { for c in 0..<3 { image[(y * size + x) * 3 + c] = fill[c] } } }
     }
 
     /// The heatmap of one model input (size x size x 3, in the model's range, as `ModelInput.make` gives it).
@@ -110,16 +115,24 @@ public final class OcclusionSensitivity {
         let total = 1 + n * n
         var probabilities: [Double] = []
         probabilities.reserveCapacity(total)
+        // Each batch is written straight into one flat array, reused while the batch size stays.
+        let pixels = s * s * 3
+        var batch: [Float] = []
         var start = 0
         while start < total {
             if start > 0 && shouldYield() { return nil }
-            let end = min(total, start + settings.batchSize)
-            let inputs: [[Float]] = (start..<end).map { index in
-                guard index > 0 else { return input }
-                let i = (index - 1) / n, j = (index - 1) % n
-                return Self.occluded(input, size: s, rows: bound(i)..<bound(i + k), columns: bound(j)..<bound(j + k), fill: fill)
+            let end = min(total, start + max(1, settings.batchSize))
+            if batch.count != (end - start) * pixels { batch = [Float](repeating: 0, count: (end - start) * pixels) }
+            batch.withUnsafeMutableBufferPointer { out in
+                for index in start..<end {
+                    let image = UnsafeMutableBufferPointer(rebasing: out[((index - start) * pixels)..<((index - start + 1) * pixels)])
+                    _ = image.update(fromContentsOf: input)
+                    guard index > 0 else { continue }
+                    let i = (index - 1) / n, j = (index - 1) % n
+                    Self.occlude(image, size: s, rows: bound(i)..<bound(i + k), columns: bound(j)..<bound(j + k), fill: fill)
+                }
             }
-            probabilities += try self.probabilities(inputs)
+            probabilities += try engine.probabilities(ofBatch: batch, count: end - start, head: head, reading: reading)
             start = end
         }
         let original = probabilities[0]

@@ -22,17 +22,27 @@ public struct ModelInputSpec: Sendable, Equatable {
 
 /// Turns a rendered radiograph into the model's size x size x 3 float input (NHWC, one image).
 public enum ModelInput {
-    /// An NHWC size x size x 3 input mirrored left to right.
-    public static func mirrored(_ input: [Float], size: Int) -> [Float] {
-        var out = input
-        for y in 0..<size {
-            for x in 0..<size {
-                let from = (y * size + (size - 1 - x)) * 3, to = (y * size + x) * 3
-                out[to] = input[from]; out[to + 1] = input[from + 1]; out[to + 2] = input[from + 2]
+    /// Each input of a batch ([n, size, size, 3], NHWC) mirrored left to right.
+    public static func mirrored(batch: [Float], size: Int) -> [Float] {
+        let row = size * 3
+        guard row > 0 else { return batch }
+        var out = batch  // a trailing part shorter than a row (not an input) stays as it was
+        batch.withUnsafeBufferPointer { from in
+            out.withUnsafeMutableBufferPointer { to in
+                guard let source = from.baseAddress, let target = to.baseAddress else { return }
+                for start in stride(from: 0, to: batch.count - row + 1, by: row) {
+                    for x in 0..<size {
+                        let a = source + start + (size - 1 - x) * 3, b = target + start + x * 3
+                        b[0] = a[0]; b[1] = a[1]; b[2] = a[2]
+                    }
+                }
             }
         }
         return out
     }
+
+    /// An NHWC size x size x 3 input mirrored left to right.
+    public static func mirrored(_ input: [Float], size: Int) -> [Float] { mirrored(batch: input, size: size) }
 
     /// `reduction`: the image is a JPEG 2000 resolution level (see `Reduction`), resized as the full
     /// image would be; nil for a full-resolution image.

@@ -40,17 +40,23 @@ extension InceptionV3Engine {
     /// same size, so the engine's buffers, and the memory they take, are those of one batch.
     public func probabilities(of inputs: [[Float]], head: LogisticHead, reading: HeadReading) throws -> [Double] {
         guard !inputs.isEmpty else { return [] }
+        return try probabilities(ofBatch: Array(inputs.joined()), count: inputs.count, head: head, reading: reading)
+    }
+
+    /// As `probabilities(of:)`, for `count` inputs laid one after another in `batch` ([count, size, size, 3]).
+    public func probabilities(ofBatch batch: [Float], count: Int, head: LogisticHead, reading: HeadReading) throws -> [Double] {
+        guard count > 0 else { return [] }
         let d = head.weights.count
-        func run(_ batch: [[Float]]) throws -> [Double] {
-            let features = try pooledBlockFeatures(Array(batch.joined()), batch: batch.count, blocks: reading.blocks)
-            guard features.count == batch.count * d else {
-                throw ModelFileError.notAModel(path: "<head>", reason: "the head has \(d) weights for \(features.count / batch.count) pooled features")
+        func run(_ batch: [Float]) throws -> [Double] {
+            let features = try pooledBlockFeatures(batch, batch: count, blocks: reading.blocks)
+            guard features.count == count * d else {
+                throw ModelFileError.notAModel(path: "<head>", reason: "the head has \(d) weights for \(features.count / count) pooled features")
             }
-            return (0..<batch.count).map { head.probability(features[($0 * d)..<(($0 + 1) * d)]) }
+            return (0..<count).map { head.probability(features[($0 * d)..<(($0 + 1) * d)]) }
         }
-        let plain = try run(inputs)
+        let plain = try run(batch)
         guard reading.testTimeFlip else { return plain }
-        let mirrored = try run(inputs.map { ModelInput.mirrored($0, size: inputSize) })
+        let mirrored = try run(ModelInput.mirrored(batch: batch, size: inputSize))
         return zip(plain, mirrored).map { ($0 + $1) / 2 }
     }
 }

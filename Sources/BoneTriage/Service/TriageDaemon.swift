@@ -51,6 +51,7 @@ public final class TriageDaemon: @unchecked Sendable {
     /// Runs until stopped; throws only when the daemon cannot start at all (the message says what to fix).
     public func run() throws {
         signal(SIGPIPE, SIG_IGN)
+        _ = bt_memory_return_large_blocks()
         let c = configuration
         let spool = Spool(root: c.spoolFolder)
         let quarantine = Quarantine(root: c.quarantineFolder)

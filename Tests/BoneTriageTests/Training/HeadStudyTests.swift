@@ -130,6 +130,12 @@ struct HeadStudyTests {
         #expect(Array(out[0..<3]) == Array(input[6..<9]) && Array(out[6..<9]) == Array(input[0..<3]))
         #expect(Array(out[12..<15]) == Array(input[12..<15]))
         #expect(ModelInput.mirrored(out, size: size) == input)
+        // A batch of three: each image mirrored on its own, pixel for pixel.
+        let batch = (0..<(3 * size * size * 3)).map { Float($0 * 7 % 31) }
+        let flipped = ModelInput.mirrored(batch: batch, size: size)
+        for n in 0..<3 { for y in 0..<size { for x in 0..<size { for c in 0..<3 {
+            #expect(flipped[((n * size + y) * size + x) * 3 + c] == batch[((n * size + y) * size + (size - 1 - x)) * 3 + c])
+        } } } }
     }
 }
 
