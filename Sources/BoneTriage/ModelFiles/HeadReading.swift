@@ -47,16 +47,15 @@ extension InceptionV3Engine {
     public func probabilities(ofBatch batch: [Float], count: Int, head: LogisticHead, reading: HeadReading) throws -> [Double] {
         guard count > 0 else { return [] }
         let d = head.weights.count
-        func run(_ batch: [Float]) throws -> [Double] {
+        func features(_ batch: [Float]) throws -> [Float] {
             let features = try pooledBlockFeatures(batch, batch: count, blocks: reading.blocks)
             guard features.count == count * d else {
                 throw ModelFileError.notAModel(path: "<head>", reason: "the head has \(d) weights for \(features.count / count) pooled features")
             }
-            return (0..<count).map { head.probability(features[($0 * d)..<(($0 + 1) * d)]) }
+            return features
         }
-        let plain = try run(batch)
-        guard reading.testTimeFlip else { return plain }
-        let mirrored = try run(ModelInput.mirrored(batch: batch, size: inputSize))
-        return zip(plain, mirrored).map { ($0 + $1) / 2 }
+        let plain = try features(batch)
+        let mirrored = reading.testTimeFlip ? try features(ModelInput.mirrored(batch: batch, size: inputSize)) : nil
+        return head.probabilities(plain, mirrored: mirrored, count: count)
     }
 }

@@ -16,6 +16,17 @@ public struct LogisticHead: Sendable, Equatable {
         for (w, x) in zip(weights, features) { z += Double(w) * Double(x) }
         return 1 / (1 + exp(-z))
     }
+
+    /// The probability of each of `count` images from their pooled features (one image's `weights.count` values
+    /// after another), averaged with its mirror image's when `mirrored` holds those (the test-time flip).
+    public func probabilities(_ features: [Float], mirrored: [Float]?, count: Int) -> [Double] {
+        let d = weights.count
+        return (0..<count).map { i in
+            let p = probability(features[(i * d)..<((i + 1) * d)])
+            guard let mirrored else { return p }
+            return (p + probability(mirrored[(i * d)..<((i + 1) * d)])) / 2
+        }
+    }
 }
 
 public enum TrainingError: Error, CustomStringConvertible, Equatable {

@@ -110,13 +110,9 @@ public struct PrecisionStudy {
         guard reference.plain.count == images.count * d else {
             throw ModelFileError.notAModel(path: "<head>", reason: "the head has \(d) weights for \(reference.plain.count / images.count) pooled features")
         }
-        // Each image's probability as HeadReading's `probabilities(of:)` gives it: mirrored too when the model says so.
+        // Each image's probability as the daemon gives it: mirrored too when the model says so.
         func probabilities(_ f: (plain: [Float], mirrored: [Float]?, seconds: Double)) -> [Double] {
-            (0..<images.count).map { i in
-                let p = head.probability(f.plain[(i * d)..<((i + 1) * d)])
-                guard let m = f.mirrored else { return p }
-                return (p + head.probability(m[(i * d)..<((i + 1) * d)])) / 2
-            }
+            head.probabilities(f.plain, mirrored: f.mirrored, count: images.count)
         }
         let p32 = probabilities(reference), pReduced = probabilities(reduced)
         let s32 = StudyScores.aggregate(images, probabilities: p32), sReduced = StudyScores.aggregate(images, probabilities: pReduced)
