@@ -85,13 +85,6 @@ public final class OcclusionSensitivity {
         return out
     }
 
-    /// The input with rows `rows` and columns `columns` (pixels) set to `fill`.
-    static func occluded(_ input: [Float], size: Int, rows: Range<Int>, columns: Range<Int>, fill: [Float]) -> [Float] {
-        var out = input
-        out.withUnsafeMutableBufferPointer { occlude($0, size: size, rows: rows, columns: columns, fill: fill) }
-        return out
-    }
-
     /// Sets rows `rows` and columns `columns` (pixels) of one input in place to `fill`.
     static func occlude(_ image: UnsafeMutableBufferPointer<Float>, size: Int, rows: Range<Int>, columns: Range<Int>, fill: [Float]) {
         for y in rows { for x in columns { for c in 0..<3 { image[(y * size + x) * 3 + c] = fill[c] } } }

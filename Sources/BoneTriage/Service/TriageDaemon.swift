@@ -51,8 +51,13 @@ public final class TriageDaemon: @unchecked Sendable {
     /// Runs until stopped; throws only when the daemon cannot start at all (the message says what to fix).
     public func run() throws {
         signal(SIGPIPE, SIG_IGN)
-        _ = bt_memory_return_large_blocks()
         let c = configuration
+        // Large blocks mapped on their own, so that a reload leaves nothing of the old model and engine resident.
+        // Not when this process decodes the images itself: there, reusing the last image's heap pages saves a
+        // large image's page faults (what the decoder processes keep with bt_memory_reuse_freed).
+        if c.isolateDecoder && bt_memory_return_large_blocks() == 0 {
+            logger.debug("glibc refused the fixed mmap threshold: a reload may leave some of the old model resident")
+        }
         let spool = Spool(root: c.spoolFolder)
         let quarantine = Quarantine(root: c.quarantineFolder)
         let cleared = try spool.prepare()

@@ -21,6 +21,7 @@ public struct LogisticHead: Sendable, Equatable {
     /// after another), averaged with its mirror image's when `mirrored` holds those (the test-time flip).
     public func probabilities(_ features: [Float], mirrored: [Float]?, count: Int) -> [Double] {
         let d = weights.count
+        precondition(features.count >= count * d && (mirrored?.count ?? count * d) >= count * d, "fewer pooled features than \(count) images need")
         return (0..<count).map { i in
             let p = probability(features[(i * d)..<((i + 1) * d)])
             guard let mirrored else { return p }

@@ -16,9 +16,10 @@ int bt_memory_release_free(void);
 /// third of a large image's decode time). Pair it with `bt_memory_release_free` when idle. 1 on success.
 int bt_memory_reuse_freed(void);
 
-/// Serves every block of 256 KiB or more with its own mapping, returned to the system when freed (glibc's
-/// mallopt: a fixed mmap threshold), for the daemon: a model and its engine, replaced at a reload, then
-/// leave nothing resident behind, whatever was allocated between their blocks. 1 on success.
+/// Serves blocks of 256 KiB or more with mappings of their own, returned to the system when freed (glibc's
+/// mallopt: a fixed mmap threshold; a block that fits a free heap chunk still comes from the heap), for the
+/// daemon: a model and its engine, replaced at a reload, then leave next to nothing resident behind,
+/// whatever was allocated between their blocks. 1 on success.
 int bt_memory_return_large_blocks(void);
 
 #ifdef __cplusplus

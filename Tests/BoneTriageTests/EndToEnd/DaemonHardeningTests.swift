@@ -131,7 +131,7 @@ struct DaemonHardeningTests {
         }
         usleep(500_000)
         let before = try settled()
-        // The daemon maps every block of 256 KiB or more on its own (bt_memory_return_large_blocks), so a
+        // The daemon maps blocks of 256 KiB or more on their own (bt_memory_return_large_blocks), so a
         // replaced model and engine leave nothing behind: measured within 1 MB over 30 reloads, idle or with
         // both cores busy. (With glibc's dynamic threshold it wandered by +-18 MB from reload to reload.)
         // The least of the last three reloads is the level.
