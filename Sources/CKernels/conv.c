@@ -358,6 +358,37 @@ static int strip_setup(const bt_conv_desc *d, const char *input, size_t pixel_by
     return kept;
 }
 
+/// The most weight rows per tap a gathered strip may hold (see `gathers_patches`).
+#define GATHER_MAX_DEPTH 32
+
+/// Whether a layer runs as a 1x1 convolution over each strip's gathered patches: no padding, a dense
+/// float32 input (each run of kernel_w pixels in a row is kernel_w * in_c consecutive floats) and few
+/// weight rows per output channel (kernel_h * kernel_w * in_c <= GATHER_MAX_DEPTH). That is the stem's
+/// first convolution (3x3, 3 channels): the micro-kernel then walks one tap of 27 rows instead of 9 taps
+/// of 3, doing the same multiply-adds in the same order, so the output has the same bits.
+static int gathers_patches(const bt_conv_desc *d, size_t pixel_bytes, int depth) {
+    return d->pad_h == 0 && d->pad_w == 0 && depth == d->in_c && pixel_bytes == (size_t)d->in_c * sizeof(float) &&
+           !(d->kernel_h == 1 && d->kernel_w == 1) && !is_horizontal(d) && d->kernel_h * d->kernel_w * d->in_c <= GATHER_MAX_DEPTH;
+}
+
+/// For output pixels r0 ..< r0+mr: their output pixel indices, and each one's patch (kernel_h runs of
+/// kernel_w * in_c floats, in the packed weights' row order ky, kx, c) copied into `patches`
+/// (GATHER_MAX_DEPTH floats per pixel), one pointer per row in `ptrs`; rows past mr repeat the last one.
+static void gather_strip(const bt_conv_desc *d, const float *input, int r0, int mr, int block, float *patches,
+                         const float **ptrs, size_t *pixels) {
+    const int per_image = d->out_h * d->out_w, run = d->kernel_w * d->in_c;
+    for (int i = 0; i < mr; i++) {
+        const int r = r0 + i, n = r / per_image, rem = r - n * per_image, oy = rem / d->out_w, ox = rem - oy * d->out_w;
+        float *patch = patches + (size_t)i * GATHER_MAX_DEPTH;
+        for (int ky = 0; ky < d->kernel_h; ky++)
+            memcpy(patch + ky * run, input + ((size_t)(n * d->in_h + oy * d->stride + ky) * d->in_w + (size_t)ox * d->stride) * d->in_c,
+                   (size_t)run * sizeof(float));
+        pixels[i] = (size_t)r;
+        ptrs[i] = patch;
+    }
+    for (int i = mr; i < block; i++) { pixels[i] = pixels[mr - 1]; ptrs[i] = ptrs[mr - 1]; }
+}
+
 /// Panels per pass over the row strips: as many as keep their weights (`panel_bytes` each) in the L2.
 static int panels_per_pass(size_t panel_bytes) {
     const int n = (int)(PANEL_BLOCK_BYTES / panel_bytes);
@@ -378,12 +409,21 @@ static void conv_strips(const bt_conv_desc *d, micro_kernel kernel, int block, c
     int kept_taps[BT_MAX_TAPS], tap_offsets[BT_MAX_TAPS];
     size_t pixels[MR_MAX];
     float *out[MR_MAX];
+    const int gather = gathers_patches(d, pixel_bytes, depth);
+    float patches[MR_MAX * GATHER_MAX_DEPTH] __attribute__((aligned(64)));
+    const int kernel_depth = gather ? d->kernel_h * d->kernel_w * depth : depth;
     for (int pb = panel_begin; pb < panel_end; pb += per_pass) {
         const int pe = pb + per_pass < panel_end ? pb + per_pass : panel_end;
         for (int r = row_begin; r < row_end; r += block) {
             const int mr = row_end - r < block ? row_end - r : block;
-            const int kept = strip_setup(d, input, pixel_bytes, r, mr, block, ptrs, kept_taps, pixels);
-            for (int t = 0; t < kept; t++) tap_offsets[t] = kept_taps[t] * depth * NR;
+            int kept = 1;
+            if (gather) {
+                gather_strip(d, (const float *)input, r, mr, block, patches, ptrs, pixels);
+                tap_offsets[0] = 0;
+            } else {
+                kept = strip_setup(d, input, pixel_bytes, r, mr, block, ptrs, kept_taps, pixels);
+                for (int t = 0; t < kept; t++) tap_offsets[t] = kept_taps[t] * depth * NR;
+            }
             for (int p = pb; p < pe; p++) {
                 const int nc = d->out_c - p * NR < NR ? d->out_c - p * NR : NR;
                 const int second = p < d->split_panel && d->output2;
@@ -394,7 +434,7 @@ static void conv_strips(const bt_conv_desc *d, micro_kernel kernel, int block, c
                     for (int i = 0; i < block; i++)
                         out[i] = second ? d->output2 + pixels[i] * d->out2_stride + p * NR : d->output + pixels[i] * d->out_stride + p * NR;
                 }
-                kernel(mr, nc, kept, tap_offsets, depth, ptrs, packed + (size_t)p * panel_words, out, relu);
+                kernel(mr, nc, kept, tap_offsets, kernel_depth, ptrs, packed + (size_t)p * panel_words, out, relu);
             }
         }
     }

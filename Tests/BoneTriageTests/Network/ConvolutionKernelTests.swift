@@ -48,9 +48,10 @@ struct ConvolutionKernelTests {
         let weights: [Float], bias: [Float]
         let expected: [Float]  // dense [pixels, outputChannels], after ReLU
 
-        init(_ s: Shape, seed: UInt64) {
+        /// `denseInput`: the input's pixels hold their channels only (pixel stride = channels), else 3 more floats.
+        init(_ s: Shape, seed: UInt64, denseInput: Bool = false) {
             shape = s
-            inputStride = s.inputChannels + 3
+            inputStride = s.inputChannels + (denseInput ? 0 : 3)
             input = ConvolutionKernelTests.values(s.batch * s.height * s.width * inputStride, seed: seed)
             weights = ConvolutionKernelTests.values(s.k * s.outputChannels, seed: seed + 1).map { $0 / Float(s.k).squareRoot() }
             bias = ConvolutionKernelTests.values(s.outputChannels, seed: seed + 2).map { $0 * 0.1 }
@@ -176,6 +177,54 @@ struct ConvolutionKernelTests {
             for wide in ["avx512", "avx512-on-avx2"] {
                 if let other = byFamily[wide] { #expect(other == avx2, "\(c.shape): \(wide) differs from avx2") }
             }
+        }
+    }
+
+    /// Layers with few weight rows per output channel and no padding, like the stem's first convolution (3x3/2,
+    /// 3 channels): from a dense input each strip's patches are gathered and run as one tap.
+    static let gatheredShapes: [Shape] = [
+        Shape(batch: 2, height: 15, width: 13, inputChannels: 3, outputChannels: 32, kernelHeight: 3, kernelWidth: 3, stride: 2, padHeight: 0, padWidth: 0),
+        Shape(batch: 1, height: 9, width: 8, inputChannels: 7, outputChannels: 20, kernelHeight: 2, kernelWidth: 2, stride: 1, padHeight: 0, padWidth: 0),
+        Shape(batch: 3, height: 6, width: 5, inputChannels: 10, outputChannels: 16, kernelHeight: 3, kernelWidth: 1, stride: 1, padHeight: 0, padWidth: 0),
+    ]
+
+    @Test("gathered patches (few channels, no padding, dense input) give the bits of the tap-by-tap kernel, every family",
+          arguments: gatheredShapes.indices)
+    func gatheredPatches(index: Int) {
+        let dense = Case(Self.gatheredShapes[index], seed: UInt64(index) * 5 + 3, denseInput: true)
+        // The same values with 3 more floats per input pixel: not gathered, each tap walked on its own.
+        var strided = Case(dense.shape, seed: UInt64(index) * 5 + 3)
+        let c = dense.shape.inputChannels
+        var spread: [Float] = []
+        for p in 0..<(dense.input.count / c) { spread += dense.input[(p * c)..<((p + 1) * c)]; spread += [9, 9, 9] }
+        strided.input = spread
+        let packed = dense.packed()
+        let pixels = Int32(dense.shape.batch * dense.shape.outHeight * dense.shape.outWidth)
+        let panels = bt_panel_count(Int32(dense.shape.outputChannels))
+        for (name, family) in Self.families {
+            for relu in [Int32(1), 0] {
+                let gathered = dense.run(outputStride: dense.shape.outputChannels + 2, family: family) { d in
+                    bt_conv(d, packed, 0, pixels, 0, panels, relu)
+                }
+                let taps = strided.run(outputStride: dense.shape.outputChannels, family: family) { d in
+                    bt_conv(d, packed, 0, pixels, 0, panels, relu)
+                }
+                #expect(gathered == taps, "\(dense.shape), \(name), relu \(relu)")
+                if relu == 1 { #expect(dense.relativeError(gathered) <= 1e-5, "\(dense.shape), \(name)") }
+            }
+            // Row ranges that end inside a strip (its last rows repeated) and single panels, into scratch and committed.
+            let whole = dense.run(outputStride: dense.shape.outputChannels, family: family) { d in bt_conv(d, packed, 0, pixels, 0, panels, 1) }
+            let pieces = dense.run(outputStride: dense.shape.outputChannels, family: family) { d in
+                let cut = pixels / 2 + 1
+                for p in 0..<panels {
+                    for (begin, end) in [(Int32(0), cut), (cut, pixels)] {
+                        var scratch = [Float](repeating: .nan, count: bt_conv_part_scratch_count(begin, end, p, p + 1))
+                        bt_conv_part(d, packed, begin, end, p, p + 1, 1, &scratch)
+                        bt_conv_commit(d, begin, end, p, p + 1, scratch)
+                    }
+                }
+            }
+            #expect(pieces == whole, "\(dense.shape), \(name)")
         }
     }
 
