@@ -52,7 +52,7 @@ public final class TriageDaemon: @unchecked Sendable {
     public func run() throws {
         signal(SIGPIPE, SIG_IGN)
         let c = configuration
-        // Large blocks mapped on their own, so that a reload leaves nothing of the old model and engine resident.
+        // Large blocks mapped on their own, so that a reload leaves next to nothing of the old model and engine resident.
         // Not when this process decodes the images itself: there, reusing the last image's heap pages saves a
         // large image's page faults (what the decoder processes keep with bt_memory_reuse_freed).
         if c.isolateDecoder && bt_memory_return_large_blocks() == 0 {
